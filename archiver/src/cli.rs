@@ -1,0 +1,51 @@
+//! Command line of the `archiver` binary.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+use vitalsink_common::cli::{self as common_cli, CommonArgs};
+use vitalsink_common::Config;
+
+use crate::error::Result;
+
+/// Moves aged TimescaleDB chunks to verified Parquet, and back.
+#[derive(Debug, Parser)]
+#[command(name = "archiver", version, about)]
+pub struct Cli {
+    /// Flags shared with the other binaries.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply the schema migrations on every shard (idempotent) and exit.
+    Migrate,
+    /// Load and validate the configuration, print the effective one as JSON and exit.
+    CheckConfig,
+}
+
+/// Runs the command; returns the exit code (0 success, 1 failure, 2 bad configuration).
+pub async fn main(cli: Cli) -> ExitCode {
+    let cfg = match common_cli::start("archiver", &cli.common) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    common_cli::exit_code("archiver", run(cli.command, cfg).await)
+}
+
+async fn run(command: Command, cfg: Config) -> Result<()> {
+    match command {
+        Command::Migrate => common_cli::migrate(&cfg).await?,
+        Command::CheckConfig => {
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{}", common_cli::config_json(&cfg));
+            }
+        }
+    }
+    Ok(())
+}

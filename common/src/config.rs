@@ -1,0 +1,396 @@
+//! Typed configuration shared by the `ingest` and `archiver` binaries.
+//!
+//! Sources, later ones winning:
+//! 1. built-in defaults ([`Config::default`]);
+//! 2. one TOML file (`--config FILE`, env `VITALSINK_CONFIG`), see `dev/vitalsink.example.toml`;
+//! 3. environment variables `VITALSINK_<SECTION>__<KEY>`, e.g. `VITALSINK_KAFKA__BROKERS`;
+//! 4. the binaries' clap flags (each flag also reads its own env variable).
+//!
+//! Unknown keys are refused, and [`Config::validate`] checks the values; both name the key.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::measurement::Limits;
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Kafka connection and topics.
+    pub kafka: KafkaConfig,
+    /// The ordered shard list. Order is part of routing: only ever append
+    /// (see `schemas/ROUTING.md`).
+    pub shards: Vec<ShardConfig>,
+    /// Database-side settings applied to every shard.
+    pub database: DatabaseConfig,
+    /// Contract rules beyond the JSON Schema.
+    pub validation: ValidationConfig,
+    /// Metrics, health and logs.
+    pub observability: ObservabilityConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            kafka: KafkaConfig::default(),
+            shards: vec![
+                ShardConfig {
+                    name: "shard0".into(),
+                    url: "host=127.0.0.1 port=15432 user=postgres dbname=vitalsink".into(),
+                },
+                ShardConfig {
+                    name: "shard1".into(),
+                    url: "host=127.0.0.1 port=15433 user=postgres dbname=vitalsink".into(),
+                },
+            ],
+            database: DatabaseConfig::default(),
+            validation: ValidationConfig::default(),
+            observability: ObservabilityConfig::default(),
+        }
+    }
+}
+
+/// `[kafka]`: broker connection, topics and consumer group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`: comma-separated `host:port` list.
+    pub brokers: String,
+    /// Topic producers publish measurements to.
+    pub topic: String,
+    /// Dead-letter topic for rejected records.
+    pub dlq_topic: String,
+    /// Consumer group of the ingest workers.
+    pub group_id: String,
+    /// Consumer-group session timeout (`session.timeout.ms`). Joining a group takes about half
+    /// of it on the local broker; the broker bounds it by its group min/max session timeout.
+    #[serde(with = "humantime_serde")]
+    pub session_timeout: Duration,
+    /// Extra librdkafka properties, passed through verbatim (e.g. `security.protocol`).
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:19092".into(),
+            topic: "measurements".into(),
+            dlq_topic: "measurements.dlq".into(),
+            group_id: "vitalsink-ingest".into(),
+            session_timeout: Duration::from_secs(10),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[[shards]]`: one TimescaleDB node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardConfig {
+    /// Stable name used in metrics, logs and archive paths.
+    pub name: String,
+    /// libpq connection string, key-value (`host=… port=…`) or URL form. Several hosts may be
+    /// listed (`host=a,b port=5432,5432 target_session_attrs=read-write`) so that a promoted
+    /// standby is found after a failover.
+    pub url: String,
+}
+
+/// `[database]`: settings applied to every shard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `chunk_time_interval` of the measurements hypertable, applied to new chunks with
+    /// `set_chunk_time_interval` (TimescaleDB docs recommend sizing chunks so that recent
+    /// chunks and their indexes fit in about 25% of memory).
+    #[serde(with = "humantime_serde")]
+    pub chunk_interval: Duration,
+    /// Connections per shard pool.
+    pub pool_size: usize,
+    /// Timeout for establishing one connection.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            chunk_interval: Duration::from_secs(86_400),
+            pool_size: 4,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `[validation]`: the contract rules JSON Schema cannot express (see `schemas/README.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ValidationConfig {
+    /// Largest accepted message, bytes.
+    pub max_message_bytes: usize,
+    /// Oldest accepted timestamp relative to the time of ingest.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Furthest accepted timestamp in the future (clock skew).
+    #[serde(with = "humantime_serde")]
+    pub max_future: Duration,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        let l = Limits::default();
+        Self {
+            max_message_bytes: l.max_message_bytes,
+            max_age: l.max_age,
+            max_future: l.max_future,
+        }
+    }
+}
+
+impl ValidationConfig {
+    /// The [`Limits`] these settings describe.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_message_bytes: self.max_message_bytes,
+            max_age: self.max_age,
+            max_future: self.max_future,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[observability]`: metrics/health endpoint and logs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ObservabilityConfig {
+    /// Address of the HTTP server for `/metrics`, `/healthz` and `/readyz`.
+    pub listen: String,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// `tracing` filter directive, e.g. `info,vitalsink_ingest=debug`.
+    pub log_filter: String,
+}
+
+impl Default for ObservabilityConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9464".into(),
+            log_format: LogFormat::Text,
+            log_filter: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then the TOML file at `path` (if any), then `VITALSINK_*` environment
+    /// variables, then `overrides` (a serializable struct of the clap flags that were given,
+    /// with absent flags skipped), and validates the result.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the key that is unknown, mistyped or out of range, or the file
+    /// that cannot be read.
+    pub fn load<O: Serialize>(path: Option<&Path>, overrides: &O) -> Result<Self> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(p) = path {
+            if !p.is_file() {
+                return Err(Error::Config {
+                    key: "config".into(),
+                    message: format!("file {} does not exist", p.display()),
+                });
+            }
+            fig = fig.merge(Toml::file(p));
+        }
+        fig = fig
+            .merge(Env::prefixed("VITALSINK_").ignore(&["CONFIG"]).split("__"))
+            .merge(Serialized::defaults(overrides));
+        let cfg: Config = fig.extract().map_err(|e| Error::from_figment(&e))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values that serde cannot: non-empty strings, positive sizes, unique shard names.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the first bad key, e.g. `shards[1].name`.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, message: &str| {
+            Err(Error::Config {
+                key: key.into(),
+                message: message.into(),
+            })
+        };
+        for (key, v) in [
+            ("kafka.brokers", &self.kafka.brokers),
+            ("kafka.topic", &self.kafka.topic),
+            ("kafka.dlq_topic", &self.kafka.dlq_topic),
+            ("kafka.group_id", &self.kafka.group_id),
+            ("observability.listen", &self.observability.listen),
+        ] {
+            if v.trim().is_empty() {
+                return bad(key, "must not be empty");
+            }
+        }
+        if self.kafka.topic == self.kafka.dlq_topic {
+            return bad("kafka.dlq_topic", "must differ from kafka.topic");
+        }
+        if self.shards.is_empty() {
+            return bad("shards", "at least one shard is required");
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, s) in self.shards.iter().enumerate() {
+            if s.name.is_empty() || !crate::measurement::is_valid_id(&s.name) {
+                return bad(
+                    &format!("shards[{i}].name"),
+                    "must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+                );
+            }
+            if !names.insert(&s.name) {
+                return bad(&format!("shards[{i}].name"), "duplicate shard name");
+            }
+            if let Err(e) = s.url.parse::<tokio_postgres::Config>() {
+                return bad(
+                    &format!("shards[{i}].url"),
+                    &format!("not a libpq connection string: {e}"),
+                );
+            }
+        }
+        if self.database.chunk_interval < Duration::from_secs(60) {
+            return bad("database.chunk_interval", "must be at least 1m");
+        }
+        if self.database.pool_size == 0 {
+            return bad("database.pool_size", "must be at least 1");
+        }
+        if self.validation.max_message_bytes == 0 {
+            return bad("validation.max_message_bytes", "must be at least 1");
+        }
+        if self
+            .observability
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .is_err()
+        {
+            return bad("observability.listen", "must be an ip:port socket address");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[derive(Serialize, Default)]
+    struct NoFlags {}
+
+    fn load_toml(text: &str) -> Result<Config> {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        Config::load(Some(f.path()), &NoFlags {})
+    }
+
+    fn key_of(r: Result<Config>) -> String {
+        match r {
+            Err(Error::Config { key, .. }) => key,
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn toml_overrides_defaults() {
+        let c = load_toml(
+            r#"
+            [kafka]
+            topic = "vitals"
+            session_timeout = "6s"
+            [[shards]]
+            name = "a"
+            url = "host=db1,db2 port=5432,5432 user=x dbname=y target_session_attrs=read-write"
+            [database]
+            chunk_interval = "7d"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.kafka.topic, "vitals");
+        assert_eq!(c.kafka.session_timeout, Duration::from_secs(6));
+        assert_eq!(c.kafka.brokers, KafkaConfig::default().brokers);
+        assert_eq!(c.shards.len(), 1);
+        assert_eq!(c.database.chunk_interval, Duration::from_secs(7 * 86_400));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let k = key_of(load_toml("[kafka]\ntopik = \"x\"\n"));
+        assert!(k.contains("topik"), "{k}");
+    }
+
+    #[test]
+    fn mistyped_key_is_named() {
+        let k = key_of(load_toml("[database]\npool_size = \"many\"\n"));
+        assert_eq!(k, "database.pool_size");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        assert_eq!(
+            key_of(load_toml("[database]\npool_size = 0\n")),
+            "database.pool_size"
+        );
+        assert_eq!(
+            key_of(load_toml("[[shards]]\nname = \"a\"\nurl = \"host=h\"\n[[shards]]\nname = \"a\"\nurl = \"host=h\"\n")),
+            "shards[1].name"
+        );
+        assert_eq!(
+            key_of(load_toml("[kafka]\ndlq_topic = \"measurements\"\n")),
+            "kafka.dlq_topic"
+        );
+        assert_eq!(
+            key_of(load_toml("[observability]\nlisten = \"nowhere\"\n")),
+            "observability.listen"
+        );
+        assert_eq!(
+            key_of(load_toml("[[shards]]\nname = \"a\"\nurl = \"not a dsn\"\n")),
+            "shards[0].url"
+        );
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let r = Config::load(Some(Path::new("/nonexistent/vitalsink.toml")), &NoFlags {});
+        assert_eq!(key_of(r), "config");
+    }
+
+    #[test]
+    fn flags_override_file() {
+        #[derive(Serialize)]
+        struct Flags {
+            kafka: BTreeMap<&'static str, &'static str>,
+        }
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(b"[kafka]\ntopic = \"from-file\"\n").unwrap();
+        let flags = Flags {
+            kafka: [("topic", "from-flag")].into(),
+        };
+        let c = Config::load(Some(f.path()), &flags).unwrap();
+        assert_eq!(c.kafka.topic, "from-flag");
+    }
+}

@@ -1,0 +1,100 @@
+//! PostgreSQL helpers: one connection pool per shard.
+
+use crate::config::{DatabaseConfig, ShardConfig};
+use crate::error::{Error, Result};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+/// A shard: its configured name, index in the routing order and connection pool.
+#[derive(Clone)]
+pub struct Shard {
+    /// Index in the ordered shard list, i.e. what [`crate::routing::ShardRouter`] returns.
+    pub index: usize,
+    /// Configured name.
+    pub name: String,
+    /// Connection pool (`database.pool_size` connections at most).
+    pub pool: Pool,
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard")
+            .field("index", &self.index)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl Shard {
+    /// Builds the pool for `cfg`. No connection is made until one is needed.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the connection string does not parse or the pool cannot be built.
+    pub fn new(index: usize, cfg: &ShardConfig, db: &DatabaseConfig) -> Result<Self> {
+        let key = format!("shards[{index}].url");
+        let mut pg: tokio_postgres::Config =
+            cfg.url
+                .parse()
+                .map_err(|e: tokio_postgres::Error| Error::Config {
+                    key: key.clone(),
+                    message: e.to_string(),
+                })?;
+        if pg.get_connect_timeout().is_none() {
+            pg.connect_timeout(db.connect_timeout);
+        }
+        if pg.get_application_name().is_none() {
+            pg.application_name("vitalsink");
+        }
+        let mgr = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr)
+            .max_size(db.pool_size)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| Error::Config {
+                key,
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            index,
+            name: cfg.name.clone(),
+            pool,
+        })
+    }
+
+    /// Builds every shard of the ordered list.
+    ///
+    /// # Errors
+    /// As [`Shard::new`].
+    pub fn all(shards: &[ShardConfig], db: &DatabaseConfig) -> Result<Vec<Self>> {
+        shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Self::new(i, s, db))
+            .collect()
+    }
+
+    /// Takes a connection from the pool.
+    ///
+    /// # Errors
+    /// [`Error::Pool`] when the shard cannot be reached.
+    pub async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(|e| Error::Pool {
+            shard: self.name.clone(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Wraps a driver error with this shard's name.
+    pub fn err(&self, source: tokio_postgres::Error) -> Error {
+        Error::Postgres {
+            shard: self.name.clone(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The error type of `vitalsink-common`.
+
+/// Errors raised by configuration loading, migrations and the shared Kafka/PostgreSQL helpers.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configuration key is unknown, mistyped or out of range.
+    #[error("configuration key `{key}`: {message}")]
+    Config {
+        /// Dotted path of the key, e.g. `database.pool_size` or `shards[1].name`.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A PostgreSQL statement or connection failed.
+    #[error("shard {shard}: {source}")]
+    Postgres {
+        /// Name of the shard.
+        shard: String,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A connection could not be taken from a shard's pool.
+    #[error("shard {shard}: connection pool: {message}")]
+    Pool {
+        /// Name of the shard.
+        shard: String,
+        /// The pool's error, as text.
+        message: String,
+    },
+    /// A migration failed; the shard is left at the previous version.
+    #[error("shard {shard}: migration {version} ({name}) failed: {source}")]
+    Migration {
+        /// Name of the shard.
+        shard: String,
+        /// Version that failed.
+        version: i32,
+        /// Its file name.
+        name: &'static str,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A shard's recorded schema version is newer than this binary knows.
+    #[error("shard {shard}: schema version {found} is newer than this binary's {known}; upgrade the binary")]
+    SchemaTooNew {
+        /// Name of the shard.
+        shard: String,
+        /// Version recorded on the shard.
+        found: i32,
+        /// Newest version this binary ships.
+        known: i32,
+    },
+    /// A Kafka client operation failed.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// Creating a Kafka topic failed.
+    #[error("kafka: creating topic {topic}: {message}")]
+    TopicCreate {
+        /// The topic.
+        topic: String,
+        /// The broker's answer.
+        message: String,
+    },
+    /// Logging could not be set up.
+    #[error("logging: {0}")]
+    Telemetry(String),
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Converts a figment extraction error into [`Error::Config`] naming the key.
+    pub(crate) fn from_figment(e: &figment::Error) -> Self {
+        use figment::error::Kind;
+        let mut path: Vec<String> = e.path.clone();
+        if let Kind::UnknownField(field, _) = &e.kind {
+            path.push(field.clone());
+        }
+        let key = path.join(".");
+        let origin = e
+            .metadata
+            .as_ref()
+            .map(|m| format!(" (from {})", m.name))
+            .unwrap_or_default();
+        Error::Config {
+            key: if key.is_empty() { "<root>".into() } else { key },
+            message: format!("{}{origin}", e.kind),
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! Shared building blocks of vitalsink, the participant-measurement ingestion and archiving
+//! pipeline: configuration ([`config`]), the measurement contract ([`measurement`]), shard
+//! routing ([`routing`]), and the Kafka ([`kafka`]) and PostgreSQL ([`db`], [`migrate`])
+//! helpers both binaries use.
+//!
+//! Reading order for a newcomer following one measurement: [`measurement::decode`] (the
+//! contract), [`routing::ShardRouter`] (which shard), then `vitalsink_ingest`.
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod kafka;
+pub mod measurement;
+pub mod migrate;
+pub mod routing;
+pub mod telemetry;
+
+pub use config::Config;
+pub use error::{Error, Result};

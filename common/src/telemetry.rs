@@ -1,0 +1,26 @@
+//! Logging set-up shared by the binaries: `tracing` with text or JSON lines on stderr.
+
+use crate::config::{LogFormat, ObservabilityConfig};
+use crate::error::{Error, Result};
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global `tracing` subscriber. `RUST_LOG`, when set, wins over
+/// `observability.log_filter`.
+///
+/// # Errors
+/// [`Error::Telemetry`] when the filter does not parse or a subscriber is already installed.
+pub fn init_logging(cfg: &ObservabilityConfig) -> Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => EnvFilter::try_new(v),
+        _ => EnvFilter::try_new(&cfg.log_filter),
+    }
+    .map_err(|e| Error::Telemetry(format!("observability.log_filter: {e}")))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let res = match cfg.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    res.map_err(|e| Error::Telemetry(e.to_string()))
+}

@@ -1,0 +1,124 @@
+//! Helpers for the end-to-end tests: where the local stack listens and per-test isolation
+//! (a fresh database on every shard, unique topic and object prefixes).
+//!
+//! The stack is the real one started by `dev/stack up`. A test never skips when a service is
+//! missing: it fails, naming the service and how to start it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+use vitalsink_common::config::{KafkaConfig, ShardConfig};
+
+/// Endpoints of the local stack, from the `STACK_*` variables `dev/stack env` prints, or the
+/// defaults of `dev/stack`.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    /// Kafka bootstrap servers.
+    pub brokers: String,
+    /// libpq connection strings of the shards, in routing order (database `vitalsink`).
+    pub shard_urls: Vec<String>,
+    /// S3 endpoint URL.
+    pub s3_endpoint: String,
+    /// Bucket `dev/stack up` creates.
+    pub s3_bucket: String,
+}
+
+impl Stack {
+    /// Reads the endpoints from the environment.
+    pub fn from_env() -> Self {
+        let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
+        let urls = var(
+            "STACK_SHARD_URLS",
+            "host=127.0.0.1 port=15432 user=postgres dbname=vitalsink;host=127.0.0.1 port=15433 user=postgres dbname=vitalsink",
+        );
+        Self {
+            brokers: var("STACK_KAFKA_BROKERS", "127.0.0.1:19092"),
+            shard_urls: urls.split(';').map(str::to_string).collect(),
+            s3_endpoint: var("STACK_S3_ENDPOINT", "http://127.0.0.1:18333"),
+            s3_bucket: var("STACK_S3_BUCKET", "vitalsink"),
+        }
+    }
+
+    /// A Kafka configuration pointing at the stack's broker, with short group timeouts
+    /// (joining a group takes about half the session timeout on Tansu).
+    pub fn kafka(&self) -> KafkaConfig {
+        KafkaConfig {
+            brokers: self.brokers.clone(),
+            session_timeout: std::time::Duration::from_secs(6),
+            ..KafkaConfig::default()
+        }
+    }
+}
+
+/// A name no other test or run uses: `prefix-<pid>-<millis>-<n>`, lower case.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    format!(
+        "{prefix}_{}_{ms}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Connects to one of the stack's shards or fails the test with how to start the stack.
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("TimescaleDB shard {url:?} unreachable ({e}); run `dev/stack up`")
+        });
+    tokio::spawn(conn);
+    client
+}
+
+/// A fresh database on every shard, so that tests do not see each other's rows.
+#[derive(Debug)]
+pub struct ShardDbs {
+    /// Shard configurations pointing at the fresh databases, in routing order.
+    pub shards: Vec<ShardConfig>,
+    admin_urls: Vec<String>,
+    name: String,
+}
+
+impl ShardDbs {
+    /// Creates database `prefix_<unique>` on every shard of `stack`.
+    pub async fn create(stack: &Stack, prefix: &str) -> Self {
+        let name = unique(prefix);
+        let mut shards = Vec::new();
+        for (i, url) in stack.shard_urls.iter().enumerate() {
+            let admin = connect(url).await;
+            admin
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .await
+                .unwrap();
+            shards.push(ShardConfig {
+                name: format!("shard{i}"),
+                url: format!("{} dbname={name}", url.replace("dbname=vitalsink", "")),
+            });
+        }
+        Self {
+            shards,
+            admin_urls: stack.shard_urls.clone(),
+            name,
+        }
+    }
+
+    /// Drops the databases (call at the end of a passing test; a failing one leaves them for
+    /// inspection until `dev/stack reset`).
+    pub async fn drop_all(self) {
+        for url in &self.admin_urls {
+            let admin = connect(url).await;
+            admin
+                .batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ))
+                .await
+                .unwrap();
+        }
+    }
+}
