@@ -76,7 +76,9 @@ impl Error {
         use figment::error::Kind;
         let mut path: Vec<String> = e.path.clone();
         if let Kind::UnknownField(field, _) = &e.kind {
-            path.push(field.clone());
+            if path.last() != Some(field) {
+                path.push(field.clone());
+            }
         }
         let key = path.join(".");
         let origin = e
