@@ -31,6 +31,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// Contract rules beyond the JSON Schema.
     pub validation: ValidationConfig,
+    /// The ingest worker.
+    pub ingest: IngestConfig,
     /// Metrics, health and logs.
     pub observability: ObservabilityConfig,
 }
@@ -51,6 +53,7 @@ impl Default for Config {
             ],
             database: DatabaseConfig::default(),
             validation: ValidationConfig::default(),
+            ingest: IngestConfig::default(),
             observability: ObservabilityConfig::default(),
         }
     }
@@ -160,6 +163,66 @@ impl ValidationConfig {
             max_age: self.max_age,
             max_future: self.max_future,
         }
+    }
+}
+
+/// `[ingest]`: batching, memory and shutdown of the ingest worker.
+///
+/// A shard's batch is flushed when it reaches `batch_max_rows` rows or `batch_max_bytes`
+/// bytes, or when its oldest row is `batch_max_age` old (Vector's batcher rule: size or age).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Rows per shard batch before it is flushed.
+    pub batch_max_rows: usize,
+    /// Bytes (approximate in-memory size of the rows) per shard batch before it is flushed.
+    pub batch_max_bytes: usize,
+    /// Age of a batch's oldest row before it is flushed.
+    #[serde(with = "humantime_serde")]
+    pub batch_max_age: Duration,
+    /// Cap on the worker process's memory, bytes. Half of it is the budget for readings
+    /// buffered or being written (over all shards): when that is used up, consumption waits
+    /// (backpressure) until a flush frees memory. An eighth is librdkafka's prefetch queue
+    /// (`queued.max.messages.kbytes`); the rest is headroom for the process itself.
+    pub memory_cap_bytes: usize,
+    /// Partitions of the measurements topic when the worker creates it.
+    pub topic_partitions: i32,
+    /// First retry delay after a failed write; doubles up to `retry_max` with full jitter
+    /// (AWS Architecture Blog, "Exponential Backoff and Jitter", 2015).
+    #[serde(with = "humantime_serde")]
+    pub retry_initial: Duration,
+    /// Longest retry delay.
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// How long a graceful shutdown may take to flush before the process exits anyway.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_deadline: Duration,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            batch_max_rows: 20_000,
+            batch_max_bytes: 8 << 20,
+            batch_max_age: Duration::from_secs(1),
+            memory_cap_bytes: 256 << 20,
+            topic_partitions: 6,
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_secs(5),
+            shutdown_deadline: Duration::from_secs(30),
+        }
+    }
+}
+
+impl IngestConfig {
+    /// Bytes of readings that may be buffered or in flight: half of `memory_cap_bytes`.
+    pub fn buffer_budget_bytes(&self) -> usize {
+        self.memory_cap_bytes / 2
+    }
+
+    /// librdkafka's prefetch queue, KiB: an eighth of `memory_cap_bytes`, 1 to 64 MiB.
+    pub fn fetch_queue_kib(&self) -> usize {
+        (self.memory_cap_bytes / 8 / 1024).clamp(1024, 65_536)
     }
 }
 
@@ -273,6 +336,34 @@ impl Config {
         }
         if self.database.pool_size == 0 {
             return bad("database.pool_size", "must be at least 1");
+        }
+        let i = &self.ingest;
+        if i.batch_max_rows == 0 {
+            return bad("ingest.batch_max_rows", "must be at least 1");
+        }
+        if i.batch_max_bytes == 0 {
+            return bad("ingest.batch_max_bytes", "must be at least 1");
+        }
+        if i.batch_max_age.is_zero() {
+            return bad("ingest.batch_max_age", "must be positive");
+        }
+        if i.buffer_budget_bytes() < i.batch_max_bytes.saturating_mul(self.shards.len()) {
+            return bad(
+                "ingest.memory_cap_bytes",
+                "half of it must hold one full batch per shard (batch_max_bytes × shards)",
+            );
+        }
+        if i.buffer_budget_bytes() < self.validation.max_message_bytes.saturating_mul(4) {
+            return bad(
+                "ingest.memory_cap_bytes",
+                "must be at least 8 × validation.max_message_bytes",
+            );
+        }
+        if i.topic_partitions < 1 {
+            return bad("ingest.topic_partitions", "must be at least 1");
+        }
+        if i.retry_initial.is_zero() || i.retry_max < i.retry_initial {
+            return bad("ingest.retry_max", "needs 0 < retry_initial <= retry_max");
         }
         if self.validation.max_message_bytes == 0 {
             return bad("validation.max_message_bytes", "must be at least 1");

@@ -13,6 +13,7 @@ pub mod error;
 pub mod kafka;
 pub mod measurement;
 pub mod migrate;
+pub mod observe;
 pub mod routing;
 pub mod telemetry;
 

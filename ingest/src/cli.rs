@@ -22,6 +22,8 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Consume, validate, route and write until SIGTERM/SIGINT (the worker).
+    Run,
     /// Apply the schema migrations on every shard (idempotent) and exit.
     Migrate,
     /// Load and validate the configuration, print the effective one as JSON and exit.
@@ -39,6 +41,9 @@ pub async fn main(cli: Cli) -> ExitCode {
 
 async fn run(command: Command, cfg: Config) -> Result<()> {
     match command {
+        Command::Run => {
+            crate::worker::run(cfg, vitalsink_common::observe::shutdown_on_signals()).await?
+        }
         Command::Migrate => common_cli::migrate(&cfg).await?,
         Command::CheckConfig => {
             #[allow(clippy::print_stdout)]

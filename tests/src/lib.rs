@@ -5,6 +5,9 @@
 //! missing: it fails, naming the service and how to start it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod dataset;
+pub mod ingest_run;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 use vitalsink_common::config::{KafkaConfig, ShardConfig};

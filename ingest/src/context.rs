@@ -1,0 +1,131 @@
+//! The consumer's rebalance handling.
+//!
+//! On **assignment** the worker does not trust Kafka's committed offsets: it asks every shard
+//! where it stands ([`crate::offsets::resume_offsets`]) and assigns each partition at that
+//! offset. This blocks the rebalance until the shards answer (retrying with backoff), which is
+//! right: consuming before knowing where to resume could lose rows.
+//!
+//! On **revocation** nothing has to be undone: batches already cut for a revoked partition
+//! still commit (the shard's offset lock skips whatever the new owner applied first), and the
+//! new owner skips whatever they applied. The consumer is told, so that later batches stop
+//! claiming progress on partitions it no longer owns.
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaResult;
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::types::RDKafkaRespErr;
+use tokio::sync::mpsc::UnboundedSender;
+use vitalsink_common::db::Shard;
+
+use crate::offsets::resume_offsets;
+use crate::writer::Backoff;
+
+/// A change of assignment, for the consume loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Assignment {
+    /// These partitions are now ours, positioned where the shards resume them.
+    Assigned(Vec<i32>),
+    /// These partitions are no longer ours.
+    Revoked(Vec<i32>),
+}
+
+/// librdkafka callbacks of the ingest consumer.
+pub struct IngestContext {
+    /// Shards asked for resume offsets.
+    pub shards: Vec<Shard>,
+    /// Consumer group.
+    pub group: String,
+    /// The measurements topic.
+    pub topic: String,
+    /// Retry delays while a shard cannot answer.
+    pub backoff: Backoff,
+    /// Runtime to run the shard queries on from the callback.
+    pub runtime: tokio::runtime::Handle,
+    /// Where assignment changes go.
+    pub events: UnboundedSender<Assignment>,
+}
+
+impl IngestContext {
+    fn partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {
+        tpl.elements()
+            .iter()
+            .filter(|e| e.topic() == self.topic)
+            .map(|e| e.partition())
+            .collect()
+    }
+
+    /// Sets each partition of `tpl` to where the shards resume it, retrying until they answer.
+    fn position(&self, tpl: &mut TopicPartitionList) {
+        let partitions = self.partitions(tpl);
+        let mut attempt = 0u32;
+        let offsets = loop {
+            let res = tokio::task::block_in_place(|| {
+                self.runtime.block_on(resume_offsets(
+                    &self.shards,
+                    &self.group,
+                    &self.topic,
+                    &partitions,
+                ))
+            });
+            match res {
+                Ok(o) => break o,
+                Err(e) => {
+                    attempt += 1;
+                    let wait = self.backoff.delay(attempt);
+                    tracing::warn!(error = %e, attempt, "cannot read resume offsets from the shards; retrying");
+                    std::thread::sleep(wait);
+                }
+            }
+        };
+        for (p, o) in offsets {
+            if let Err(e) = tpl.set_partition_offset(&self.topic, p, o) {
+                tracing::error!(partition = p, error = %e, "cannot set resume offset");
+            }
+            tracing::info!(partition = p, offset = ?o, "partition assigned");
+        }
+    }
+}
+
+impl ClientContext for IngestContext {
+    fn stats(&self, stats: Statistics) {
+        if let Some(t) = stats.topics.get(&self.topic) {
+            for (p, s) in &t.partitions {
+                if *p >= 0 && s.consumer_lag >= 0 {
+                    crate::metrics::consumer_lag(*p, s.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for IngestContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let res: KafkaResult<()> = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.position(tpl);
+                let r = consumer.assign(tpl);
+                let _ = self.events.send(Assignment::Assigned(self.partitions(tpl)));
+                r
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let _ = self.events.send(Assignment::Revoked(self.partitions(tpl)));
+                tracing::info!(partitions = ?self.partitions(tpl), "partitions revoked");
+                consumer.unassign()
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance error");
+                consumer.unassign()
+            }
+        };
+        if let Err(e) = res {
+            tracing::error!(error = %e, "applying the rebalance failed");
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! The ingest worker's Prometheus metrics (served on `observability.listen` at `/metrics`).
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `vitalsink_ingest_records_total` | counter | `result` = `valid` \| `rejected` |
+//! | `vitalsink_ingest_dlq_total` | counter | `reason` |
+//! | `vitalsink_ingest_rows_in_total` | counter | `shard` (rows routed to it) |
+//! | `vitalsink_ingest_rows_written_total` | counter | `shard` |
+//! | `vitalsink_ingest_rows_skipped_total` | counter | `shard` (already applied, after a restart or rebalance) |
+//! | `vitalsink_ingest_batches_total` | counter | `shard` |
+//! | `vitalsink_ingest_batch_rows` | histogram | `shard` |
+//! | `vitalsink_ingest_flush_seconds` | histogram | `shard` |
+//! | `vitalsink_ingest_write_retries_total` | counter | `shard` |
+//! | `vitalsink_ingest_buffered_bytes` | gauge | (memory held by batches, bytes) |
+//! | `vitalsink_ingest_consumer_lag` | gauge | `partition` (records, from librdkafka statistics) |
+
+use std::time::Duration;
+use vitalsink_common::measurement::RejectReason;
+
+use crate::batch::Batch;
+use crate::writer::Applied;
+
+/// A record was decoded into readings.
+pub fn record_valid(shard: &str, rows: usize) {
+    metrics::counter!("vitalsink_ingest_records_total", "result" => "valid").increment(1);
+    metrics::counter!("vitalsink_ingest_rows_in_total", "shard" => shard.to_string())
+        .increment(rows as u64);
+}
+
+/// A record was rejected and dead-lettered.
+pub fn record_rejected(reason: RejectReason) {
+    metrics::counter!("vitalsink_ingest_records_total", "result" => "rejected").increment(1);
+    metrics::counter!("vitalsink_ingest_dlq_total", "reason" => reason.code()).increment(1);
+}
+
+/// A batch committed on `shard`.
+pub fn batch_written(shard: &str, batch: &Batch, a: Applied, took: Duration) {
+    let s = shard.to_string();
+    metrics::counter!("vitalsink_ingest_rows_written_total", "shard" => s.clone())
+        .increment(a.written);
+    metrics::counter!("vitalsink_ingest_rows_skipped_total", "shard" => s.clone())
+        .increment(a.skipped);
+    metrics::counter!("vitalsink_ingest_batches_total", "shard" => s.clone()).increment(1);
+    metrics::histogram!("vitalsink_ingest_batch_rows", "shard" => s.clone())
+        .record(batch.rows.len() as f64);
+    metrics::histogram!("vitalsink_ingest_flush_seconds", "shard" => s).record(took.as_secs_f64());
+}
+
+/// A write to `shard` failed and will be retried.
+pub fn write_retry(shard: &str) {
+    metrics::counter!("vitalsink_ingest_write_retries_total", "shard" => shard.to_string())
+        .increment(1);
+}
+
+/// Memory held by buffered and in-flight batches, bytes.
+pub fn buffered_bytes(bytes: usize) {
+    metrics::gauge!("vitalsink_ingest_buffered_bytes").set(bytes as f64);
+}
+
+/// Consumer lag of one partition, records.
+pub fn consumer_lag(partition: i32, lag: i64) {
+    metrics::gauge!("vitalsink_ingest_consumer_lag", "partition" => partition.to_string())
+        .set(lag as f64);
+}

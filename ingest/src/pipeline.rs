@@ -1,0 +1,181 @@
+//! The consume loop's state: one record in, its readings into the right shard's buffer (or
+//! the record to the dead-letter topic), full or old buffers out to the shard writers.
+//!
+//! Reading order for one measurement: [`Pipeline::handle`] → `measurement::decode` →
+//! `ShardRouter::shard_for` → [`crate::batch::ShardBuffer::push`] → [`Pipeline::cut`] →
+//! [`crate::writer::ShardWriter::run`] → [`crate::writer::apply`].
+
+use rdkafka::message::{BorrowedMessage, Message};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{mpsc, Semaphore};
+use vitalsink_common::measurement::{decode, Limits, RejectReason, Rejection};
+use vitalsink_common::routing::ShardRouter;
+
+use crate::batch::{Batch, BatchLimits, ShardBuffer};
+use crate::context::Assignment;
+use crate::dlq::{DeadLetters, Source};
+
+/// Memory reserved per accepted record on top of its readings, bytes.
+const RECORD_OVERHEAD_BYTES: usize = 64;
+
+/// Consume-loop state.
+pub struct Pipeline {
+    topic: String,
+    router: ShardRouter,
+    shard_names: Vec<String>,
+    buffers: Vec<ShardBuffer>,
+    writers: Vec<mpsc::Sender<Batch>>,
+    /// Partitions assigned to this worker.
+    assigned: std::collections::BTreeSet<i32>,
+    /// Per owned partition, the next offset not yet consumed (from its first record on).
+    consumed: BTreeMap<i32, i64>,
+    /// Per shard, the progress its last batch carried and when it was cut.
+    last_cut: Vec<(BTreeMap<i32, i64>, Instant)>,
+    limits: Limits,
+    batch_limits: BatchLimits,
+    memory: Arc<Semaphore>,
+    memory_cap: usize,
+    dlq: DeadLetters,
+}
+
+impl Pipeline {
+    /// A pipeline feeding `writers` (one per shard, in routing order), holding at most
+    /// `memory_cap` bytes of readings.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        topic: String,
+        shard_names: Vec<String>,
+        writers: Vec<mpsc::Sender<Batch>>,
+        limits: Limits,
+        batch_limits: BatchLimits,
+        memory_cap: usize,
+        dlq: DeadLetters,
+    ) -> Self {
+        let n = shard_names.len();
+        Self {
+            topic,
+            router: ShardRouter::new(n),
+            buffers: (0..n).map(|i| ShardBuffer::new(i, batch_limits)).collect(),
+            shard_names,
+            writers,
+            assigned: Default::default(),
+            consumed: BTreeMap::new(),
+            last_cut: vec![(BTreeMap::new(), Instant::now()); n],
+            limits,
+            batch_limits,
+            memory: Arc::new(Semaphore::new(memory_cap)),
+            memory_cap,
+            dlq,
+        }
+    }
+
+    /// Partitions assigned to this worker.
+    pub fn assigned(&self) -> Vec<i32> {
+        self.assigned.iter().copied().collect()
+    }
+
+    /// Memory held by buffered and in-flight batches, bytes.
+    pub fn buffered_bytes(&self) -> usize {
+        self.memory_cap
+            .saturating_sub(self.memory.available_permits())
+    }
+
+    /// Applies an assignment change.
+    pub fn on_assignment(&mut self, a: Assignment) {
+        match a {
+            // Unknown until the first record: no progress is claimed for it before.
+            Assignment::Assigned(ps) => ps.into_iter().for_each(|p| {
+                self.consumed.remove(&p);
+                self.assigned.insert(p);
+            }),
+            Assignment::Revoked(ps) => ps.iter().for_each(|p| {
+                self.consumed.remove(p);
+                self.assigned.remove(p);
+            }),
+        }
+    }
+
+    /// Takes one record: decodes it, then buffers its readings for their shard or
+    /// dead-letters it. Waits when memory is at the cap (backpressure) or a writer is behind.
+    pub async fn handle(&mut self, msg: &BorrowedMessage<'_>, now_micros: i64) {
+        let (partition, offset) = (msg.partition(), msg.offset());
+        let decoded = match msg.payload() {
+            Some(bytes) => decode(bytes, &self.limits, now_micros),
+            None => Err(Rejection {
+                reason: RejectReason::Schema,
+                detail: "record has no value".into(),
+            }),
+        };
+        match decoded {
+            Ok(readings) => {
+                let shard = self.router.shard_for(&readings[0].participant_id);
+                let need: usize = readings.iter().map(|r| r.approx_bytes()).sum::<usize>()
+                    + RECORD_OVERHEAD_BYTES;
+                let need = u32::try_from(need.min(self.memory_cap)).unwrap_or(u32::MAX);
+                let permit = match self.memory.clone().acquire_many_owned(need).await {
+                    Ok(p) => p,
+                    Err(_) => return, // the semaphore is never closed
+                };
+                crate::metrics::record_valid(&self.shard_names[shard], readings.len());
+                let full = self.buffers[shard].push(partition, offset, readings, permit);
+                self.consumed.insert(partition, offset + 1);
+                if full {
+                    self.cut(shard).await;
+                }
+            }
+            Err(why) => {
+                crate::metrics::record_rejected(why.reason);
+                tracing::debug!(partition, offset, reason = why.reason.code(), detail = %why.detail, "record rejected");
+                let src = Source {
+                    topic: &self.topic,
+                    partition,
+                    offset,
+                };
+                self.dlq.send(msg.key(), msg.payload(), src, &why).await;
+                self.consumed.insert(partition, offset + 1);
+            }
+        }
+    }
+
+    /// Sends shard `shard`'s buffer to its writer, with the current progress.
+    pub async fn cut(&mut self, shard: usize) {
+        let progress = self.consumed.clone();
+        let batch = self.buffers[shard].take(progress.clone());
+        self.last_cut[shard] = (progress, Instant::now());
+        if self.writers[shard].send(batch).await.is_err() {
+            tracing::error!(shard = %self.shard_names[shard], "shard writer stopped; batch dropped");
+        }
+    }
+
+    /// Flushes every buffer whose oldest row is `batch_max_age` old, and sends an offsets-only
+    /// batch to shards that got no rows for that long while the partitions moved on, so that
+    /// every shard's resume offsets stay close to the consumer's position.
+    pub async fn flush_due(&mut self) {
+        let now = Instant::now();
+        for shard in 0..self.buffers.len() {
+            let idle = now.duration_since(self.last_cut[shard].1) >= self.batch_limits.max_age;
+            let buffer = &self.buffers[shard];
+            if buffer.is_due(now)
+                || (buffer.is_empty() && idle && self.last_cut[shard].0 != self.consumed)
+            {
+                self.cut(shard).await;
+            }
+        }
+    }
+
+    /// Flushes every buffer (on shutdown).
+    pub async fn flush_all(&mut self) {
+        for shard in 0..self.buffers.len() {
+            if !self.buffers[shard].is_empty() || self.last_cut[shard].0 != self.consumed {
+                self.cut(shard).await;
+            }
+        }
+    }
+
+    /// Closes the writers' channels; each writer finishes what it has and stops.
+    pub fn close(&mut self) {
+        self.writers.clear();
+    }
+}

@@ -1,0 +1,319 @@
+//! Running the real `ingest` binary against the stack, feeding it and checking what it wrote.
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use vitalsink_common::config::ShardConfig;
+use vitalsink_common::routing::ShardRouter;
+
+use crate::dataset::{generate, Dataset, Record, Totals, OVERSIZE_LIMIT_BYTES};
+use crate::{connect, unique, ShardDbs, Stack};
+use vitalsink_common::kafka::ensure_topic;
+
+/// Path of the `ingest` binary cargo built for this test run.
+pub fn ingest_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let bin = dir.join("ingest");
+    assert!(
+        bin.exists(),
+        "{} missing: run the tests with `cargo test --workspace` (dev/test)",
+        bin.display()
+    );
+    bin
+}
+
+/// One test's ingest set-up: topics, group and a configuration file.
+#[derive(Debug, Clone)]
+pub struct IngestSetup {
+    /// Measurements topic.
+    pub topic: String,
+    /// Dead-letter topic.
+    pub dlq_topic: String,
+    /// Consumer group.
+    pub group: String,
+    /// Shards (fresh databases).
+    pub shards: Vec<ShardConfig>,
+    /// The configuration file.
+    pub config: PathBuf,
+    /// Memory cap the worker runs with, bytes.
+    pub memory_cap: usize,
+}
+
+impl IngestSetup {
+    /// Writes a configuration for the stack's broker and `shards`, with unique topics and
+    /// group, a 64 MiB memory cap and small batches, into `dir`.
+    pub fn new(stack: &Stack, shards: &[ShardConfig], dir: &std::path::Path) -> Self {
+        let topic = unique("measurements");
+        let memory_cap = 64 << 20;
+        let s = Self {
+            dlq_topic: format!("{topic}.dlq"),
+            group: unique("ingest"),
+            topic,
+            shards: shards.to_vec(),
+            config: dir.join(format!("{}.toml", unique("ingest"))),
+            memory_cap,
+        };
+        let mut toml = format!(
+            "[kafka]\nbrokers = \"{}\"\ntopic = \"{}\"\ndlq_topic = \"{}\"\ngroup_id = \"{}\"\nsession_timeout = \"6s\"\n\
+             [validation]\nmax_message_bytes = {OVERSIZE_LIMIT_BYTES}\n\
+             [ingest]\nbatch_max_rows = 5000\nbatch_max_bytes = 4194304\nbatch_max_age = \"200ms\"\nmemory_cap_bytes = {memory_cap}\n\
+             topic_partitions = 6\nretry_initial = \"50ms\"\nretry_max = \"1s\"\nshutdown_deadline = \"20s\"\n\
+             [observability]\nlisten = \"127.0.0.1:0\"\n",
+            stack.brokers, s.topic, s.dlq_topic, s.group
+        );
+        for sh in shards {
+            toml.push_str(&format!(
+                "[[shards]]\nname = \"{}\"\nurl = \"{}\"\n",
+                sh.name, sh.url
+            ));
+        }
+        std::fs::write(&s.config, toml).unwrap();
+        s
+    }
+
+    /// Starts an ingest worker with this configuration; its log goes to `log`.
+    pub fn spawn(&self, log: &std::path::Path) -> Child {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        Command::new(ingest_binary())
+            .args(["--config", self.config.to_str().unwrap(), "run"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .unwrap()
+    }
+}
+
+/// Publishes `records` in order; returns each record's (partition, offset).
+pub async fn produce(brokers: &str, topic: &str, records: &[Record]) -> Vec<(i32, i64)> {
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "20")
+        .set("message.max.bytes", "4000000")
+        .create()
+        .unwrap();
+    let mut positions = Vec::with_capacity(records.len());
+    for chunk in records.chunks(5_000) {
+        let sends = chunk.iter().map(|r| {
+            producer.send(
+                FutureRecord::to(topic).key(&r.key).payload(&r.payload),
+                Duration::from_secs(60),
+            )
+        });
+        for res in futures::future::join_all(sends).await {
+            let d = res.map_err(|(e, _)| e).expect("produce");
+            positions.push((d.partition, d.offset));
+        }
+    }
+    positions
+}
+
+/// Per shard, per participant: (rows, sum of values).
+pub async fn shard_totals(shards: &[ShardConfig]) -> Vec<Totals> {
+    let mut out = Vec::new();
+    for s in shards {
+        let c = connect(&s.url).await;
+        let rows = c
+            .query(
+                "SELECT participant_id, count(*), sum(value) FROM measurements GROUP BY 1",
+                &[],
+            )
+            .await
+            .unwrap();
+        out.push(
+            rows.iter()
+                .map(|r| {
+                    (
+                        r.get::<_, String>(0),
+                        (r.get::<_, i64>(1), r.get::<_, f64>(2)),
+                    )
+                })
+                .collect(),
+        );
+    }
+    out
+}
+
+/// Rows in all shards together.
+pub async fn total_rows(shards: &[ShardConfig]) -> i64 {
+    let mut n = 0;
+    for s in shards {
+        let c = connect(&s.url).await;
+        n += c
+            .query_one("SELECT count(*) FROM measurements", &[])
+            .await
+            .map(|r| r.get::<_, i64>(0))
+            .unwrap_or(0);
+    }
+    n
+}
+
+/// Waits until the shards hold `want` rows in all, up to `limit`; returns what they hold.
+pub async fn wait_for_rows(shards: &[ShardConfig], want: i64, limit: Duration) -> i64 {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let n = total_rows(shards).await;
+        if n >= want || tokio::time::Instant::now() >= deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Asserts the database holds exactly `expected`: every participant on the shard routing
+/// names, with its exact count and sum, nowhere else, and no row twice.
+pub async fn assert_exactly_once(shards: &[ShardConfig], expected: &Totals) {
+    let router = ShardRouter::new(shards.len());
+    let got = shard_totals(shards).await;
+    for (pid, want) in expected {
+        let home = router.shard_for(pid);
+        assert_eq!(got[home].get(pid), Some(want), "{pid} on its shard {home}");
+        for (i, g) in got.iter().enumerate() {
+            if i != home {
+                assert!(!g.contains_key(pid), "{pid} also on shard {i}");
+            }
+        }
+    }
+    let participants: usize = got.iter().map(BTreeMap::len).sum();
+    assert_eq!(participants, expected.len(), "no unexpected participants");
+    for s in shards {
+        let c = connect(&s.url).await;
+        let dups: i64 = c
+            .query_one(
+                "SELECT count(*) FROM (SELECT 1 FROM measurements GROUP BY participant_id, metric, ts HAVING count(*) > 1) d",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(dups, 0, "{}: duplicated readings", s.name);
+    }
+}
+
+/// Reads the dead-letter topic until it holds `want` distinct source records or `limit`
+/// passes; returns source (partition, offset) → reason header.
+pub async fn dead_letters(
+    brokers: &str,
+    dlq_topic: &str,
+    want: usize,
+    limit: Duration,
+) -> BTreeMap<(i32, i64), String> {
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("dlq-reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[dlq_topic]).unwrap();
+    let mut out = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    while out.len() < want {
+        let Ok(msg) = tokio::time::timeout_at(deadline, consumer.recv()).await else {
+            break;
+        };
+        let msg = msg.unwrap();
+        let headers = msg.headers().expect("dead letter without headers");
+        let h = |k: &str| {
+            headers
+                .iter()
+                .find(|h| h.key == k)
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_else(|| panic!("dead letter without header {k}"))
+        };
+        let pos = (
+            h("vitalsink.source.partition").parse().unwrap(),
+            h("vitalsink.source.offset").parse().unwrap(),
+        );
+        assert!(!h("vitalsink.detail").is_empty());
+        out.insert(pos, h("vitalsink.reason"));
+    }
+    out
+}
+
+/// Peak resident set size of a running process, bytes (`VmHWM` in `/proc/PID/status`).
+pub fn peak_rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// The issue's data set: 100,000 readings of 1,000 participants in both forms, with over 1%
+/// malformed records of 8 kinds.
+pub fn dataset() -> Dataset {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let d = generate(1_000, 40, 2, 30, 60, now_ms);
+    let bad = d.records.iter().filter(|r| r.rejected.is_some()).count();
+    assert!(d.readings >= 100_000 && d.expected.len() >= 1_000);
+    assert!(
+        bad * 100 >= d.records.len(),
+        "at least 1% malformed: {bad} of {}",
+        d.records.len()
+    );
+    d
+}
+
+/// Fresh shard databases, topics (6 partitions) and a worker configuration.
+pub async fn prepare(stack: &Stack, prefix: &str) -> (ShardDbs, IngestSetup, tempfile::TempDir) {
+    let dbs = ShardDbs::create(stack, prefix).await;
+    let dir = tempfile::tempdir().unwrap();
+    let setup = IngestSetup::new(stack, &dbs.shards, dir.path());
+    ensure_topic(&stack.kafka(), &setup.topic, 6).await.unwrap();
+    ensure_topic(&stack.kafka(), &setup.dlq_topic, 6)
+        .await
+        .unwrap();
+    (dbs, setup, dir)
+}
+
+/// Checks the dead-letter topic holds every malformed record, with its reason.
+pub async fn assert_dead_letters(
+    stack: &Stack,
+    setup: &IngestSetup,
+    data: &Dataset,
+    positions: &[(i32, i64)],
+) {
+    let want: BTreeMap<(i32, i64), String> = data
+        .records
+        .iter()
+        .zip(positions)
+        .filter_map(|(r, pos)| r.rejected.map(|why| (*pos, why.code().to_string())))
+        .collect();
+    let kinds: std::collections::BTreeSet<&String> = want.values().collect();
+    assert!(kinds.len() >= 6, "malformed kinds: {kinds:?}");
+    let got = dead_letters(
+        &stack.brokers,
+        &setup.dlq_topic,
+        want.len(),
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(got, want, "dead-letter topic: source position → reason");
+}
+
+/// The last 40 lines of a worker log, for failure messages.
+pub fn log_tail(path: &std::path::Path) -> String {
+    let s = std::fs::read_to_string(path).unwrap_or_default();
+    s.lines()
+        .rev()
+        .take(40)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -1,0 +1,98 @@
+//! The ingest worker against the real stack (Tansu, 2 TimescaleDB shards): a known data set
+//! of 100,000 readings from 1,000 participants in both message forms, with about 1% malformed
+//! records of 8 kinds, must end up exactly once on the right shards, with every malformed
+//! record dead-lettered with its reason — also when the worker is killed with SIGKILL at
+//! random moments.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use rand::Rng;
+use std::time::Duration;
+use vitalsink_tests::ingest_run::{
+    assert_dead_letters, assert_exactly_once, dataset, log_tail, prepare, produce, total_rows,
+    wait_for_rows,
+};
+use vitalsink_tests::Stack;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn known_dataset_lands_exactly_once_and_rejects_go_to_the_dlq() {
+    let stack = Stack::from_env();
+    let (dbs, setup, dir) = prepare(&stack, "t_ingest").await;
+    let data = dataset();
+    let log = dir.path().join("ingest.log");
+    let mut worker = setup.spawn(&log);
+    let positions = produce(&stack.brokers, &setup.topic, &data.records).await;
+
+    let n = wait_for_rows(&dbs.shards, data.readings, Duration::from_secs(300)).await;
+    assert_eq!(n, data.readings, "rows in the shards\n{}", log_tail(&log));
+    assert_dead_letters(&stack, &setup, &data, &positions).await;
+
+    // Graceful shutdown: SIGTERM, flush, exit 0.
+    let pid = worker.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::task::spawn_blocking(move || worker.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        status.success(),
+        "exit status {status:?}\n{}",
+        log_tail(&log)
+    );
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("shutdown complete"));
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_exactly_once(&dbs.shards, &data.expected).await;
+    dbs.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_keeps_exactly_once() {
+    let stack = Stack::from_env();
+    let (dbs, setup, dir) = prepare(&stack, "t_kill").await;
+    let data = dataset();
+    let log = dir.path().join("ingest.log");
+    let mut worker = setup.spawn(&log);
+    let producing = {
+        let (brokers, topic, records) = (
+            stack.brokers.clone(),
+            setup.topic.clone(),
+            data.records.clone(),
+        );
+        tokio::spawn(async move { produce(&brokers, &topic, &records).await })
+    };
+    let mut kills = 0;
+    let mut rows_at_kill = Vec::new();
+    while kills < 5 {
+        let wait_ms = rand::rng().random_range(1_500..5_000);
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        worker.kill().unwrap(); // SIGKILL
+        worker.wait().unwrap();
+        kills += 1;
+        rows_at_kill.push(total_rows(&dbs.shards).await);
+        worker = setup.spawn(&log);
+    }
+    let positions = producing.await.unwrap();
+    let n = wait_for_rows(&dbs.shards, data.readings, Duration::from_secs(300)).await;
+    assert_eq!(
+        n,
+        data.readings,
+        "rows after {kills} kills (rows at each kill: {rows_at_kill:?})\n{}",
+        log_tail(&log)
+    );
+    assert!(
+        rows_at_kill.iter().any(|&r| r > 0 && r < data.readings),
+        "at least one kill must land mid-load: {rows_at_kill:?}"
+    );
+    assert_dead_letters(&stack, &setup, &data, &positions).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_exactly_once(&dbs.shards, &data.expected).await;
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    dbs.drop_all().await;
+}
