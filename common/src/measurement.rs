@@ -335,6 +335,7 @@ pub fn decode(bytes: &[u8], limits: &Limits, now_micros: i64) -> Result<Vec<Read
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use std::path::PathBuf;

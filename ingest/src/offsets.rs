@@ -55,6 +55,7 @@ fn lowest(per_shard: &[BTreeMap<i32, i64>], p: i32) -> Offset {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

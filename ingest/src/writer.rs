@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use vitalsink_common::db::Shard;
+use vitalsink_common::measurement::Reading;
 
 use crate::batch::Batch;
 
@@ -115,33 +116,16 @@ pub async fn apply(
 
     let mut out = Applied::default();
     let mut per_partition: BTreeMap<i32, i64> = BTreeMap::new();
-    if !batch.rows.is_empty() {
-        let sink = tx.copy_in(COPY_SQL).await?;
-        let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
-        tokio::pin!(writer);
-        for row in &batch.rows {
-            if row.offset < applied.get(&row.partition).copied().unwrap_or(0) {
-                out.skipped += 1;
-                continue;
-            }
-            let r = &row.reading;
-            writer
-                .as_mut()
-                .write(&[
-                    &r.participant_id,
-                    &r.metric,
-                    &PgTimestamp(r.ts_micros),
-                    &r.value,
-                    &r.unit,
-                    &r.device_id,
-                    &r.study_id,
-                ])
-                .await?;
+    let mut kept: Vec<&Reading> = Vec::with_capacity(batch.rows.len());
+    for row in &batch.rows {
+        if row.offset >= applied.get(&row.partition).copied().unwrap_or(0) {
             *per_partition.entry(row.partition).or_default() += 1;
-            out.written += 1;
+            kept.push(&row.reading);
+        } else {
+            out.skipped += 1;
         }
-        writer.finish().await?;
     }
+    out.written = copy_readings(&tx, &kept).await?;
     let rows: Vec<i64> = partitions
         .iter()
         .map(|p| per_partition.get(p).copied().unwrap_or(0))
@@ -157,6 +141,38 @@ pub async fn apply(
     .await?;
     tx.commit().await?;
     Ok(out)
+}
+
+/// Streams `readings` into the `measurements` hypertable with `COPY … FROM STDIN (FORMAT
+/// binary)` inside `tx`. Returns the number of rows copied. No COPY is started for none.
+///
+/// # Errors
+/// The driver's error (the caller's transaction is then unusable).
+pub async fn copy_readings(
+    tx: &tokio_postgres::Transaction<'_>,
+    readings: &[&Reading],
+) -> Result<u64, tokio_postgres::Error> {
+    if readings.is_empty() {
+        return Ok(0);
+    }
+    let sink = tx.copy_in(COPY_SQL).await?;
+    let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
+    tokio::pin!(writer);
+    for r in readings {
+        writer
+            .as_mut()
+            .write(&[
+                &r.participant_id,
+                &r.metric,
+                &PgTimestamp(r.ts_micros),
+                &r.value,
+                &r.unit,
+                &r.device_id,
+                &r.study_id,
+            ])
+            .await?;
+    }
+    writer.finish().await
 }
 
 /// Exponential backoff with full jitter: attempt `n` (from 1) waits a uniformly random time
@@ -273,10 +289,10 @@ impl ShardWriter {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::batch::Row;
-    use vitalsink_common::measurement::Reading;
 
     fn row(partition: i32, offset: i64) -> Row {
         Row {

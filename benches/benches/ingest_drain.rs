@@ -1,0 +1,212 @@
+//! Ingest drain benchmark (issue 3): a pre-loaded topic of 2,000,000 readings drained by the
+//! release `ingest` binary into 2 shards, against two limits measured in the same run:
+//! - broker-only: the same topic consumed by a bare rdkafka consumer (no decoding, no writes);
+//! - COPY-only: the same rows, decoded beforehand, `COPY … BINARY`'d straight into fresh
+//!   hypertables of the same shards, one connection per shard in parallel.
+//!
+//! Timing starts when the first message (limits) or first row (ingest) arrives, so the
+//! consumer-group join (seconds on Tansu) is not counted; the ingest figure also leaves out
+//! its first batch (at most `batch_max_age`). Run with `dev/bench` (needs `dev/stack up` and
+//! the release binaries).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use std::time::{Duration, Instant};
+use vitalsink_benches::{cpu_seconds, report};
+use vitalsink_common::kafka::ensure_topic;
+use vitalsink_common::measurement::{decode, Limits};
+use vitalsink_common::routing::ShardRouter;
+use vitalsink_ingest::writer::copy_readings;
+use vitalsink_tests::dataset::generate;
+use vitalsink_tests::ingest_run::{peak_rss_bytes, produce, total_rows, IngestSetup};
+use vitalsink_tests::{connect, unique, ShardDbs, Stack};
+
+const PARTITIONS: i32 = 6;
+
+#[tokio::main]
+async fn main() {
+    let stack = Stack::from_env();
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    // 1,000 participants × (500 single readings + 15 batches of 100 samples) = 2,000,000.
+    let data = generate(1_000, 500, 15, 100, 0, now_ms);
+    println!(
+        "data set: {} readings in {} records",
+        data.readings,
+        data.records.len()
+    );
+
+    let dbs = ShardDbs::create(&stack, "b_ingest").await;
+    let dir = std::env::temp_dir().join(unique("bench"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let setup = IngestSetup::new(&stack, &dbs.shards, &dir);
+    ensure_topic(&stack.kafka(), &setup.topic, PARTITIONS)
+        .await
+        .unwrap();
+    ensure_topic(&stack.kafka(), &setup.dlq_topic, PARTITIONS)
+        .await
+        .unwrap();
+    let t = Instant::now();
+    produce(&stack.brokers, &setup.topic, &data.records).await;
+    println!("pre-loaded the topic in {:.1} s", t.elapsed().as_secs_f64());
+
+    let broker_rate =
+        broker_only_rate(&stack, &setup.topic, data.records.len(), data.readings).await;
+    let copy_rate = copy_only_rate(&stack, &data).await;
+
+    // The ingest worker, release build, as a separate process.
+    let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/ingest");
+    assert!(
+        bin.exists(),
+        "{} missing: run dev/bench (it builds the release binaries)",
+        bin.display()
+    );
+    let log = dir.join("ingest.log");
+    let mut child = std::process::Command::new(&bin)
+        .args(["--config", setup.config.to_str().unwrap(), "run"])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut first: Option<Instant> = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut n = 0;
+    while n < data.readings && Instant::now() < deadline {
+        n = total_rows(&dbs.shards).await;
+        if n > 0 && first.is_none() {
+            first = Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = first.map(|f| f.elapsed().as_secs_f64()).unwrap_or(f64::NAN);
+    let cpu = cpu_seconds(child.id()).unwrap_or(f64::NAN);
+    let rss = peak_rss_bytes(child.id()).unwrap_or(0);
+    child.kill().ok();
+    child.wait().ok();
+    assert_eq!(
+        n,
+        data.readings,
+        "ingest did not drain the topic; log: {}",
+        log.display()
+    );
+
+    let rate = data.readings as f64 / elapsed;
+    let lower = broker_rate.min(copy_rate);
+    println!();
+    report("limit: broker-only consume", broker_rate, "rows/s", None);
+    report(
+        "limit: COPY BINARY straight into the shards",
+        copy_rate,
+        "rows/s",
+        None,
+    );
+    report(
+        "ingest drain",
+        rate,
+        "rows/s",
+        Some(("the lower limit", lower)),
+    );
+    report(
+        "ingest drain vs broker-only",
+        rate,
+        "rows/s",
+        Some(("broker-only", broker_rate)),
+    );
+    report(
+        "ingest drain vs COPY-only",
+        rate,
+        "rows/s",
+        Some(("COPY-only", copy_rate)),
+    );
+    report(
+        "ingest CPU per row",
+        cpu / data.readings as f64 * 1e6,
+        "CPU-µs",
+        Some(("the 1 µs target", 1.0)),
+    );
+    report(
+        "ingest CPU per million rows",
+        cpu / data.readings as f64 * 1e6,
+        "CPU-s",
+        None,
+    );
+    report(
+        "ingest peak RSS",
+        rss as f64 / (1 << 20) as f64,
+        "MiB",
+        Some(("the memory cap", (setup.memory_cap >> 20) as f64)),
+    );
+    dbs.drop_all().await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Rows/s of a bare consumer group reading the whole topic.
+async fn broker_only_rate(stack: &Stack, topic: &str, records: usize, readings: i64) -> f64 {
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &stack.brokers)
+        .set("group.id", unique("bench-broker"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut first = None;
+    let mut bytes = 0usize;
+    for _ in 0..records {
+        let m = consumer.recv().await.unwrap();
+        first.get_or_insert_with(Instant::now);
+        bytes += m.payload().map_or(0, <[u8]>::len);
+    }
+    let secs = first.map(|f| f.elapsed().as_secs_f64()).unwrap_or(f64::NAN);
+    println!(
+        "broker-only: {records} records ({} MiB) in {secs:.2} s",
+        bytes >> 20
+    );
+    readings as f64 / secs
+}
+
+/// Rows/s of COPY BINARY of the decoded rows into fresh hypertables, one connection per shard.
+async fn copy_only_rate(stack: &Stack, data: &vitalsink_tests::dataset::Dataset) -> f64 {
+    let dbs = ShardDbs::create(stack, "b_copy").await;
+    let router = ShardRouter::new(dbs.shards.len());
+    let mut per_shard = vec![Vec::new(); dbs.shards.len()];
+    let now = chrono::Utc::now().timestamp_micros();
+    for r in &data.records {
+        let readings = decode(&r.payload, &Limits::default(), now).unwrap();
+        per_shard[router.shard_for(&readings[0].participant_id)].extend(readings);
+    }
+    for s in &dbs.shards {
+        let shard = vitalsink_common::db::Shard::new(0, s, &Default::default()).unwrap();
+        vitalsink_common::migrate::migrate(&shard, &Default::default())
+            .await
+            .unwrap();
+    }
+    let t = Instant::now();
+    let tasks: Vec<_> = dbs
+        .shards
+        .iter()
+        .zip(per_shard)
+        .map(|(s, rows)| {
+            let url = s.url.clone();
+            tokio::spawn(async move {
+                let mut c = connect(&url).await;
+                // Same batch size as the ingest run, one transaction per batch.
+                for chunk in rows.chunks(5_000) {
+                    let tx = c.transaction().await.unwrap();
+                    copy_readings(&tx, &chunk.iter().collect::<Vec<_>>())
+                        .await
+                        .unwrap();
+                    tx.commit().await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!("COPY-only: {} rows in {secs:.2} s", data.readings);
+    dbs.drop_all().await;
+    data.readings as f64 / secs
+}
