@@ -141,15 +141,10 @@ async fn main() {
 
 /// Rows/s of a bare consumer group reading the whole topic.
 async fn broker_only_rate(stack: &Stack, topic: &str, records: usize, readings: i64) -> f64 {
-    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &stack.brokers)
-        .set("group.id", unique("bench-broker"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "1000")
-        .create()
-        .unwrap();
+    let consumer: StreamConsumer =
+        vitalsink_tests::reader_config(&stack.brokers, &unique("bench-broker"))
+            .create()
+            .unwrap();
     consumer.subscribe(&[topic]).unwrap();
     let mut first = None;
     let mut bytes = 0usize;

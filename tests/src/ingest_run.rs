@@ -145,6 +145,16 @@ pub async fn shard_totals(shards: &[ShardConfig]) -> Vec<Totals> {
     out
 }
 
+/// Publishes `records` from a background task (for loads that run while the test acts).
+pub fn produce_in_background(
+    brokers: &str,
+    topic: &str,
+    records: &[Record],
+) -> tokio::task::JoinHandle<Vec<(i32, i64)>> {
+    let (brokers, topic, records) = (brokers.to_string(), topic.to_string(), records.to_vec());
+    tokio::spawn(async move { produce(&brokers, &topic, &records).await })
+}
+
 /// Rows in all shards together.
 pub async fn total_rows(shards: &[ShardConfig]) -> i64 {
     let mut n = 0;
@@ -209,13 +219,7 @@ pub async fn dead_letters(
     want: usize,
     limit: Duration,
 ) -> BTreeMap<(i32, i64), String> {
-    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", unique("dlq-reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "1000")
+    let consumer: StreamConsumer = crate::reader_config(brokers, &unique("dlq-reader"))
         .create()
         .unwrap();
     consumer.subscribe(&[dlq_topic]).unwrap();

@@ -53,6 +53,19 @@ impl Stack {
     }
 }
 
+/// A consumer-group reader configuration: from the earliest offset, no auto-commit, short
+/// session timeout (joining takes about half of it on Tansu).
+pub fn reader_config(brokers: &str, group: &str) -> rdkafka::ClientConfig {
+    let mut c = rdkafka::ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000");
+    c
+}
+
 /// A name no other test or run uses: `prefix-<pid>-<millis>-<n>`, lower case.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);

@@ -5,26 +5,10 @@
 use std::process::Command;
 use std::time::Duration;
 use vitalsink_tests::ingest_run::{
-    assert_dead_letters, assert_exactly_once, dataset, log_tail, prepare, produce, total_rows,
+    assert_dead_letters, assert_exactly_once, dataset, log_tail, prepare, produce_in_background,
     wait_for_rows,
 };
 use vitalsink_tests::Stack;
-
-/// Waits until the shards hold more than `rows` rows, up to `limit`.
-async fn wait_past(
-    shards: &[vitalsink_common::config::ShardConfig],
-    rows: i64,
-    limit: Duration,
-) -> i64 {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let n = total_rows(shards).await;
-        if n > rows || tokio::time::Instant::now() >= deadline {
-            return n;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_share_partitions_and_hand_over_when_one_stops() {
@@ -53,15 +37,8 @@ async fn two_workers_share_partitions_and_hand_over_when_one_stops() {
         log_tail(&log_b)
     );
 
-    let producing = {
-        let (brokers, topic, records) = (
-            stack.brokers.clone(),
-            setup.topic.clone(),
-            data.records.clone(),
-        );
-        tokio::spawn(async move { produce(&brokers, &topic, &records).await })
-    };
-    let mid = wait_past(&dbs.shards, data.readings / 4, Duration::from_secs(120)).await;
+    let producing = produce_in_background(&stack.brokers, &setup.topic, &data.records);
+    let mid = wait_for_rows(&dbs.shards, data.readings / 4, Duration::from_secs(120)).await;
     assert!(
         mid < data.readings,
         "worker a must stop in the middle of the load"

@@ -8,8 +8,8 @@
 use rand::Rng;
 use std::time::Duration;
 use vitalsink_tests::ingest_run::{
-    assert_dead_letters, assert_exactly_once, dataset, log_tail, prepare, produce, total_rows,
-    wait_for_rows,
+    assert_dead_letters, assert_exactly_once, dataset, log_tail, prepare, produce_in_background,
+    total_rows, wait_for_rows,
 };
 use vitalsink_tests::Stack;
 
@@ -20,7 +20,9 @@ async fn known_dataset_lands_exactly_once_and_rejects_go_to_the_dlq() {
     let data = dataset();
     let log = dir.path().join("ingest.log");
     let mut worker = setup.spawn(&log);
-    let positions = produce(&stack.brokers, &setup.topic, &data.records).await;
+    let positions = produce_in_background(&stack.brokers, &setup.topic, &data.records)
+        .await
+        .unwrap();
 
     let n = wait_for_rows(&dbs.shards, data.readings, Duration::from_secs(300)).await;
     assert_eq!(n, data.readings, "rows in the shards\n{}", log_tail(&log));
@@ -58,14 +60,7 @@ async fn sigkill_at_random_moments_keeps_exactly_once() {
     let data = dataset();
     let log = dir.path().join("ingest.log");
     let mut worker = setup.spawn(&log);
-    let producing = {
-        let (brokers, topic, records) = (
-            stack.brokers.clone(),
-            setup.topic.clone(),
-            data.records.clone(),
-        );
-        tokio::spawn(async move { produce(&brokers, &topic, &records).await })
-    };
+    let producing = produce_in_background(&stack.brokers, &setup.topic, &data.records);
     let mut kills = 0;
     let mut rows_at_kill = Vec::new();
     while kills < 5 {

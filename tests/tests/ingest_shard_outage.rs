@@ -6,8 +6,8 @@
 use std::process::Command;
 use std::time::Duration;
 use vitalsink_tests::ingest_run::{
-    assert_dead_letters, assert_exactly_once, dataset, log_tail, peak_rss_bytes, prepare, produce,
-    total_rows, wait_for_rows,
+    assert_dead_letters, assert_exactly_once, dataset, log_tail, peak_rss_bytes, prepare,
+    produce_in_background, total_rows, wait_for_rows,
 };
 use vitalsink_tests::Stack;
 
@@ -17,22 +17,6 @@ fn stack_script(args: &[&str]) {
     assert!(st.success(), "dev/stack {args:?} failed");
 }
 
-/// Waits until the shards hold more than `rows` rows, up to `limit`.
-async fn wait_past(
-    shards: &[vitalsink_common::config::ShardConfig],
-    rows: i64,
-    limit: Duration,
-) -> i64 {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let n = total_rows(shards).await;
-        if n > rows || tokio::time::Instant::now() >= deadline {
-            return n;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shard_outage_of_ten_seconds_keeps_exactly_once_and_memory_under_the_cap() {
     let stack = Stack::from_env();
@@ -40,15 +24,8 @@ async fn shard_outage_of_ten_seconds_keeps_exactly_once_and_memory_under_the_cap
     let data = dataset();
     let log = dir.path().join("ingest.log");
     let mut worker = setup.spawn(&log);
-    let producing = {
-        let (brokers, topic, records) = (
-            stack.brokers.clone(),
-            setup.topic.clone(),
-            data.records.clone(),
-        );
-        tokio::spawn(async move { produce(&brokers, &topic, &records).await })
-    };
-    let before = wait_past(&dbs.shards, data.readings / 10, Duration::from_secs(120)).await;
+    let producing = produce_in_background(&stack.brokers, &setup.topic, &data.records);
+    let before = wait_for_rows(&dbs.shards, data.readings / 10, Duration::from_secs(120)).await;
     assert!(
         before < data.readings,
         "the load must still be running when the shard stops"

@@ -52,12 +52,7 @@ async fn produce_and_consume_through_a_consumer_group() {
     }
 
     let group = unique("stack-group");
-    let consumer: StreamConsumer = client_config(&kafka)
-        .set("group.id", &group)
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "1000")
+    let consumer: StreamConsumer = vitalsink_tests::reader_config(&kafka.brokers, &group)
         .create()
         .unwrap();
     consumer.subscribe(&[&topic]).unwrap();
