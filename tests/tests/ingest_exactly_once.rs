@@ -60,29 +60,43 @@ async fn sigkill_at_random_moments_keeps_exactly_once() {
     let data = dataset();
     let log = dir.path().join("ingest.log");
     let mut worker = setup.spawn(&log);
-    let producing = produce_in_background(&stack.brokers, &setup.topic, &data.records);
-    let mut kills = 0;
+    // The load arrives in 5 waves. In each, the worker is killed at a random moment after
+    // its first new rows land (a restarted worker first waits for the group to drop the
+    // killed member, so a fixed timer would often kill it before it wrote anything).
+    const KILLS: usize = 5;
+    let wave = data.records.len().div_ceil(KILLS);
+    let mut positions = Vec::new();
     let mut rows_at_kill = Vec::new();
-    while kills < 5 {
-        let wait_ms = rand::rng().random_range(1_500..5_000);
+    for records in data.records.chunks(wave) {
+        let before = total_rows(&dbs.shards).await;
+        positions.extend(
+            produce_in_background(&stack.brokers, &setup.topic, records)
+                .await
+                .unwrap(),
+        );
+        wait_for_rows(&dbs.shards, before + 1, Duration::from_secs(120)).await;
+        let wait_ms = rand::rng().random_range(0..1_500);
         tokio::time::sleep(Duration::from_millis(wait_ms)).await;
         worker.kill().unwrap(); // SIGKILL
         worker.wait().unwrap();
-        kills += 1;
         rows_at_kill.push(total_rows(&dbs.shards).await);
         worker = setup.spawn(&log);
     }
-    let positions = producing.await.unwrap();
     let n = wait_for_rows(&dbs.shards, data.readings, Duration::from_secs(300)).await;
     assert_eq!(
         n,
         data.readings,
-        "rows after {kills} kills (rows at each kill: {rows_at_kill:?})\n{}",
+        "rows after {KILLS} kills (rows at each kill: {rows_at_kill:?})\n{}",
         log_tail(&log)
     );
+    assert_eq!(rows_at_kill.len(), KILLS);
+    let mid_load = rows_at_kill
+        .iter()
+        .filter(|&&r| r > 0 && r < data.readings)
+        .count();
     assert!(
-        rows_at_kill.iter().any(|&r| r > 0 && r < data.readings),
-        "at least one kill must land mid-load: {rows_at_kill:?}"
+        mid_load >= KILLS - 1,
+        "kills must land mid-load: rows at each kill {rows_at_kill:?}"
     );
     assert_dead_letters(&stack, &setup, &data, &positions).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
