@@ -59,26 +59,23 @@ impl IngestContext {
     /// Sets each partition of `tpl` to where the shards resume it, retrying until they answer.
     fn position(&self, tpl: &mut TopicPartitionList) {
         let partitions = self.partitions(tpl);
-        let mut attempt = 0u32;
-        let offsets = loop {
-            let res = tokio::task::block_in_place(|| {
-                self.runtime.block_on(resume_offsets(
-                    &self.shards,
-                    &self.group,
-                    &self.topic,
-                    &partitions,
-                ))
-            });
-            match res {
-                Ok(o) => break o,
-                Err(e) => {
-                    attempt += 1;
-                    let wait = self.backoff.delay(attempt);
-                    tracing::warn!(error = %e, attempt, "cannot read resume offsets from the shards; retrying");
-                    std::thread::sleep(wait);
+        // The callback runs on a runtime worker thread (inside `recv`): the whole wait,
+        // retries included, happens in block_in_place so the writers keep running.
+        let offsets = tokio::task::block_in_place(|| {
+            self.runtime.block_on(async {
+                let mut attempt = 0u32;
+                loop {
+                    match resume_offsets(&self.shards, &self.group, &self.topic, &partitions).await {
+                        Ok(o) => break o,
+                        Err(e) => {
+                            attempt += 1;
+                            tracing::warn!(error = %e, attempt, "cannot read resume offsets from the shards; retrying");
+                            tokio::time::sleep(self.backoff.delay(attempt)).await;
+                        }
+                    }
                 }
-            }
-        };
+            })
+        });
         for (p, o) in offsets {
             if let Err(e) = tpl.set_partition_offset(&self.topic, p, o) {
                 tracing::error!(partition = p, error = %e, "cannot set resume offset");

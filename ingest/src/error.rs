@@ -8,7 +8,7 @@ pub enum Error {
     Common(#[from] vitalsink_common::Error),
     /// A Kafka client could not be built or subscribed.
     #[error("kafka: {0}")]
-    Kafka(rdkafka::error::KafkaError),
+    Kafka(#[from] rdkafka::error::KafkaError),
 }
 
 /// `Result` with this crate's [`Error`].

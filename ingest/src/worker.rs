@@ -19,7 +19,7 @@ use vitalsink_common::{migrate, Config};
 use crate::batch::BatchLimits;
 use crate::context::IngestContext;
 use crate::dlq::DeadLetters;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::pipeline::Pipeline;
 use crate::writer::{Backoff, ShardProgress, ShardWriter};
 
@@ -257,10 +257,4 @@ fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-}
-
-impl From<rdkafka::error::KafkaError> for Error {
-    fn from(e: rdkafka::error::KafkaError) -> Self {
-        Error::Kafka(e)
-    }
 }

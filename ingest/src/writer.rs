@@ -80,7 +80,8 @@ pub fn batch_offsets(batch: &Batch) -> BTreeMap<i32, i64> {
     next
 }
 
-/// Applies `batch` in one transaction (see the module rule).
+/// Applies `batch` in one transaction (see the module rule), moving the shard's offsets to
+/// `next` ([`batch_offsets`] of the batch).
 ///
 /// # Errors
 /// The driver's error; the transaction is rolled back and nothing of the batch is kept.
@@ -89,8 +90,8 @@ pub async fn apply(
     group: &str,
     topic: &str,
     batch: &Batch,
+    next: &BTreeMap<i32, i64>,
 ) -> Result<Applied, tokio_postgres::Error> {
-    let next = batch_offsets(batch);
     if next.is_empty() {
         return Ok(Applied::default());
     }
@@ -259,11 +260,12 @@ impl ShardWriter {
     pub async fn run(self, mut rx: mpsc::Receiver<Batch>) {
         let shard = self.shard.name.clone();
         while let Some(batch) = rx.recv().await {
+            let next = batch_offsets(&batch);
             let mut attempt = 0u32;
             loop {
                 let started = Instant::now();
                 let res = match self.shard.client().await {
-                    Ok(mut c) => apply(&mut c, &self.group, &self.topic, &batch)
+                    Ok(mut c) => apply(&mut c, &self.group, &self.topic, &batch, &next)
                         .await
                         .map_err(|e| self.shard.err(e)),
                     Err(e) => Err(e),
@@ -271,8 +273,7 @@ impl ShardWriter {
                 match res {
                     Ok(a) => {
                         crate::metrics::batch_written(&shard, &batch, a, started.elapsed());
-                        self.progress
-                            .advance(self.shard.index, &batch_offsets(&batch));
+                        self.progress.advance(self.shard.index, &next);
                         break;
                     }
                     Err(e) => {
