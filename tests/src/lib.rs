@@ -7,6 +7,7 @@
 
 pub mod dataset;
 pub mod ingest_run;
+pub mod replay_run;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
