@@ -1,11 +1,15 @@
 //! Command line of the `archiver` binary.
 
-use clap::{Parser, Subcommand};
+use chrono::{DateTime, NaiveDate, Utc};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
 use std::process::ExitCode;
 use vitalsink_common::cli::{self as common_cli, CommonArgs};
+use vitalsink_common::observe;
 use vitalsink_common::Config;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::run::Runner;
 
 /// Moves aged TimescaleDB chunks to verified Parquet, and back.
 #[derive(Debug, Parser)]
@@ -14,37 +18,224 @@ pub struct Cli {
     /// Flags shared with the other binaries.
     #[command(flatten)]
     pub common: CommonArgs,
+    /// Flags of the `[archive]` section.
+    #[command(flatten)]
+    pub archive: ArchiveArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// Flags overriding `[archive]` keys (each also read from its environment variable).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ArchiveArgs {
+    /// Archive root, `file:///dir` or `s3://bucket/prefix` (key `archive.root`).
+    #[arg(long, global = true, env = "VITALSINK_ARCHIVE__ROOT")]
+    pub root: Option<String>,
+    /// Archive chunks whose range ends before now minus this, e.g. `30d` (key `archive.older_than`).
+    #[arg(long, global = true, env = "VITALSINK_ARCHIVE__OLDER_THAN")]
+    pub older_than: Option<String>,
+    /// Export rate limit in rows per second, 0 for none (key `archive.rows_per_second`).
+    #[arg(long, global = true, env = "VITALSINK_ARCHIVE__ROWS_PER_SECOND")]
+    pub rows_per_second: Option<u32>,
+    /// S3 endpoint URL (key `archive.s3_endpoint`).
+    #[arg(long, global = true, env = "VITALSINK_ARCHIVE__S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Dry run: list the chunks, rows and bytes `run` would move now.
+    Plan {
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Archive every aged chunk once (cron, systemd timer), or every interval as a daemon.
+    Run {
+        /// Repeat every this long until SIGTERM/SIGINT, e.g. `1h` (key `archive.every`).
+        #[arg(long, env = "VITALSINK_ARCHIVE__EVERY")]
+        every: Option<String>,
+    },
+    /// Re-check the archive against its manifest; exit 1 on a missing, corrupt or unknown object.
+    Verify {
+        /// Only check that each object exists with its recorded size.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Load archived rows of [FROM, TO) back into the hypertables, exactly once.
+    Restore {
+        /// Window start, inclusive: RFC 3339 or YYYY-MM-DD (UTC midnight).
+        #[arg(long)]
+        from: String,
+        /// Window end, exclusive: RFC 3339 or YYYY-MM-DD.
+        #[arg(long)]
+        to: String,
+        /// Only this participant (repeatable).
+        #[arg(long = "participant")]
+        participants: Vec<String>,
+    },
+    /// Show chunks waiting, the archive log per shard and the archive's live objects (JSON).
+    Status,
     /// Apply the schema migrations on every shard (idempotent) and exit.
     Migrate,
     /// Load and validate the configuration, print the effective one as JSON and exit.
     CheckConfig,
 }
 
+impl Cli {
+    fn overrides(&self) -> Value {
+        let mut v = self.common.overrides();
+        let mut a = serde_json::Map::new();
+        if let Some(x) = &self.archive.root {
+            a.insert("root".into(), json!(x));
+        }
+        if let Some(x) = &self.archive.older_than {
+            a.insert("older_than".into(), json!(x));
+        }
+        if let Some(x) = self.archive.rows_per_second {
+            a.insert("rows_per_second".into(), json!(x));
+        }
+        if let Some(x) = &self.archive.s3_endpoint {
+            a.insert("s3_endpoint".into(), json!(x));
+        }
+        if let Command::Run { every: Some(x) } = &self.command {
+            a.insert("every".into(), json!(x));
+        }
+        if let (Value::Object(m), false) = (&mut v, a.is_empty()) {
+            m.insert("archive".into(), Value::Object(a));
+        }
+        v
+    }
+}
+
 /// Runs the command; returns the exit code (0 success, 1 failure, 2 bad configuration).
 pub async fn main(cli: Cli) -> ExitCode {
-    let cfg = match common_cli::start("archiver", &cli.common) {
+    let loaded = Config::load(cli.common.config.as_deref(), &cli.overrides()).and_then(|cfg| {
+        vitalsink_common::telemetry::init_logging(&cfg.observability).map(|()| cfg)
+    });
+    let cfg = match loaded {
         Ok(c) => c,
-        Err(code) => return code,
+        Err(e) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("archiver: {e}");
+            }
+            return ExitCode::from(2);
+        }
     };
     common_cli::exit_code("archiver", run(cli.command, cfg).await)
+}
+
+#[allow(clippy::print_stdout)]
+fn print(line: &str) {
+    println!("{line}");
+}
+
+/// Parses an RFC 3339 time or a `YYYY-MM-DD` date (UTC midnight).
+fn parse_time(arg: &'static str, s: &str) -> Result<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.to_utc());
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| Error::Arg {
+            arg,
+            message: format!("{s:?} is neither RFC 3339 nor YYYY-MM-DD"),
+        })
 }
 
 async fn run(command: Command, cfg: Config) -> Result<()> {
     match command {
         Command::Migrate => common_cli::migrate(&cfg).await?,
-        Command::CheckConfig => {
-            #[allow(clippy::print_stdout)]
-            {
-                println!("{}", common_cli::config_json(&cfg));
+        Command::CheckConfig => print(&common_cli::config_json(&cfg)),
+        Command::Plan { json } => {
+            let items = Runner::new(&cfg)?.plan().await?;
+            let (mut rows, mut bytes) = (0i64, 0i64);
+            if !json {
+                print("shard      chunk                                      range (UTC)                                   rows      bytes on disk  action");
             }
+            for i in &items {
+                rows += i.rows;
+                bytes += i.bytes_on_disk;
+                if json {
+                    print(&serde_json::to_string(i)?);
+                } else {
+                    print(&format!(
+                        "{:<10} {:<42} {} .. {} {:>10} {:>14}  {}",
+                        i.shard,
+                        i.chunk,
+                        i.range_start.format("%Y-%m-%d %H:%M"),
+                        i.range_end.format("%Y-%m-%d %H:%M"),
+                        i.rows,
+                        i.bytes_on_disk,
+                        i.action
+                    ));
+                }
+            }
+            if !json {
+                print(&format!(
+                    "total: {} chunks, {rows} rows, {bytes} bytes on disk",
+                    items.len()
+                ));
+            }
+        }
+        Command::Run { .. } => {
+            let runner = Runner::new(&cfg)?;
+            let shutdown = observe::shutdown_on_signals();
+            match cfg.archive.every {
+                Some(every) => runner.run_every(every, shutdown).await?,
+                None => {
+                    let ready = observe::Readiness::new("running");
+                    ready.set(None);
+                    let served = observe::serve(
+                        &cfg.observability.listen,
+                        observe::install_recorder(),
+                        ready,
+                        shutdown.clone(),
+                    )
+                    .await;
+                    if let Err(e) = served {
+                        tracing::warn!(error = %e, "metrics endpoint not served for this single run");
+                    }
+                    let report = runner.run_once().await;
+                    shutdown.cancel();
+                    print(&serde_json::to_string(&report?)?);
+                }
+            }
+        }
+        Command::Verify { quick } => {
+            let report = crate::audit::verify(&Runner::new(&cfg)?, quick).await?;
+            print(&serde_json::to_string_pretty(&report)?);
+            if report.problems() > 0 {
+                return Err(Error::ArchiveBad(report.problems()));
+            }
+        }
+        Command::Restore {
+            from,
+            to,
+            participants,
+        } => {
+            let req = crate::restore::Request {
+                from: parse_time("--from", &from)?,
+                to: parse_time("--to", &to)?,
+                participants: participants.into_iter().collect(),
+            };
+            if req.from >= req.to {
+                return Err(Error::Arg {
+                    arg: "--to",
+                    message: "must be after --from".into(),
+                });
+            }
+            let report = crate::restore::restore(&Runner::new(&cfg)?, &req).await?;
+            print(&serde_json::to_string(&report)?);
+        }
+        Command::Status => {
+            let doc = crate::status::status(&Runner::new(&cfg)?, cfg.archive.older_than).await?;
+            print(&serde_json::to_string_pretty(&doc)?);
         }
     }
     Ok(())

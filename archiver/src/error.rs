@@ -1,12 +1,83 @@
 //! The error type of `vitalsink-archiver`.
 
-/// Errors that stop the archiver.
+/// Errors of the archiver. A chunk whose archiving fails is left in the database (and logged
+/// as `failed`); the run goes on with the next chunk and exits non-zero at the end.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Configuration, database or Kafka set-up failed.
+    /// Configuration or database set-up failed.
     #[error(transparent)]
     Common(#[from] vitalsink_common::Error),
+    /// A PostgreSQL statement failed on a shard.
+    #[error("shard {shard}: {source}")]
+    Postgres {
+        /// Name of the shard.
+        shard: String,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// An object-store request failed (after object_store's own retries).
+    #[error("object store: {0}")]
+    Store(#[from] object_store::Error),
+    /// Writing or reading Parquet failed.
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    /// Building an Arrow batch failed.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// PostgreSQL's binary COPY stream did not have the expected shape.
+    #[error("COPY stream of {chunk}: {message}")]
+    Copy {
+        /// The chunk being exported.
+        chunk: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// A written object does not match what was exported, or the chunk changed.
+    #[error("verification of {object}: {message}")]
+    Verify {
+        /// The object path.
+        object: String,
+        /// What differs.
+        message: String,
+    },
+    /// A manifest object could not be parsed.
+    #[error("manifest {object}: {message}")]
+    Manifest {
+        /// The manifest object's path.
+        object: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// `verify` found problems in the archive.
+    #[error("archive verification failed: {0} problem(s); see the log lines above")]
+    ArchiveBad(usize),
+    /// Some chunks could not be archived in this run (they stay in the database).
+    #[error("{0} chunk(s) failed; they stay in the database and are retried by the next run")]
+    ChunksFailed(usize),
+    /// A bad command-line argument.
+    #[error("argument {arg}: {message}")]
+    Arg {
+        /// The flag.
+        arg: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Local I/O (the progress bar, a JSON document).
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// JSON (de)serialisation.
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
 }
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Wraps a driver error with the shard's name: `.map_err(pg(&shard.name))`.
+pub fn pg(shard: &str) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
+    move |source| Error::Postgres {
+        shard: shard.to_string(),
+        source,
+    }
+}

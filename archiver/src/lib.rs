@@ -1,7 +1,33 @@
 //! vitalsink's archiver: moves aged hypertable chunks from every shard to verified Parquet
 //! files on a NAS path or S3-compatible storage, and restores them.
+//!
+//! Follow one chunk: [`run::Runner::run_once`] (shards, advisory lock) →
+//! [`catalog::aged_chunks`] (which chunks) → [`attempt::ChunkJob::archive`] (the state
+//! machine: resume, [`export::export`], [`readback`] verification, drop) with every step
+//! in [`log`] and mirrored to the [`manifest`]. Object names: [`layout`]; file format:
+//! [`format`] and [`checksum`]. The way back: [`restore`]. Checking the archive: [`audit`].
 
+pub mod attempt;
+pub mod audit;
+pub mod catalog;
+pub mod checksum;
 pub mod cli;
 pub mod error;
+pub mod export;
+pub mod fault;
+pub mod format;
+pub mod layout;
+pub mod log;
+pub mod manifest;
+pub mod metrics;
+pub mod objreader;
+pub mod pgcopy;
+pub mod progress;
+pub mod ratelimit;
+pub mod readback;
+pub mod restore;
+pub mod run;
+pub mod status;
+pub mod store;
 
 pub use error::{Error, Result};

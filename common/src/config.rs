@@ -18,6 +18,9 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::measurement::Limits;
 
+mod archive;
+pub use archive::ArchiveConfig;
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -35,6 +38,8 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// Metrics, health and logs.
     pub observability: ObservabilityConfig,
+    /// The archiver.
+    pub archive: ArchiveConfig,
 }
 
 impl Default for Config {
@@ -55,6 +60,7 @@ impl Default for Config {
             validation: ValidationConfig::default(),
             ingest: IngestConfig::default(),
             observability: ObservabilityConfig::default(),
+            archive: ArchiveConfig::default(),
         }
     }
 }
@@ -375,6 +381,9 @@ impl Config {
             .is_err()
         {
             return bad("observability.listen", "must be an ip:port socket address");
+        }
+        if let Err((key, message)) = self.archive.check() {
+            return bad(key, message);
         }
         Ok(())
     }

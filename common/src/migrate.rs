@@ -37,6 +37,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0003_archive_log.sql",
         sql: include_str!("../../schemas/sql/0003_archive_log.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_archive_log_steps.sql",
+        sql: include_str!("../../schemas/sql/0004_archive_log_steps.sql"),
+    },
 ];
 
 /// The newest schema version this binary ships.

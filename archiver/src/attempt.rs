@@ -1,0 +1,315 @@
+//! One chunk through `planned → written → verified → dropped`, resuming whatever a crashed
+//! run left.
+//!
+//! The state of an attempt is its newest log row other than `failed` (a `failed` row only
+//! records an error). On entry, every attempt of the chunk that is still open (`planned`,
+//! `written` or `verified`) is looked at: the newest one that got to `written` or `verified`
+//! is adopted (re-verified if only written), every other one is discarded: its object is
+//! deleted (it may be complete, partial or absent) and `discarded` logged. So a chunk never
+//! has two live objects, and the next step always starts from a known object.
+//!
+//! Crash safety: a chunk's rows leave the database only in the transaction that drops it,
+//! which first locks the chunk, re-checks its count and ts range against the verified
+//! object's, and commits the `dropped` row with the drop. Before that commit every row is in
+//! the database; after it, in an object that was read back and matched.
+
+use object_store::path::Path;
+use object_store::ObjectStoreExt;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use vitalsink_common::config::ArchiveConfig;
+
+use crate::catalog::{self, Chunk, Extent};
+use crate::error::{pg, Error, Result};
+use crate::export::{self, Target};
+use crate::fault::{self, CrashPoint};
+use crate::layout;
+use crate::log::{self, LogRow, Step};
+use crate::manifest;
+use crate::progress::Progress;
+use crate::ratelimit::RowLimiter;
+use crate::readback;
+use crate::store::Archive;
+
+/// How long the drop may wait for its lock on the chunk before giving up for this run
+/// (ingest writing late rows into the chunk holds conflicting locks).
+const DROP_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything a chunk's archiving needs.
+#[derive(Debug)]
+pub struct ChunkJob<'a> {
+    /// Shard name.
+    pub shard: &'a str,
+    /// The shard's schema version.
+    pub db_schema_version: i32,
+    /// This run's id.
+    pub run_id: &'a str,
+    /// The archive.
+    pub archive: &'a Archive,
+    /// `[archive]`.
+    pub cfg: &'a ArchiveConfig,
+    /// Shared export rate limit.
+    pub limiter: &'a RowLimiter,
+    /// Progress display.
+    pub progress: &'a Progress,
+}
+
+/// What archiving a chunk did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Outcome {
+    /// Rows moved to the archive and dropped.
+    pub rows: u64,
+    /// Parquet bytes of the chunk's object.
+    pub bytes: u64,
+    /// Whether a new object was exported (false when an earlier one was adopted).
+    pub exported: bool,
+}
+
+impl ChunkJob<'_> {
+    async fn record(&self, c: &tokio_postgres::Client, row: &LogRow) -> Result<LogRow> {
+        manifest::record(self.archive, c, self.shard, row).await
+    }
+
+    /// Deletes an attempt's object (absent is fine) and logs `discarded`.
+    async fn discard(&self, c: &tokio_postgres::Client, last: &LogRow, why: &str) -> Result<()> {
+        if let Some(p) = &last.object_path {
+            match self.archive.store.delete(&Path::from(p.as_str())).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut row = last.next(Step::Discarded);
+        row.run_id = self.run_id.to_string();
+        row.detail = Some(why.to_string());
+        self.record(c, &row).await?;
+        crate::metrics::discarded(self.shard);
+        tracing::info!(shard = self.shard, chunk = %row.chunk_name, attempt = %row.attempt, object = ?row.object_path, why, "discarded attempt");
+        Ok(())
+    }
+
+    /// Logs `failed` for an attempt (its state does not change).
+    async fn fail(&self, c: &tokio_postgres::Client, last: &LogRow, e: &Error) {
+        let mut row = last.next(Step::Failed);
+        row.run_id = self.run_id.to_string();
+        row.detail = Some(e.to_string());
+        if let Err(e2) = self.record(c, &row).await {
+            tracing::warn!(shard = self.shard, error = %e2, "could not log the failure");
+        }
+    }
+
+    /// Archives `chunk`: resumes or starts an attempt, verifies, drops.
+    ///
+    /// # Errors
+    /// Any failure; the chunk then stays in the database and the attempt is logged as
+    /// failed (and discarded when its object is unusable).
+    pub async fn archive(
+        &self,
+        client: &mut tokio_postgres::Client,
+        chunk: &Chunk,
+    ) -> Result<Outcome> {
+        let c: &tokio_postgres::Client = client;
+        let mut adopted = self.resume(c, chunk).await?;
+        let mut outcome = Outcome::default();
+        if let Some(written) = adopted.take_if(|r| r.step == Step::Written) {
+            match self.verify(c, chunk, &written).await {
+                Ok(v) => adopted = Some(v),
+                Err(e) => {
+                    self.fail(c, &written, &e).await;
+                    self.discard(c, &written, "adopted object failed verification")
+                        .await?;
+                }
+            }
+        }
+        let verified = match adopted {
+            Some(v) => v,
+            None => {
+                let written = self.export(c, chunk).await?;
+                outcome.exported = true;
+                match self.verify(c, chunk, &written).await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.fail(c, &written, &e).await;
+                        self.discard(c, &written, "failed verification").await?;
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        fault::maybe_crash(CrashPoint::AfterVerify).await;
+        self.drop_chunk(client, chunk, &verified).await?;
+        outcome.rows = verified.rows.unwrap_or(0) as u64;
+        outcome.bytes = verified.bytes.unwrap_or(0) as u64;
+        Ok(outcome)
+    }
+
+    /// Looks at the chunk's earlier attempts: returns the one to adopt (newest `written` or
+    /// `verified`), after discarding every other open one.
+    async fn resume(&self, c: &tokio_postgres::Client, chunk: &Chunk) -> Result<Option<LogRow>> {
+        let rows = log::of_chunk(c, self.shard, chunk).await?;
+        let mut state: BTreeMap<String, LogRow> = BTreeMap::new();
+        for r in rows.into_iter().filter(|r| r.step != Step::Failed) {
+            state.insert(r.attempt.clone(), r);
+        }
+        let mut open: Vec<LogRow> = state
+            .into_values()
+            .filter(|r| matches!(r.step, Step::Planned | Step::Written | Step::Verified))
+            .collect();
+        open.sort_by_key(|r| r.id);
+        let adopt_id = open
+            .iter()
+            .filter(|r| matches!(r.step, Step::Written | Step::Verified))
+            .map(|r| r.id)
+            .max();
+        let mut adopted = None;
+        for r in open {
+            if Some(r.id) == adopt_id {
+                tracing::info!(shard = self.shard, chunk = %chunk.name, attempt = %r.attempt, step = r.step.as_str(), "resuming an earlier attempt");
+                adopted = Some(r);
+            } else {
+                self.discard(c, &r, "unfinished attempt of an earlier run")
+                    .await?;
+            }
+        }
+        Ok(adopted)
+    }
+
+    /// A new attempt: logs `planned`, exports, logs `written`.
+    async fn export(&self, c: &tokio_postgres::Client, chunk: &Chunk) -> Result<LogRow> {
+        let attempt = layout::new_attempt();
+        let path = layout::data_object(self.shard, &chunk.name, chunk.range_start, &attempt);
+        let mut planned = LogRow::new(self.run_id, &attempt, chunk, Step::Planned);
+        planned.object_path = Some(path.to_string());
+        let planned = self.record(c, &planned).await?;
+        self.progress
+            .label(format!("{} {}", self.shard, chunk.name));
+        let target = Target {
+            shard: self.shard,
+            chunk,
+            path: path.clone(),
+            attempt: &attempt,
+            db_schema_version: self.db_schema_version,
+        };
+        let ex = match export::export(
+            c,
+            self.archive,
+            self.cfg,
+            &target,
+            self.limiter,
+            self.progress,
+        )
+        .await
+        {
+            Ok(ex) => ex,
+            Err(e) => {
+                self.fail(c, &planned, &e).await;
+                self.discard(c, &planned, "export failed").await?;
+                return Err(e);
+            }
+        };
+        fault::maybe_crash(CrashPoint::AfterUpload).await;
+        let micros = |t: Option<i64>| t.and_then(chrono::DateTime::from_timestamp_micros);
+        let mut written = planned.next(Step::Written);
+        written.bytes = Some(ex.bytes as i64);
+        written.rows = Some(ex.summary.rows as i64);
+        written.checksum = Some(ex.summary.checksum.clone());
+        written.min_ts = micros(ex.summary.min_ts);
+        written.max_ts = micros(ex.summary.max_ts);
+        let written = self.record(c, &written).await?;
+        crate::metrics::exported(self.shard, ex.summary.rows, ex.bytes, ex.took);
+        tracing::info!(
+            shard = self.shard, chunk = %chunk.name, object = %path, rows = ex.summary.rows,
+            bytes = ex.bytes, secs = ex.took.as_secs_f64(), "exported"
+        );
+        Ok(written)
+    }
+
+    /// Reads the object back and re-checks the chunk: logs `verified` when both match.
+    async fn verify(
+        &self,
+        c: &tokio_postgres::Client,
+        chunk: &Chunk,
+        written: &LogRow,
+    ) -> Result<LogRow> {
+        let path = written.object_path.clone().unwrap_or_default();
+        let rb = readback::read(self.archive, &Path::from(path.as_str())).await?;
+        readback::compare(&path, &rb, written)?;
+        let now = catalog::extent(c, self.shard, chunk).await?;
+        check_extent(&path, &now, written)?;
+        let mut v = written.next(Step::Verified);
+        v.run_id = self.run_id.to_string();
+        let v = self.record(c, &v).await?;
+        tracing::info!(shard = self.shard, chunk = %chunk.name, object = %path, rows = rb.summary.rows, "verified");
+        Ok(v)
+    }
+
+    /// Locks the chunk, re-checks it against the verified object, drops it and logs
+    /// `dropped`, all in one transaction.
+    async fn drop_chunk(
+        &self,
+        client: &mut tokio_postgres::Client,
+        chunk: &Chunk,
+        verified: &LogRow,
+    ) -> Result<()> {
+        let path = verified.object_path.clone().unwrap_or_default();
+        let head = self.archive.store.head(&Path::from(path.as_str())).await;
+        if !matches!(&head, Ok(m) if Some(m.size as i64) == verified.bytes) {
+            let e = Error::Verify {
+                object: path.clone(),
+                message: format!("object missing or resized before the drop: {head:?}"),
+            };
+            let c: &tokio_postgres::Client = client;
+            self.fail(c, verified, &e).await;
+            self.discard(c, verified, "object missing before the drop")
+                .await?;
+            return Err(e);
+        }
+        let tx = client.transaction().await.map_err(pg(self.shard))?;
+        tx.batch_execute(&format!(
+            "SET LOCAL lock_timeout = '{}ms'; LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+            DROP_LOCK_TIMEOUT.as_millis(),
+            chunk.ident()
+        ))
+        .await
+        .map_err(pg(self.shard))?;
+        let now = catalog::extent(&tx, self.shard, chunk).await?;
+        if let Err(e) = check_extent(&path, &now, verified) {
+            tx.rollback().await.map_err(pg(self.shard))?;
+            let c: &tokio_postgres::Client = client;
+            self.fail(c, verified, &e).await;
+            self.discard(c, verified, "chunk changed after verification")
+                .await?;
+            return Err(e);
+        }
+        tx.batch_execute(&format!("DROP TABLE {}", chunk.ident()))
+            .await
+            .map_err(pg(self.shard))?;
+        let mut d = verified.next(Step::Dropped);
+        d.run_id = self.run_id.to_string();
+        let d = log::insert(&tx, self.shard, &d).await?;
+        tx.commit().await.map_err(pg(self.shard))?;
+        let c: &tokio_postgres::Client = client;
+        if let Err(e) = manifest::mirror(self.archive, c, self.shard, &d).await {
+            tracing::warn!(shard = self.shard, error = %e, "manifest mirror failed; retried next run");
+        }
+        tracing::info!(shard = self.shard, chunk = %chunk.name, object = %path, rows = ?d.rows, "dropped chunk");
+        Ok(())
+    }
+}
+
+/// The chunk as SQL sees it must match the recorded rows and ts range.
+fn check_extent(path: &str, now: &Extent, rec: &LogRow) -> Result<()> {
+    let micros = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.timestamp_micros());
+    if Some(now.rows) != rec.rows
+        || now.min_ts != micros(rec.min_ts)
+        || now.max_ts != micros(rec.max_ts)
+    {
+        return Err(Error::Verify {
+            object: path.to_string(),
+            message: format!(
+                "chunk now has {} rows, ts {:?}..{:?}; the object has {:?} rows, {:?}..{:?}",
+                now.rows, now.min_ts, now.max_ts, rec.rows, rec.min_ts, rec.max_ts
+            ),
+        });
+    }
+    Ok(())
+}

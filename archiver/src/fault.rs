@@ -1,0 +1,62 @@
+//! Fault injection for the crash tests (hidden, not a flag): environment variable
+//! `VITALSINK_ARCHIVER_CRASH_AT=mid-upload|after-upload|after-verify` makes the process call
+//! `std::process::abort` at that point of the first chunk that reaches it, exactly as if it had
+//! been killed there: no destructor, no flush, no log row after the point.
+//!
+//! - `mid-upload`: the multipart upload is open and at least one part
+//!   (`archive.part_size_bytes`) has been handed to it, the object not completed;
+//! - `after-upload`: the object is complete, its `written` log row not yet inserted;
+//! - `after-verify`: the `verified` row is committed, the chunk not yet dropped.
+
+use std::time::Duration;
+
+/// Environment variable naming the crash point.
+pub const ENV: &str = "VITALSINK_ARCHIVER_CRASH_AT";
+
+/// A point where the process may be made to crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// During the upload of the Parquet object.
+    MidUpload,
+    /// After the upload completed, before it is logged as written.
+    AfterUpload,
+    /// After verification is logged, before the chunk is dropped.
+    AfterVerify,
+}
+
+impl CrashPoint {
+    fn name(self) -> &'static str {
+        match self {
+            CrashPoint::MidUpload => "mid-upload",
+            CrashPoint::AfterUpload => "after-upload",
+            CrashPoint::AfterVerify => "after-verify",
+        }
+    }
+}
+
+/// The crash point set in the environment, if any.
+pub fn configured() -> Option<CrashPoint> {
+    let v = std::env::var(ENV).ok()?;
+    [
+        CrashPoint::MidUpload,
+        CrashPoint::AfterUpload,
+        CrashPoint::AfterVerify,
+    ]
+    .into_iter()
+    .find(|p| p.name() == v)
+}
+
+/// Aborts the process if `point` is the configured crash point. For `mid-upload`, waits a
+/// moment first so that the parts already handed to the upload reach the store.
+pub async fn maybe_crash(point: CrashPoint) {
+    if configured() == Some(point) {
+        if point == CrashPoint::MidUpload {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        tracing::error!(
+            point = point.name(),
+            "fault injection: aborting the process"
+        );
+        std::process::abort();
+    }
+}

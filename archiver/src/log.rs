@@ -1,0 +1,314 @@
+//! The shard's `archive_log` table (`schemas/sql/0003_archive_log.sql`, `0004_…`): one row per
+//! step the archiver takes on a chunk. An attempt goes `planned → written → verified →
+//! dropped`; an attempt that is not adopted ends `discarded` (its object deleted); `failed`
+//! records an error; `restored` records a restore. The rows of a chunk tell a later run
+//! where a crashed one stopped ([`crate::run`]).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::GenericClient;
+
+use crate::catalog::{Chunk, HYPERTABLE};
+use crate::error::{pg, Result};
+
+/// A step of the archive log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Step {
+    /// An attempt is about to write `object_path`.
+    Planned,
+    /// The object was written completely (bytes, rows, checksum, min/max ts known).
+    Written,
+    /// The object was read back and matched the chunk.
+    Verified,
+    /// The chunk was dropped from the database (in the same transaction as this row).
+    Dropped,
+    /// Rows of the object were loaded back into the hypertable (same transaction).
+    Restored,
+    /// A step failed; `detail` says why.
+    Failed,
+    /// The attempt's object was deleted and will not be used.
+    Discarded,
+}
+
+impl Step {
+    /// The name stored in the table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Planned => "planned",
+            Step::Written => "written",
+            Step::Verified => "verified",
+            Step::Dropped => "dropped",
+            Step::Restored => "restored",
+            Step::Failed => "failed",
+            Step::Discarded => "discarded",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "planned" => Step::Planned,
+            "written" => Step::Written,
+            "verified" => Step::Verified,
+            "dropped" => Step::Dropped,
+            "restored" => Step::Restored,
+            "failed" => Step::Failed,
+            "discarded" => Step::Discarded,
+            _ => return None,
+        })
+    }
+}
+
+/// One row of `archive_log` (also the body of a manifest entry).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogRow {
+    /// Row id (bigserial, per shard database); 0 before insertion.
+    pub id: i64,
+    /// The run that wrote it.
+    pub run_id: String,
+    /// Attempt id (names the object).
+    pub attempt: String,
+    /// Always `measurements`.
+    pub hypertable: String,
+    /// Chunk schema.
+    pub chunk_schema: String,
+    /// Chunk name.
+    pub chunk_name: String,
+    /// Chunk range start (for `restored`: the restore window's start).
+    pub range_start: DateTime<Utc>,
+    /// Chunk range end, exclusive (for `restored`: the window's end).
+    pub range_end: DateTime<Utc>,
+    /// The step.
+    pub step: Step,
+    /// Object path relative to the archive root.
+    pub object_path: Option<String>,
+    /// Object size, bytes.
+    pub bytes: Option<i64>,
+    /// Rows in the object (for `restored`: rows inserted).
+    pub rows: Option<i64>,
+    /// Content checksum ([`crate::checksum`]).
+    pub checksum: Option<String>,
+    /// Smallest `ts` in the object.
+    pub min_ts: Option<DateTime<Utc>>,
+    /// Largest `ts` in the object.
+    pub max_ts: Option<DateTime<Utc>>,
+    /// Free text: an error, or a restore's parameters as JSON.
+    pub detail: Option<String>,
+    /// When the row was written (database clock).
+    pub at: Option<DateTime<Utc>>,
+}
+
+impl LogRow {
+    /// A row for `chunk` at `step`, without object details.
+    pub fn new(run_id: &str, attempt: &str, chunk: &Chunk, step: Step) -> Self {
+        Self {
+            id: 0,
+            run_id: run_id.into(),
+            attempt: attempt.into(),
+            hypertable: HYPERTABLE.into(),
+            chunk_schema: chunk.schema.clone(),
+            chunk_name: chunk.name.clone(),
+            range_start: chunk.range_start,
+            range_end: chunk.range_end,
+            step,
+            object_path: None,
+            bytes: None,
+            rows: None,
+            checksum: None,
+            min_ts: None,
+            max_ts: None,
+            detail: None,
+            at: None,
+        }
+    }
+
+    /// The same attempt at another step (object details kept, detail cleared).
+    pub fn next(&self, step: Step) -> Self {
+        Self {
+            id: 0,
+            step,
+            detail: None,
+            at: None,
+            ..self.clone()
+        }
+    }
+}
+
+const COLUMNS: &str =
+    "id, run_id, coalesce(attempt, run_id), hypertable, chunk_schema, chunk_name, \
+     range_start, range_end, step, object_path, bytes, rows, checksum, min_ts, max_ts, detail, at";
+
+fn from_row(r: &tokio_postgres::Row) -> LogRow {
+    let step: String = r.get(8);
+    LogRow {
+        id: r.get(0),
+        run_id: r.get(1),
+        attempt: r.get(2),
+        hypertable: r.get(3),
+        chunk_schema: r.get(4),
+        chunk_name: r.get(5),
+        range_start: r.get(6),
+        range_end: r.get(7),
+        step: Step::parse(&step).unwrap_or(Step::Failed),
+        object_path: r.get(9),
+        bytes: r.get(10),
+        rows: r.get(11),
+        checksum: r.get(12),
+        min_ts: r.get(13),
+        max_ts: r.get(14),
+        detail: r.get(15),
+        at: r.get(16),
+    }
+}
+
+/// Inserts `row`; returns it with its id and time.
+///
+/// # Errors
+/// [`crate::Error::Postgres`].
+pub async fn insert(c: &impl GenericClient, shard: &str, row: &LogRow) -> Result<LogRow> {
+    let r = c
+        .query_one(
+            &format!(
+                "INSERT INTO archive_log (run_id, attempt, hypertable, chunk_schema, chunk_name,
+                     range_start, range_end, step, object_path, bytes, rows, checksum, min_ts,
+                     max_ts, detail)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                 RETURNING {COLUMNS}"
+            ),
+            &[
+                &row.run_id,
+                &row.attempt,
+                &row.hypertable,
+                &row.chunk_schema,
+                &row.chunk_name,
+                &row.range_start,
+                &row.range_end,
+                &row.step.as_str(),
+                &row.object_path,
+                &row.bytes,
+                &row.rows,
+                &row.checksum,
+                &row.min_ts,
+                &row.max_ts,
+                &row.detail,
+            ],
+        )
+        .await
+        .map_err(pg(shard))?;
+    Ok(from_row(&r))
+}
+
+/// Every row of one chunk, oldest first.
+///
+/// # Errors
+/// [`crate::Error::Postgres`].
+pub async fn of_chunk(c: &impl GenericClient, shard: &str, chunk: &Chunk) -> Result<Vec<LogRow>> {
+    let rows = c
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM archive_log
+                  WHERE chunk_schema = $1 AND chunk_name = $2 AND step <> 'restored'
+                  ORDER BY id"
+            ),
+            &[&chunk.schema, &chunk.name],
+        )
+        .await
+        .map_err(pg(shard))?;
+    Ok(rows.iter().map(from_row).collect())
+}
+
+/// Rows not yet mirrored to the manifest, oldest first (at most `limit`).
+///
+/// # Errors
+/// [`crate::Error::Postgres`].
+pub async fn not_in_manifest(
+    c: &impl GenericClient,
+    shard: &str,
+    limit: i64,
+) -> Result<Vec<LogRow>> {
+    let rows = c
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM archive_log WHERE NOT in_manifest ORDER BY id LIMIT $1"
+            ),
+            &[&limit],
+        )
+        .await
+        .map_err(pg(shard))?;
+    Ok(rows.iter().map(from_row).collect())
+}
+
+/// Marks row `id` as mirrored to the manifest.
+///
+/// # Errors
+/// [`crate::Error::Postgres`].
+pub async fn mark_in_manifest(c: &impl GenericClient, shard: &str, id: i64) -> Result<()> {
+    c.execute(
+        "UPDATE archive_log SET in_manifest = true WHERE id = $1",
+        &[&id],
+    )
+    .await
+    .map_err(pg(shard))?;
+    Ok(())
+}
+
+/// Time windows brought back by `restore` (`[start, end)`). Chunks overlapping one are held:
+/// archiving them again would store the restored rows a second time.
+///
+/// # Errors
+/// [`crate::Error::Postgres`].
+pub async fn restored_windows(
+    c: &impl GenericClient,
+    shard: &str,
+) -> Result<Vec<(DateTime<Utc>, DateTime<Utc>)>> {
+    let rows = c
+        .query(
+            "SELECT DISTINCT range_start, range_end FROM archive_log WHERE step = 'restored'",
+            &[],
+        )
+        .await
+        .map_err(pg(shard))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Per step of each chunk's newest row: number of chunks, plus rows and bytes dropped in all
+/// and the time of the newest row. For `status`.
+///
+/// # Errors
+/// [`crate::Error::Postgres`].
+pub async fn summary(c: &impl GenericClient, shard: &str) -> Result<serde_json::Value> {
+    let by_step = c
+        .query(
+            "SELECT step, count(*) FROM (
+                 SELECT DISTINCT ON (chunk_schema, chunk_name) step FROM archive_log
+                  WHERE step <> 'restored' ORDER BY chunk_schema, chunk_name, id DESC) s
+              GROUP BY step ORDER BY step",
+            &[],
+        )
+        .await
+        .map_err(pg(shard))?;
+    let totals = c
+        .query_one(
+            "SELECT coalesce(sum(rows) FILTER (WHERE step = 'dropped'), 0)::bigint,
+                    coalesce(sum(bytes) FILTER (WHERE step = 'dropped'), 0)::bigint,
+                    count(*) FILTER (WHERE step = 'restored'),
+                    max(at), count(*) FILTER (WHERE NOT in_manifest)
+               FROM archive_log",
+            &[],
+        )
+        .await
+        .map_err(pg(shard))?;
+    let steps: serde_json::Map<String, serde_json::Value> = by_step
+        .iter()
+        .map(|r| (r.get::<_, String>(0), serde_json::json!(r.get::<_, i64>(1))))
+        .collect();
+    Ok(serde_json::json!({
+        "chunks_by_last_step": steps,
+        "rows_archived_and_dropped": totals.get::<_, i64>(0),
+        "bytes_archived": totals.get::<_, i64>(1),
+        "restores": totals.get::<_, i64>(2),
+        "last_step_at": totals.get::<_, Option<DateTime<Utc>>>(3),
+        "log_rows_not_in_manifest": totals.get::<_, i64>(4),
+    }))
+}

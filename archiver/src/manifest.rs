@@ -1,0 +1,182 @@
+//! The manifest in the archive root: every `archive_log` row of every shard mirrored as one
+//! small JSON-lines object (one line), `manifest/shard=<shard>/<id>-<attempt>-<step>.json`
+//! ([`crate::layout`]). Object stores have no append, so the manifest is a folder of
+//! immutable entries; listing it in name order is log order per shard.
+//!
+//! A row is mirrored right after it commits in the shard and then marked `in_manifest`; a
+//! crash in between leaves it unmarked, and the next run (or `verify`) mirrors it again. The
+//! entry's content is a function of the row, so mirroring twice writes the same bytes.
+//!
+//! Readers use the manifest to know which objects are live: an object whose newest entry is
+//! `verified` or `dropped` must exist and match the entry's rows, checksum and ts range.
+
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use tokio_postgres::GenericClient;
+
+use crate::error::{Error, Result};
+use crate::layout;
+use crate::log::{self, LogRow, Step};
+use crate::store::Archive;
+
+/// One manifest entry: the shard, the file format version and the log row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Source shard name.
+    pub shard: String,
+    /// Archive file format version ([`crate::format::FORMAT_VERSION`]).
+    pub format_version: String,
+    /// The mirrored `archive_log` row.
+    #[serde(flatten)]
+    pub row: LogRow,
+}
+
+/// Log rows mirrored per round of [`mirror_pending`].
+const PAGE: i64 = 500;
+/// Rounds of [`mirror_pending`] per call (bounded loop; the rest waits for the next call).
+const MAX_PAGES: usize = 200;
+/// Concurrent GETs when reading the manifest.
+const READ_CONCURRENCY: usize = 16;
+
+/// Writes the entry of `row` (already committed in `shard`) and marks the row mirrored.
+///
+/// # Errors
+/// [`Error::Store`] when the put fails (the row stays unmarked and is mirrored later),
+/// [`Error::Postgres`].
+pub async fn mirror(
+    archive: &Archive,
+    c: &impl GenericClient,
+    shard: &str,
+    row: &LogRow,
+) -> Result<()> {
+    let entry = Entry {
+        shard: shard.to_string(),
+        format_version: crate::format::FORMAT_VERSION.to_string(),
+        row: row.clone(),
+    };
+    let mut line = serde_json::to_vec(&entry)?;
+    line.push(b'\n');
+    let path = layout::manifest_entry(shard, row.id, &row.attempt, row.step.as_str());
+    archive.store.put(&path, PutPayload::from(line)).await?;
+    log::mark_in_manifest(c, shard, row.id).await
+}
+
+/// Inserts `row` in the shard's log and mirrors it. A failed mirror is only logged: the row
+/// is committed, and [`mirror_pending`] retries it.
+///
+/// # Errors
+/// [`Error::Postgres`] when the insert fails.
+pub async fn record(
+    archive: &Archive,
+    c: &impl GenericClient,
+    shard: &str,
+    row: &LogRow,
+) -> Result<LogRow> {
+    let row = log::insert(c, shard, row).await?;
+    if let Err(e) = mirror(archive, c, shard, &row).await {
+        tracing::warn!(%shard, id = row.id, error = %e, "manifest mirror failed; retried next run");
+    }
+    Ok(row)
+}
+
+/// Mirrors every log row of `shard` not yet in the manifest. Returns how many.
+///
+/// # Errors
+/// As [`mirror`].
+pub async fn mirror_pending(
+    archive: &Archive,
+    c: &impl GenericClient,
+    shard: &str,
+) -> Result<usize> {
+    let mut n = 0;
+    for _ in 0..MAX_PAGES {
+        let rows = log::not_in_manifest(c, shard, PAGE).await?;
+        if rows.is_empty() {
+            break;
+        }
+        for r in &rows {
+            mirror(archive, c, shard, r).await?;
+        }
+        n += rows.len();
+    }
+    if n > 0 {
+        tracing::info!(%shard, rows = n, "mirrored log rows to the manifest");
+    }
+    Ok(n)
+}
+
+/// Reads every manifest entry of the archive, in path order.
+///
+/// # Errors
+/// [`Error::Store`] when listing or a GET fails, [`Error::Manifest`] for an unparsable entry.
+pub async fn read_all(archive: &Archive) -> Result<Vec<Entry>> {
+    let mut paths: Vec<Path> = archive
+        .store
+        .list(Some(&Path::from(layout::MANIFEST_DIR)))
+        .map_ok(|m| m.location)
+        .try_collect()
+        .await?;
+    paths.sort();
+    let store = archive.store.clone();
+    futures::stream::iter(paths)
+        .map(|p| {
+            let store = store.clone();
+            async move {
+                let body = store.get(&p).await?.bytes().await?;
+                serde_json::from_slice::<Entry>(&body).map_err(|e| Error::Manifest {
+                    object: p.to_string(),
+                    message: e.to_string(),
+                })
+            }
+        })
+        .buffered(READ_CONCURRENCY)
+        .try_collect()
+        .await
+}
+
+/// State of one object according to the manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectState {
+    /// The object's newest entry (restores left out).
+    pub last: Entry,
+}
+
+impl ObjectState {
+    /// Verified (and maybe dropped): the object must exist and match.
+    pub fn is_live(&self) -> bool {
+        matches!(self.last.row.step, Step::Verified | Step::Dropped)
+    }
+
+    /// An unfinished attempt (planned, written or failed, not yet discarded): the next run
+    /// adopts or deletes it.
+    pub fn is_pending(&self) -> bool {
+        matches!(
+            self.last.row.step,
+            Step::Planned | Step::Written | Step::Failed
+        )
+    }
+}
+
+/// Each object's newest entry, keyed by (shard, object path).
+pub fn objects(entries: &[Entry]) -> BTreeMap<(String, String), ObjectState> {
+    let mut out: BTreeMap<(String, String), ObjectState> = BTreeMap::new();
+    for e in entries {
+        let Some(path) = &e.row.object_path else {
+            continue;
+        };
+        if e.row.step == Step::Restored {
+            continue;
+        }
+        let key = (e.shard.clone(), path.clone());
+        match out.get(&key) {
+            Some(s) if s.last.row.id > e.row.id => {}
+            _ => {
+                out.insert(key, ObjectState { last: e.clone() });
+            }
+        }
+    }
+    out
+}

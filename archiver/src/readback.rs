@@ -1,0 +1,106 @@
+//! Reading an archived object back: streamed row group by row group, its rows hashed with the
+//! same [`crate::checksum::Digester`] the export used, and compared with what the log or
+//! manifest recorded.
+
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::ObjectStoreExt;
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use std::collections::BTreeMap;
+
+use crate::checksum::{Digester, Summary};
+use crate::error::{Error, Result};
+use crate::format::keys;
+use crate::log::LogRow;
+use crate::store::Archive;
+
+/// Rows per decoded batch while reading back.
+const READ_BATCH_ROWS: usize = 65_536;
+
+/// What an object holds: size, footer key-value metadata and the summary of its rows.
+#[derive(Debug, Clone)]
+pub struct ReadBack {
+    /// Object size, bytes.
+    pub bytes: u64,
+    /// Footer key-value metadata.
+    pub kv: BTreeMap<String, String>,
+    /// Rows, ts range and checksum recomputed from the rows.
+    pub summary: Summary,
+}
+
+/// Reads `path` completely.
+///
+/// # Errors
+/// [`Error::Store`] (e.g. `NotFound`), [`Error::Parquet`] for an unreadable file,
+/// [`Error::Verify`] for columns of the wrong type.
+pub async fn read(archive: &Archive, path: &Path) -> Result<ReadBack> {
+    let meta = archive.store.head(path).await?;
+    let reader =
+        crate::objreader::ObjectReader::new(archive.store.clone(), path.clone(), meta.size);
+    let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+    let kv = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .map(|v| {
+            v.iter()
+                .map(|k| (k.key.clone(), k.value.clone().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut stream = builder.with_batch_size(READ_BATCH_ROWS).build()?;
+    let mut d = Digester::default();
+    while let Some(b) = stream.try_next().await? {
+        d.update(&b)?;
+    }
+    Ok(ReadBack {
+        bytes: meta.size,
+        kv,
+        summary: d.finish(),
+    })
+}
+
+/// Compares what was read with the log row that describes the object (`written` or later).
+///
+/// # Errors
+/// [`Error::Verify`] naming the first difference.
+pub fn compare(path: &str, rb: &ReadBack, expected: &LogRow) -> Result<()> {
+    let bad = |message: String| {
+        Err(Error::Verify {
+            object: path.to_string(),
+            message,
+        })
+    };
+    let micros = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.timestamp_micros());
+    if expected.bytes != Some(rb.bytes as i64) {
+        return bad(format!(
+            "size {} bytes, recorded {:?}",
+            rb.bytes, expected.bytes
+        ));
+    }
+    if expected.rows != Some(rb.summary.rows as i64) {
+        return bad(format!(
+            "{} rows, recorded {:?}",
+            rb.summary.rows, expected.rows
+        ));
+    }
+    if expected.checksum.as_deref() != Some(rb.summary.checksum.as_str()) {
+        return bad(format!(
+            "checksum {}, recorded {:?}",
+            rb.summary.checksum, expected.checksum
+        ));
+    }
+    if micros(expected.min_ts) != rb.summary.min_ts || micros(expected.max_ts) != rb.summary.max_ts
+    {
+        return bad(format!(
+            "ts range {:?}..{:?}, recorded {:?}..{:?}",
+            rb.summary.min_ts, rb.summary.max_ts, expected.min_ts, expected.max_ts
+        ));
+    }
+    if rb.kv.get(keys::ROWS) != Some(&rb.summary.rows.to_string())
+        || rb.kv.get(keys::CHECKSUM) != Some(&rb.summary.checksum)
+    {
+        return bad("footer metadata does not match the rows".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,282 @@
+//! `run` and `plan`: every shard, every chunk older than the window.
+//!
+//! Shards are done one after the other; on each, a session advisory lock keeps two archivers
+//! (an overlapping cron start) from working on the same shard; the second skips it. Before
+//! anything else the shard's log rows not yet in the manifest are mirrored.
+
+use serde::Serialize;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use vitalsink_common::db::Shard;
+use vitalsink_common::observe::{self, Readiness};
+use vitalsink_common::Config;
+
+use crate::attempt::ChunkJob;
+use crate::catalog::{self, Chunk};
+use crate::error::{pg, Error, Result};
+use crate::log::{self, Step};
+use crate::manifest;
+use crate::progress::Progress;
+use crate::ratelimit::RowLimiter;
+use crate::store::{self, Archive};
+
+/// Advisory-lock key held by the archiver on a shard while it works there ("vsarchiv").
+const SHARD_LOCK: i64 = 0x7673_6172_6368_6976;
+
+/// Totals of one run.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Report {
+    /// Chunks archived and dropped.
+    pub archived: usize,
+    /// Chunks that failed (left in the database).
+    pub failed: usize,
+    /// Chunks held back because a restore brought rows of their range back.
+    pub held: usize,
+    /// Shards skipped because another archiver holds them.
+    pub busy_shards: usize,
+    /// Rows moved.
+    pub rows: u64,
+    /// Parquet bytes of the archived chunks.
+    pub bytes: u64,
+}
+
+/// The archiver's working set: configuration, shards, archive, rate limit.
+#[derive(Debug)]
+pub struct Runner {
+    cfg: Config,
+    shards: Vec<Shard>,
+    archive: Archive,
+    limiter: RowLimiter,
+}
+
+/// Whether `chunk` overlaps one of the restored windows.
+fn held(
+    chunk: &Chunk,
+    windows: &[(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)],
+) -> bool {
+    windows
+        .iter()
+        .any(|(s, e)| *s < chunk.range_end && chunk.range_start < *e)
+}
+
+impl Runner {
+    /// Builds the shard pools, opens the archive and the rate limiter.
+    ///
+    /// # Errors
+    /// Configuration errors naming the key.
+    pub fn new(cfg: &Config) -> Result<Self> {
+        Ok(Self {
+            shards: Shard::all(&cfg.shards, &cfg.database)?,
+            archive: store::open(&cfg.archive)?,
+            limiter: RowLimiter::new(cfg.archive.rows_per_second, cfg.archive.batch_rows),
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// The archive this runner writes to.
+    pub fn archive(&self) -> &Archive {
+        &self.archive
+    }
+
+    /// The shards.
+    pub fn shards(&self) -> &[Shard] {
+        &self.shards
+    }
+
+    /// Archives every aged chunk of every shard once.
+    ///
+    /// # Errors
+    /// [`Error::ChunksFailed`] when some chunks failed (the others are archived); a shard
+    /// that cannot be reached counts as one failure.
+    pub async fn run_once(&self) -> Result<Report> {
+        let run_id = crate::layout::new_attempt();
+        tracing::info!(%run_id, root = %self.archive.root, older_than = %humantime::format_duration(self.cfg.archive.older_than), "archive run");
+        let mut report = Report::default();
+        for shard in &self.shards {
+            if let Err(e) = self.shard(shard, &run_id, &mut report).await {
+                tracing::error!(shard = %shard.name, error = %e, "shard failed");
+                report.failed += 1;
+            }
+        }
+        tracing::info!(?report, "archive run done");
+        if report.failed > 0 {
+            return Err(Error::ChunksFailed(report.failed));
+        }
+        crate::metrics::run_succeeded();
+        Ok(report)
+    }
+
+    async fn shard(&self, shard: &Shard, run_id: &str, report: &mut Report) -> Result<()> {
+        let version = vitalsink_common::migrate::migrate(shard, &self.cfg.database).await?;
+        let version = version.max(vitalsink_common::migrate::latest_version());
+        let mut client = shard.client().await?;
+        let locked: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&SHARD_LOCK])
+            .await
+            .map_err(pg(&shard.name))?
+            .get(0);
+        if !locked {
+            tracing::warn!(shard = %shard.name, "another archiver is working on this shard; skipped");
+            crate::metrics::chunk(&shard.name, "busy");
+            report.busy_shards += 1;
+            return Ok(());
+        }
+        let res = self
+            .shard_locked(shard, &mut client, version, run_id, report)
+            .await;
+        if let Err(e) = client
+            .execute("SELECT pg_advisory_unlock($1)", &[&SHARD_LOCK])
+            .await
+        {
+            tracing::warn!(shard = %shard.name, error = %e, "advisory unlock failed");
+        }
+        res
+    }
+
+    async fn shard_locked(
+        &self,
+        shard: &Shard,
+        client: &mut tokio_postgres::Client,
+        version: i32,
+        run_id: &str,
+        report: &mut Report,
+    ) -> Result<()> {
+        let name = shard.name.as_str();
+        manifest::mirror_pending(&self.archive, &*client, name).await?;
+        let windows = log::restored_windows(&*client, name).await?;
+        let chunks = catalog::aged_chunks(&*client, name, self.cfg.archive.older_than).await?;
+        let total: i64 = chunks.iter().map(|c| c.est_rows.max(0)).sum();
+        let progress = Progress::new(total as u64, name);
+        let job = ChunkJob {
+            shard: name,
+            db_schema_version: version,
+            run_id,
+            archive: &self.archive,
+            cfg: &self.cfg.archive,
+            limiter: &self.limiter,
+            progress: &progress,
+        };
+        tracing::info!(shard = name, chunks = chunks.len(), "aged chunks found");
+        for chunk in &chunks {
+            if held(chunk, &windows) {
+                tracing::info!(shard = name, chunk = %chunk.name, "held: a restore brought rows of this range back");
+                crate::metrics::chunk(name, "held");
+                report.held += 1;
+                continue;
+            }
+            match job.archive(client, chunk).await {
+                Ok(o) => {
+                    crate::metrics::chunk(name, "archived");
+                    report.archived += 1;
+                    report.rows += o.rows;
+                    report.bytes += o.bytes;
+                }
+                Err(e) => {
+                    tracing::error!(shard = name, chunk = %chunk.name, error = %e, "chunk not archived; it stays in the database");
+                    crate::metrics::chunk(name, "failed");
+                    report.failed += 1;
+                }
+            }
+        }
+        progress.finish();
+        Ok(())
+    }
+
+    /// Runs [`Self::run_once`] every `every` until `shutdown`, serving metrics and health.
+    /// A failed run is logged and retried at the next tick.
+    ///
+    /// # Errors
+    /// Only when the metrics port cannot be bound.
+    pub async fn run_every(&self, every: Duration, shutdown: CancellationToken) -> Result<()> {
+        let ready = Readiness::new("first run not finished");
+        observe::serve(
+            &self.cfg.observability.listen,
+            observe::install_recorder(),
+            ready.clone(),
+            shutdown.clone(),
+        )
+        .await?;
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let res = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = self.run_once() => r,
+            };
+            match res {
+                Ok(_) => ready.set(None),
+                Err(e) => {
+                    tracing::error!(error = %e, "archive run failed; next at the next interval");
+                    ready.set(Some(e.to_string()));
+                }
+            }
+        }
+        tracing::info!("archiver stopping");
+        Ok(())
+    }
+
+    /// The dry run: what `run` would move now, with exact row counts.
+    ///
+    /// # Errors
+    /// A shard that cannot be reached.
+    pub async fn plan(&self) -> Result<Vec<PlanItem>> {
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            let name = shard.name.as_str();
+            vitalsink_common::migrate::migrate(shard, &self.cfg.database).await?;
+            let obj = shard.client().await?;
+            let c: &tokio_postgres::Client = &obj;
+            let windows = log::restored_windows(c, name).await?;
+            for chunk in catalog::aged_chunks(c, name, self.cfg.archive.older_than).await? {
+                let ext = catalog::extent(c, name, &chunk).await?;
+                let last = log::of_chunk(c, name, &chunk)
+                    .await?
+                    .into_iter()
+                    .rfind(|r| r.step != Step::Failed);
+                let action = if held(&chunk, &windows) {
+                    "held (restored range)"
+                } else {
+                    match last.map(|r| r.step) {
+                        Some(Step::Verified) => "drop (already verified)",
+                        Some(Step::Written) => "verify earlier object, then drop",
+                        Some(Step::Planned) => "discard unfinished attempt, export, verify, drop",
+                        _ => "export, verify, drop",
+                    }
+                };
+                out.push(PlanItem {
+                    shard: name.to_string(),
+                    chunk: chunk.qualified(),
+                    range_start: chunk.range_start,
+                    range_end: chunk.range_end,
+                    rows: ext.rows,
+                    bytes_on_disk: chunk.bytes,
+                    action,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One line of `plan`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanItem {
+    /// Shard name.
+    pub shard: String,
+    /// `schema.chunk`.
+    pub chunk: String,
+    /// Range start.
+    pub range_start: chrono::DateTime<chrono::Utc>,
+    /// Range end (exclusive).
+    pub range_end: chrono::DateTime<chrono::Utc>,
+    /// Rows (exact count).
+    pub rows: i64,
+    /// Chunk size on disk incl. indexes, bytes.
+    pub bytes_on_disk: i64,
+    /// What `run` would do.
+    pub action: &'static str,
+}

@@ -1,0 +1,137 @@
+//! `[archive]`: where and how the `archiver` moves aged chunks to Parquet.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// `[archive]` section. Credentials are never part of it: S3 keys come from the standard
+/// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (/ `AWS_SESSION_TOKEN`) environment variables.
+///
+/// Memory of one export is bounded by configuration, never by the chunk's size: about
+/// `3 × batch_rows` decoded rows, one encoded row group of at most `row_group_rows` rows, and
+/// `part_size_bytes × (upload_concurrency + 1)` bytes of multipart upload buffers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArchiveConfig {
+    /// Root of the archive: `file:///absolute/dir` (a local directory or NAS mount) or
+    /// `s3://bucket[/prefix]` (any S3-compatible endpoint).
+    pub root: String,
+    /// S3 endpoint URL, e.g. `http://127.0.0.1:18333`; empty means AWS itself.
+    pub s3_endpoint: String,
+    /// S3 region.
+    pub s3_region: String,
+    /// Allow a plain-HTTP S3 endpoint (local object stores).
+    pub s3_allow_http: bool,
+    /// Retention window: chunks whose time range ends before `now() - older_than` (the
+    /// database's clock) are archived.
+    #[serde(with = "humantime_serde")]
+    pub older_than: Duration,
+    /// Rows per Arrow RecordBatch while streaming a chunk out (rows).
+    pub batch_rows: usize,
+    /// Rows per Parquet row group (rows); one encoded row group is held in memory.
+    pub row_group_rows: usize,
+    /// Export rate limit, rows per second over all shards of one process (0 = unlimited).
+    /// Keeps archiving from starving live ingest on the shards.
+    pub rows_per_second: u32,
+    /// Multipart upload part size, bytes (S3 requires at least 5 MiB for all but the last).
+    pub part_size_bytes: usize,
+    /// Multipart parts uploaded concurrently.
+    pub upload_concurrency: usize,
+    /// Retries of a failed object-store request (object_store's RetryConfig: exponential
+    /// backoff with jitter, only for transient errors).
+    pub max_retries: usize,
+    /// Give up retrying one request after this long.
+    #[serde(with = "humantime_serde")]
+    pub retry_timeout: Duration,
+    /// `run` repeats every this long as a daemon; absent means run once (cron, systemd timer).
+    #[serde(with = "humantime_serde")]
+    pub every: Option<Duration>,
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        Self {
+            root: "file:///var/lib/vitalsink/archive".into(),
+            s3_endpoint: String::new(),
+            s3_region: "us-east-1".into(),
+            s3_allow_http: false,
+            older_than: Duration::from_secs(30 * 86_400),
+            batch_rows: 65_536,
+            row_group_rows: 1 << 20,
+            rows_per_second: 1_000_000,
+            part_size_bytes: 16 << 20,
+            upload_concurrency: 4,
+            max_retries: 8,
+            retry_timeout: Duration::from_secs(180),
+            every: None,
+        }
+    }
+}
+
+impl ArchiveConfig {
+    /// Checks the values; returns `(key, message)` of the first bad one.
+    pub fn check(&self) -> Result<(), (&'static str, &'static str)> {
+        let r = self.root.as_str();
+        let ok_file = r
+            .strip_prefix("file://")
+            .is_some_and(|p| p.starts_with('/'));
+        let ok_s3 = r
+            .strip_prefix("s3://")
+            .is_some_and(|p| !p.is_empty() && !p.starts_with('/'));
+        if !(ok_file || ok_s3) {
+            return Err((
+                "archive.root",
+                "must be file:///absolute/dir or s3://bucket[/prefix]",
+            ));
+        }
+        let ep = self.s3_endpoint.as_str();
+        if !(ep.is_empty() || ep.starts_with("http://") || ep.starts_with("https://")) {
+            return Err(("archive.s3_endpoint", "must be an http:// or https:// URL"));
+        }
+        if self.older_than < Duration::from_secs(60) {
+            return Err(("archive.older_than", "must be at least 1m"));
+        }
+        if self.batch_rows == 0 || self.batch_rows > 1 << 20 {
+            return Err(("archive.batch_rows", "must be 1 to 1048576"));
+        }
+        if self.row_group_rows < self.batch_rows || self.row_group_rows > 1 << 24 {
+            return Err((
+                "archive.row_group_rows",
+                "must be at least archive.batch_rows and at most 16777216",
+            ));
+        }
+        if self.part_size_bytes < 5 << 20 {
+            return Err((
+                "archive.part_size_bytes",
+                "must be at least 5 MiB (S3 minimum part size)",
+            ));
+        }
+        if self.upload_concurrency == 0 {
+            return Err(("archive.upload_concurrency", "must be at least 1"));
+        }
+        if self.every.is_some_and(|d| d < Duration::from_secs(1)) {
+            return Err(("archive.every", "must be at least 1s"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_pass_and_bad_values_are_named() {
+        assert!(ArchiveConfig::default().check().is_ok());
+        let bad = |f: fn(&mut ArchiveConfig)| {
+            let mut c = ArchiveConfig::default();
+            f(&mut c);
+            c.check().unwrap_err().0
+        };
+        assert_eq!(bad(|c| c.root = "/tmp/x".into()), "archive.root");
+        assert_eq!(bad(|c| c.root = "s3://".into()), "archive.root");
+        assert_eq!(bad(|c| c.part_size_bytes = 1024), "archive.part_size_bytes");
+        assert_eq!(bad(|c| c.row_group_rows = 10), "archive.row_group_rows");
+        assert_eq!(bad(|c| c.every = Some(Duration::ZERO)), "archive.every");
+    }
+}
