@@ -5,6 +5,7 @@
 //! missing: it fails, naming the service and how to start it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod archive_run;
 pub mod dataset;
 pub mod ingest_run;
 pub mod replay_run;
