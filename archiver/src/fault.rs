@@ -1,5 +1,6 @@
-//! Fault injection for the crash tests (hidden, not a flag): environment variable
-//! `VITALSINK_ARCHIVER_CRASH_AT=mid-upload|after-upload|after-verify` makes the process call
+//! Fault injection for the crash tests (hidden, not a flag; deliberately not `VITALSINK_…`,
+//! which the configuration loader would take for a configuration key): environment variable
+//! `ARCHIVER_CRASH_AT=mid-upload|after-upload|after-verify` makes the process call
 //! `std::process::abort` at that point of the first chunk that reaches it, exactly as if it had
 //! been killed there: no destructor, no flush, no log row after the point.
 //!
@@ -11,7 +12,7 @@
 use std::time::Duration;
 
 /// Environment variable naming the crash point.
-pub const ENV: &str = "VITALSINK_ARCHIVER_CRASH_AT";
+pub const ENV: &str = "ARCHIVER_CRASH_AT";
 
 /// A point where the process may be made to crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

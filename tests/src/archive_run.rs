@@ -15,7 +15,11 @@ use crate::{connect, unique, ShardDbs, Stack};
 /// `cargo build -p vitalsink-archiver` before `cargo test -p vitalsink-tests`).
 pub fn archiver_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(|d| d.parent()).unwrap().join("archiver");
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .unwrap()
+        .join("archiver");
     assert!(
         bin.exists(),
         "{} missing: build it with `cargo build -p vitalsink-archiver` or run `cargo test --workspace`",
@@ -113,7 +117,11 @@ impl ArchiveSetup {
     pub async fn new(stack: &Stack, prefix: &str, s3: bool, extra: &str) -> Self {
         let dbs = ShardDbs::create(stack, prefix).await;
         let dir = tempfile::tempdir().unwrap();
-        let root = if s3 { Root::s3(stack) } else { Root::local(dir.path()) };
+        let root = if s3 {
+            Root::s3(stack)
+        } else {
+            Root::local(dir.path())
+        };
         let mut toml = format!(
             "[archive]\nroot = \"{}\"\nolder_than = \"30d\"\nbatch_rows = 1000\nrow_group_rows = 4000\n\
              part_size_bytes = 5242880\nrows_per_second = 0\ns3_endpoint = \"{}\"\ns3_allow_http = true\n{extra}\n\
@@ -122,7 +130,10 @@ impl ArchiveSetup {
             stack.s3_endpoint
         );
         for s in &dbs.shards {
-            toml.push_str(&format!("[[shards]]\nname = \"{}\"\nurl = \"{}\"\n", s.name, s.url));
+            toml.push_str(&format!(
+                "[[shards]]\nname = \"{}\"\nurl = \"{}\"\n",
+                s.name, s.url
+            ));
         }
         let config = dir.path().join("archiver.toml");
         std::fs::write(&config, toml).unwrap();
@@ -231,7 +242,7 @@ impl ArchiveSetup {
 
 /// The name of the archiver's fault-injection variable (cleared unless a test sets it).
 pub fn vitalsink_archiver_crash_env() -> &'static str {
-    "VITALSINK_ARCHIVER_CRASH_AT"
+    "ARCHIVER_CRASH_AT"
 }
 
 /// What DuckDB read from an archive.
@@ -454,7 +465,8 @@ pub const ROUND_TRIP: DataShape = DataShape {
 /// sums; a second run moves nothing more; `verify` passes.
 pub async fn round_trip(s3: bool) {
     let stack = Stack::from_env();
-    let setup = ArchiveSetup::new(&stack, if s3 { "t_arch_s3" } else { "t_arch_nas" }, s3, "").await;
+    let setup =
+        ArchiveSetup::new(&stack, if s3 { "t_arch_s3" } else { "t_arch_nas" }, s3, "").await;
     let original = load(&setup.dbs.shards, ROUND_TRIP).await;
     let day = aged_start() + chrono::Duration::days(1);
     let day_original = window_totals(&setup.dbs.shards, day, day + chrono::Duration::days(1)).await;
@@ -470,9 +482,19 @@ pub async fn round_trip(s3: bool) {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(planned.len() as i64, aged, "plan lists every aged chunk: {plan}");
-    assert!(planned.iter().all(|p| p["rows"].as_i64() > Some(0) && p["bytes_on_disk"].as_i64() > Some(0)));
-    assert_eq!(aged_chunk_count(&setup.dbs.shards[0]).await + aged_chunk_count(&setup.dbs.shards[1]).await, aged, "plan is a dry run");
+    assert_eq!(
+        planned.len() as i64,
+        aged,
+        "plan lists every aged chunk: {plan}"
+    );
+    assert!(planned
+        .iter()
+        .all(|p| p["rows"].as_i64() > Some(0) && p["bytes_on_disk"].as_i64() > Some(0)));
+    assert_eq!(
+        aged_chunk_count(&setup.dbs.shards[0]).await + aged_chunk_count(&setup.dbs.shards[1]).await,
+        aged,
+        "plan is a dry run"
+    );
 
     let report: serde_json::Value = serde_json::from_str(&setup.ok(&["run"])).unwrap();
     assert_eq!(report["archived"].as_i64(), Some(aged), "{report}");
@@ -483,15 +505,31 @@ pub async fn round_trip(s3: bool) {
         let steps = log_steps(s).await;
         let chunks: std::collections::BTreeSet<&String> = steps.iter().map(|s| &s.0).collect();
         for c in chunks {
-            let seq: Vec<&str> = steps.iter().filter(|s| &s.0 == c).map(|s| s.2.as_str()).collect();
-            assert_eq!(seq, ["planned", "written", "verified", "dropped"], "{}: {c}", s.name);
+            let seq: Vec<&str> = steps
+                .iter()
+                .filter(|s| &s.0 == c)
+                .map(|s| s.2.as_str())
+                .collect();
+            assert_eq!(
+                seq,
+                ["planned", "written", "verified", "dropped"],
+                "{}: {c}",
+                s.name
+            );
         }
     }
     let left = db_totals(&setup.dbs.shards).await;
-    assert!(left.values().all(|(n, _)| *n == 2 * ROUND_TRIP.recent), "recent rows stay");
+    assert!(
+        left.values().all(|(n, _)| *n == 2 * ROUND_TRIP.recent),
+        "recent rows stay"
+    );
 
     let duck = setup.duckdb(Some(&day.format("%Y-%m-%d").to_string()));
-    assert_totals_eq(&add(&duck.totals, &left), &original, "DuckDB archive + shards vs original");
+    assert_totals_eq(
+        &add(&duck.totals, &left),
+        &original,
+        "DuckDB archive + shards vs original",
+    );
     assert_eq!(duck.ts_type, "TIMESTAMP WITH TIME ZONE");
     assert!(duck.partitions.iter().any(|p| p.ends_with("shard=shard0")));
     assert!(duck.partitions.iter().any(|p| p.ends_with("shard=shard1")));
@@ -500,10 +538,18 @@ pub async fn round_trip(s3: bool) {
     assert_eq!(duck.day_files, Some(2), "one file per shard for that date");
 
     let objects = parquet_objects(&setup.root).await;
-    assert_eq!(objects.len() as i64, aged, "one object per chunk: {objects:?}");
+    assert_eq!(
+        objects.len() as i64,
+        aged,
+        "one object per chunk: {objects:?}"
+    );
     let again: serde_json::Value = serde_json::from_str(&setup.ok(&["run"])).unwrap();
     assert_eq!(again["archived"].as_i64(), Some(0), "{again}");
-    assert_eq!(parquet_objects(&setup.root).await, objects, "a second run writes nothing");
+    assert_eq!(
+        parquet_objects(&setup.root).await,
+        objects,
+        "a second run writes nothing"
+    );
     let verify: serde_json::Value = serde_json::from_str(&setup.ok(&["verify"])).unwrap();
     assert_eq!(verify["good"].as_i64(), Some(aged), "{verify}");
     setup.dbs.drop_all().await;
