@@ -20,11 +20,33 @@ use vitalsink_common::measurement::RejectReason;
 use crate::batch::Batch;
 use crate::writer::Applied;
 
-/// A record was decoded into readings.
-pub fn record_valid(shard: &str, rows: usize) {
-    metrics::counter!("vitalsink_ingest_records_total", "result" => "valid").increment(1);
-    metrics::counter!("vitalsink_ingest_rows_in_total", "shard" => shard.to_string())
-        .increment(rows as u64);
+/// The consume loop's per-record counters, registered once: a `counter!` with labels per
+/// record costs a key allocation and a registry lookup, measurable at 10^5 records/s.
+#[derive(Debug, Clone)]
+pub struct RecordCounters {
+    valid: metrics::Counter,
+    rows_in: Vec<metrics::Counter>,
+}
+
+impl RecordCounters {
+    /// Handles for shards named `shards`, in routing order.
+    pub fn new(shards: &[String]) -> Self {
+        Self {
+            valid: metrics::counter!("vitalsink_ingest_records_total", "result" => "valid"),
+            rows_in: shards
+                .iter()
+                .map(|s| metrics::counter!("vitalsink_ingest_rows_in_total", "shard" => s.clone()))
+                .collect(),
+        }
+    }
+
+    /// A record was decoded into `rows` readings for shard index `shard`.
+    pub fn valid(&self, shard: usize, rows: usize) {
+        self.valid.increment(1);
+        if let Some(c) = self.rows_in.get(shard) {
+            c.increment(rows as u64);
+        }
+    }
 }
 
 /// A record was rejected and dead-lettered.

@@ -38,6 +38,7 @@ pub struct Pipeline {
     memory: Arc<Semaphore>,
     memory_cap: usize,
     dlq: DeadLetters,
+    counters: crate::metrics::RecordCounters,
 }
 
 impl Pipeline {
@@ -57,6 +58,7 @@ impl Pipeline {
         Self {
             topic,
             router: ShardRouter::new(n),
+            counters: crate::metrics::RecordCounters::new(&shard_names),
             buffers: (0..n).map(|i| ShardBuffer::new(i, batch_limits)).collect(),
             shard_names,
             writers,
@@ -118,7 +120,7 @@ impl Pipeline {
                     Ok(p) => p,
                     Err(_) => return, // the semaphore is never closed
                 };
-                crate::metrics::record_valid(&self.shard_names[shard], readings.len());
+                self.counters.valid(shard, readings.len());
                 let full = self.buffers[shard].push(partition, offset, readings, permit);
                 self.consumed.insert(partition, offset + 1);
                 if full {

@@ -46,8 +46,18 @@ pub struct IngestSetup {
 
 impl IngestSetup {
     /// Writes a configuration for the stack's broker and `shards`, with unique topics and
-    /// group, a 64 MiB memory cap and small batches, into `dir`.
+    /// group, a 64 MiB memory cap and small (5,000-row) batches, into `dir`.
     pub fn new(stack: &Stack, shards: &[ShardConfig], dir: &std::path::Path) -> Self {
+        Self::with_batch_rows(stack, shards, dir, 5_000)
+    }
+
+    /// As [`IngestSetup::new`], with batches of up to `batch_max_rows` rows.
+    pub fn with_batch_rows(
+        stack: &Stack,
+        shards: &[ShardConfig],
+        dir: &std::path::Path,
+        batch_max_rows: usize,
+    ) -> Self {
         let topic = unique("measurements");
         let memory_cap = 64 << 20;
         let s = Self {
@@ -61,7 +71,7 @@ impl IngestSetup {
         let mut toml = format!(
             "[kafka]\nbrokers = \"{}\"\ntopic = \"{}\"\ndlq_topic = \"{}\"\ngroup_id = \"{}\"\nsession_timeout = \"6s\"\n\
              [validation]\nmax_message_bytes = {OVERSIZE_LIMIT_BYTES}\n\
-             [ingest]\nbatch_max_rows = 5000\nbatch_max_bytes = 4194304\nbatch_max_age = \"200ms\"\nmemory_cap_bytes = {memory_cap}\n\
+             [ingest]\nbatch_max_rows = {batch_max_rows}\nbatch_max_bytes = 8388608\nbatch_max_age = \"200ms\"\nmemory_cap_bytes = {memory_cap}\n\
              topic_partitions = 6\nretry_initial = \"50ms\"\nretry_max = \"1s\"\nshutdown_deadline = \"20s\"\n\
              [observability]\nlisten = \"127.0.0.1:0\"\n",
             stack.brokers, s.topic, s.dlq_topic, s.group
@@ -162,6 +172,25 @@ pub async fn total_rows(shards: &[ShardConfig]) -> i64 {
         let c = connect(&s.url).await;
         n += c
             .query_one("SELECT count(*) FROM measurements", &[])
+            .await
+            .map(|r| r.get::<_, i64>(0))
+            .unwrap_or(0);
+    }
+    n
+}
+
+/// Rows the shards' `ingest_offsets` say were applied, summed over shards: equal to
+/// [`total_rows`] for a worker's own tables, but cheap to poll while a load runs (no scan of
+/// the hypertable).
+pub async fn applied_rows(shards: &[ShardConfig]) -> i64 {
+    let mut n = 0;
+    for s in shards {
+        let c = connect(&s.url).await;
+        n += c
+            .query_one(
+                "SELECT coalesce(sum(rows_applied), 0)::int8 FROM ingest_offsets",
+                &[],
+            )
             .await
             .map(|r| r.get::<_, i64>(0))
             .unwrap_or(0);
