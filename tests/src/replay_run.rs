@@ -8,6 +8,26 @@ use vitalsink_common::config::ShardConfig;
 use vitalsink_replay::exact::ExactSum;
 
 use crate::connect;
+use crate::ingest_run::log_tail;
+
+/// Stops an ingest worker with SIGTERM and asserts it exits 0 (its graceful shutdown);
+/// `log` is its log file, shown on failure.
+pub async fn stop_gracefully(mut worker: std::process::Child, log: &std::path::Path) {
+    let pid = worker.id().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    assert!(kill.unwrap().success(), "kill -TERM {pid}");
+    let status = tokio::task::spawn_blocking(move || worker.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        status.success(),
+        "exit status {status:?}\n{}",
+        log_tail(log)
+    );
+}
 
 /// Runs `dev/fetch-data` (idempotent: a no-op once the cache is complete) and returns the
 /// data directory it prints. Panics, failing the test, when the fetch fails.
@@ -17,7 +37,11 @@ pub fn fetch_data() -> PathBuf {
         .stderr(std::process::Stdio::inherit())
         .output()
         .unwrap_or_else(|e| panic!("{}: {e}", script.display()));
-    assert!(out.status.success(), "dev/fetch-data failed: {:?}", out.status);
+    assert!(
+        out.status.success(),
+        "dev/fetch-data failed: {:?}",
+        out.status
+    );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
@@ -58,7 +82,8 @@ pub async fn db_truth(shards: &[ShardConfig]) -> DbTruth {
             .unwrap();
         pin_mut!(rows);
         while let Some(r) = rows.try_next().await.unwrap() {
-            let (pid, metric, day, v): (String, String, String, f64) = (r.get(0), r.get(1), r.get(2), r.get(3));
+            let (pid, metric, day, v): (String, String, String, f64) =
+                (r.get(0), r.get(1), r.get(2), r.get(3));
             let p = per.entry(pid.clone()).or_default();
             p.0 += 1;
             p.1.add(v);
@@ -77,11 +102,21 @@ pub async fn db_truth(shards: &[ShardConfig]) -> DbTruth {
             per.into_iter()
                 .map(|(pid, (rows, sum))| {
                     let duplicate_ts = dups.get(&pid).copied().unwrap_or(0);
-                    (pid, DbParticipant { rows, sum: sum.value(), duplicate_ts })
+                    (
+                        pid,
+                        DbParticipant {
+                            rows,
+                            sum: sum.value(),
+                            duplicate_ts,
+                        },
+                    )
                 })
                 .collect(),
         );
     }
-    out.daily = daily.into_iter().map(|(k, (n, s))| (k, (n, s.value()))).collect();
+    out.daily = daily
+        .into_iter()
+        .map(|(k, (n, s))| (k, (n, s.value())))
+        .collect();
     out
 }

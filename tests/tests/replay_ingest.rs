@@ -13,7 +13,7 @@ use vitalsink_replay::publish::PublishOptions;
 use vitalsink_replay::rebase::TimePlan;
 use vitalsink_tests::dataset::OVERSIZE_LIMIT_BYTES;
 use vitalsink_tests::ingest_run::{log_tail, prepare, wait_for_rows};
-use vitalsink_tests::replay_run::{db_truth, fetch_data};
+use vitalsink_tests::replay_run::{db_truth, fetch_data, stop_gracefully};
 use vitalsink_tests::Stack;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -24,7 +24,10 @@ async fn real_recordings_land_exactly_as_in_the_source_files() {
     let log = dir.path().join("ingest.log");
     let mut worker = setup.spawn(&log);
 
-    let kafka = vitalsink_common::config::KafkaConfig { topic: setup.topic.clone(), ..stack.kafka() };
+    let kafka = vitalsink_common::config::KafkaConfig {
+        topic: setup.topic.clone(),
+        ..stack.kafka()
+    };
     let opts = PublishOptions {
         topic: setup.topic.clone(),
         batch_samples: vitalsink_replay::publish::MAX_BATCH_SAMPLES,
@@ -33,24 +36,37 @@ async fn real_recordings_land_exactly_as_in_the_source_files() {
         rate: None,
         in_flight: 64,
     };
-    let plan = TimePlan { native: false, end_at_micros: chrono::Utc::now().timestamp_micros() };
-    let truth = vitalsink_replay::run::real(&data, plan, &kafka, opts).await.unwrap();
-    assert_eq!(truth.participants.len(), 19, "15 AWD + 1 BBA + 3 heartpy recordings");
+    let plan = TimePlan {
+        native: false,
+        end_at_micros: chrono::Utc::now().timestamp_micros(),
+    };
+    let truth = vitalsink_replay::run::real(&data, plan, &kafka, opts)
+        .await
+        .unwrap();
+    assert_eq!(
+        truth.participants.len(),
+        19,
+        "15 AWD + 1 BBA + 3 heartpy recordings"
+    );
     assert!(truth.rows > 400_000, "{}", truth.rows);
 
     let n = wait_for_rows(&dbs.shards, truth.rows as i64, Duration::from_secs(600)).await;
-    assert_eq!(n, truth.rows as i64, "rows in the shards\n{}", log_tail(&log));
+    assert_eq!(
+        n,
+        truth.rows as i64,
+        "rows in the shards\n{}",
+        log_tail(&log)
+    );
 
-    let pid = worker.id().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let status = tokio::task::spawn_blocking(move || worker.wait()).await.unwrap().unwrap();
-    assert!(status.success(), "exit status {status:?}\n{}", log_tail(&log));
+    stop_gracefully(worker, &log).await;
 
     let db = db_truth(&dbs.shards).await;
     let router = ShardRouter::new(dbs.shards.len());
     for p in &truth.participants {
         let home = router.shard_for(&p.participant_id);
-        let got = db.shards[home].get(&p.participant_id).unwrap_or_else(|| panic!("{} missing on shard {home}", p.participant_id));
+        let got = db.shards[home]
+            .get(&p.participant_id)
+            .unwrap_or_else(|| panic!("{} missing on shard {home}", p.participant_id));
         assert_eq!(
             (got.rows, got.sum.to_bits(), got.duplicate_ts),
             (p.rows as i64, p.sum.to_bits(), p.duplicate_ts as i64),
@@ -61,18 +77,37 @@ async fn real_recordings_land_exactly_as_in_the_source_files() {
             p.sum
         );
         for (i, s) in db.shards.iter().enumerate() {
-            assert!(i == home || !s.contains_key(&p.participant_id), "{} also on shard {i}", p.participant_id);
+            assert!(
+                i == home || !s.contains_key(&p.participant_id),
+                "{} also on shard {i}",
+                p.participant_id
+            );
         }
     }
     let in_db: usize = db.shards.iter().map(|s| s.len()).sum();
-    assert_eq!(in_db, truth.participants.len(), "no unexpected participants");
-    assert!(truth.participants.iter().any(|p| p.duplicate_ts > 0), "heartpy data3.csv repeats timestamps");
+    assert_eq!(
+        in_db,
+        truth.participants.len(),
+        "no unexpected participants"
+    );
+    assert!(
+        truth.participants.iter().any(|p| p.duplicate_ts > 0),
+        "heartpy data3.csv repeats timestamps"
+    );
 
     let want: std::collections::BTreeMap<_, _> = truth
         .daily
         .iter()
-        .map(|d| ((d.participant_id.clone(), d.metric.clone(), d.day.clone()), (d.rows as i64, d.sum)))
+        .map(|d| {
+            (
+                (d.participant_id.clone(), d.metric.clone(), d.day.clone()),
+                (d.rows as i64, d.sum),
+            )
+        })
         .collect();
-    assert_eq!(db.daily, want, "rows and exact sums per participant, metric and UTC day");
+    assert_eq!(
+        db.daily, want,
+        "rows and exact sums per participant, metric and UTC day"
+    );
     dbs.drop_all().await;
 }
