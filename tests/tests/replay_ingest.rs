@@ -22,7 +22,7 @@ async fn real_recordings_land_exactly_as_in_the_source_files() {
     let stack = Stack::from_env();
     let (dbs, setup, dir) = prepare(&stack, "t_replay").await;
     let log = dir.path().join("ingest.log");
-    let mut worker = setup.spawn(&log);
+    let worker = setup.spawn(&log);
 
     let kafka = vitalsink_common::config::KafkaConfig {
         topic: setup.topic.clone(),
