@@ -43,7 +43,7 @@ pub struct PublishOptions {
     /// Largest record value, bytes (use the ingest workers' `validation.max_message_bytes`).
     pub max_message_bytes: usize,
     /// Average readings per second over the run (`None`: as fast as the broker takes them).
-    /// Bursts up to one batch record.
+    /// Bursts up to one batch record; records hold at most `rate` samples.
     pub rate: Option<NonZeroU32>,
     /// Records awaiting delivery before sending waits.
     pub in_flight: usize,
@@ -217,8 +217,12 @@ impl Publisher {
                 (opts.max_message_bytes + 65_536).to_string(),
             )
             .create()?;
+        // A token bucket whose burst is one record: the first second does not run ahead of
+        // the rate. With a rate below the batch size, records shrink to `rate` samples.
+        let mut opts = opts;
         let limiter = opts.rate.map(|r| {
-            let burst = NonZeroU32::new(r.get().max(opts.batch_samples as u32)).unwrap_or(r);
+            opts.batch_samples = opts.batch_samples.min(r.get() as usize);
+            let burst = NonZeroU32::new(opts.batch_samples as u32).unwrap_or(r);
             RateLimiter::direct(Quota::per_second(r).allow_burst(burst))
         });
         Ok(Self {
