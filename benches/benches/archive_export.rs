@@ -1,0 +1,291 @@
+//! Archive export benchmark (issue 4): one TimescaleDB chunk of 5,000,000 rows, exported to
+//! Parquet three ways in the same run:
+//! - the archiver's export ([`vitalsink_archiver::export::export`]: COPY BINARY, sorted by
+//!   participant, metric, ts, zstd, to a local directory), unthrottled;
+//! - the limit: DuckDB's own PostgreSQL → Parquet export of the same chunk (PyPI `duckdb` with
+//!   the `duckdb-extension-postgres` wheel: `postgres_scan` … `ORDER BY` the same key,
+//!   `COPY … (FORMAT parquet, COMPRESSION zstd)`), with DuckDB's default threads;
+//! - the whole `archiver run` (release binary: export, read-back verification, drop).
+//!
+//! Also the archive's bytes per row against the chunk's on-disk bytes per row
+//! (`pg_total_relation_size`: heap, TOAST, indexes). Targets: export rate at least DuckDB's;
+//! archive at most 1/8 of the chunk. The data: 1,000 participants × 4 vital-sign metrics ×
+//! 1,250 one-minute readings in one day, values with one decimal like a monitor reports.
+//! The chunk is read once before timing so that every contender starts with a warm cache.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::time::{Duration, Instant};
+use vitalsink_archiver::catalog::{aged_chunks, Chunk};
+use vitalsink_archiver::export::{export, Target};
+use vitalsink_archiver::progress::Progress;
+use vitalsink_archiver::ratelimit::RowLimiter;
+use vitalsink_benches::report;
+use vitalsink_common::config::ArchiveConfig;
+use vitalsink_tests::ingest_run::peak_rss_bytes;
+use vitalsink_tests::{connect, unique, ShardDbs, Stack};
+
+const PARTICIPANTS: i64 = 1_000;
+const SAMPLES: i64 = 1_250;
+
+#[tokio::main]
+async fn main() {
+    let stack = Stack::from_env();
+    let dbs = ShardDbs::create(&stack, "b_archive").await;
+    let shard = dbs.shards[0].clone();
+    let dir = std::env::temp_dir().join(unique("bench-archive"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sh = vitalsink_common::db::Shard::new(0, &shard, &Default::default()).unwrap();
+    vitalsink_common::migrate::migrate(&sh, &Default::default())
+        .await
+        .unwrap();
+
+    let c = connect(&shard.url).await;
+    let day = (chrono::Utc::now() - chrono::Duration::days(60))
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    let t = Instant::now();
+    c.execute(
+        "INSERT INTO measurements (participant_id, metric, ts, value, unit, device_id, study_id)
+         SELECT 'P' || lpad(p::text, 5, '0'), m.name, $1::timestamptz + make_interval(mins => i::int),
+                round((m.base + m.amp * sin(i / 90.0 + p) + (random() * 2 - 1))::numeric, 1)::float8,
+                m.unit, 'dev-' || (p % 997), 'study-' || (p % 3)
+           FROM generate_series(1, $2::bigint) p,
+                (VALUES ('heart_rate', 72.0, 12.0, 'bpm'), ('spo2', 97.0, 1.5, '%'),
+                        ('resp_rate', 15.0, 3.0, '1/min'), ('skin_temp', 33.5, 0.8, 'Cel'))
+                    AS m(name, base, amp, unit),
+                generate_series(0, $3::bigint - 1) i",
+        &[&day, &PARTICIPANTS, &SAMPLES],
+    )
+    .await
+    .unwrap();
+    c.batch_execute("VACUUM ANALYZE measurements")
+        .await
+        .unwrap();
+    let chunks = aged_chunks(&c, "shard0", Duration::from_secs(86_400))
+        .await
+        .unwrap();
+    assert_eq!(chunks.len(), 1, "one chunk: {chunks:?}");
+    let chunk = chunks[0].clone();
+    let rows: i64 = c
+        .query_one(&format!("SELECT count(*) FROM {}", chunk.ident()), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(rows >= 5_000_000);
+    println!(
+        "loaded {rows} rows into {} in {:.1} s; on disk {:.1} MiB incl. indexes",
+        chunk.name,
+        t.elapsed().as_secs_f64(),
+        chunk.bytes as f64 / 1048576.0
+    );
+
+    let duck = duckdb_export(&shard.url, &chunk, &dir);
+    let (ours_secs, ours_bytes) = archiver_export(&c, &chunk, &dir).await;
+    let (run_secs, run_rss) = archiver_run(&shard, &dir);
+
+    let mib = |b: f64| b / 1048576.0;
+    let rows_f = rows as f64;
+    let ours_rate = rows_f / ours_secs;
+    let duck_rate = rows_f / duck.0;
+    println!();
+    report(
+        "limit: DuckDB postgres_scan → Parquet",
+        duck_rate,
+        "rows/s",
+        None,
+    );
+    report(
+        "archiver export",
+        ours_rate,
+        "rows/s",
+        Some(("DuckDB", duck_rate)),
+    );
+    report(
+        "archiver export, Parquet written",
+        mib(ours_bytes as f64) / ours_secs,
+        "MiB/s",
+        None,
+    );
+    report(
+        "archiver export, chunk read (on-disk size)",
+        mib(chunk.bytes as f64) / ours_secs,
+        "MiB/s",
+        None,
+    );
+    report(
+        "archiver run (export + verify + drop)",
+        rows_f / run_secs,
+        "rows/s",
+        Some(("DuckDB", duck_rate)),
+    );
+    report("archiver run peak RSS", mib(run_rss as f64), "MiB", None);
+    let disk_per_row = chunk.bytes as f64 / rows_f;
+    let ours_per_row = ours_bytes as f64 / rows_f;
+    report(
+        "chunk on disk per row (heap + indexes)",
+        disk_per_row,
+        "bytes",
+        None,
+    );
+    report(
+        "DuckDB Parquet per row",
+        duck.1 as f64 / rows_f,
+        "bytes",
+        Some(("on disk", disk_per_row)),
+    );
+    report(
+        "archive Parquet per row",
+        ours_per_row,
+        "bytes",
+        Some(("on disk", disk_per_row)),
+    );
+    report(
+        "archive size vs the 1/8 target",
+        ours_per_row,
+        "bytes",
+        Some(("on disk / 8", disk_per_row / 8.0)),
+    );
+    dbs.drop_all().await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Warms the cache with a full read of the chunk.
+async fn warm(c: &tokio_postgres::Client, chunk: &Chunk) {
+    c.query_one(
+        &format!("SELECT count(*), sum(value) FROM {}", chunk.ident()),
+        &[],
+    )
+    .await
+    .unwrap();
+}
+
+/// DuckDB's PostgreSQL → Parquet export of the chunk: (seconds, Parquet bytes).
+fn duckdb_export(dsn: &str, chunk: &Chunk, dir: &std::path::Path) -> (f64, u64) {
+    let out = dir.join("duckdb.parquet");
+    let script = r#"
+import duckdb, json, os, sys, time
+from duckdb_extensions import import_extension
+dsn, schema, table, out = sys.argv[1:5]
+con = duckdb.connect()
+import_extension("postgres", con=con)
+con.execute("LOAD postgres")
+con.execute(f"SELECT count(*) FROM postgres_scan('{dsn}', '{schema}', '{table}')")
+t = time.time()
+con.execute(f"""COPY (SELECT participant_id, metric, ts, value, unit, device_id, study_id
+                FROM postgres_scan('{dsn}', '{schema}', '{table}')
+                ORDER BY participant_id, metric, ts)
+              TO '{out}' (FORMAT parquet, COMPRESSION zstd)""")
+secs = time.time() - t
+print(json.dumps({"secs": secs, "bytes": os.path.getsize(out),
+                  "threads": con.execute("SELECT current_setting('threads')").fetchone()[0]}))
+"#;
+    let res = std::process::Command::new("python3")
+        .args(["-c", script, dsn, &chunk.schema, &chunk.name])
+        .arg(&out)
+        .output()
+        .expect("python3");
+    assert!(
+        res.status.success(),
+        "DuckDB export failed (dev/setup installs duckdb and duckdb-extension-postgres): {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    // DuckDB may print progress first: the result is the last line.
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    let last = stdout.lines().rfind(|l| l.starts_with('{')).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(last).unwrap();
+    let (secs, bytes) = (v["secs"].as_f64().unwrap(), v["bytes"].as_u64().unwrap());
+    println!(
+        "DuckDB export: {secs:.2} s, {bytes} bytes, {} threads",
+        v["threads"]
+    );
+    (secs, bytes)
+}
+
+/// The archiver's export, in process, unthrottled: (seconds, Parquet bytes).
+async fn archiver_export(
+    c: &tokio_postgres::Client,
+    chunk: &Chunk,
+    dir: &std::path::Path,
+) -> (f64, u64) {
+    warm(c, chunk).await;
+    let cfg = ArchiveConfig {
+        root: format!("file://{}", dir.join("lib").display()),
+        rows_per_second: 0,
+        ..ArchiveConfig::default()
+    };
+    let archive = vitalsink_archiver::store::open(&cfg).unwrap();
+    let target = Target {
+        shard: "shard0",
+        chunk,
+        path: vitalsink_archiver::layout::data_object(
+            "shard0",
+            &chunk.name,
+            chunk.range_start,
+            "bench",
+        ),
+        attempt: "bench",
+        db_schema_version: vitalsink_common::migrate::latest_version(),
+    };
+    let limiter = RowLimiter::new(0, cfg.batch_rows);
+    let ex = export(c, &archive, &cfg, &target, &limiter, &Progress::none())
+        .await
+        .unwrap();
+    println!(
+        "archiver export: {:.2} s, {} bytes, {} rows, {}",
+        ex.took.as_secs_f64(),
+        ex.bytes,
+        ex.summary.rows,
+        ex.summary.checksum
+    );
+    (ex.took.as_secs_f64(), ex.bytes)
+}
+
+/// `archiver run` (release binary) on the shard: (seconds, peak RSS bytes).
+fn archiver_run(
+    shard: &vitalsink_common::config::ShardConfig,
+    dir: &std::path::Path,
+) -> (f64, u64) {
+    let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/archiver");
+    assert!(
+        bin.exists(),
+        "{} missing: run dev/bench (it builds the release binaries)",
+        bin.display()
+    );
+    let config = dir.join("archiver.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[shards]]\nname = \"shard0\"\nurl = \"{}\"\n[archive]\nroot = \"file://{}\"\nolder_than = \"1d\"\nrows_per_second = 0\n\
+             [observability]\nlisten = \"127.0.0.1:0\"\n",
+            shard.url,
+            dir.join("run").display()
+        ),
+    )
+    .unwrap();
+    let t = Instant::now();
+    let mut child = std::process::Command::new(bin)
+        .args(["--config", config.to_str().unwrap(), "run"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("archiver.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut rss = 0;
+    while child.try_wait().unwrap().is_none() {
+        rss = rss.max(peak_rss_bytes(child.id()).unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "archiver run failed, see {}",
+        dir.join("archiver.log").display()
+    );
+    println!(
+        "archiver run: {secs:.2} s: {}",
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
+    (secs, rss)
+}
