@@ -181,15 +181,18 @@ impl ValidationConfig {
 pub struct IngestConfig {
     /// Rows per shard batch before it is flushed.
     pub batch_max_rows: usize,
-    /// Bytes (approximate in-memory size of the rows) per shard batch before it is flushed.
+    /// Bytes per shard batch before it is flushed: the rows as encoded for `COPY … BINARY`,
+    /// about 60–100 bytes per row.
     pub batch_max_bytes: usize,
     /// Age of a batch's oldest row before it is flushed.
     #[serde(with = "humantime_serde")]
     pub batch_max_age: Duration,
-    /// Cap on the worker process's memory, bytes. Half of it is the budget for readings
-    /// buffered or being written (over all shards): when that is used up, consumption waits
-    /// (backpressure) until a flush frees memory. An eighth is librdkafka's prefetch queue
-    /// (`queued.max.messages.kbytes`); the rest is headroom for the process itself.
+    /// Cap on the worker process's memory, bytes. Half of it is for rows: one standing buffer
+    /// per shard (up to `batch_max_bytes` each) and, in the rest, rows buffered or being
+    /// written over all shards — when that is used up, consumption waits (backpressure) until
+    /// a flush frees memory. An eighth is librdkafka's prefetch queue
+    /// (`queued.max.messages.kbytes`) and a sixteenth its fetch responses in flight
+    /// (`fetch.max.bytes`); the rest is headroom for the process itself.
     pub memory_cap_bytes: usize,
     /// Partitions of the measurements topic when the worker creates it.
     pub topic_partitions: i32,
@@ -229,6 +232,12 @@ impl IngestConfig {
     /// librdkafka's prefetch queue, KiB: an eighth of `memory_cap_bytes`, 1 to 64 MiB.
     pub fn fetch_queue_kib(&self) -> usize {
         (self.memory_cap_bytes / 8 / 1024).clamp(1024, 65_536)
+    }
+
+    /// librdkafka's `fetch.max.bytes` (bytes of one fetch response): a sixteenth of
+    /// `memory_cap_bytes`, 1 to 50 MiB (50 MiB is librdkafka's default, CONFIGURATION.md).
+    pub fn fetch_max_bytes(&self) -> usize {
+        (self.memory_cap_bytes / 16).clamp(1 << 20, 50 << 20)
     }
 }
 
@@ -353,10 +362,10 @@ impl Config {
         if i.batch_max_age.is_zero() {
             return bad("ingest.batch_max_age", "must be positive");
         }
-        if i.buffer_budget_bytes() < i.batch_max_bytes.saturating_mul(self.shards.len()) {
+        if i.buffer_budget_bytes() < i.batch_max_bytes.saturating_mul(2 * self.shards.len()) {
             return bad(
                 "ingest.memory_cap_bytes",
-                "half of it must hold one full batch per shard (batch_max_bytes × shards)",
+                "half of it must hold two full batches per shard (2 × batch_max_bytes × shards)",
             );
         }
         if i.buffer_budget_bytes() < self.validation.max_message_bytes.saturating_mul(4) {

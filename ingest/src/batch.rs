@@ -1,26 +1,38 @@
-//! Per-shard write-behind buffers: rows wait here until their batch is full (rows or bytes)
-//! or old enough, then leave as one [`Batch`] for the shard's writer.
+//! Per-shard write-behind buffers: rows wait here, already encoded as `COPY … BINARY` tuples
+//! ([`crate::copy_format`]), until their batch is full (rows or bytes) or old enough, then
+//! leave as one [`Batch`] for the shard's writer.
 //!
 //! A batch also carries the consumer's **progress**: for every partition, the offset of the
 //! next record not yet consumed when the batch was cut. Because every row of this shard from
 //! records before that point is in this batch or an earlier one, the writer may record that
 //! offset as applied on this shard in the same transaction as the rows.
+//!
+//! Memory: a buffered row costs its encoded tuple (about 60 bytes for typical ids) plus a
+//! [`Segment`] per record, and that is exactly what is reserved from the memory budget. Each
+//! shard also keeps one standing buffer allocation, at most `batch_max_bytes` plus one record.
 
+use bytes::{Bytes, BytesMut};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
 use vitalsink_common::config::IngestConfig;
-use vitalsink_common::measurement::Reading;
+use vitalsink_common::measurement::Message;
 
-/// A reading and the Kafka record it came from.
-#[derive(Debug, Clone)]
-pub struct Row {
+use crate::copy_format::{encode_message, message_len};
+
+/// The tuples of one Kafka record inside a batch's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
     /// Source partition.
     pub partition: i32,
     /// Source offset.
     pub offset: i64,
-    /// The reading.
-    pub reading: Reading,
+    /// Byte range of the record's tuples in [`Batch::data`].
+    pub start: usize,
+    /// End of that range (exclusive).
+    pub end: usize,
+    /// Rows (tuples) of the record.
+    pub rows: u32,
 }
 
 /// Flush thresholds of a shard buffer.
@@ -28,7 +40,7 @@ pub struct Row {
 pub struct BatchLimits {
     /// Rows before a flush.
     pub max_rows: usize,
-    /// Approximate bytes before a flush.
+    /// Encoded bytes before a flush.
     pub max_bytes: usize,
     /// Age of the oldest row before a flush.
     pub max_age: Duration,
@@ -49,22 +61,30 @@ impl From<&IngestConfig> for BatchLimits {
 pub struct Batch {
     /// Shard index.
     pub shard: usize,
-    /// The rows, in consumption order.
-    pub rows: Vec<Row>,
-    /// Approximate in-memory bytes of the rows.
-    pub bytes: usize,
+    /// The rows as `COPY … BINARY` tuples, in consumption order (no header or trailer).
+    pub data: Bytes,
+    /// One segment per record, in consumption order, covering `data`.
+    pub segments: Vec<Segment>,
+    /// Rows in `data`.
+    pub rows: usize,
     /// Per partition, the next offset this batch (with the earlier ones) accounts for.
     pub progress: BTreeMap<i32, i64>,
-    /// Memory reserved for the rows; released when the batch is dropped.
+    /// Memory reserved for the batch; released when the batch is dropped.
     pub permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Memory a record of `msg` takes in a buffer, bytes: its tuples and its segment.
+pub fn record_bytes(msg: &Message<'_>) -> usize {
+    message_len(msg) + std::mem::size_of::<Segment>()
 }
 
 /// Rows waiting for one shard.
 #[derive(Debug)]
 pub struct ShardBuffer {
     shard: usize,
-    rows: Vec<Row>,
-    bytes: usize,
+    data: BytesMut,
+    segments: Vec<Segment>,
+    rows: usize,
     opened: Option<Instant>,
     permit: Option<OwnedSemaphorePermit>,
     limits: BatchLimits,
@@ -75,37 +95,41 @@ impl ShardBuffer {
     pub fn new(shard: usize, limits: BatchLimits) -> Self {
         Self {
             shard,
-            rows: Vec::new(),
-            bytes: 0,
+            data: BytesMut::new(),
+            segments: Vec::new(),
+            rows: 0,
             opened: None,
             permit: None,
             limits,
         }
     }
 
-    /// Adds the readings of one record and the memory reserved for them. Returns true when
-    /// the batch is now full (rows or bytes).
+    /// Encodes the rows of one record and keeps the memory reserved for them
+    /// ([`record_bytes`]). Returns true when the batch is now full (rows or bytes).
     pub fn push(
         &mut self,
         partition: i32,
         offset: i64,
-        readings: Vec<Reading>,
+        msg: &Message<'_>,
         permit: OwnedSemaphorePermit,
     ) -> bool {
         self.opened.get_or_insert_with(Instant::now);
-        for reading in readings {
-            self.bytes += reading.approx_bytes();
-            self.rows.push(Row {
-                partition,
-                offset,
-                reading,
-            });
-        }
+        let start = self.data.len();
+        encode_message(&mut self.data, msg);
+        let rows = msg.samples.len();
+        self.segments.push(Segment {
+            partition,
+            offset,
+            start,
+            end: self.data.len(),
+            rows: u32::try_from(rows).unwrap_or(u32::MAX),
+        });
+        self.rows += rows;
         match &mut self.permit {
             Some(p) => p.merge(permit),
             None => self.permit = Some(permit),
         }
-        self.rows.len() >= self.limits.max_rows || self.bytes >= self.limits.max_bytes
+        self.rows >= self.limits.max_rows || self.data.len() >= self.limits.max_bytes
     }
 
     /// Whether the oldest row has waited `max_age` at `now`.
@@ -116,21 +140,26 @@ impl ShardBuffer {
 
     /// Number of rows waiting.
     pub fn len(&self) -> usize {
-        self.rows.len()
+        self.rows
     }
 
     /// Whether no row waits.
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.rows == 0
     }
 
     /// Cuts the waiting rows into a batch carrying `progress`, and empties the buffer.
     pub fn take(&mut self, progress: BTreeMap<i32, i64>) -> Batch {
         self.opened = None;
+        // The batch gets an exact-size copy (what its memory permit accounts for); the buffer
+        // keeps its allocation for the next batch instead of growing a new one by doubling.
+        let data = Bytes::copy_from_slice(&self.data);
+        self.data.clear();
         Batch {
             shard: self.shard,
+            data,
+            segments: std::mem::take(&mut self.segments),
             rows: std::mem::take(&mut self.rows),
-            bytes: std::mem::take(&mut self.bytes),
             progress,
             permit: self.permit.take(),
         }
@@ -141,18 +170,18 @@ impl ShardBuffer {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use std::borrow::Cow;
     use std::sync::Arc;
     use tokio::sync::Semaphore;
 
-    fn reading(pid: &str) -> Reading {
-        Reading {
-            participant_id: pid.into(),
-            metric: "hr".into(),
-            ts_micros: 0,
-            value: 1.0,
+    fn msg(samples: usize) -> Message<'static> {
+        Message {
+            participant_id: Cow::Borrowed("a"),
+            metric: Cow::Borrowed("hr"),
             unit: None,
             device_id: None,
             study_id: None,
+            samples: vec![(0, 1.0); samples],
         }
     }
 
@@ -171,22 +200,27 @@ mod tests {
         assert!(!b.push(
             0,
             10,
-            vec![reading("a")],
+            &msg(1),
             sem.clone().try_acquire_many_owned(10).unwrap()
         ));
         assert!(b.push(
             0,
             11,
-            vec![reading("a"), reading("a")],
+            &msg(2),
             sem.clone().try_acquire_many_owned(20).unwrap()
         ));
         assert_eq!(sem.available_permits(), 70);
         let batch = b.take([(0, 12)].into());
-        assert_eq!((batch.shard, batch.rows.len()), (1, 3));
+        assert_eq!((batch.shard, batch.rows), (1, 3));
+        let one = message_len(&msg(1));
         assert_eq!(
-            batch.rows.iter().map(|r| r.offset).collect::<Vec<_>>(),
-            [10, 11, 11]
+            batch.segments,
+            [
+                Segment { partition: 0, offset: 10, start: 0, end: one, rows: 1 },
+                Segment { partition: 0, offset: 11, start: one, end: 3 * one, rows: 2 },
+            ]
         );
+        assert_eq!(batch.data.len(), 3 * one);
         assert!(b.is_empty() && !b.is_due(Instant::now() + Duration::from_secs(3600)));
         drop(batch);
         assert_eq!(
@@ -199,20 +233,10 @@ mod tests {
     #[test]
     fn full_by_bytes() {
         let sem = Arc::new(Semaphore::new(10));
-        let one = reading("a").approx_bytes();
+        let one = message_len(&msg(1));
         let mut b = ShardBuffer::new(0, limits(1_000, one * 2, 60_000));
-        assert!(!b.push(
-            0,
-            0,
-            vec![reading("a")],
-            sem.clone().try_acquire_owned().unwrap()
-        ));
-        assert!(b.push(
-            0,
-            1,
-            vec![reading("a")],
-            sem.clone().try_acquire_owned().unwrap()
-        ));
+        assert!(!b.push(0, 0, &msg(1), sem.clone().try_acquire_owned().unwrap()));
+        assert!(b.push(0, 1, &msg(1), sem.clone().try_acquire_owned().unwrap()));
     }
 
     #[test]
@@ -224,12 +248,7 @@ mod tests {
             !b.is_due(t0 + Duration::from_secs(1)),
             "an empty buffer is never due"
         );
-        b.push(
-            0,
-            0,
-            vec![reading("a")],
-            sem.clone().try_acquire_owned().unwrap(),
-        );
+        b.push(0, 0, &msg(1), sem.clone().try_acquire_owned().unwrap());
         assert!(!b.is_due(Instant::now()));
         assert!(b.is_due(Instant::now() + Duration::from_millis(60)));
     }

@@ -10,6 +10,7 @@
 pub mod batch;
 pub mod cli;
 pub mod context;
+pub mod copy_format;
 pub mod dlq;
 pub mod error;
 pub mod metrics;

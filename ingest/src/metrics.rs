@@ -64,7 +64,7 @@ pub fn batch_written(shard: &str, batch: &Batch, a: Applied, took: Duration) {
         .increment(a.skipped);
     metrics::counter!("vitalsink_ingest_batches_total", "shard" => s.clone()).increment(1);
     metrics::histogram!("vitalsink_ingest_batch_rows", "shard" => s.clone())
-        .record(batch.rows.len() as f64);
+        .record(batch.rows as f64);
     metrics::histogram!("vitalsink_ingest_flush_seconds", "shard" => s).record(took.as_secs_f64());
 }
 

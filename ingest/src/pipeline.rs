@@ -1,24 +1,22 @@
 //! The consume loop's state: one record in, its readings into the right shard's buffer (or
 //! the record to the dead-letter topic), full or old buffers out to the shard writers.
 //!
-//! Reading order for one measurement: [`Pipeline::handle`] → `measurement::decode` →
-//! `ShardRouter::shard_for` → [`crate::batch::ShardBuffer::push`] → [`Pipeline::cut`] →
-//! [`crate::writer::ShardWriter::run`] → [`crate::writer::apply`].
+//! Reading order for one measurement: [`Pipeline::handle`] → `measurement::decode_message` →
+//! `ShardRouter::shard_for` → [`crate::batch::ShardBuffer::push`] (encodes the COPY tuples,
+//! [`crate::copy_format`]) → [`Pipeline::cut`] → [`crate::writer::ShardWriter::run`] →
+//! [`crate::writer::apply`].
 
 use rdkafka::message::{BorrowedMessage, Message};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, Semaphore};
-use vitalsink_common::measurement::{decode, Limits, RejectReason, Rejection};
+use vitalsink_common::measurement::{decode_message, Limits, RejectReason, Rejection};
 use vitalsink_common::routing::ShardRouter;
 
-use crate::batch::{Batch, BatchLimits, ShardBuffer};
+use crate::batch::{record_bytes, Batch, BatchLimits, ShardBuffer};
 use crate::context::Assignment;
 use crate::dlq::{DeadLetters, Source};
-
-/// Memory reserved per accepted record on top of its readings, bytes.
-const RECORD_OVERHEAD_BYTES: usize = 64;
 
 /// Consume-loop state.
 pub struct Pipeline {
@@ -104,24 +102,23 @@ impl Pipeline {
     pub async fn handle(&mut self, msg: &BorrowedMessage<'_>, now_micros: i64) {
         let (partition, offset) = (msg.partition(), msg.offset());
         let decoded = match msg.payload() {
-            Some(bytes) => decode(bytes, &self.limits, now_micros),
+            Some(bytes) => decode_message(bytes, &self.limits, now_micros),
             None => Err(Rejection {
                 reason: RejectReason::Schema,
                 detail: "record has no value".into(),
             }),
         };
         match decoded {
-            Ok(readings) => {
-                let shard = self.router.shard_for(&readings[0].participant_id);
-                let need: usize = readings.iter().map(|r| r.approx_bytes()).sum::<usize>()
-                    + RECORD_OVERHEAD_BYTES;
+            Ok(message) => {
+                let shard = self.router.shard_for(&message.participant_id);
+                let need = record_bytes(&message);
                 let need = u32::try_from(need.min(self.memory_cap)).unwrap_or(u32::MAX);
                 let permit = match self.memory.clone().acquire_many_owned(need).await {
                     Ok(p) => p,
                     Err(_) => return, // the semaphore is never closed
                 };
-                self.counters.valid(shard, readings.len());
-                let full = self.buffers[shard].push(partition, offset, readings, permit);
+                self.counters.valid(shard, message.samples.len());
+                let full = self.buffers[shard].push(partition, offset, &message, permit);
                 self.consumed.insert(partition, offset + 1);
                 if full {
                     self.cut(shard).await;

@@ -93,7 +93,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
         senders,
         cfg.validation.limits(),
         BatchLimits::from(&cfg.ingest),
-        cfg.ingest.buffer_budget_bytes(),
+        // The standing buffers (one per shard, up to a batch each) come out of the budget.
+        cfg.ingest.buffer_budget_bytes().saturating_sub(
+            cfg.ingest.batch_max_bytes.saturating_mul(shards.len()),
+        ),
         dlq,
     );
     tracing::info!(topic = %cfg.kafka.topic, group = %cfg.kafka.group_id, shards = shards.len(), "ingest running");
@@ -162,6 +165,22 @@ fn consumer_config(cfg: &Config) -> rdkafka::ClientConfig {
         .set(
             "queued.max.messages.kbytes",
             cfg.ingest.fetch_queue_kib().to_string(),
+        )
+        // librdkafka counts only payload bytes against the queue's KiB limit, yet each queued
+        // message also costs an op of a few hundred bytes: also cap the queue's message count,
+        // at one message per KiB of its budget.
+        .set(
+            "queued.min.messages",
+            cfg.ingest.fetch_queue_kib().to_string(),
+        )
+        // When a queue threshold is hit, librdkafka postpones the partition's next fetch by
+        // this long (default 1000 ms, CONFIGURATION.md): with a queue sized by the memory cap
+        // that would leave the worker idle for most of each second.
+        .set("fetch.queue.backoff.ms", "10")
+        .set("fetch.max.bytes", cfg.ingest.fetch_max_bytes().to_string())
+        .set(
+            "max.partition.fetch.bytes",
+            cfg.ingest.fetch_max_bytes().min(1 << 20).to_string(),
         );
     for (k, v) in &cfg.kafka.properties {
         c.set(k, v);

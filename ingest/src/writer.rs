@@ -13,52 +13,15 @@
 //! a shard outage or failover only delays the batch; memory stays bounded because the
 //! consumer waits for the batches' memory to come back.
 
-use bytes::{BufMut, BytesMut};
-use postgres_types::{accepts, to_sql_checked, IsNull, ToSql, Type};
 use rand::Rng;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use vitalsink_common::db::Shard;
-use vitalsink_common::measurement::Reading;
 
-use crate::batch::Batch;
-
-/// Microseconds between the Unix epoch and PostgreSQL's epoch, 2000-01-01T00:00:00Z.
-const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
-
-/// A `timestamptz` from UTC microseconds, written in PostgreSQL's binary format (an `i64` of
-/// microseconds since 2000-01-01, see `timestamp_send` in PostgreSQL's `timestamp.c`).
-#[derive(Debug, Clone, Copy)]
-struct PgTimestamp(i64);
-
-impl ToSql for PgTimestamp {
-    fn to_sql(
-        &self,
-        _: &Type,
-        out: &mut BytesMut,
-    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        out.put_i64(self.0 - PG_EPOCH_OFFSET_MICROS);
-        Ok(IsNull::No)
-    }
-    accepts!(TIMESTAMPTZ);
-    to_sql_checked!();
-}
-
-/// The column types of the COPY, in the order of [`COPY_SQL`].
-const COPY_TYPES: [Type; 7] = [
-    Type::TEXT,
-    Type::TEXT,
-    Type::TIMESTAMPTZ,
-    Type::FLOAT8,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-];
-const COPY_SQL: &str =
-    "COPY measurements (participant_id, metric, ts, value, unit, device_id, study_id) FROM STDIN (FORMAT binary)";
+use crate::batch::{Batch, Segment};
+use crate::copy_format::copy_in;
 
 /// What one applied batch did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -73,9 +36,9 @@ pub struct Applied {
 /// offset of every partition it has rows of.
 pub fn batch_offsets(batch: &Batch) -> BTreeMap<i32, i64> {
     let mut next = batch.progress.clone();
-    for r in &batch.rows {
-        let e = next.entry(r.partition).or_insert(r.offset + 1);
-        *e = (*e).max(r.offset + 1);
+    for s in &batch.segments {
+        let e = next.entry(s.partition).or_insert(s.offset + 1);
+        *e = (*e).max(s.offset + 1);
     }
     next
 }
@@ -117,16 +80,16 @@ pub async fn apply(
 
     let mut out = Applied::default();
     let mut per_partition: BTreeMap<i32, i64> = BTreeMap::new();
-    let mut kept: Vec<&Reading> = Vec::with_capacity(batch.rows.len());
-    for row in &batch.rows {
-        if row.offset >= applied.get(&row.partition).copied().unwrap_or(0) {
-            *per_partition.entry(row.partition).or_default() += 1;
-            kept.push(&row.reading);
+    let kept = kept_parts(batch, |s| {
+        let keep = s.offset >= applied.get(&s.partition).copied().unwrap_or(0);
+        if keep {
+            *per_partition.entry(s.partition).or_default() += i64::from(s.rows);
         } else {
-            out.skipped += 1;
+            out.skipped += u64::from(s.rows);
         }
-    }
-    out.written = copy_readings(&tx, &kept).await?;
+        keep
+    });
+    out.written = copy_in(&tx, kept).await?;
     let rows: Vec<i64> = partitions
         .iter()
         .map(|p| per_partition.get(p).copied().unwrap_or(0))
@@ -144,36 +107,27 @@ pub async fn apply(
     Ok(out)
 }
 
-/// Streams `readings` into the `measurements` hypertable with `COPY … FROM STDIN (FORMAT
-/// binary)` inside `tx`. Returns the number of rows copied. No COPY is started for none.
-///
-/// # Errors
-/// The driver's error (the caller's transaction is then unusable).
-pub async fn copy_readings(
-    tx: &tokio_postgres::Transaction<'_>,
-    readings: &[&Reading],
-) -> Result<u64, tokio_postgres::Error> {
-    if readings.is_empty() {
-        return Ok(0);
+/// The byte ranges of `batch.data` whose segments `keep` accepts, adjacent ranges merged
+/// (zero-copy slices; one slice when nothing is skipped).
+fn kept_parts(batch: &Batch, mut keep: impl FnMut(&Segment) -> bool) -> Vec<bytes::Bytes> {
+    let mut parts = Vec::new();
+    let mut open: Option<(usize, usize)> = None;
+    for s in &batch.segments {
+        if keep(s) {
+            open = match open {
+                Some((a, b)) if b == s.start => Some((a, s.end)),
+                Some((a, b)) => {
+                    parts.push(batch.data.slice(a..b));
+                    Some((s.start, s.end))
+                }
+                None => Some((s.start, s.end)),
+            };
+        }
     }
-    let sink = tx.copy_in(COPY_SQL).await?;
-    let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
-    tokio::pin!(writer);
-    for r in readings {
-        writer
-            .as_mut()
-            .write(&[
-                &r.participant_id,
-                &r.metric,
-                &PgTimestamp(r.ts_micros),
-                &r.value,
-                &r.unit,
-                &r.device_id,
-                &r.study_id,
-            ])
-            .await?;
+    if let Some((a, b)) = open {
+        parts.push(batch.data.slice(a..b));
     }
-    writer.finish().await
+    parts
 }
 
 /// Exponential backoff with full jitter: attempt `n` (from 1) waits a uniformly random time
@@ -293,34 +247,49 @@ impl ShardWriter {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::batch::Row;
 
-    fn row(partition: i32, offset: i64) -> Row {
-        Row {
+    fn seg(partition: i32, offset: i64, start: usize, end: usize) -> Segment {
+        Segment {
             partition,
             offset,
-            reading: Reading {
-                participant_id: "p".into(),
-                metric: "m".into(),
-                ts_micros: 0,
-                value: 0.0,
-                unit: None,
-                device_id: None,
-                study_id: None,
-            },
+            start,
+            end,
+            rows: 1,
+        }
+    }
+
+    fn batch(segments: Vec<Segment>, progress: BTreeMap<i32, i64>) -> Batch {
+        let len = segments.iter().map(|s| s.end).max().unwrap_or(0);
+        Batch {
+            shard: 0,
+            data: bytes::Bytes::from((0..len).map(|i| i as u8).collect::<Vec<_>>()),
+            rows: segments.len(),
+            segments,
+            progress,
+            permit: None,
         }
     }
 
     #[test]
     fn batch_offsets_cover_every_row() {
-        let b = Batch {
-            shard: 0,
-            rows: vec![row(0, 5), row(1, 9), row(0, 7)],
-            bytes: 0,
-            progress: [(0, 6), (2, 40)].into(),
-            permit: None,
-        };
+        let b = batch(
+            vec![seg(0, 5, 0, 1), seg(1, 9, 1, 2), seg(0, 7, 2, 3)],
+            [(0, 6), (2, 40)].into(),
+        );
         assert_eq!(batch_offsets(&b), [(0, 8), (1, 10), (2, 40)].into());
+    }
+
+    #[test]
+    fn kept_parts_merge_adjacent_ranges_and_leave_out_skipped_records() {
+        let b = batch(
+            vec![seg(0, 5, 0, 2), seg(1, 9, 2, 4), seg(0, 6, 4, 5), seg(1, 10, 5, 8)],
+            BTreeMap::new(),
+        );
+        let all = kept_parts(&b, |_| true);
+        assert_eq!(all, vec![b.data.clone()], "nothing skipped: one zero-copy slice");
+        let some = kept_parts(&b, |s| s.partition == 1);
+        assert_eq!(some, vec![b.data.slice(2..4), b.data.slice(5..8)]);
+        assert!(kept_parts(&b, |_| false).is_empty());
     }
 
     #[test]
