@@ -14,11 +14,10 @@
 //! batches decoded out of the object read back. One function serves both, so any difference
 //! is in the bytes stored, not in the code.
 
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{Float64Type, TimestampMicrosecondType};
+use arrow::array::{Array, RecordBatch};
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Running checksum, row count and ts range of a sequence of batches.
 #[derive(Debug, Clone, Default)]
@@ -55,30 +54,15 @@ impl Digester {
     /// Adds a batch of the archive schema ([`crate::format::schema`]).
     ///
     /// # Errors
-    /// [`Error::Verify`] when a column has another type than the schema's.
+    /// [`crate::Error::Verify`] when a column has another type than the schema's.
     pub fn update(&mut self, batch: &RecordBatch) -> Result<()> {
-        let bad = || Error::Verify {
-            object: "batch".into(),
-            message: "columns do not have the archive schema's types".into(),
-        };
-        if batch.num_columns() != 7 {
-            return Err(bad());
-        }
-        let pid = batch.column(0).as_string_opt::<i32>().ok_or_else(bad)?;
-        let metric = batch.column(1).as_string_opt::<i32>().ok_or_else(bad)?;
-        let ts = batch
-            .column(2)
-            .as_primitive_opt::<TimestampMicrosecondType>()
-            .ok_or_else(bad)?;
-        let value = batch
-            .column(3)
-            .as_primitive_opt::<Float64Type>()
-            .ok_or_else(bad)?;
-        let opt = [
-            batch.column(4).as_string_opt::<i32>().ok_or_else(bad)?,
-            batch.column(5).as_string_opt::<i32>().ok_or_else(bad)?,
-            batch.column(6).as_string_opt::<i32>().ok_or_else(bad)?,
-        ];
+        let crate::format::Columns {
+            pid,
+            metric,
+            ts,
+            value,
+            opt,
+        } = crate::format::Columns::of(batch, "batch")?;
         self.scratch.clear();
         for i in 0..batch.num_rows() {
             let out = &mut self.scratch;

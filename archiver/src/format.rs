@@ -109,3 +109,51 @@ pub fn writer_properties(row_group_rows: usize, kv: Vec<KeyValue>) -> WriterProp
 pub fn kv(key: &str, value: impl Into<String>) -> KeyValue {
     KeyValue::new(key.to_string(), value.into())
 }
+
+/// Typed views of the columns of one batch of the archive schema.
+#[derive(Debug)]
+pub struct Columns<'a> {
+    /// `participant_id`.
+    pub pid: &'a arrow::array::StringArray,
+    /// `metric`.
+    pub metric: &'a arrow::array::StringArray,
+    /// `ts`, µs since the Unix epoch.
+    pub ts: &'a arrow::array::TimestampMicrosecondArray,
+    /// `value`.
+    pub value: &'a arrow::array::Float64Array,
+    /// `unit`, `device_id`, `study_id`.
+    pub opt: [&'a arrow::array::StringArray; 3],
+}
+
+impl<'a> Columns<'a> {
+    /// The columns of `batch`.
+    ///
+    /// # Errors
+    /// [`crate::Error::Verify`] naming `what` when the batch does not have the archive
+    /// schema's column types.
+    pub fn of(batch: &'a arrow::array::RecordBatch, what: &str) -> crate::Result<Self> {
+        use arrow::array::AsArray;
+        use arrow::datatypes::{Float64Type, TimestampMicrosecondType};
+        let bad = || crate::Error::Verify {
+            object: what.to_string(),
+            message: "columns do not have the archive schema's types".into(),
+        };
+        if batch.num_columns() != COLUMNS.len() {
+            return Err(bad());
+        }
+        let s = |i: usize| batch.column(i).as_string_opt::<i32>().ok_or_else(bad);
+        Ok(Self {
+            pid: s(0)?,
+            metric: s(1)?,
+            ts: batch
+                .column(2)
+                .as_primitive_opt::<TimestampMicrosecondType>()
+                .ok_or_else(bad)?,
+            value: batch
+                .column(3)
+                .as_primitive_opt::<Float64Type>()
+                .ok_or_else(bad)?,
+            opt: [s(4)?, s(5)?, s(6)?],
+        })
+    }
+}

@@ -27,6 +27,7 @@ pub mod ratelimit;
 pub mod readback;
 pub mod restore;
 pub mod run;
+pub mod sort;
 pub mod status;
 pub mod store;
 

@@ -20,7 +20,8 @@ use crate::format;
 /// Microseconds from 1970-01-01 to 2000-01-01 (PostgreSQL's epoch).
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
-const FIELDS: usize = 7;
+/// Columns of the archive's COPY stream ([`format::COLUMNS`]).
+pub const FIELDS: usize = 7;
 
 /// Arrow builders for one batch of the archive schema.
 #[derive(Debug)]
@@ -76,14 +77,15 @@ impl BatchBuilder {
     }
 }
 
-/// What the buffered bytes hold next.
-enum Next {
+/// What the bytes hold next.
+#[derive(Debug)]
+pub enum Next {
     /// An incomplete tuple.
     NeedMore,
     /// The end-of-data marker.
     End,
     /// A complete tuple: field spans `(offset, length or -1)` and its total length.
-    Tuple([(usize, i32); FIELDS], usize),
+    Tuple(Spans, usize),
 }
 
 /// Incremental decoder of one COPY … TO STDOUT (FORMAT binary) stream.
@@ -130,20 +132,8 @@ impl CopyDecoder {
     /// [`Error::Copy`] on a bad signature, a tuple without seven fields, a NULL in a NOT NULL
     /// column, a wrong field width or text that is not UTF-8.
     pub fn decode(&mut self, out: &mut BatchBuilder, limit: usize) -> Result<usize> {
-        if !self.header_done {
-            if self.buf.len() < 19 {
-                return Ok(0);
-            }
-            if &self.buf[..11] != SIGNATURE {
-                return Err(self.bad("not a binary COPY stream"));
-            }
-            let ext = u32::from_be_bytes([self.buf[15], self.buf[16], self.buf[17], self.buf[18]])
-                as usize;
-            if self.buf.len() < 19 + ext {
-                return Ok(0);
-            }
-            self.buf.advance(19 + ext);
-            self.header_done = true;
+        if !self.header()? {
+            return Ok(0);
         }
         let mut n = 0;
         while n < limit && !self.ended {
@@ -156,7 +146,6 @@ impl CopyDecoder {
                 Next::Tuple(spans, total) => {
                     self.append(&spans, out)?;
                     self.buf.advance(total);
-                    out.rows += 1;
                     n += 1;
                 }
             }
@@ -164,77 +153,172 @@ impl CopyDecoder {
         Ok(n)
     }
 
-    /// Where the next tuple's fields are, if it is complete.
-    fn next_tuple(&self) -> Result<Next> {
-        let b = &self.buf[..];
-        if b.len() < 2 {
-            return Ok(Next::NeedMore);
+    /// Skips the header once it is complete; false while it is not.
+    fn header(&mut self) -> Result<bool> {
+        if self.header_done {
+            return Ok(true);
         }
-        let count = i16::from_be_bytes([b[0], b[1]]);
-        if count == -1 {
-            return Ok(Next::End);
+        if self.buf.len() < 19 {
+            return Ok(false);
         }
-        if count as usize != FIELDS {
-            return Err(self.bad(format!("tuple with {count} fields, expected {FIELDS}")));
+        if &self.buf[..11] != SIGNATURE {
+            return Err(self.bad("not a binary COPY stream"));
         }
-        let mut spans = [(0usize, 0i32); FIELDS];
-        let mut at = 2;
-        for span in &mut spans {
-            if b.len() < at + 4 {
-                return Ok(Next::NeedMore);
-            }
-            let len = i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-            at += 4;
-            *span = (at, len);
-            if len > 0 {
-                at += len as usize;
-            }
+        let ext =
+            u32::from_be_bytes([self.buf[15], self.buf[16], self.buf[17], self.buf[18]]) as usize;
+        if self.buf.len() < 19 + ext {
+            return Ok(false);
         }
-        if b.len() < at {
-            return Ok(Next::NeedMore);
-        }
-        Ok(Next::Tuple(spans, at))
+        self.buf.advance(19 + ext);
+        self.header_done = true;
+        Ok(true)
     }
 
-    fn append(&self, spans: &[(usize, i32); FIELDS], out: &mut BatchBuilder) -> Result<()> {
-        let b = &self.buf[..];
-        let field = |i: usize| -> Option<&[u8]> {
-            let (at, len) = spans[i];
-            (len >= 0).then(|| &b[at..at + len as usize])
-        };
-        let text = |i: usize| -> Result<Option<&str>> {
-            field(i)
-                .map(|f| {
-                    std::str::from_utf8(f)
-                        .map_err(|_| self.bad(format!("{} is not UTF-8", format::COLUMNS[i])))
-                })
-                .transpose()
-        };
-        let required =
-            |i: usize| self.bad(format!("NULL in NOT NULL column {}", format::COLUMNS[i]));
-        let eight = |i: usize| -> Result<[u8; 8]> {
-            let f = field(i).ok_or_else(|| required(i))?;
-            f.try_into().map_err(|_| {
-                self.bad(format!(
-                    "{} has {} bytes, expected 8",
-                    format::COLUMNS[i],
-                    f.len()
-                ))
-            })
-        };
-        let pid = text(0)?.ok_or_else(|| required(0))?;
-        let metric = text(1)?.ok_or_else(|| required(1))?;
-        let ts = i64::from_be_bytes(eight(2)?).saturating_add(PG_EPOCH_MICROS);
-        let value = f64::from_be_bytes(eight(3)?);
-        out.pid.append_value(pid);
-        out.metric.append_value(metric);
-        out.ts.append_value(ts);
-        out.value.append_value(value);
-        for (k, col) in out.opt.iter_mut().enumerate() {
-            col.append_option(text(4 + k)?);
+    /// Calls `f` with the bytes and spans of every complete tuple buffered, then drops them.
+    /// Returns the number of tuples.
+    ///
+    /// # Errors
+    /// As [`tuple_at`], or `f`'s error.
+    pub fn for_each_tuple(
+        &mut self,
+        mut f: impl FnMut(&[u8], &Spans) -> Result<()>,
+    ) -> Result<usize> {
+        if !self.header()? {
+            return Ok(0);
         }
-        Ok(())
+        let mut at = 0;
+        let mut n = 0;
+        while !self.ended {
+            match tuple_at(&self.buf[at..], &self.what)? {
+                Next::NeedMore => break,
+                Next::End => {
+                    at += 2;
+                    self.ended = true;
+                }
+                Next::Tuple(spans, len) => {
+                    f(&self.buf[at..at + len], &spans)?;
+                    at += len;
+                    n += 1;
+                }
+            }
+        }
+        self.buf.advance(at);
+        Ok(n)
     }
+
+    /// Where the next tuple's fields are, if it is complete.
+    fn next_tuple(&self) -> Result<Next> {
+        tuple_at(&self.buf, &self.what)
+    }
+
+    fn append(&self, spans: &Spans, out: &mut BatchBuilder) -> Result<()> {
+        append_tuple(&self.buf, spans, out, &self.what)
+    }
+}
+
+/// Field spans `(offset, length or -1)` of one tuple, offsets from the tuple's start.
+pub type Spans = [(usize, i32); FIELDS];
+
+fn bad(what: &str, message: impl Into<String>) -> Error {
+    Error::Copy {
+        chunk: what.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Parses the tuple at the start of `b` (binary COPY tuple layout): its spans and length, the
+/// end marker, or `NeedMore` when `b` holds only part of it. `what` names the stream in errors.
+///
+/// # Errors
+/// [`Error::Copy`] for a tuple without seven fields.
+pub fn tuple_at(b: &[u8], what: &str) -> Result<Next> {
+    if b.len() < 2 {
+        return Ok(Next::NeedMore);
+    }
+    let count = i16::from_be_bytes([b[0], b[1]]);
+    if count == -1 {
+        return Ok(Next::End);
+    }
+    if count as usize != FIELDS {
+        return Err(bad(
+            what,
+            format!("tuple with {count} fields, expected {FIELDS}"),
+        ));
+    }
+    let mut spans = [(0usize, 0i32); FIELDS];
+    let mut at = 2;
+    for span in &mut spans {
+        if b.len() < at + 4 {
+            return Ok(Next::NeedMore);
+        }
+        let len = i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        at += 4;
+        *span = (at, len);
+        if len > 0 {
+            at += len as usize;
+        }
+    }
+    if b.len() < at {
+        return Ok(Next::NeedMore);
+    }
+    Ok(Next::Tuple(spans, at))
+}
+
+/// The bytes of field `i` of the tuple `b` with `spans` (`None` for NULL).
+pub fn field<'a>(b: &'a [u8], spans: &Spans, i: usize) -> Option<&'a [u8]> {
+    let (at, len) = spans[i];
+    (len >= 0).then(|| &b[at..at + len as usize])
+}
+
+/// `ts` of a tuple, µs since the Unix epoch (0 when malformed; [`append_tuple`] rejects it).
+pub fn ts_of(b: &[u8], spans: &Spans) -> i64 {
+    field(b, spans, 2)
+        .and_then(|f| <[u8; 8]>::try_from(f).ok())
+        .map_or(0, |x| i64::from_be_bytes(x).saturating_add(PG_EPOCH_MICROS))
+}
+
+/// Appends the tuple `b` (with `spans`) to `out`.
+///
+/// # Errors
+/// [`Error::Copy`] for a NULL in a NOT NULL column, a wrong field width or text that is not
+/// UTF-8.
+pub fn append_tuple(b: &[u8], spans: &Spans, out: &mut BatchBuilder, what: &str) -> Result<()> {
+    let text = |i: usize| -> Result<Option<&str>> {
+        field(b, spans, i)
+            .map(|f| {
+                std::str::from_utf8(f)
+                    .map_err(|_| bad(what, format!("{} is not UTF-8", format::COLUMNS[i])))
+            })
+            .transpose()
+    };
+    let required = |i: usize| {
+        bad(
+            what,
+            format!("NULL in NOT NULL column {}", format::COLUMNS[i]),
+        )
+    };
+    let eight = |i: usize| -> Result<[u8; 8]> {
+        let f = field(b, spans, i).ok_or_else(|| required(i))?;
+        f.try_into().map_err(|_| {
+            bad(
+                what,
+                format!("{} has {} bytes, expected 8", format::COLUMNS[i], f.len()),
+            )
+        })
+    };
+    let pid = text(0)?.ok_or_else(|| required(0))?;
+    let metric = text(1)?.ok_or_else(|| required(1))?;
+    let ts = i64::from_be_bytes(eight(2)?).saturating_add(PG_EPOCH_MICROS);
+    let value = f64::from_be_bytes(eight(3)?);
+    out.pid.append_value(pid);
+    out.metric.append_value(metric);
+    out.ts.append_value(ts);
+    out.value.append_value(value);
+    for (k, col) in out.opt.iter_mut().enumerate() {
+        col.append_option(text(4 + k)?);
+    }
+    out.rows += 1;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -27,8 +27,7 @@ use serde::Serialize;
 use std::collections::BTreeSet;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{Float64Type, TimestampMicrosecondType};
+use arrow::array::{Array, RecordBatch};
 
 use crate::catalog::HYPERTABLE;
 use crate::error::{pg, Error, Result};
@@ -198,23 +197,15 @@ async fn copy_matching(
 ) -> Result<()> {
     let bad = || Error::Verify {
         object: "restore".into(),
-        message: "object columns do not have the archive schema's types".into(),
+        message: "a timestamp out of range".into(),
     };
-    let pid = b.column(0).as_string_opt::<i32>().ok_or_else(bad)?;
-    let metric = b.column(1).as_string_opt::<i32>().ok_or_else(bad)?;
-    let ts = b
-        .column(2)
-        .as_primitive_opt::<TimestampMicrosecondType>()
-        .ok_or_else(bad)?;
-    let value = b
-        .column(3)
-        .as_primitive_opt::<Float64Type>()
-        .ok_or_else(bad)?;
-    let opt = [
-        b.column(4).as_string_opt::<i32>().ok_or_else(bad)?,
-        b.column(5).as_string_opt::<i32>().ok_or_else(bad)?,
-        b.column(6).as_string_opt::<i32>().ok_or_else(bad)?,
-    ];
+    let crate::format::Columns {
+        pid,
+        metric,
+        ts,
+        value,
+        opt,
+    } = crate::format::Columns::of(b, "restore")?;
     let (from, to) = (req.from.timestamp_micros(), req.to.timestamp_micros());
     for i in 0..b.num_rows() {
         let t = ts.value(i);

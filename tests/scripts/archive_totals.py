@@ -9,7 +9,8 @@ Usage: archive_totals.py ROOT [DATE]
   DATE  optional YYYY-MM-DD: also count the rows of that Hive partition (date pruning).
 
 Prints one JSON object: per participant [rows, sum of value], the type DuckDB gives `ts`,
-the Hive partitions seen, and the files read for the DATE query.
+the Hive partitions seen, rows out of sort order within their file, and the files read for
+the DATE query.
 """
 import json
 import os
@@ -51,6 +52,16 @@ out = {
         for d, s in con.execute(f"SELECT DISTINCT date::VARCHAR, shard FROM {src}").fetchall()
     ),
 }
+# Rows out of (participant_id, metric, ts) byte order within their file (must be 0).
+out["unsorted_rows"] = con.execute(
+    f"""SELECT count(*) FROM (
+          SELECT participant_id AS p, metric AS m, ts AS t,
+                 lag(participant_id) OVER w AS pp, lag(metric) OVER w AS pm, lag(ts) OVER w AS pt
+            FROM read_parquet('{root}/measurements/**/*.parquet', filename = true,
+                              file_row_number = true)
+          WINDOW w AS (PARTITION BY filename ORDER BY file_row_number))
+        WHERE pp > p OR (pp = p AND (pm > m OR (pm = m AND pt > t)))"""
+).fetchall()[0][0]
 if len(sys.argv) > 2:
     day = sys.argv[2]
     out["day_rows"] = con.execute(

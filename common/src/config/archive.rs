@@ -7,7 +7,7 @@ use std::time::Duration;
 /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (/ `AWS_SESSION_TOKEN`) environment variables.
 ///
 /// Memory of one export is bounded by configuration, never by the chunk's size: about
-/// `3 × batch_rows` decoded rows, one encoded row group of at most `row_group_rows` rows, and
+/// `sort_buffer_rows` rows being sorted, `3 × batch_rows` decoded rows, one encoded row group of at most `row_group_rows` rows, and
 /// `part_size_bytes × (upload_concurrency + 1)` bytes of multipart upload buffers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -29,6 +29,10 @@ pub struct ArchiveConfig {
     pub batch_rows: usize,
     /// Rows per Parquet row group (rows); one encoded row group is held in memory.
     pub row_group_rows: usize,
+    /// Rows sorted in memory at once (rows, about 100 bytes each): a chunk is read unsorted,
+    /// split by participant into temporary files of at most this many rows, and each is
+    /// sorted by the archiver (PostgreSQL sorts only single participants with more rows).
+    pub sort_buffer_rows: usize,
     /// Export rate limit, rows per second over all shards of one process (0 = unlimited).
     /// Keeps archiving from starving live ingest on the shards.
     pub rows_per_second: u32,
@@ -57,6 +61,7 @@ impl Default for ArchiveConfig {
             older_than: Duration::from_secs(30 * 86_400),
             batch_rows: 65_536,
             row_group_rows: 1 << 20,
+            sort_buffer_rows: 1 << 20,
             rows_per_second: 1_000_000,
             part_size_bytes: 16 << 20,
             upload_concurrency: 4,
@@ -98,6 +103,9 @@ impl ArchiveConfig {
                 "archive.row_group_rows",
                 "must be at least archive.batch_rows and at most 16777216",
             ));
+        }
+        if self.sort_buffer_rows == 0 {
+            return Err(("archive.sort_buffer_rows", "must be at least 1"));
         }
         if self.part_size_bytes < 5 << 20 {
             return Err((
