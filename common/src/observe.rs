@@ -77,7 +77,11 @@ pub async fn serve(
             key: "observability.listen".into(),
             message: format!("cannot bind {listen}: {e}"),
         })?;
-    tracing::info!(%listen, "metrics and health endpoints up");
+    let bound = listener
+        .local_addr()
+        .map_or_else(|_| listen.to_string(), |a| a.to_string());
+    // `addr` is the bound address (the port chosen when `listen` asks for port 0).
+    tracing::info!(%listen, addr = %bound, "metrics and health endpoints up");
     let app = Router::new()
         .route(
             "/metrics",

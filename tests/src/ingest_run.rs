@@ -350,3 +350,72 @@ pub fn log_tail(path: &std::path::Path) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// The address a worker's metrics and health endpoints are bound to, from its log line
+/// `metrics and health endpoints up … addr=HOST:PORT`; waits up to 30 s for it.
+pub async fn endpoints_addr(log: &std::path::Path) -> String {
+    for _ in 0..300 {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text
+            .lines()
+            .find(|l| l.contains("metrics and health endpoints up"))
+        {
+            let plain = strip_ansi(line);
+            let addr = plain
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("addr="))
+                .unwrap_or_else(|| panic!("no addr= in {line:?}"));
+            return addr.to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the worker never logged its endpoints\n{}", log_tail(log));
+}
+
+/// `s` without ANSI colour sequences (`ESC [ … m`), as a terminal-less log may still hold.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `GET path` on `addr` over plain HTTP/1.0: (status code, body).
+pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad response {head:?}"));
+    (status, body.to_string())
+}
+
+/// Sum of the samples of Prometheus metric `name` whose labels contain every `label="value"`
+/// of `labels`, from a text exposition.
+pub fn metric_sum(exposition: &str, name: &str, labels: &[&str]) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{")))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

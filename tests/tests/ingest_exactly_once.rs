@@ -8,8 +8,8 @@
 use rand::Rng;
 use std::time::Duration;
 use vitalsink_tests::ingest_run::{
-    assert_dead_letters, assert_exactly_once, dataset, log_tail, prepare, produce_in_background,
-    total_rows, wait_for_rows,
+    assert_dead_letters, assert_exactly_once, dataset, endpoints_addr, http_get, log_tail,
+    metric_sum, prepare, produce_in_background, total_rows, wait_for_rows,
 };
 use vitalsink_tests::Stack;
 
@@ -27,6 +27,7 @@ async fn known_dataset_lands_exactly_once_and_rejects_go_to_the_dlq() {
     let n = wait_for_rows(&dbs.shards, data.readings, Duration::from_secs(300)).await;
     assert_eq!(n, data.readings, "rows in the shards\n{}", log_tail(&log));
     assert_dead_letters(&stack, &setup, &data, &positions).await;
+    assert_endpoints(&log, &data).await;
 
     // Graceful shutdown: SIGTERM, flush, exit 0.
     let pid = worker.id().to_string();
@@ -51,6 +52,44 @@ async fn known_dataset_lands_exactly_once_and_rejects_go_to_the_dlq() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_exactly_once(&dbs.shards, &data.expected).await;
     dbs.drop_all().await;
+}
+
+/// `/healthz`, `/readyz` and `/metrics` of a worker that has drained `data`: alive, ready
+/// (partitions assigned, shards reachable), and counters that agree with the data set.
+async fn assert_endpoints(log: &std::path::Path, data: &vitalsink_tests::dataset::Dataset) {
+    let addr = endpoints_addr(log).await;
+    assert_eq!(http_get(&addr, "/healthz").await.0, 200);
+    let (status, body) = http_get(&addr, "/readyz").await;
+    assert_eq!(status, 200, "/readyz: {body}");
+    let (status, m) = http_get(&addr, "/metrics").await;
+    assert_eq!(status, 200);
+    let written = metric_sum(&m, "vitalsink_ingest_rows_written_total", &[]);
+    assert_eq!(written as i64, data.readings, "rows written, over shards");
+    for shard in ["shard0", "shard1"] {
+        let label = format!("shard=\"{shard}\"");
+        assert!(
+            metric_sum(&m, "vitalsink_ingest_rows_in_total", &[&label]) > 0.0,
+            "rows in for {shard}"
+        );
+        assert!(metric_sum(&m, "vitalsink_ingest_flush_seconds_count", &[&label]) > 0.0);
+        assert!(metric_sum(&m, "vitalsink_ingest_batch_rows_count", &[&label]) > 0.0);
+    }
+    let mut by_reason = std::collections::BTreeMap::<&str, usize>::new();
+    for why in data.records.iter().filter_map(|r| r.rejected) {
+        *by_reason.entry(why.code()).or_default() += 1;
+    }
+    for (reason, n) in by_reason {
+        let label = format!("reason=\"{reason}\"");
+        assert_eq!(
+            metric_sum(&m, "vitalsink_ingest_dlq_total", &[&label]) as usize,
+            n,
+            "DLQ counter for {reason}"
+        );
+    }
+    assert!(
+        m.contains("vitalsink_ingest_consumer_lag{"),
+        "consumer lag per partition is exported"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
