@@ -14,7 +14,7 @@
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use std::time::{Duration, Instant};
-use vitalsink_benches::{cpu_seconds, report};
+use vitalsink_benches::{cores, cpu_seconds, cpu_seconds_matching, machine_busy_seconds, report};
 use vitalsink_common::kafka::ensure_topic;
 use vitalsink_common::measurement::{decode, Limits};
 use vitalsink_common::routing::ShardRouter;
@@ -72,6 +72,15 @@ async fn main() {
         .spawn()
         .unwrap();
     let mut first: Option<Instant> = None;
+    let (mut busy_at_first, mut rows_at_first) = (f64::NAN, 0);
+    // CPU of the worker's shard backends and of the broker, for the CPU account below.
+    let db_names: Vec<String> = dbs
+        .shards
+        .iter()
+        .map(|s| s.url.rsplit('/').next().unwrap_or_default().to_string())
+        .collect();
+    let shards_cpu = || db_names.iter().map(|d| cpu_seconds_matching(d)).sum::<f64>();
+    let broker_cpu0 = cpu_seconds_matching("tansu broker");
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut n = 0;
     // Progress is polled from `ingest_offsets.rows_applied` (a few rows), not `count(*)`,
@@ -80,11 +89,22 @@ async fn main() {
         n = applied_rows(&dbs.shards).await;
         if n > 0 && first.is_none() {
             first = Some(Instant::now());
+            busy_at_first = machine_busy_seconds().unwrap_or(f64::NAN);
+            rows_at_first = n;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let elapsed = first.map(|f| f.elapsed().as_secs_f64()).unwrap_or(f64::NAN);
+    let busy = machine_busy_seconds().unwrap_or(f64::NAN) - busy_at_first;
+    println!(
+        "ingest: machine CPU {:.0}% of {} cores busy while draining, {:.2} CPU-µs per row (worker, broker and shards together)",
+        busy / elapsed / cores() * 100.0,
+        cores(),
+        busy / (data.readings - rows_at_first) as f64 * 1e6
+    );
     let cpu = cpu_seconds(child.id()).unwrap_or(f64::NAN);
+    let shard_cpu = shards_cpu();
+    let broker_cpu = cpu_seconds_matching("tansu broker") - broker_cpu0;
     let rss = peak_rss_bytes(child.id()).unwrap_or(0);
     child.kill().ok();
     child.wait().ok();
@@ -98,6 +118,17 @@ async fn main() {
 
     let rate = data.readings as f64 / elapsed;
     let lower = broker_rate.min(copy_rate);
+    // The CPU account: on a machine where the shards, the broker and the worker share the
+    // cores, the drain cannot beat cores / (their CPU per row together) — the COPY-only limit
+    // gets every core for the shards alone.
+    let per_row = |s: f64| s / data.readings as f64 * 1e6;
+    let (w, sh, br) = (per_row(cpu), per_row(shard_cpu), per_row(broker_cpu));
+    let ceiling = cores() / (w + sh + br) * 1e6;
+    println!(
+        "CPU per row during the drain: shards {sh:.2} µs, broker {br:.2} µs, worker {w:.2} µs →          this machine's ceiling for the drain with {} cores shared: {ceiling:.0} rows/s = {:.2}× COPY-only",
+        cores(),
+        ceiling / copy_rate
+    );
     println!();
     report("limit: broker-only consume", broker_rate, "rows/s", None);
     report(
@@ -123,6 +154,12 @@ async fn main() {
         rate,
         "rows/s",
         Some(("COPY-only", copy_rate)),
+    );
+    report(
+        "ingest drain vs the shared-CPU ceiling",
+        rate,
+        "rows/s",
+        Some(("the ceiling", ceiling)),
     );
     report(
         "ingest CPU per row",
@@ -197,6 +234,7 @@ async fn copy_only_rate(stack: &Stack, data: &vitalsink_tests::dataset::Dataset)
             .await
             .unwrap();
     }
+    let busy0 = machine_busy_seconds().unwrap_or(f64::NAN);
     let t = Instant::now();
     let tasks: Vec<_> = dbs
         .shards
@@ -219,7 +257,14 @@ async fn copy_only_rate(stack: &Stack, data: &vitalsink_tests::dataset::Dataset)
         t.await.unwrap();
     }
     let secs = t.elapsed().as_secs_f64();
-    println!("COPY-only: {} rows in {secs:.2} s", data.readings);
+    let busy = machine_busy_seconds().unwrap_or(f64::NAN) - busy0;
+    println!(
+        "COPY-only: {} rows in {secs:.2} s; machine CPU {:.0}% of {} cores busy, {:.2} CPU-µs per row",
+        data.readings,
+        busy / secs / cores() * 100.0,
+        cores(),
+        busy / data.readings as f64 * 1e6
+    );
     dbs.drop_all().await;
     data.readings as f64 / secs
 }

@@ -22,3 +22,44 @@ pub fn report(name: &str, value: f64, unit: &str, ratio_to: Option<(&str, f64)>)
         println!("{name:<44} {value:>14.1} {unit}{ratio}");
     }
 }
+
+/// Busy CPU time of the whole machine so far, seconds over all cores: the `cpu` line of
+/// `/proc/stat` (user, nice, system, irq, softirq, steal; clock ticks of 100 Hz).
+pub fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let f: Vec<f64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|&i| f.get(i))
+        .sum::<f64>();
+    Some(busy / 100.0)
+}
+
+/// Cores of the machine.
+pub fn cores() -> f64 {
+    std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
+}
+
+/// Summed user + system CPU time, seconds, of the live processes whose command line contains
+/// `needle` (e.g. a database name: PostgreSQL titles its backends `postgres: USER DB …`).
+pub fn cpu_seconds_matching(needle: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .unwrap_or(false)
+        })
+        .filter_map(cpu_seconds)
+        .sum()
+}
