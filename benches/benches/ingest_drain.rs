@@ -77,7 +77,10 @@ async fn main() {
     let db_names: Vec<String> = dbs
         .shards
         .iter()
-        .map(|s| s.url.rsplit('/').next().unwrap_or_default().to_string())
+        .map(|s| {
+            let name = s.url.split_whitespace().find_map(|w| w.strip_prefix("dbname="));
+            format!("postgres {} ", name.unwrap_or("?"))
+        })
         .collect();
     let shards_cpu = || db_names.iter().map(|d| cpu_seconds_matching(d)).sum::<f64>();
     let broker_cpu0 = cpu_seconds_matching("tansu broker");
@@ -125,7 +128,8 @@ async fn main() {
     let (w, sh, br) = (per_row(cpu), per_row(shard_cpu), per_row(broker_cpu));
     let ceiling = cores() / (w + sh + br) * 1e6;
     println!(
-        "CPU per row during the drain: shards {sh:.2} µs, broker {br:.2} µs, worker {w:.2} µs →          this machine's ceiling for the drain with {} cores shared: {ceiling:.0} rows/s = {:.2}× COPY-only",
+        "CPU per row during the drain: shards {sh:.2} µs, broker {br:.2} µs, worker {w:.2} µs → \
+         this machine's ceiling for the drain with {} cores shared: {ceiling:.0} rows/s = {:.2}× COPY-only",
         cores(),
         ceiling / copy_rate
     );

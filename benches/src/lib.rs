@@ -47,8 +47,9 @@ pub fn cores() -> f64 {
     std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
 }
 
-/// Summed user + system CPU time, seconds, of the live processes whose command line contains
-/// `needle` (e.g. a database name: PostgreSQL titles its backends `postgres: USER DB …`).
+/// Summed user + system CPU time, seconds, of the live processes whose command line (its
+/// arguments joined by spaces) contains `needle` — e.g. a database name, as PostgreSQL titles
+/// its backends `postgres: USER DB …`.
 pub fn cpu_seconds_matching(needle: &str) -> f64 {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return 0.0;
@@ -57,7 +58,7 @@ pub fn cpu_seconds_matching(needle: &str) -> f64 {
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(needle))
                 .unwrap_or(false)
         })
         .filter_map(cpu_seconds)
