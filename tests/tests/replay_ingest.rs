@@ -5,19 +5,81 @@
 //! exact sum of values, on the participant's routing shard only, with the same number of
 //! repeated timestamps, and per participant, metric and UTC day the same rows and sums (the
 //! daily-mean analysis of `dev/report`).
+//!
+//! Then, as `dev/run` does, the real archiver moves every chunk older than 3 days to a local
+//! Parquet archive (the recordings end now and span up to about three weeks, so the older
+//! days are archived and the recent ones stay), and the database plus the archive (read back
+//! with the `parquet` crate) must hold exactly the same again: per participant rows, exact
+//! sum bits and repeated timestamps on the routing shard (the archive's `shard=` partition),
+//! and per participant, metric and UTC day rows and exact sums.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 use vitalsink_common::routing::ShardRouter;
 use vitalsink_replay::publish::PublishOptions;
 use vitalsink_replay::rebase::TimePlan;
+use vitalsink_replay::truth::Truth;
 use vitalsink_tests::dataset::OVERSIZE_LIMIT_BYTES;
 use vitalsink_tests::ingest_run::{log_tail, prepare, wait_for_rows};
-use vitalsink_tests::replay_run::{db_truth, fetch_data, stop_gracefully};
-use vitalsink_tests::Stack;
+use vitalsink_tests::replay_run::{
+    archive_config, archiver_json, db_truth, fetch_data, stop_gracefully, stored_truth, DbTruth,
+};
+use vitalsink_tests::{connect, Stack};
+
+/// The archive window: chunks whose range ended more than this long ago are archived.
+const WINDOW: &str = "3d";
+
+/// Asserts `db` holds exactly what `truth` says: per participant rows, exact sum bits and
+/// repeated timestamps on the participant's routing shard only, no other participant, and
+/// per participant, metric and UTC day rows and exact sums. `what` names the stored side.
+fn assert_matches_truth(db: &DbTruth, truth: &Truth, what: &str) {
+    let router = ShardRouter::new(db.shards.len());
+    for p in &truth.participants {
+        let home = router.shard_for(&p.participant_id);
+        let got = db.shards[home]
+            .get(&p.participant_id)
+            .unwrap_or_else(|| panic!("{what}: {} missing on shard {home}", p.participant_id));
+        assert_eq!(
+            (got.rows, got.sum.to_bits(), got.duplicate_ts),
+            (p.rows as i64, p.sum.to_bits(), p.duplicate_ts as i64),
+            "{what}: {} ({}): rows, exact sum bits, repeated timestamps; stored sum {} source sum {}",
+            p.participant_id,
+            p.source,
+            got.sum,
+            p.sum
+        );
+        for (i, s) in db.shards.iter().enumerate() {
+            assert!(
+                i == home || !s.contains_key(&p.participant_id),
+                "{what}: {} also on shard {i}",
+                p.participant_id
+            );
+        }
+    }
+    let stored: usize = db.shards.iter().map(|s| s.len()).sum();
+    assert_eq!(
+        stored,
+        truth.participants.len(),
+        "{what}: no unexpected participants"
+    );
+    let want: std::collections::BTreeMap<_, _> = truth
+        .daily
+        .iter()
+        .map(|d| {
+            (
+                (d.participant_id.clone(), d.metric.clone(), d.day.clone()),
+                (d.rows as i64, d.sum),
+            )
+        })
+        .collect();
+    assert_eq!(
+        db.daily, want,
+        "{what}: rows and exact sums per participant, metric and UTC day"
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn real_recordings_land_exactly_as_in_the_source_files() {
+async fn real_recordings_land_exactly_in_the_shards_and_then_the_archive() {
     let data = fetch_data();
     let stack = Stack::from_env();
     let (dbs, setup, dir) = prepare(&stack, "t_replay").await;
@@ -61,53 +123,63 @@ async fn real_recordings_land_exactly_as_in_the_source_files() {
     stop_gracefully(worker, &log).await;
 
     let db = db_truth(&dbs.shards).await;
-    let router = ShardRouter::new(dbs.shards.len());
-    for p in &truth.participants {
-        let home = router.shard_for(&p.participant_id);
-        let got = db.shards[home]
-            .get(&p.participant_id)
-            .unwrap_or_else(|| panic!("{} missing on shard {home}", p.participant_id));
-        assert_eq!(
-            (got.rows, got.sum.to_bits(), got.duplicate_ts),
-            (p.rows as i64, p.sum.to_bits(), p.duplicate_ts as i64),
-            "{} ({}): rows, exact sum bits, repeated timestamps; db sum {} source sum {}",
-            p.participant_id,
-            p.source,
-            got.sum,
-            p.sum
-        );
-        for (i, s) in db.shards.iter().enumerate() {
-            assert!(
-                i == home || !s.contains_key(&p.participant_id),
-                "{} also on shard {i}",
-                p.participant_id
-            );
-        }
-    }
-    let in_db: usize = db.shards.iter().map(|s| s.len()).sum();
-    assert_eq!(
-        in_db,
-        truth.participants.len(),
-        "no unexpected participants"
-    );
+    assert_matches_truth(&db, &truth, "database");
     assert!(
         truth.participants.iter().any(|p| p.duplicate_ts > 0),
         "heartpy data3.csv repeats timestamps"
     );
 
-    let want: std::collections::BTreeMap<_, _> = truth
-        .daily
-        .iter()
-        .map(|d| {
-            (
-                (d.participant_id.clone(), d.metric.clone(), d.day.clone()),
-                (d.rows as i64, d.sum),
-            )
-        })
-        .collect();
-    assert_eq!(
-        db.daily, want,
-        "rows and exact sums per participant, metric and UTC day"
+    // The archive step of dev/run: chunks older than the window to a local Parquet archive.
+    let root = dir.path().join("archive");
+    std::fs::create_dir_all(&root).unwrap();
+    let config = archive_config(&setup.config, &root, WINDOW);
+    let alog = dir.path().join("archiver.log");
+    let run = archiver_json(&config, &["run"], &alog);
+    let archived = run["archived"].as_u64().unwrap();
+    assert!(archived > 0, "some chunks are older than {WINDOW}: {run}");
+    assert_eq!(run["failed"].as_u64(), Some(0), "{run}");
+    let verify = archiver_json(&config, &["verify"], &alog);
+    assert_eq!(verify["good"].as_u64(), Some(archived), "{verify}");
+
+    let both = stored_truth(&dbs.shards, Some(&root)).await;
+    let (in_db, in_archive): (i64, i64) =
+        (both.db_rows.iter().sum(), both.archived_rows.iter().sum());
+    assert!(
+        in_db > 0 && in_archive > 0,
+        "rows on both sides: database {in_db}, archive {in_archive}"
     );
+    assert_eq!(
+        in_db + in_archive,
+        truth.rows as i64,
+        "database + archive rows"
+    );
+    assert_eq!(run["rows"].as_i64(), Some(in_archive), "{run}");
+    assert_eq!(
+        both.parquet_files.iter().sum::<usize>() as u64,
+        archived,
+        "one Parquet file per archived chunk"
+    );
+    assert!(
+        both.shards
+            .iter()
+            .flat_map(|s| s.values())
+            .any(|p| p.archived_rows > 0 && p.archived_rows < p.rows),
+        "some participant has rows in both the archive and the database"
+    );
+    for s in &dbs.shards {
+        // A 1-minute margin: a chunk may have aged since the run.
+        let waiting: i64 = connect(&s.url)
+            .await
+            .query_one(
+                "SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_name = 'measurements'
+                   AND range_end <= now() - $1::text::interval - interval '1 minute'",
+                &[&WINDOW.replace('d', " days")],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(waiting, 0, "{}: chunks older than {WINDOW} left", s.name);
+    }
+    assert_matches_truth(&both, &truth, "database + archive");
     dbs.drop_all().await;
 }
