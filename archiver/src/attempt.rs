@@ -52,6 +52,9 @@ pub struct ChunkJob<'a> {
     pub limiter: &'a RowLimiter,
     /// Progress display.
     pub progress: &'a Progress,
+    /// The shard's pool, from which an export borrows helper connections to read a chunk in
+    /// parallel ([`crate::readers`]); `None`: read on the job's connection only.
+    pub pool: Option<&'a deadpool_postgres::Pool>,
 }
 
 /// What archiving a chunk did.
@@ -173,6 +176,30 @@ impl ChunkJob<'_> {
         Ok(adopted)
     }
 
+    /// Up to [`crate::readers::max_readers`] − 1 idle or new connections from the pool, for
+    /// reading a chunk in parallel; fewer (none) when the pool has no free slot.
+    async fn helpers(&self) -> Vec<deadpool_postgres::Object> {
+        let Some(pool) = self.pool else {
+            return Vec::new();
+        };
+        let now = deadpool_postgres::Timeouts {
+            wait: Some(Duration::ZERO),
+            create: Some(Duration::from_secs(10)),
+            recycle: Some(Duration::from_secs(10)),
+        };
+        let mut got = Vec::new();
+        for _ in 1..crate::readers::max_readers() {
+            match pool.timeout_get(&now).await {
+                Ok(c) => got.push(c),
+                Err(e) => {
+                    tracing::debug!(shard = self.shard, error = %e, "no helper connection");
+                    break;
+                }
+            }
+        }
+        got
+    }
+
     /// A new attempt: logs `planned`, exports, logs `written`.
     async fn export(&self, c: &tokio_postgres::Client, chunk: &Chunk) -> Result<LogRow> {
         let attempt = layout::new_attempt();
@@ -189,8 +216,11 @@ impl ChunkJob<'_> {
             attempt: &attempt,
             db_schema_version: self.db_schema_version,
         };
+        let helpers = self.helpers().await;
+        let helper_refs: Vec<&tokio_postgres::Client> = helpers.iter().map(|h| &***h).collect();
         let ex = match export::export(
             c,
+            &helper_refs,
             self.archive,
             self.cfg,
             &target,

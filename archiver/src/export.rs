@@ -1,21 +1,23 @@
 //! Exporting one chunk to one Parquet object, streamed with bounded memory:
 //!
 //! ```text
-//! COPY (SELECT … FROM chunk) TO STDOUT (FORMAT binary), rate-limited
-//!   → sorted by (participant_id, metric, ts) in buckets of sort_buffer_rows (crate::sort)
+//! COPY … TO STDOUT (FORMAT binary) on 1–4 connections sharing one snapshot, rate-limited
+//!   → sorted runs of at most sort_buffer_rows rows in all (crate::readers, crate::sort),
+//!     spilled to temporary files
+//!   → k-way merge in (participant_id, metric, ts) order (crate::merge)
 //!   → RecordBatch of batch_rows rows → checksum
 //!   → channel (2 batches) → AsyncArrowWriter (row groups of row_group_rows rows)
 //!   → object_store BufWriter (multipart upload in part_size_bytes parts)
 //! ```
 //!
-//! Decoding and hashing run on the calling task, Parquet encoding on a spawned one, so the two
-//! use both cores. The footer's key-value metadata names the shard, chunk, range, rows,
-//! ts range, checksum and format versions ([`crate::format::keys`]). On any error the
-//! multipart upload is aborted, so no partial object becomes visible.
+//! The readers decode and sort on blocking threads while the shard's backends scan; the merge
+//! and hashing run on a blocking thread and the Parquet encoding on a spawned task, so the
+//! stages overlap on every core. The footer's key-value metadata names the shard, chunk,
+//! range, rows, ts range, checksum and format versions ([`crate::format::keys`]). On any
+//! error the multipart upload is aborted, so no partial object becomes visible.
 
 use arrow::array::RecordBatch;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use parquet::arrow::AsyncArrowWriter;
@@ -25,13 +27,14 @@ use vitalsink_common::config::ArchiveConfig;
 
 use crate::catalog::Chunk;
 use crate::checksum::{Digester, Summary};
-use crate::error::{pg, Error, Result};
+use crate::error::{Error, Result};
 use crate::fault::{self, CrashPoint};
 use crate::format::{self, keys, kv};
-use crate::pgcopy::{BatchBuilder, CopyDecoder};
+use crate::merge;
+use crate::pgcopy::BatchBuilder;
 use crate::progress::Progress;
 use crate::ratelimit::RowLimiter;
-use crate::sort;
+use crate::readers;
 use crate::store::Archive;
 
 /// Batches in flight between the decoder and the Parquet encoder.
@@ -72,13 +75,15 @@ pub fn rfc3339(micros: i64) -> String {
 
 type Writer = AsyncArrowWriter<BufWriter>;
 
-/// Streams `t.chunk` from `client` into a new Parquet object at `t.path`.
+/// Streams `t.chunk` from `client` into a new Parquet object at `t.path`; `helpers` are more
+/// connections to the same shard that read parts of the chunk in parallel (may be empty).
 ///
 /// # Errors
 /// [`Error::Postgres`] when the COPY fails, [`Error::Copy`] on a malformed stream,
 /// [`Error::Parquet`]/[`Error::Store`] when writing fails. The upload is aborted then.
 pub async fn export(
     client: &tokio_postgres::Client,
+    helpers: &[&tokio_postgres::Client],
     archive: &Archive,
     cfg: &ArchiveConfig,
     t: &Target<'_>,
@@ -103,8 +108,7 @@ pub async fn export(
     let part_size = cfg.part_size_bytes;
     let encoder = tokio::spawn(encode(writer, rx, part_size));
 
-    let read = read_chunk(client, t, cfg, limiter, progress, &tx).await;
-    drop(tx);
+    let read = read_chunk(client, helpers, t, cfg, limiter, progress, tx).await;
     let (mut writer, encoded) = encoder.await.map_err(|e| Error::Copy {
         chunk: t.chunk.qualified(),
         message: format!("encoder task: {e}"),
@@ -160,96 +164,69 @@ async fn finish(w: &mut Writer, s: &Summary) -> Result<u64> {
     Ok(w.bytes_written() as u64)
 }
 
-/// Reads the chunk in (participant_id, metric, ts) order ([`crate::sort`]) inside one
-/// REPEATABLE READ snapshot and sends it as batches; returns their summary.
+/// Reads the chunk inside one REPEATABLE READ snapshot (shared by `helpers`) into sorted runs
+/// ([`crate::readers`]), then merges them ([`crate::merge`]) on a blocking thread into
+/// batches of `batch_rows` rows in (participant_id, metric, ts) order, which it hashes and
+/// sends to the encoder; returns their summary.
 async fn read_chunk(
     client: &tokio_postgres::Client,
+    helpers: &[&tokio_postgres::Client],
     t: &Target<'_>,
     cfg: &ArchiveConfig,
     limiter: &RowLimiter,
     progress: &Progress,
-    tx: &mpsc::Sender<RecordBatch>,
+    tx: mpsc::Sender<RecordBatch>,
 ) -> Result<Summary> {
-    // JIT compilation only costs time on these plain scans (about 1 s on 5M rows).
-    client
-        .batch_execute("SET jit = off; BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .await
-        .map_err(pg(t.shard))?;
-    let res = read_sorted(client, t, cfg, limiter, progress, tx).await;
-    let end = client
-        .batch_execute(if res.is_ok() { "COMMIT" } else { "ROLLBACK" })
-        .await
-        .map_err(pg(t.shard));
-    let summary = res?;
+    let joined = readers::begin(client, helpers, t.shard).await?;
+    let mut conns = vec![client];
+    conns.extend(joined);
+    let res = readers::read_runs(&conns, t.shard, t.chunk, cfg.sort_buffer_rows, limiter).await;
+    let end = readers::end(&conns, res.is_ok(), t.shard).await;
+    let runs = res?;
     end?;
-    Ok(summary)
+    let what = t.chunk.qualified();
+    let (batch_rows, progress) = (cfg.batch_rows, progress.clone());
+    tokio::task::spawn_blocking(move || merge_batches(runs, &what, batch_rows, &progress, &tx))
+        .await
+        .map_err(|e| Error::Copy {
+            chunk: t.chunk.qualified(),
+            message: format!("merge thread: {e}"),
+        })?
 }
 
-async fn read_sorted(
-    client: &tokio_postgres::Client,
-    t: &Target<'_>,
-    cfg: &ArchiveConfig,
-    limiter: &RowLimiter,
+/// Merges `runs` into batches, hashes them and sends them to the encoder.
+fn merge_batches(
+    runs: Vec<merge::Run>,
+    what: &str,
+    batch_rows: usize,
     progress: &Progress,
     tx: &mpsc::Sender<RecordBatch>,
 ) -> Result<Summary> {
-    let what = t.chunk.qualified();
-    let batch_rows = cfg.batch_rows;
-    let plan = sort::plan(client, t.shard, t.chunk, cfg.sort_buffer_rows).await?;
-    let files = sort::spill(client, t.shard, t.chunk, &plan, async |n| {
-        limiter.acquire(n).await
-    })
-    .await?;
     let mut digest = Digester::default();
     let mut builder = BatchBuilder::new(batch_rows);
-    let mut emit = async |b: &mut BatchBuilder| -> Result<()> {
+    let mut emit = |b: &mut BatchBuilder| -> Result<()> {
         let batch = b.finish()?;
         digest.update(&batch)?;
         progress.inc(batch.num_rows() as u64);
         // A closed channel means the encoder failed; its error is reported instead.
-        let _ = tx.send(batch).await;
+        let _ = tx.blocking_send(batch);
         Ok(())
     };
-    for (bucket, file) in plan.buckets.iter().zip(files) {
-        match (bucket, file) {
-            (sort::Bucket::Spill { .. }, Some(f)) => {
-                sort::sorted_batches(f, &what, batch_rows, &mut builder, &mut emit).await?;
-            }
-            (sort::Bucket::Participant(pid), _) => {
-                let sql = format!(
-                    "COPY (SELECT {} FROM {} WHERE participant_id = '{}' \
-                     ORDER BY metric COLLATE \"C\", ts) TO STDOUT (FORMAT binary)",
-                    sort::columns(),
-                    t.chunk.ident(),
-                    pid.replace('\'', "''")
-                );
-                let stream = client.copy_out(sql.as_str()).await.map_err(pg(t.shard))?;
-                let mut stream = std::pin::pin!(stream);
-                let mut dec = CopyDecoder::new(&what);
-                while let Some(data) = stream.next().await {
-                    dec.push(&data.map_err(pg(t.shard))?);
-                    loop {
-                        let room = batch_rows - builder.len();
-                        let n = dec.decode(&mut builder, room)?;
-                        limiter.acquire(n).await;
-                        if builder.len() < batch_rows {
-                            break;
-                        }
-                        emit(&mut builder).await?;
-                    }
-                }
-                if !dec.ended() {
-                    return Err(Error::Copy {
-                        chunk: what,
-                        message: "stream ended without the end-of-data marker".into(),
-                    });
-                }
-            }
-            (sort::Bucket::Spill { .. }, None) => {}
+    merge::merge(runs, what, |r| {
+        builder.append(
+            r.str(0).unwrap_or_default(),
+            r.str(1).unwrap_or_default(),
+            r.ts,
+            f64::from_bits(r.value),
+            [r.str(2), r.str(3), r.str(4)],
+        );
+        if builder.len() >= batch_rows {
+            emit(&mut builder)?;
         }
-    }
+        Ok(())
+    })?;
     if !builder.is_empty() {
-        emit(&mut builder).await?;
+        emit(&mut builder)?;
     }
     Ok(digest.finish())
 }

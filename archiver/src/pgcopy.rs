@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::format;
 
 /// Microseconds from 1970-01-01 to 2000-01-01 (PostgreSQL's epoch).
-const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+pub const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
 /// Columns of the archive's COPY stream ([`format::COLUMNS`]).
 pub const FIELDS: usize = 7;
@@ -56,6 +56,19 @@ impl BatchBuilder {
     /// Whether no row was appended since the last [`Self::finish`].
     pub fn is_empty(&self) -> bool {
         self.rows == 0
+    }
+
+    /// Appends one row: participant_id, metric, ts (µs since the Unix epoch), value, and
+    /// unit, device_id, study_id (`None` for NULL).
+    pub fn append(&mut self, pid: &str, metric: &str, ts: i64, value: f64, opt: [Option<&str>; 3]) {
+        self.pid.append_value(pid);
+        self.metric.append_value(metric);
+        self.ts.append_value(ts);
+        self.value.append_value(value);
+        for (col, v) in self.opt.iter_mut().zip(opt) {
+            col.append_option(v);
+        }
+        self.rows += 1;
     }
 
     /// Takes the rows appended so far as a batch; the builders start over.
@@ -323,15 +336,15 @@ pub fn append_tuple(b: &[u8], spans: &Spans, out: &mut BatchBuilder, what: &str)
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use arrow::array::AsArray;
     use arrow::datatypes::TimestampMicrosecondType;
 
-    fn tuple(pid: &str, ts_pg: i64, unit: Option<&str>) -> Vec<u8> {
+    /// One binary COPY tuple of the archive's columns (value 61.5, no device or study).
+    pub(crate) fn tuple_of(pid: &str, metric: &str, ts_pg: i64, unit: Option<&str>) -> Vec<u8> {
         let mut v = 7i16.to_be_bytes().to_vec();
-        for f in [Some(pid.as_bytes()), Some(b"hr".as_slice())] {
-            let f = f.unwrap();
+        for f in [pid.as_bytes(), metric.as_bytes()] {
             v.extend((f.len() as i32).to_be_bytes());
             v.extend(f);
         }
@@ -349,6 +362,10 @@ mod tests {
         v.extend((-1i32).to_be_bytes());
         v.extend((-1i32).to_be_bytes());
         v
+    }
+
+    fn tuple(pid: &str, ts_pg: i64, unit: Option<&str>) -> Vec<u8> {
+        tuple_of(pid, "hr", ts_pg, unit)
     }
 
     #[test]

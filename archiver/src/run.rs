@@ -155,6 +155,7 @@ impl Runner {
             cfg: &self.cfg.archive,
             limiter: &self.limiter,
             progress: &progress,
+            pool: Some(&shard.pool),
         };
         tracing::info!(shard = name, chunks = chunks.len(), "aged chunks found");
         for chunk in &chunks {

@@ -1,304 +1,255 @@
-//! Reading a chunk in (participant_id, metric, ts) order with memory bounded by
-//! `archive.sort_buffer_rows`, sorting in the archiver instead of in PostgreSQL.
+//! The in-memory half of the archiver's external merge sort: rows decoded from a COPY stream
+//! are collected into a [`RunBuffer`] of at most a configured number of rows, sorted by
+//! (participant_id, metric, ts) in byte order and written out as a sorted run
+//! ([`crate::runfile`]); [`crate::merge`] merges the runs.
 //!
-//! A PostgreSQL `ORDER BY` over a whole chunk is a large external sort in the shard (about
-//! 8 s of 5M rows here, before the first row comes out), while an unsorted `COPY` streams at
-//! once. So, inside one REPEATABLE READ snapshot:
-//! 1. `SELECT participant_id, count(*) … GROUP BY 1 ORDER BY 1 COLLATE "C"` gives the
-//!    participants in byte order and their rows; consecutive participants are grouped into
-//!    buckets of at most `sort_buffer_rows` rows; a participant with more rows than that is
-//!    a bucket of its own, read later with `WHERE participant_id = … ORDER BY metric, ts`
-//!    (PostgreSQL sorts only that participant, and memory here stays one batch);
-//! 2. one unsorted `COPY … TO STDOUT (FORMAT binary)` is split by participant into one
-//!    anonymous temporary file per bucket (the raw COPY tuples; the files need about the
-//!    chunk's COPY size on the temporary directory's disk, `TMPDIR`);
-//! 3. bucket by bucket, in order, the file is read into memory (at most `sort_buffer_rows`
-//!    tuples), sorted by (participant_id, metric, ts) in byte order, and turned into batches.
-//!
-//! Every bucket covers a range of participants disjoint from and above the previous one's,
-//! so the concatenation is sorted. Rows with equal keys keep no particular order.
+//! Strings are interned per run: each distinct value is stored once and a row holds its
+//! ids, so a row is 40 bytes whatever its strings. Before sorting, the distinct
+//! participant ids and metrics (few, compared with rows) are sorted once and each row's key
+//! becomes `(participant rank << 32 | metric rank, ts)`: integer comparisons only. Rows with
+//! equal keys keep no particular order.
 
-use futures::StreamExt;
 use std::collections::HashMap;
-use std::io::{BufWriter, Read, Seek, Write};
-use tokio_postgres::Client;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::io::Write;
 
-use crate::catalog::Chunk;
-use crate::error::{pg, Error, Result};
+use crate::error::{Error, Result};
 use crate::format;
-use crate::pgcopy::{append_tuple, field, ts_of, tuple_at, BatchBuilder, CopyDecoder, Next};
+use crate::pgcopy::{field, Spans, PG_EPOCH_MICROS};
+use crate::runfile::{RowRef, RunWriter, STRINGS};
 
-/// A group of participants read together.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Bucket {
-    /// Consecutive participants with at most `sort_buffer_rows` rows in all: spilled, then
-    /// sorted here.
-    Spill {
-        /// Rows counted.
-        rows: i64,
-    },
-    /// One participant with more rows than that: sorted by PostgreSQL, streamed.
-    Participant(String),
+/// Id of NULL in a row's string ids.
+const NULL: u32 = u32::MAX;
+
+/// The COPY fields of the string columns, in [`crate::runfile::STRINGS`] order.
+const STRING_FIELDS: [usize; STRINGS] = [0, 1, 4, 5, 6];
+
+/// FxHash (rustc's hasher): a multiply-rotate hash, fast on the short strings interned here.
+/// Not DoS-resistant, which does not matter for a run's own keys.
+#[derive(Debug, Default, Clone, Copy)]
+struct Fx(u64);
+
+impl Hasher for Fx {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut h = self.0;
+        let mut c = bytes.chunks_exact(8);
+        for w in &mut c {
+            let mut x = [0u8; 8];
+            x.copy_from_slice(w);
+            h = (h.rotate_left(5) ^ u64::from_le_bytes(x)).wrapping_mul(K);
+        }
+        for &b in c.remainder() {
+            h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+        self.0 = h;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
-/// The buckets of a chunk and which bucket each participant belongs to.
+/// Distinct values of one string column of a run.
 #[derive(Debug, Default)]
-pub struct Plan {
-    /// Buckets in participant order.
-    pub buckets: Vec<Bucket>,
-    /// Participant id bytes → bucket index.
-    pub of: HashMap<Vec<u8>, usize>,
+struct Dict {
+    ids: HashMap<Box<[u8]>, u32, BuildHasherDefault<Fx>>,
+    values: Vec<Box<[u8]>>,
+    last: Option<u32>,
 }
 
-/// Groups participants (in byte order, with their row counts) into buckets of at most
-/// `limit` rows.
-pub fn group(counts: impl IntoIterator<Item = (String, i64)>, limit: usize) -> Plan {
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let mut plan = Plan::default();
-    let mut open: Option<usize> = None;
-    for (pid, n) in counts {
-        if n > limit {
-            plan.of.insert(pid.clone().into_bytes(), plan.buckets.len());
-            plan.buckets.push(Bucket::Participant(pid));
-            open = None;
-            continue;
+impl Dict {
+    /// The id of `v`, added if new; `None` if a new value is not UTF-8 (values are checked
+    /// once, when added). Consecutive rows often repeat a value, so the previous id is tried
+    /// before hashing.
+    fn id(&mut self, v: &[u8]) -> Option<u32> {
+        if let Some(l) = self.last {
+            if *self.values[l as usize] == *v {
+                return Some(l);
+            }
         }
-        let i = match open {
-            Some(i) if matches!(plan.buckets[i], Bucket::Spill { rows } if rows + n <= limit) => i,
-            _ => {
-                plan.buckets.push(Bucket::Spill { rows: 0 });
-                plan.buckets.len() - 1
+        let id = match self.ids.get(v) {
+            Some(&id) => id,
+            None => {
+                std::str::from_utf8(v).ok()?;
+                let id = self.values.len() as u32;
+                self.values.push(v.into());
+                self.ids.insert(v.into(), id);
+                id
             }
         };
-        if let Bucket::Spill { rows } = &mut plan.buckets[i] {
-            *rows += n;
+        self.last = Some(id);
+        Some(id)
+    }
+
+    /// Byte-order rank of each id.
+    fn ranks(&self) -> Vec<u32> {
+        let mut order: Vec<u32> = (0..self.values.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| self.values[a as usize].cmp(&self.values[b as usize]));
+        let mut rank = vec![0; order.len()];
+        for (r, id) in order.into_iter().enumerate() {
+            rank[id as usize] = r as u32;
         }
-        open = Some(i);
-        plan.of.insert(pid.into_bytes(), i);
+        rank
     }
-    plan
-}
 
-/// Counts the chunk's rows per participant and groups them (step 1).
-///
-/// # Errors
-/// [`Error::Postgres`].
-pub async fn plan(c: &Client, shard: &str, chunk: &Chunk, limit: usize) -> Result<Plan> {
-    let rows = c
-        .query(
-            &format!(
-                "SELECT participant_id, count(*) FROM {} GROUP BY 1 ORDER BY participant_id COLLATE \"C\"",
-                chunk.ident()
-            ),
-            &[],
-        )
-        .await
-        .map_err(pg(shard))?;
-    Ok(group(rows.iter().map(|r| (r.get(0), r.get(1))), limit))
-}
-
-/// The `SELECT` list of the archive's columns.
-pub fn columns() -> String {
-    format::COLUMNS.join(", ")
-}
-
-/// Spills the unsorted chunk into one temporary file per `Spill` bucket (step 2); calls
-/// `on_rows` with the rows read so far after each COPY message batch (for the rate limit).
-/// Returns the files, `None` for `Participant` buckets.
-///
-/// # Errors
-/// [`Error::Postgres`], [`Error::Copy`], [`Error::Io`] (temporary files).
-pub async fn spill(
-    c: &Client,
-    shard: &str,
-    chunk: &Chunk,
-    plan: &Plan,
-    mut on_rows: impl AsyncFnMut(usize),
-) -> Result<Vec<Option<std::fs::File>>> {
-    let mut files: Vec<Option<BufWriter<std::fs::File>>> = plan
-        .buckets
-        .iter()
-        .map(|b| match b {
-            Bucket::Spill { .. } => {
-                tempfile::tempfile().map(|f| Some(BufWriter::with_capacity(1 << 18, f)))
-            }
-            Bucket::Participant(_) => Ok(None),
-        })
-        .collect::<std::io::Result<_>>()?;
-    let sql = format!(
-        "COPY (SELECT {} FROM {}) TO STDOUT (FORMAT binary)",
-        columns(),
-        chunk.ident()
-    );
-    let what = chunk.qualified();
-    let stream = c.copy_out(sql.as_str()).await.map_err(pg(shard))?;
-    let mut stream = std::pin::pin!(stream);
-    let mut dec = CopyDecoder::new(&what);
-    let mut pending = 0;
-    while let Some(data) = stream.next().await {
-        dec.push(&data.map_err(pg(shard))?);
-        pending += dec.for_each_tuple(|t, spans| {
-            let pid = field(t, spans, 0).unwrap_or_default();
-            let i = *plan.of.get(pid).ok_or_else(|| Error::Copy {
-                chunk: what.clone(),
-                message: "a participant not counted in the same snapshot".into(),
-            })?;
-            if let Some(w) = &mut files[i] {
-                w.write_all(t)?;
-            }
-            Ok(())
-        })?;
-        if pending >= 4096 {
-            on_rows(pending).await;
-            pending = 0;
-        }
+    fn get(&self, id: u32) -> Option<&[u8]> {
+        (id != NULL).then(|| &*self.values[id as usize])
     }
-    on_rows(pending).await;
-    if !dec.ended() {
-        return Err(Error::Copy {
-            chunk: what,
-            message: "stream ended without the end-of-data marker".into(),
-        });
-    }
-    files
-        .into_iter()
-        .map(|f| {
-            f.map(|w| w.into_inner().map_err(|e| Error::Io(e.into_error())))
-                .transpose()
-        })
-        .collect()
 }
 
-/// Sort key of one spilled tuple: the first 8 bytes of participant and metric as big-endian
-/// integers (zero-padded; text has no NUL byte, so integer order is byte order as far as they
-/// go), their byte ranges for longer ties, `ts`, and the tuple's offset.
+/// One decoded row of a run.
 #[derive(Debug, Clone, Copy)]
-struct Key {
-    pid8: u64,
-    metric8: u64,
+struct Row {
     ts: i64,
-    at: usize,
-    pid: (usize, usize),
-    metric: (usize, usize),
+    value: u64,
+    ids: [u32; STRINGS],
 }
 
-/// The first 8 bytes of `b`, zero-padded, as a big-endian integer.
-fn prefix8(b: &[u8]) -> u64 {
-    let mut x = [0u8; 8];
-    let n = b.len().min(8);
-    x[..n].copy_from_slice(&b[..n]);
-    u64::from_be_bytes(x)
+/// Rows collected for one sorted run.
+#[derive(Debug, Default)]
+pub struct RunBuffer {
+    dicts: [Dict; STRINGS],
+    rows: Vec<Row>,
 }
 
-/// Byte order of two strings whose 8-byte prefixes are equal.
-fn tail_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
-    if a.len() <= 8 && b.len() <= 8 {
-        a.len().cmp(&b.len())
-    } else {
-        a.cmp(b)
+fn bad(what: &str, message: String) -> Error {
+    Error::Copy {
+        chunk: what.to_string(),
+        message,
     }
 }
 
-/// Reads a bucket's file and appends its tuples in (participant_id, metric, ts) byte order
-/// to batches of `batch_rows` rows, handing each full batch to `emit` (step 3).
-///
-/// # Errors
-/// [`Error::Io`], [`Error::Copy`], or `emit`'s error.
-pub async fn sorted_batches(
-    mut file: std::fs::File,
-    what: &str,
-    batch_rows: usize,
-    builder: &mut BatchBuilder,
-    mut emit: impl AsyncFnMut(&mut BatchBuilder) -> Result<()>,
-) -> Result<()> {
-    file.rewind()?;
-    let mut buf = Vec::new();
-    file.read_to_end(&mut buf)?;
-    drop(file);
-    let mut keys = Vec::new();
-    let mut at = 0;
-    while at < buf.len() {
-        let Next::Tuple(spans, len) = tuple_at(&buf[at..], what)? else {
-            return Err(Error::Copy {
-                chunk: what.to_string(),
-                message: "truncated spill file".into(),
-            });
+impl RunBuffer {
+    /// Rows collected.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether no row is collected.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Adds the COPY tuple `t` with field `spans`; `what` names the stream in errors.
+    ///
+    /// # Errors
+    /// [`Error::Copy`] for a NULL in a NOT NULL column, a wrong field width or text that is
+    /// not UTF-8.
+    pub fn push_tuple(&mut self, t: &[u8], spans: &Spans, what: &str) -> Result<()> {
+        let mut ids = [NULL; STRINGS];
+        for (k, &f) in STRING_FIELDS.iter().enumerate() {
+            match field(t, spans, f) {
+                Some(b) => {
+                    ids[k] = self.dicts[k]
+                        .id(b)
+                        .ok_or_else(|| bad(what, format!("{} is not UTF-8", format::COLUMNS[f])))?;
+                }
+                None if k < 2 => {
+                    return Err(bad(
+                        what,
+                        format!("NULL in NOT NULL column {}", format::COLUMNS[f]),
+                    ))
+                }
+                None => {}
+            }
+        }
+        let eight = |i: usize| -> Result<[u8; 8]> {
+            let f = field(t, spans, i).ok_or_else(|| {
+                bad(
+                    what,
+                    format!("NULL in NOT NULL column {}", format::COLUMNS[i]),
+                )
+            })?;
+            f.try_into().map_err(|_| {
+                bad(
+                    what,
+                    format!("{} has {} bytes, expected 8", format::COLUMNS[i], f.len()),
+                )
+            })
         };
-        let t = &buf[at..at + len];
-        let range = |i: usize| (at + spans[i].0, spans[i].1.max(0) as usize);
-        let (pid, metric) = (range(0), range(1));
-        keys.push(Key {
-            pid8: prefix8(&buf[pid.0..pid.0 + pid.1]),
-            metric8: prefix8(&buf[metric.0..metric.0 + metric.1]),
-            ts: ts_of(t, &spans),
-            at,
-            pid,
-            metric,
-        });
-        at += len;
+        let ts = i64::from_be_bytes(eight(2)?).saturating_add(PG_EPOCH_MICROS);
+        let value = u64::from_be_bytes(eight(3)?);
+        self.rows.push(Row { ts, value, ids });
+        Ok(())
     }
-    let s = |r: (usize, usize)| &buf[r.0..r.0 + r.1];
-    keys.sort_unstable_by(|a, b| {
-        a.pid8
-            .cmp(&b.pid8)
-            .then_with(|| tail_cmp(s(a.pid), s(b.pid)))
-            .then(a.metric8.cmp(&b.metric8))
-            .then_with(|| tail_cmp(s(a.metric), s(b.metric)))
-            .then(a.ts.cmp(&b.ts))
-    });
-    for k in keys {
-        if let Next::Tuple(spans, len) = tuple_at(&buf[k.at..], what)? {
-            append_tuple(&buf[k.at..k.at + len], &spans, builder, what)?;
+
+    /// Sorts the rows by (participant_id, metric, ts) and writes them to `out` in the run
+    /// encoding; the buffer is empty afterwards. Returns the writer.
+    ///
+    /// # Errors
+    /// [`Error::Io`] from `out`.
+    pub fn write_sorted<W: Write>(&mut self, out: W) -> Result<W> {
+        let (pr, mr) = (self.dicts[0].ranks(), self.dicts[1].ranks());
+        let mut keys: Vec<(u64, i64, u32)> = self
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let k = (u64::from(pr[r.ids[0] as usize]) << 32) | u64::from(mr[r.ids[1] as usize]);
+                (k, r.ts, i as u32)
+            })
+            .collect();
+        keys.sort_unstable();
+        let mut w = RunWriter::new(out);
+        for (_, _, i) in keys {
+            let r = self.rows[i as usize];
+            w.push(&RowRef {
+                strs: std::array::from_fn(|k| self.dicts[k].get(r.ids[k])),
+                ts: r.ts,
+                value: r.value,
+            })?;
         }
-        if builder.len() >= batch_rows {
-            emit(builder).await?;
-        }
+        *self = Self::default();
+        w.finish()
     }
-    Ok(())
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::pgcopy::tests::tuple_of;
+    use crate::pgcopy::{tuple_at, Next};
+    use crate::runfile::RunReader;
 
     #[test]
-    fn prefix_order_is_byte_order() {
-        let mut v = [
-            "P10",
-            "P1",
-            "P2",
-            "P100000000",
-            "P10000000",
-            "P1000000000a",
-            "Q",
-            "",
+    fn sorts_by_participant_metric_ts_in_byte_order() {
+        let input = [
+            ("P2", "hr", 5),
+            ("P10", "spo2", 1),
+            ("P10", "heart_rate_variability_long", 9),
+            ("P10", "heart_rate_variability_lone", 9),
+            ("P1", "hr", 3),
+            ("P1", "hr", 1),
+            ("é", "hr", 0),
         ];
-        let mut by_key = v;
-        v.sort();
-        by_key.sort_by(|a, b| {
-            prefix8(a.as_bytes())
-                .cmp(&prefix8(b.as_bytes()))
-                .then_with(|| tail_cmp(a.as_bytes(), b.as_bytes()))
-        });
-        assert_eq!(by_key, v);
-    }
-
-    #[test]
-    fn buckets_hold_at_most_the_limit() {
-        let counts = [("a", 3), ("b", 4), ("c", 9), ("d", 1), ("e", 2), ("f", 5)]
-            .map(|(p, n)| (p.to_string(), n));
-        let p = group(counts, 6);
-        assert_eq!(
-            p.buckets,
-            [
-                Bucket::Spill { rows: 3 },
-                Bucket::Spill { rows: 4 },
-                Bucket::Participant("c".into()),
-                Bucket::Spill { rows: 3 },
-                Bucket::Spill { rows: 5 },
-            ]
-        );
-        assert_eq!(p.of[b"b".as_slice()], 1);
-        assert_eq!(p.of[b"e".as_slice()], 3);
+        let mut b = RunBuffer::default();
+        for (p, m, ts) in input {
+            let t = tuple_of(p, m, ts, Some("bpm"));
+            let Next::Tuple(spans, _) = tuple_at(&t, "t").unwrap() else {
+                panic!()
+            };
+            b.push_tuple(&t, &spans, "t").unwrap();
+        }
+        let bytes = b.write_sorted(Vec::new()).unwrap();
+        assert!(b.is_empty());
+        let mut r = RunReader::new(bytes.as_slice(), "t");
+        let mut got = Vec::new();
+        while r.advance().unwrap() {
+            got.push((
+                r.str(0).unwrap().to_string(),
+                r.str(1).unwrap().to_string(),
+                r.ts - PG_EPOCH_MICROS,
+            ));
+            assert_eq!(r.str(2), Some("bpm"));
+            assert_eq!(r.str(3), None);
+        }
+        let mut want: Vec<_> = input
+            .iter()
+            .map(|(p, m, t)| (p.to_string(), m.to_string(), *t))
+            .collect();
+        want.sort();
+        assert_eq!(got, want);
     }
 }

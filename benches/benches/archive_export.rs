@@ -1,10 +1,13 @@
 //! Archive export benchmark (issue 4): one TimescaleDB chunk of 5,000,000 rows, exported to
 //! Parquet three ways in the same run:
-//! - the archiver's export ([`vitalsink_archiver::export::export`]: COPY BINARY, sorted by
-//!   participant, metric, ts, zstd, to a local directory), unthrottled;
+//! - the archiver's export ([`vitalsink_archiver::export::export`]: COPY BINARY on one
+//!   connection per core sharing a snapshot, external merge sort by participant, metric, ts,
+//!   zstd, to a local directory), unthrottled;
 //! - the limit: DuckDB's own PostgreSQL → Parquet export of the same chunk (PyPI `duckdb` with
 //!   the `duckdb-extension-postgres` wheel: `postgres_scan` … `ORDER BY` the same key,
-//!   `COPY … (FORMAT parquet, COMPRESSION zstd)`), with DuckDB's default threads;
+//!   `COPY … (FORMAT parquet, COMPRESSION zstd)`), with DuckDB's default threads (one per
+//!   core; its scan also splits the table by ctid ranges over connections sharing a
+//!   snapshot);
 //! - the whole `archiver run` (release binary: export, read-back verification, drop).
 //!
 //! Also the archive's bytes per row against the chunk's on-disk bytes per row
@@ -19,6 +22,7 @@ use vitalsink_archiver::catalog::{aged_chunks, Chunk};
 use vitalsink_archiver::export::{export, Target};
 use vitalsink_archiver::progress::Progress;
 use vitalsink_archiver::ratelimit::RowLimiter;
+use vitalsink_archiver::readers;
 use vitalsink_benches::report;
 use vitalsink_common::config::ArchiveConfig;
 use vitalsink_tests::ingest_run::peak_rss_bytes;
@@ -93,7 +97,7 @@ async fn main() {
     let mut ours_runs = Vec::new();
     for i in 0..RUNS {
         duck_runs.push(duckdb_export(&shard.url, &chunk, &dir));
-        ours_runs.push(archiver_export(&c, &chunk, &dir, i).await);
+        ours_runs.push(archiver_export(&c, &shard.url, &chunk, &dir, i).await);
     }
     let duck = median(duck_runs);
     let (ours_secs, ours_bytes) = median(ours_runs);
@@ -220,9 +224,12 @@ print(json.dumps({"secs": secs, "bytes": os.path.getsize(out),
     (secs, bytes)
 }
 
-/// The archiver's export, in process, unthrottled: (seconds, Parquet bytes).
+/// The archiver's export, in process, unthrottled, with as many helper connections as
+/// `archiver run` borrows from its pool ([`readers::max_readers`] in all; connecting them is
+/// not timed, as the pool's connections are usually open): (seconds, Parquet bytes).
 async fn archiver_export(
     c: &tokio_postgres::Client,
+    url: &str,
     chunk: &Chunk,
     dir: &std::path::Path,
     run: usize,
@@ -247,9 +254,22 @@ async fn archiver_export(
         db_schema_version: vitalsink_common::migrate::latest_version(),
     };
     let limiter = RowLimiter::new(0, cfg.batch_rows);
-    let ex = export(c, &archive, &cfg, &target, &limiter, &Progress::none())
-        .await
-        .unwrap();
+    let mut helpers = Vec::new();
+    for _ in 1..readers::max_readers() {
+        helpers.push(connect(url).await);
+    }
+    let helpers: Vec<&tokio_postgres::Client> = helpers.iter().collect();
+    let ex = export(
+        c,
+        &helpers,
+        &archive,
+        &cfg,
+        &target,
+        &limiter,
+        &Progress::none(),
+    )
+    .await
+    .unwrap();
     println!(
         "archiver export: {:.2} s, {} bytes, {} rows, {}",
         ex.took.as_secs_f64(),

@@ -29,9 +29,9 @@ pub struct ArchiveConfig {
     pub batch_rows: usize,
     /// Rows per Parquet row group (rows); one encoded row group is held in memory.
     pub row_group_rows: usize,
-    /// Rows sorted in memory at once (rows, about 100 bytes each): a chunk is read unsorted,
-    /// split by participant into temporary files of at most this many rows, and each is
-    /// sorted by the archiver (PostgreSQL sorts only single participants with more rows).
+    /// Rows sorted in memory at once (rows, about 64 bytes each plus each distinct string
+    /// once): a chunk is read unsorted, sorted by the archiver in runs of at most this many
+    /// rows in all, spilled to temporary files (`TMPDIR`) and merged.
     pub sort_buffer_rows: usize,
     /// Export rate limit, rows per second over all shards of one process (0 = unlimited).
     /// Keeps archiving from starving live ingest on the shards.
