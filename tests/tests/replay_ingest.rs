@@ -26,8 +26,11 @@ use vitalsink_tests::replay_run::{
 };
 use vitalsink_tests::{connect, Stack};
 
-/// The archive window: chunks whose range ended more than this long ago are archived.
+/// The archive window (`archive.older_than`): chunks whose range ended more than this long
+/// ago are archived. [`WINDOW_SQL`] is the same as a PostgreSQL interval.
 const WINDOW: &str = "3d";
+/// [`WINDOW`] as a PostgreSQL interval.
+const WINDOW_SQL: &str = "3 days";
 
 /// Asserts `db` holds exactly what `truth` says: per participant rows, exact sum bits and
 /// repeated timestamps on the participant's routing shard only, no other participant, and
@@ -173,7 +176,7 @@ async fn real_recordings_land_exactly_in_the_shards_and_then_the_archive() {
             .query_one(
                 "SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_name = 'measurements'
                    AND range_end <= now() - $1::text::interval - interval '1 minute'",
-                &[&WINDOW.replace('d', " days")],
+                &[&WINDOW_SQL],
             )
             .await
             .unwrap()
