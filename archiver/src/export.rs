@@ -185,31 +185,37 @@ async fn read_chunk(
     let runs = res?;
     end?;
     let what = t.chunk.qualified();
-    let (batch_rows, progress) = (cfg.batch_rows, progress.clone());
-    tokio::task::spawn_blocking(move || merge_batches(runs, &what, batch_rows, &progress, &tx))
-        .await
-        .map_err(|e| Error::Copy {
-            chunk: t.chunk.qualified(),
-            message: format!("merge thread: {e}"),
-        })?
+    tracing::debug!(shard = t.shard, chunk = %what, runs = runs.len(), "read into sorted runs");
+    let thread = |name: &'static str| {
+        let chunk = what.clone();
+        move |e: tokio::task::JoinError| Error::Copy {
+            chunk,
+            message: format!("{name} thread: {e}"),
+        }
+    };
+    // Merging and hashing each get a thread: they are the two longest stages after the read.
+    let (mtx, mrx) = mpsc::channel::<RecordBatch>(CHANNEL_BATCHES);
+    let (batch_rows, w) = (cfg.batch_rows, what.clone());
+    let merger = tokio::task::spawn_blocking(move || merge_batches(runs, &w, batch_rows, &mtx));
+    let progress = progress.clone();
+    let hasher = tokio::task::spawn_blocking(move || hash_batches(mrx, &progress, &tx));
+    let merged = merger.await.map_err(thread("merge"))?;
+    let hashed = hasher.await.map_err(thread("checksum"))?;
+    merged?;
+    hashed
 }
 
-/// Merges `runs` into batches, hashes them and sends them to the encoder.
+/// Merges `runs` into batches of `batch_rows` rows and sends them to `tx`.
 fn merge_batches(
     runs: Vec<merge::Run>,
     what: &str,
     batch_rows: usize,
-    progress: &Progress,
     tx: &mpsc::Sender<RecordBatch>,
-) -> Result<Summary> {
-    let mut digest = Digester::default();
+) -> Result<()> {
     let mut builder = BatchBuilder::new(batch_rows);
-    let mut emit = |b: &mut BatchBuilder| -> Result<()> {
-        let batch = b.finish()?;
-        digest.update(&batch)?;
-        progress.inc(batch.num_rows() as u64);
-        // A closed channel means the encoder failed; its error is reported instead.
-        let _ = tx.blocking_send(batch);
+    let emit = |b: &mut BatchBuilder| -> Result<()> {
+        // A closed channel means a later stage failed; its error is reported instead.
+        let _ = tx.blocking_send(b.finish()?);
         Ok(())
     };
     merge::merge(runs, what, |r| {
@@ -227,6 +233,24 @@ fn merge_batches(
     })?;
     if !builder.is_empty() {
         emit(&mut builder)?;
+    }
+    tracing::debug!(chunk = what, "runs merged");
+    Ok(())
+}
+
+/// Hashes the batches from `rx` in order and passes them on to the encoder; returns their
+/// summary.
+fn hash_batches(
+    mut rx: mpsc::Receiver<RecordBatch>,
+    progress: &Progress,
+    tx: &mpsc::Sender<RecordBatch>,
+) -> Result<Summary> {
+    let mut digest = Digester::default();
+    while let Some(batch) = rx.blocking_recv() {
+        digest.update(&batch)?;
+        progress.inc(batch.num_rows() as u64);
+        // A closed channel means the encoder failed; its error is reported instead.
+        let _ = tx.blocking_send(batch);
     }
     Ok(digest.finish())
 }

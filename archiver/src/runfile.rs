@@ -64,14 +64,12 @@ impl<W: Write> RunWriter<W> {
         }
     }
 
-    /// Appends one row (rows must come in sort order).
+    /// Appends one row (rows must come in sort order), writing the strings that differ from
+    /// the previous row's.
     ///
     /// # Errors
     /// [`Error::Io`] from the underlying writer.
     pub fn push(&mut self, row: &RowRef<'_>) -> Result<()> {
-        let s = &mut self.scratch;
-        s.clear();
-        s.push(0);
         let mut mask = 0u8;
         for (i, (now, prev)) in row.strs.iter().zip(self.prev.iter_mut()).enumerate() {
             if !self.first && now.as_deref() == prev.as_deref() {
@@ -80,20 +78,40 @@ impl<W: Write> RunWriter<W> {
             mask |= 1 << i;
             match now {
                 Some(b) => {
-                    put_varint(s, b.len() as u64 + 1);
-                    s.extend_from_slice(b);
                     let p = prev.get_or_insert_with(Vec::new);
                     p.clear();
                     p.extend_from_slice(b);
                 }
-                None => {
-                    s.push(0);
-                    *prev = None;
-                }
+                None => *prev = None,
             }
         }
+        self.push_masked(row, mask)
+    }
+
+    /// Appends one row whose changed strings the caller knows: bit i of `mask` set when
+    /// string column i differs from the previous row's (every bit on the first row). A writer
+    /// is fed either by this or by [`Self::push`], never both.
+    ///
+    /// # Errors
+    /// [`Error::Io`] from the underlying writer.
+    pub fn push_masked(&mut self, row: &RowRef<'_>, mask: u8) -> Result<()> {
+        let mask = if self.first { (1 << STRINGS) - 1 } else { mask };
         self.first = false;
-        s[0] = mask;
+        let s = &mut self.scratch;
+        s.clear();
+        s.push(mask);
+        for (i, now) in row.strs.iter().enumerate() {
+            if mask & (1 << i) == 0 {
+                continue;
+            }
+            match now {
+                Some(b) => {
+                    put_varint(s, b.len() as u64 + 1);
+                    s.extend_from_slice(b);
+                }
+                None => s.push(0),
+            }
+        }
         s.extend_from_slice(&row.ts.to_le_bytes());
         s.extend_from_slice(&row.value.to_le_bytes());
         self.out.write_all(s)?;

@@ -192,13 +192,22 @@ impl RunBuffer {
             .collect();
         keys.sort_unstable();
         let mut w = RunWriter::new(out);
+        let mut prev = [NULL; STRINGS];
         for (_, _, i) in keys {
             let r = self.rows[i as usize];
-            w.push(&RowRef {
-                strs: std::array::from_fn(|k| self.dicts[k].get(r.ids[k])),
-                ts: r.ts,
-                value: r.value,
-            })?;
+            // Equal ids are equal strings within a run.
+            let mask = (0..STRINGS)
+                .filter(|&k| r.ids[k] != prev[k])
+                .fold(0u8, |m, k| m | (1 << k));
+            prev = r.ids;
+            w.push_masked(
+                &RowRef {
+                    strs: std::array::from_fn(|k| self.dicts[k].get(r.ids[k])),
+                    ts: r.ts,
+                    value: r.value,
+                },
+                mask,
+            )?;
         }
         *self = Self::default();
         w.finish()
