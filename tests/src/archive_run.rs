@@ -11,8 +11,8 @@ use vitalsink_common::routing::ShardRouter;
 use crate::dataset::Totals;
 use crate::{connect, unique, ShardDbs, Stack};
 
-/// Path of the `archiver` binary cargo built (`cargo test --workspace`, or
-/// `cargo build -p vitalsink-archiver` before `cargo test -p vitalsink-tests`).
+/// Path of the `archiver` binary cargo built (`cargo build -p vitalsink-archiver`, which
+/// `dev/test` runs; `cargo test --workspace` alone does not build it).
 pub fn archiver_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let bin = exe
@@ -22,7 +22,7 @@ pub fn archiver_binary() -> PathBuf {
         .join("archiver");
     assert!(
         bin.exists(),
-        "{} missing: build it with `cargo build -p vitalsink-archiver` or run `cargo test --workspace`",
+        "{} missing: build it with `cargo build -p vitalsink-archiver` (dev/test does)",
         bin.display()
     );
     bin
