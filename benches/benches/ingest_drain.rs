@@ -76,7 +76,7 @@ async fn main() {
     // The broker's CPU, for the CPU account below. Progress is polled over one connection
     // per shard held open for the whole drain (a new backend per poll would cost the shards
     // CPU the worker is measured against).
-    let pollers: Vec<_> = futures_connect(&dbs.shards).await;
+    let pollers: Vec<_> = connect_all(&dbs.shards).await;
     let broker_cpu0 = cpu_seconds_matching("tansu broker");
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut n = 0;
@@ -272,7 +272,7 @@ async fn copy_only_rate(stack: &Stack, data: &vitalsink_tests::dataset::Dataset)
 }
 
 /// One open connection per shard.
-async fn futures_connect(
+async fn connect_all(
     shards: &[vitalsink_common::config::ShardConfig],
 ) -> Vec<tokio_postgres::Client> {
     let mut out = Vec::new();

@@ -233,7 +233,20 @@ fn fast_ts(b: &[u8]) -> Option<i64> {
     let (year, month, day) = (num(&b[0..4])?, num(&b[5..7])?, num(&b[8..10])?);
     let (hour, minute, second) = (num(&b[11..13])?, num(&b[14..16])?, num(&b[17..19])?);
     let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
     if !(1..=12).contains(&month)
         || day < 1
         || day > month_days[usize::try_from(month - 1).ok()?]
@@ -564,7 +577,10 @@ mod tests {
         for s in random {
             assert_eq!(fast_ts(s.as_bytes()), parse_ts_chrono(&s).ok(), "{s}");
         }
-        assert!(fast_ts(b"2026-11-21T00:00:00.123Z").is_some(), "the common shape is fast");
+        assert!(
+            fast_ts(b"2026-11-21T00:00:00.123Z").is_some(),
+            "the common shape is fast"
+        );
     }
 
     #[test]

@@ -216,8 +216,20 @@ mod tests {
         assert_eq!(
             batch.segments,
             [
-                Segment { partition: 0, offset: 10, start: 0, end: one, rows: 1 },
-                Segment { partition: 0, offset: 11, start: one, end: 3 * one, rows: 2 },
+                Segment {
+                    partition: 0,
+                    offset: 10,
+                    start: 0,
+                    end: one,
+                    rows: 1
+                },
+                Segment {
+                    partition: 0,
+                    offset: 11,
+                    start: one,
+                    end: 3 * one,
+                    rows: 2
+                },
             ]
         );
         assert_eq!(batch.data.len(), 3 * one);

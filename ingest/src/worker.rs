@@ -94,9 +94,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
         cfg.validation.limits(),
         BatchLimits::from(&cfg.ingest),
         // The standing buffers (one per shard, up to a batch each) come out of the budget.
-        cfg.ingest.buffer_budget_bytes().saturating_sub(
-            cfg.ingest.batch_max_bytes.saturating_mul(shards.len()),
-        ),
+        cfg.ingest
+            .buffer_budget_bytes()
+            .saturating_sub(cfg.ingest.batch_max_bytes.saturating_mul(shards.len())),
         dlq,
     );
     tracing::info!(topic = %cfg.kafka.topic, group = %cfg.kafka.group_id, shards = shards.len(), "ingest running");

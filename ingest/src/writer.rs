@@ -282,11 +282,20 @@ mod tests {
     #[test]
     fn kept_parts_merge_adjacent_ranges_and_leave_out_skipped_records() {
         let b = batch(
-            vec![seg(0, 5, 0, 2), seg(1, 9, 2, 4), seg(0, 6, 4, 5), seg(1, 10, 5, 8)],
+            vec![
+                seg(0, 5, 0, 2),
+                seg(1, 9, 2, 4),
+                seg(0, 6, 4, 5),
+                seg(1, 10, 5, 8),
+            ],
             BTreeMap::new(),
         );
         let all = kept_parts(&b, |_| true);
-        assert_eq!(all, vec![b.data.clone()], "nothing skipped: one zero-copy slice");
+        assert_eq!(
+            all,
+            vec![b.data.clone()],
+            "nothing skipped: one zero-copy slice"
+        );
         let some = kept_parts(&b, |s| s.partition == 1);
         assert_eq!(some, vec![b.data.slice(2..4), b.data.slice(5..8)]);
         assert!(kept_parts(&b, |_| false).is_empty());

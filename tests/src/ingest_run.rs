@@ -179,25 +179,6 @@ pub async fn total_rows(shards: &[ShardConfig]) -> i64 {
     n
 }
 
-/// Rows the shards' `ingest_offsets` say were applied, summed over shards: equal to
-/// [`total_rows`] for a worker's own tables, but cheap to poll while a load runs (no scan of
-/// the hypertable).
-pub async fn applied_rows(shards: &[ShardConfig]) -> i64 {
-    let mut n = 0;
-    for s in shards {
-        let c = connect(&s.url).await;
-        n += c
-            .query_one(
-                "SELECT coalesce(sum(rows_applied), 0)::int8 FROM ingest_offsets",
-                &[],
-            )
-            .await
-            .map(|r| r.get::<_, i64>(0))
-            .unwrap_or(0);
-    }
-    n
-}
-
 /// Waits until the shards hold `want` rows in all, up to `limit`; returns what they hold.
 pub async fn wait_for_rows(shards: &[ShardConfig], want: i64, limit: Duration) -> i64 {
     let deadline = tokio::time::Instant::now() + limit;

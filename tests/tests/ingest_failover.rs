@@ -95,7 +95,12 @@ async fn promoted_standby_is_found_through_the_multi_host_url() {
     let n = wait_for_rows(&after, data.readings, Duration::from_secs(300)).await;
     let text = std::fs::read_to_string(&log).unwrap();
     let outcome = std::panic::AssertUnwindSafe(async {
-        assert_eq!(n, data.readings, "rows after the failover\n{}", log_tail(&log));
+        assert_eq!(
+            n,
+            data.readings,
+            "rows after the failover\n{}",
+            log_tail(&log)
+        );
         assert!(
             text.contains("retrying"),
             "the worker saw the primary go and retried"
