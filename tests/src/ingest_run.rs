@@ -319,6 +319,25 @@ pub async fn assert_dead_letters(
     assert_eq!(got, want, "dead-letter topic: source position → reason");
 }
 
+/// Stops an ingest worker with SIGTERM and asserts it exits 0 (its graceful shutdown);
+/// `log` is its log file, shown on failure.
+pub async fn stop_gracefully(mut worker: std::process::Child, log: &std::path::Path) {
+    let pid = worker.id().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    assert!(kill.unwrap().success(), "kill -TERM {pid}");
+    let status = tokio::task::spawn_blocking(move || worker.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        status.success(),
+        "exit status {status:?}\n{}",
+        log_tail(log)
+    );
+}
+
 /// The last 40 lines of a worker log, for failure messages.
 pub fn log_tail(path: &std::path::Path) -> String {
     let s = std::fs::read_to_string(path).unwrap_or_default();
@@ -399,4 +418,11 @@ pub fn metric_sum(exposition: &str, name: &str, labels: &[&str]) -> f64 {
         .filter(|l| labels.iter().all(|want| l.contains(want)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// Runs `dev/stack` with `args` (e.g. `stop-shard 1`) and asserts it succeeded.
+pub fn stack_script(args: &[&str]) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../dev/stack");
+    let st = Command::new(script).args(args).status().unwrap();
+    assert!(st.success(), "dev/stack {args:?} failed");
 }

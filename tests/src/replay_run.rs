@@ -13,25 +13,6 @@ use vitalsink_replay::exact::ExactSum;
 use crate::connect;
 use crate::ingest_run::log_tail;
 
-/// Stops an ingest worker with SIGTERM and asserts it exits 0 (its graceful shutdown);
-/// `log` is its log file, shown on failure.
-pub async fn stop_gracefully(mut worker: std::process::Child, log: &std::path::Path) {
-    let pid = worker.id().to_string();
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status();
-    assert!(kill.unwrap().success(), "kill -TERM {pid}");
-    let status = tokio::task::spawn_blocking(move || worker.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        status.success(),
-        "exit status {status:?}\n{}",
-        log_tail(log)
-    );
-}
-
 /// Runs `dev/fetch-data` (idempotent: a no-op once the cache is complete) and returns the
 /// data directory it prints. Panics, failing the test, when the fetch fails.
 pub fn fetch_data() -> PathBuf {

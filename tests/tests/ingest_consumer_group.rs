@@ -2,11 +2,10 @@
 //! the load and the other takes over without loss or duplicates.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
 use std::time::Duration;
 use vitalsink_tests::ingest_run::{
     assert_dead_letters, assert_exactly_once, dataset, log_tail, prepare, produce_in_background,
-    wait_for_rows,
+    stop_gracefully, wait_for_rows,
 };
 use vitalsink_tests::Stack;
 
@@ -16,7 +15,7 @@ async fn two_workers_share_partitions_and_hand_over_when_one_stops() {
     let (dbs, setup, dir) = prepare(&stack, "t_group").await;
     let data = dataset();
     let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
-    let mut a = setup.spawn(&log_a);
+    let a = setup.spawn(&log_a);
     let mut b = setup.spawn(&log_b);
     // Both joined: each has partitions before the load starts.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -44,20 +43,7 @@ async fn two_workers_share_partitions_and_hand_over_when_one_stops() {
         "worker a must stop in the middle of the load"
     );
     // Worker a stops (SIGTERM: flush, leave the group); b takes over its partitions.
-    assert!(Command::new("kill")
-        .args(["-TERM", &a.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-    let status = tokio::task::spawn_blocking(move || a.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        status.success(),
-        "worker a exit {status:?}\n{}",
-        log_tail(&log_a)
-    );
+    stop_gracefully(a, &log_a).await;
 
     let positions = producing.await.unwrap();
     let n = wait_for_rows(&dbs.shards, data.readings, Duration::from_secs(300)).await;

@@ -9,7 +9,7 @@ use rand::Rng;
 use std::time::Duration;
 use vitalsink_tests::ingest_run::{
     assert_dead_letters, assert_exactly_once, dataset, endpoints_addr, http_get, log_tail,
-    metric_sum, prepare, produce_in_background, total_rows, wait_for_rows,
+    metric_sum, prepare, produce_in_background, stop_gracefully, total_rows, wait_for_rows,
 };
 use vitalsink_tests::Stack;
 
@@ -19,7 +19,7 @@ async fn known_dataset_lands_exactly_once_and_rejects_go_to_the_dlq() {
     let (dbs, setup, dir) = prepare(&stack, "t_ingest").await;
     let data = dataset();
     let log = dir.path().join("ingest.log");
-    let mut worker = setup.spawn(&log);
+    let worker = setup.spawn(&log);
     let positions = produce_in_background(&stack.brokers, &setup.topic, &data.records)
         .await
         .unwrap();
@@ -30,21 +30,7 @@ async fn known_dataset_lands_exactly_once_and_rejects_go_to_the_dlq() {
     assert_endpoints(&log, &data).await;
 
     // Graceful shutdown: SIGTERM, flush, exit 0.
-    let pid = worker.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = tokio::task::spawn_blocking(move || worker.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        status.success(),
-        "exit status {status:?}\n{}",
-        log_tail(&log)
-    );
+    stop_gracefully(worker, &log).await;
     assert!(std::fs::read_to_string(&log)
         .unwrap()
         .contains("shutdown complete"));

@@ -5,19 +5,13 @@
 //! Its own test binary: it stops shard1, and cargo runs test binaries one at a time.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
 use std::time::Duration;
 use vitalsink_common::config::ShardConfig;
 use vitalsink_tests::ingest_run::{
-    assert_exactly_once, dataset, log_tail, prepare, produce_in_background, wait_for_rows,
+    assert_exactly_once, dataset, log_tail, prepare, produce_in_background, stack_script,
+    wait_for_rows,
 };
 use vitalsink_tests::Stack;
-
-fn stack_script(args: &[&str]) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../dev/stack");
-    let st = Command::new(script).args(args).status().unwrap();
-    assert!(st.success(), "dev/stack {args:?} failed");
-}
 
 /// `url` (libpq key-value form `host=H port=P …`) with the standby on `standby_port` as a
 /// second host, and only a read-write server accepted.

@@ -3,19 +3,12 @@
 //! disturb the other tests, and cargo runs test binaries one at a time.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
 use std::time::Duration;
 use vitalsink_tests::ingest_run::{
     assert_dead_letters, assert_exactly_once, dataset, log_tail, peak_rss_bytes, prepare,
-    produce_in_background, total_rows, wait_for_rows,
+    produce_in_background, stack_script, total_rows, wait_for_rows,
 };
 use vitalsink_tests::Stack;
-
-fn stack_script(args: &[&str]) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../dev/stack");
-    let st = Command::new(script).args(args).status().unwrap();
-    assert!(st.success(), "dev/stack {args:?} failed");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shard_outage_of_ten_seconds_keeps_exactly_once_and_memory_under_the_cap() {

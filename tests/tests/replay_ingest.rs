@@ -20,9 +20,9 @@ use vitalsink_replay::publish::PublishOptions;
 use vitalsink_replay::rebase::TimePlan;
 use vitalsink_replay::truth::Truth;
 use vitalsink_tests::dataset::OVERSIZE_LIMIT_BYTES;
-use vitalsink_tests::ingest_run::{log_tail, prepare, wait_for_rows};
+use vitalsink_tests::ingest_run::{log_tail, prepare, stop_gracefully, wait_for_rows};
 use vitalsink_tests::replay_run::{
-    archive_config, archiver_json, db_truth, fetch_data, stop_gracefully, stored_truth, DbTruth,
+    archive_config, archiver_json, db_truth, fetch_data, stored_truth, DbTruth,
 };
 use vitalsink_tests::{connect, Stack};
 
