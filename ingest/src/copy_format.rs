@@ -42,61 +42,124 @@ pub fn message_len(msg: &Message<'_>) -> usize {
 }
 
 /// Appends one tuple per sample of `msg` to `buf`.
+///
+/// The fields around the timestamp and value are the same for every sample of a message, so
+/// they are encoded once ([`TupleFrame`]) and copied per sample: three slice copies per row.
 pub fn encode_message(buf: &mut BytesMut, msg: &Message<'_>) {
     buf.reserve(message_len(msg));
-    for &(ts_micros, value) in &msg.samples {
-        encode_tuple(
-            buf,
-            [&msg.participant_id, &msg.metric],
-            ts_micros,
-            value,
-            [
-                msg.unit.as_deref(),
-                msg.device_id.as_deref(),
-                msg.study_id.as_deref(),
-            ],
-        );
-    }
+    encode_samples(
+        buf,
+        [&msg.participant_id, &msg.metric],
+        [
+            msg.unit.as_deref(),
+            msg.device_id.as_deref(),
+            msg.study_id.as_deref(),
+        ],
+        &msg.samples,
+    );
 }
 
 /// Appends the tuple of one owned reading to `buf`.
 pub fn encode_reading(buf: &mut BytesMut, r: &Reading) {
-    encode_tuple(
+    encode_samples(
         buf,
         [&r.participant_id, &r.metric],
-        r.ts_micros,
-        r.value,
         [
             r.unit.as_deref(),
             r.device_id.as_deref(),
             r.study_id.as_deref(),
         ],
+        &[(r.ts_micros, r.value)],
     );
 }
 
-fn encode_tuple(
+fn encode_samples(
     buf: &mut BytesMut,
     keys: [&str; 2],
-    ts_micros: i64,
-    value: f64,
     optional: [Option<&str>; 3],
+    samples: &[(i64, f64)],
 ) {
-    buf.put_i16(FIELDS);
-    for k in keys {
-        put_text(buf, Some(k));
-    }
-    buf.put_i32(8);
-    buf.put_i64(ts_micros - PG_EPOCH_OFFSET_MICROS);
-    buf.put_i32(8);
-    buf.put_f64(value);
-    for o in optional {
-        put_text(buf, o);
+    match TupleFrame::new(keys, optional) {
+        Some(frame) => samples
+            .iter()
+            .for_each(|&(ts, value)| frame.encode(buf, ts, value)),
+        // Longer text than the schema allows (not from the decoder): field by field.
+        None => samples.iter().for_each(|&(ts, value)| {
+            buf.put_i16(FIELDS);
+            keys.iter().for_each(|k| put_field(buf, Some(k)));
+            buf.put_slice(&middle(ts, value));
+            optional.iter().for_each(|o| put_field(buf, *o));
+        }),
     }
 }
 
-fn put_text(buf: &mut BytesMut, s: Option<&str>) {
+/// Longest text a [`TupleFrame`] holds per field, bytes: the schema's id limit.
+const FRAME_TEXT_MAX: usize = 64;
+
+/// The encoded fields of a tuple before the timestamp (field count, participant_id, metric)
+/// and after the value (unit, device_id, study_id), shared by the samples of one message and
+/// kept on the stack.
+struct TupleFrame {
+    head: [u8; 2 + 2 * (4 + FRAME_TEXT_MAX)],
+    head_len: usize,
+    tail: [u8; 3 * (4 + FRAME_TEXT_MAX)],
+    tail_len: usize,
+}
+
+impl TupleFrame {
+    /// `None` when a text is longer than [`FRAME_TEXT_MAX`].
+    fn new(keys: [&str; 2], optional: [Option<&str>; 3]) -> Option<Self> {
+        let mut f = Self {
+            head: [0; 2 + 2 * (4 + FRAME_TEXT_MAX)],
+            head_len: 2,
+            tail: [0; 3 * (4 + FRAME_TEXT_MAX)],
+            tail_len: 0,
+        };
+        f.head[..2].copy_from_slice(&FIELDS.to_be_bytes());
+        for k in keys {
+            f.head_len = frame_text(&mut f.head, f.head_len, Some(k))?;
+        }
+        for o in optional {
+            f.tail_len = frame_text(&mut f.tail, f.tail_len, o)?;
+        }
+        Some(f)
+    }
+
+    fn encode(&self, buf: &mut BytesMut, ts_micros: i64, value: f64) {
+        buf.extend_from_slice(&self.head[..self.head_len]);
+        buf.extend_from_slice(&middle(ts_micros, value));
+        buf.extend_from_slice(&self.tail[..self.tail_len]);
+    }
+}
+
+/// The timestamp and value fields: length 8 and the PostgreSQL-epoch microseconds, length 8
+/// and the IEEE 754 bits.
+fn middle(ts_micros: i64, value: f64) -> [u8; 24] {
+    let mut m = [0u8; 24];
+    m[..4].copy_from_slice(&8i32.to_be_bytes());
+    m[4..12].copy_from_slice(&(ts_micros - PG_EPOCH_OFFSET_MICROS).to_be_bytes());
+    m[12..16].copy_from_slice(&8i32.to_be_bytes());
+    m[16..].copy_from_slice(&value.to_bits().to_be_bytes());
+    m
+}
+
+/// Writes a text field (length and bytes, or length -1 for NULL) at `at` in `out`; returns
+/// the end, or `None` when the text is longer than [`FRAME_TEXT_MAX`].
+fn frame_text(out: &mut [u8], at: usize, s: Option<&str>) -> Option<usize> {
+    let Some(s) = s else {
+        out[at..at + 4].copy_from_slice(&(-1i32).to_be_bytes());
+        return Some(at + 4);
+    };
+    if s.len() > FRAME_TEXT_MAX {
+        return None;
+    }
+    out[at..at + 4].copy_from_slice(&i32::try_from(s.len()).ok()?.to_be_bytes());
+    out[at + 4..at + 4 + s.len()].copy_from_slice(s.as_bytes());
+    Some(at + 4 + s.len())
+}
+
+fn put_field(buf: &mut BytesMut, s: Option<&str>) {
     match s {
-        // Identifiers are at most 64 bytes (schema patterns), so the length always fits.
         Some(s) => {
             buf.put_i32(i32::try_from(s.len()).unwrap_or(i32::MAX));
             buf.put_slice(s.as_bytes());
@@ -156,5 +219,35 @@ mod tests {
         assert_eq!(&a[30..38], &60f64.to_be_bytes());
         assert_eq!(&a[38..45], b"\0\0\0\x03bpm");
         assert_eq!(&a[45..53], b"\xff\xff\xff\xff\xff\xff\xff\xff", "two NULLs");
+    }
+
+    #[test]
+    fn text_longer_than_the_frame_is_encoded_field_by_field() {
+        let r = Reading {
+            participant_id: "p".repeat(100),
+            metric: "hr".into(),
+            ts_micros: PG_EPOCH_OFFSET_MICROS + 5,
+            value: 1.5,
+            unit: None,
+            device_id: Some("d".repeat(65)),
+            study_id: Some("s".into()),
+        };
+        let mut buf = BytesMut::new();
+        encode_reading(&mut buf, &r);
+        let mut want = 7i16.to_be_bytes().to_vec();
+        want.extend(100i32.to_be_bytes());
+        want.extend("p".repeat(100).bytes());
+        want.extend(2i32.to_be_bytes());
+        want.extend(*b"hr");
+        want.extend(8i32.to_be_bytes());
+        want.extend(5i64.to_be_bytes());
+        want.extend(8i32.to_be_bytes());
+        want.extend(1.5f64.to_bits().to_be_bytes());
+        want.extend((-1i32).to_be_bytes());
+        want.extend(65i32.to_be_bytes());
+        want.extend("d".repeat(65).bytes());
+        want.extend(1i32.to_be_bytes());
+        want.extend(*b"s");
+        assert_eq!(&buf[..], &want[..]);
     }
 }

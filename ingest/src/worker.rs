@@ -6,6 +6,7 @@
 //! `ingest.shutdown_deadline`, after which the process exits anyway (whatever was not
 //! committed is simply consumed again by the next owner; nothing is lost).
 
+use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::time::Duration;
@@ -27,6 +28,8 @@ use crate::writer::{Backoff, ShardProgress, ShardWriter};
 const WRITER_QUEUE: usize = 2;
 /// How often buffers are checked for age, progress committed to Kafka and readiness updated.
 const TICK: Duration = Duration::from_millis(100);
+/// Records taken per round of the consume loop after the first, when already queued.
+const BURST: usize = 256;
 
 /// Runs the worker until `shutdown` is cancelled.
 ///
@@ -115,7 +118,25 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
                 ready.set(readiness(&pipeline, &shards_ok));
             }
             msg = consumer.recv() => match msg {
-                Ok(m) => pipeline.handle(&m, now_micros()).await,
+                Ok(m) => {
+                    let now = now_micros();
+                    pipeline.handle(&m, now).await;
+                    drop(m);
+                    // Take what librdkafka has already queued without another round through
+                    // the select, at most BURST records so the tick and shutdown come soon.
+                    // A rebalance event ends the burst (the poll returns no record), so the
+                    // assignment is applied before any record that follows it.
+                    for _ in 0..BURST {
+                        match consumer.recv().now_or_never() {
+                            Some(Ok(m)) => pipeline.handle(&m, now).await,
+                            Some(Err(e)) => {
+                                tracing::warn!(error = %e, "consume error");
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "consume error");
                     tokio::time::sleep(TICK).await;
