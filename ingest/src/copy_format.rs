@@ -80,7 +80,7 @@ fn encode_samples(
     samples: &[(i64, f64)],
 ) {
     match TupleFrame::new(keys, optional) {
-        Some(frame) => samples
+        Some(mut frame) => samples
             .iter()
             .for_each(|&(ts, value)| frame.encode(buf, ts, value)),
         // Longer text than the schema allows (not from the decoder): field by field.
@@ -95,47 +95,53 @@ fn encode_samples(
 
 /// Longest text a [`TupleFrame`] holds per field, bytes: the schema's id limit.
 const FRAME_TEXT_MAX: usize = 64;
+/// Bytes of the timestamp and value fields: two lengths and two 8-byte values.
+const MIDDLE_BYTES: usize = 24;
+/// Room for a whole tuple whose texts are at most [`FRAME_TEXT_MAX`] bytes.
+const FRAME_BYTES: usize = 2 + 5 * (4 + FRAME_TEXT_MAX) + MIDDLE_BYTES;
 
-/// The encoded fields of a tuple before the timestamp (field count, participant_id, metric)
-/// and after the value (unit, device_id, study_id), shared by the samples of one message and
-/// kept on the stack.
+/// One encoded tuple of a message, kept on the stack: the fields before the timestamp (field
+/// count, participant_id, metric) and after the value (unit, device_id, study_id) are the same
+/// for every sample, so each row only patches its timestamp and value in and is copied out
+/// whole.
 struct TupleFrame {
-    head: [u8; 2 + 2 * (4 + FRAME_TEXT_MAX)],
-    head_len: usize,
-    tail: [u8; 3 * (4 + FRAME_TEXT_MAX)],
-    tail_len: usize,
+    bytes: [u8; FRAME_BYTES],
+    len: usize,
+    /// Where the timestamp and value fields start.
+    middle: usize,
 }
 
 impl TupleFrame {
     /// `None` when a text is longer than [`FRAME_TEXT_MAX`].
     fn new(keys: [&str; 2], optional: [Option<&str>; 3]) -> Option<Self> {
         let mut f = Self {
-            head: [0; 2 + 2 * (4 + FRAME_TEXT_MAX)],
-            head_len: 2,
-            tail: [0; 3 * (4 + FRAME_TEXT_MAX)],
-            tail_len: 0,
+            bytes: [0; FRAME_BYTES],
+            len: 2,
+            middle: 0,
         };
-        f.head[..2].copy_from_slice(&FIELDS.to_be_bytes());
+        f.bytes[..2].copy_from_slice(&FIELDS.to_be_bytes());
         for k in keys {
-            f.head_len = frame_text(&mut f.head, f.head_len, Some(k))?;
+            f.len = frame_text(&mut f.bytes, f.len, Some(k))?;
         }
+        f.middle = f.len;
+        f.len += MIDDLE_BYTES;
         for o in optional {
-            f.tail_len = frame_text(&mut f.tail, f.tail_len, o)?;
+            f.len = frame_text(&mut f.bytes, f.len, o)?;
         }
         Some(f)
     }
 
-    fn encode(&self, buf: &mut BytesMut, ts_micros: i64, value: f64) {
-        buf.extend_from_slice(&self.head[..self.head_len]);
-        buf.extend_from_slice(&middle(ts_micros, value));
-        buf.extend_from_slice(&self.tail[..self.tail_len]);
+    fn encode(&mut self, buf: &mut BytesMut, ts_micros: i64, value: f64) {
+        self.bytes[self.middle..self.middle + MIDDLE_BYTES]
+            .copy_from_slice(&middle(ts_micros, value));
+        buf.extend_from_slice(&self.bytes[..self.len]);
     }
 }
 
 /// The timestamp and value fields: length 8 and the PostgreSQL-epoch microseconds, length 8
 /// and the IEEE 754 bits.
-fn middle(ts_micros: i64, value: f64) -> [u8; 24] {
-    let mut m = [0u8; 24];
+fn middle(ts_micros: i64, value: f64) -> [u8; MIDDLE_BYTES] {
+    let mut m = [0u8; MIDDLE_BYTES];
     m[..4].copy_from_slice(&8i32.to_be_bytes());
     m[4..12].copy_from_slice(&(ts_micros - PG_EPOCH_OFFSET_MICROS).to_be_bytes());
     m[12..16].copy_from_slice(&8i32.to_be_bytes());

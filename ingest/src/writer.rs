@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+use tokio_postgres::types::ToSql;
 use vitalsink_common::db::Shard;
 
 use crate::batch::{Batch, Segment};
@@ -49,7 +50,7 @@ pub fn batch_offsets(batch: &Batch) -> BTreeMap<i32, i64> {
 /// # Errors
 /// The driver's error; the transaction is rolled back and nothing of the batch is kept.
 pub async fn apply(
-    client: &mut tokio_postgres::Client,
+    client: &mut deadpool_postgres::ClientWrapper,
     group: &str,
     topic: &str,
     batch: &Batch,
@@ -61,20 +62,17 @@ pub async fn apply(
     let partitions: Vec<i32> = next.keys().copied().collect();
     let offsets: Vec<i64> = next.values().copied().collect();
     let tx = client.transaction().await?;
+    // Prepared once per pooled connection (deadpool's statement cache), not per batch.
+    let create = tx.prepare_cached(CREATE_OFFSETS_SQL).await?;
+    let lock = tx.prepare_cached(LOCK_OFFSETS_SQL).await?;
+    let advance = tx.prepare_cached(ADVANCE_OFFSETS_SQL).await?;
     tx.execute(
-        "INSERT INTO ingest_offsets (consumer_group, topic, kafka_partition, next_offset)
-         SELECT $1, $2, p, 0 FROM unnest($3::int4[]) AS p
-         ON CONFLICT DO NOTHING",
-        &[&group, &topic, &partitions],
+        &create,
+        &[&group as &(dyn ToSql + Sync), &topic, &partitions],
     )
     .await?;
     let locked = tx
-        .query(
-            "SELECT kafka_partition, next_offset FROM ingest_offsets
-             WHERE consumer_group = $1 AND topic = $2 AND kafka_partition = ANY($3)
-             ORDER BY kafka_partition FOR UPDATE",
-            &[&group, &topic, &partitions],
-        )
+        .query(&lock, &[&group as &(dyn ToSql + Sync), &topic, &partitions])
         .await?;
     let applied: BTreeMap<i32, i64> = locked.iter().map(|r| (r.get(0), r.get(1))).collect();
 
@@ -95,17 +93,35 @@ pub async fn apply(
         .map(|p| per_partition.get(p).copied().unwrap_or(0))
         .collect();
     tx.execute(
-        "UPDATE ingest_offsets o
-         SET next_offset = GREATEST(o.next_offset, v.next_offset),
-             rows_applied = o.rows_applied + v.rows, updated_at = now()
-         FROM unnest($3::int4[], $4::int8[], $5::int8[]) AS v(kafka_partition, next_offset, rows)
-         WHERE o.consumer_group = $1 AND o.topic = $2 AND o.kafka_partition = v.kafka_partition",
-        &[&group, &topic, &partitions, &offsets, &rows],
+        &advance,
+        &[
+            &group as &(dyn ToSql + Sync),
+            &topic,
+            &partitions,
+            &offsets,
+            &rows,
+        ],
     )
     .await?;
     tx.commit().await?;
     Ok(out)
 }
+
+/// Creates missing offset rows of the batch's partitions at offset 0.
+const CREATE_OFFSETS_SQL: &str =
+    "INSERT INTO ingest_offsets (consumer_group, topic, kafka_partition, next_offset)
+     SELECT $1, $2, p, 0 FROM unnest($3::int4[]) AS p
+     ON CONFLICT DO NOTHING";
+/// Locks the batch's offset rows in partition order and reads them.
+const LOCK_OFFSETS_SQL: &str = "SELECT kafka_partition, next_offset FROM ingest_offsets
+     WHERE consumer_group = $1 AND topic = $2 AND kafka_partition = ANY($3)
+     ORDER BY kafka_partition FOR UPDATE";
+/// Moves the offsets forward (never back) and counts the rows applied.
+const ADVANCE_OFFSETS_SQL: &str = "UPDATE ingest_offsets o
+     SET next_offset = GREATEST(o.next_offset, v.next_offset),
+         rows_applied = o.rows_applied + v.rows, updated_at = now()
+     FROM unnest($3::int4[], $4::int8[], $5::int8[]) AS v(kafka_partition, next_offset, rows)
+     WHERE o.consumer_group = $1 AND o.topic = $2 AND o.kafka_partition = v.kafka_partition";
 
 /// The byte ranges of `batch.data` whose segments `keep` accepts, adjacent ranges merged
 /// (zero-copy slices; one slice when nothing is skipped).
