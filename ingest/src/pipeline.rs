@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, Semaphore};
 use vitalsink_common::measurement::{decode_message, Limits, RejectReason, Rejection};
 use vitalsink_common::routing::ShardRouter;
 
-use crate::batch::{record_bytes, Batch, BatchLimits, ShardBuffer};
+use crate::batch::{record_bytes, Batch, BatchLimits, ShardBuffer, Spares};
 use crate::context::Assignment;
 use crate::dlq::{DeadLetters, Source};
 
@@ -57,7 +57,13 @@ impl Pipeline {
             topic,
             router: ShardRouter::new(n),
             counters: crate::metrics::RecordCounters::new(&shard_names),
-            buffers: (0..n).map(|i| ShardBuffer::new(i, batch_limits)).collect(),
+            buffers: {
+                // Enough spares for what a writer holds: one batch written, two queued.
+                let spares = Spares::new(3 * n);
+                (0..n)
+                    .map(|i| ShardBuffer::new(i, batch_limits, spares.clone()))
+                    .collect()
+            },
             shard_names,
             writers,
             assigned: Default::default(),

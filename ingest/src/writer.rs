@@ -283,6 +283,7 @@ mod tests {
             segments,
             progress,
             permit: None,
+            spares: None,
         }
     }
 
