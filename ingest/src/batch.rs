@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use vitalsink_common::config::IngestConfig;
 use vitalsink_common::measurement::Message;
 
@@ -87,40 +87,53 @@ impl Drop for Batch {
     }
 }
 
-/// Emptied batch buffers waiting to be reused, at most `max` (anything beyond is freed).
+/// Emptied batch buffers waiting to be reused, at most `max`. An idle buffer holds memory
+/// permits for its capacity from the same budget as the rows; when the budget cannot spare
+/// them (or `max` are already kept) the buffer is freed instead.
 #[derive(Debug, Clone)]
 pub struct Spares {
-    list: Arc<Mutex<Vec<BytesMut>>>,
+    list: Arc<Mutex<Vec<(BytesMut, OwnedSemaphorePermit)>>>,
     max: usize,
+    memory: Arc<Semaphore>,
 }
 
 impl Spares {
-    /// Keeps at most `max` buffers.
-    pub fn new(max: usize) -> Self {
+    /// Keeps at most `max` buffers, their capacity reserved from `memory`.
+    pub fn new(max: usize, memory: Arc<Semaphore>) -> Self {
         Self {
             list: Arc::new(Mutex::new(Vec::with_capacity(max))),
             max,
+            memory,
         }
     }
 
-    /// A buffer to encode into: a returned one, or a new empty one.
+    /// A buffer to encode into: a returned one (its permits go back to the budget: it becomes
+    /// a shard's standing buffer, reserved separately) or a new empty one.
     fn get(&self) -> BytesMut {
         self.list
             .lock()
             .ok()
             .and_then(|mut l| l.pop())
+            .map(|(b, _permit)| b)
             .unwrap_or_default()
     }
 
-    /// Takes back a batch's data if no slice of it is still held elsewhere.
+    /// Takes back a batch's data if no slice of it is still held elsewhere and the budget has
+    /// room for its capacity.
     fn put(&self, data: Bytes) {
-        if let Ok(mut b) = data.try_into_mut() {
+        let Ok(mut b) = data.try_into_mut() else {
+            return;
+        };
+        let Ok(mut l) = self.list.lock() else {
+            return;
+        };
+        if l.len() >= self.max {
+            return;
+        }
+        let need = u32::try_from(b.capacity()).unwrap_or(u32::MAX);
+        if let Ok(permit) = self.memory.clone().try_acquire_many_owned(need) {
             b.clear();
-            if let Ok(mut l) = self.list.lock() {
-                if l.len() < self.max {
-                    l.push(b);
-                }
-            }
+            l.push((b, permit));
         }
     }
 }
@@ -248,7 +261,11 @@ mod tests {
     #[test]
     fn full_by_rows_then_take_empties_and_releases_memory() {
         let sem = Arc::new(Semaphore::new(100));
-        let mut b = ShardBuffer::new(1, limits(3, usize::MAX, 60_000), Spares::new(1));
+        let mut b = ShardBuffer::new(
+            1,
+            limits(3, usize::MAX, 60_000),
+            Spares::new(1, Arc::new(Semaphore::new(1 << 24))),
+        );
         assert!(!b.push(
             0,
             10,
@@ -298,7 +315,11 @@ mod tests {
     fn full_by_bytes() {
         let sem = Arc::new(Semaphore::new(10));
         let one = message_len(&msg(1));
-        let mut b = ShardBuffer::new(0, limits(1_000, one * 2, 60_000), Spares::new(1));
+        let mut b = ShardBuffer::new(
+            0,
+            limits(1_000, one * 2, 60_000),
+            Spares::new(1, Arc::new(Semaphore::new(1 << 24))),
+        );
         assert!(!b.push(0, 0, &msg(1), sem.clone().try_acquire_owned().unwrap()));
         assert!(b.push(0, 1, &msg(1), sem.clone().try_acquire_owned().unwrap()));
     }
@@ -306,7 +327,11 @@ mod tests {
     #[test]
     fn due_by_age_of_oldest_row() {
         let sem = Arc::new(Semaphore::new(10));
-        let mut b = ShardBuffer::new(0, limits(1_000, usize::MAX, 50), Spares::new(1));
+        let mut b = ShardBuffer::new(
+            0,
+            limits(1_000, usize::MAX, 50),
+            Spares::new(1, Arc::new(Semaphore::new(1 << 24))),
+        );
         let t0 = Instant::now();
         assert!(
             !b.is_due(t0 + Duration::from_secs(1)),
@@ -320,7 +345,11 @@ mod tests {
     #[test]
     fn a_dropped_batch_gives_its_allocation_back_for_a_later_batch() {
         let sem = Arc::new(Semaphore::new(1_000));
-        let mut b = ShardBuffer::new(0, limits(1, usize::MAX, 60_000), Spares::new(1));
+        let mut b = ShardBuffer::new(
+            0,
+            limits(1, usize::MAX, 60_000),
+            Spares::new(1, Arc::new(Semaphore::new(1 << 24))),
+        );
         let push = |b: &mut ShardBuffer| {
             b.push(0, 0, &msg(3), sem.clone().try_acquire_owned().unwrap());
         };
@@ -347,5 +376,29 @@ mod tests {
             message_len(&msg(3)),
             "and was emptied first"
         );
+    }
+
+    #[test]
+    fn a_spare_buffer_is_kept_only_when_the_budget_covers_its_capacity() {
+        let rows = Arc::new(Semaphore::new(1_000));
+        for (budget, kept) in [(0, 0), (1 << 20, 1)] {
+            let memory = Arc::new(Semaphore::new(budget));
+            let spares = Spares::new(4, memory.clone());
+            let mut b = ShardBuffer::new(0, limits(1, usize::MAX, 60_000), spares.clone());
+            b.push(0, 0, &msg(3), rows.clone().try_acquire_owned().unwrap());
+            let batch = b.take(BTreeMap::new());
+            let capacity = batch.data.len(); // frozen exactly at its length here or more
+            drop(batch);
+            let list = spares.list.lock().unwrap();
+            assert_eq!(list.len(), kept, "budget {budget}");
+            if kept == 1 {
+                assert!(list[0].0.capacity() >= capacity);
+                assert_eq!(
+                    memory.available_permits(),
+                    budget - list[0].0.capacity(),
+                    "the spare holds permits for its capacity"
+                );
+            }
+        }
     }
 }

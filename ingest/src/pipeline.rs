@@ -53,13 +53,14 @@ impl Pipeline {
         dlq: DeadLetters,
     ) -> Self {
         let n = shard_names.len();
+        let memory = Arc::new(Semaphore::new(memory_cap));
         Self {
             topic,
             router: ShardRouter::new(n),
             counters: crate::metrics::RecordCounters::new(&shard_names),
             buffers: {
                 // Enough spares for what a writer holds: one batch written, two queued.
-                let spares = Spares::new(3 * n);
+                let spares = Spares::new(3 * n, memory.clone());
                 (0..n)
                     .map(|i| ShardBuffer::new(i, batch_limits, spares.clone()))
                     .collect()
@@ -71,7 +72,7 @@ impl Pipeline {
             last_cut: vec![(BTreeMap::new(), Instant::now()); n],
             limits,
             batch_limits,
-            memory: Arc::new(Semaphore::new(memory_cap)),
+            memory,
             memory_cap,
             dlq,
         }
