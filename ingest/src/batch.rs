@@ -11,8 +11,8 @@
 //! [`Segment`] per record, and that is exactly what is reserved from the memory budget. Each
 //! shard also keeps one standing buffer allocation, at most `batch_max_bytes` plus one record.
 //! A batch leaves with the buffer it was encoded in (no copy); once the batch is dropped the
-//! allocation returns to a [`Spares`] list for the next batch, so a drain does not allocate
-//! and free a batch-sized block per batch (glibc kept ~16 MiB more resident that way).
+//! allocation returns to a [`Spares`] list for the next batch, so a drain does not allocate,
+//! copy and free a batch-sized block per batch.
 
 use bytes::{Bytes, BytesMut};
 use std::collections::BTreeMap;
