@@ -236,8 +236,11 @@ impl ShardBuffer {
 mod tests {
     use super::*;
     use std::borrow::Cow;
-    use std::sync::Arc;
-    use tokio::sync::Semaphore;
+
+    /// One spare buffer, with a budget that always covers it.
+    fn spares() -> Spares {
+        Spares::new(1, Arc::new(Semaphore::new(1 << 24)))
+    }
 
     fn msg(samples: usize) -> Message<'static> {
         Message {
@@ -261,11 +264,7 @@ mod tests {
     #[test]
     fn full_by_rows_then_take_empties_and_releases_memory() {
         let sem = Arc::new(Semaphore::new(100));
-        let mut b = ShardBuffer::new(
-            1,
-            limits(3, usize::MAX, 60_000),
-            Spares::new(1, Arc::new(Semaphore::new(1 << 24))),
-        );
+        let mut b = ShardBuffer::new(1, limits(3, usize::MAX, 60_000), spares());
         assert!(!b.push(
             0,
             10,
@@ -315,11 +314,7 @@ mod tests {
     fn full_by_bytes() {
         let sem = Arc::new(Semaphore::new(10));
         let one = message_len(&msg(1));
-        let mut b = ShardBuffer::new(
-            0,
-            limits(1_000, one * 2, 60_000),
-            Spares::new(1, Arc::new(Semaphore::new(1 << 24))),
-        );
+        let mut b = ShardBuffer::new(0, limits(1_000, one * 2, 60_000), spares());
         assert!(!b.push(0, 0, &msg(1), sem.clone().try_acquire_owned().unwrap()));
         assert!(b.push(0, 1, &msg(1), sem.clone().try_acquire_owned().unwrap()));
     }
@@ -327,11 +322,7 @@ mod tests {
     #[test]
     fn due_by_age_of_oldest_row() {
         let sem = Arc::new(Semaphore::new(10));
-        let mut b = ShardBuffer::new(
-            0,
-            limits(1_000, usize::MAX, 50),
-            Spares::new(1, Arc::new(Semaphore::new(1 << 24))),
-        );
+        let mut b = ShardBuffer::new(0, limits(1_000, usize::MAX, 50), spares());
         let t0 = Instant::now();
         assert!(
             !b.is_due(t0 + Duration::from_secs(1)),
@@ -345,11 +336,7 @@ mod tests {
     #[test]
     fn a_dropped_batch_gives_its_allocation_back_for_a_later_batch() {
         let sem = Arc::new(Semaphore::new(1_000));
-        let mut b = ShardBuffer::new(
-            0,
-            limits(1, usize::MAX, 60_000),
-            Spares::new(1, Arc::new(Semaphore::new(1 << 24))),
-        );
+        let mut b = ShardBuffer::new(0, limits(1, usize::MAX, 60_000), spares());
         let push = |b: &mut ShardBuffer| {
             b.push(0, 0, &msg(3), sem.clone().try_acquire_owned().unwrap());
         };
