@@ -1,9 +1,19 @@
 //! Ingest drain benchmark (issue 3): a pre-loaded topic of 2,000,000 readings drained by the
 //! release `ingest` binary into 2 shards, against two limits measured in the same run:
-//! - broker-only: the same topic consumed by a bare rdkafka consumer (no decoding, no writes);
+//! - broker-only: the same topic consumed by a bare rdkafka consumer configured as the
+//!   worker's (same fetch sizes), no decoding, no writes;
 //! - COPY-only: the same rows, decoded and encoded as COPY tuples beforehand, `COPY … BINARY`'d
 //!   straight into fresh hypertables of the same shards, one connection per shard in
-//!   parallel, in transactions of the ingest worker's batch size.
+//!   parallel, in transactions of the ingest worker's batch size, in the order the broker-only
+//!   consumer received them. (The order matters to the shards: the data set is generated
+//!   sorted by participant, and that order, which no consumer of a partitioned topic sees, is
+//!   cheaper for the `(participant_id, ts)` index; it is printed for reference, not used.)
+//!
+//! Everything is measured twice, with the processes placed two ways:
+//! 1. as the local stack runs them: shards, broker, worker and this benchmark on all cores;
+//! 2. with the shards pinned to one half of the cores and everything else to the other half
+//!    ([`vitalsink_benches::placement`]), as when the database nodes are machines of their
+//!    own. Here the COPY-only limit and the drain get the same CPU for the shards.
 //!
 //! Timing starts when the first message (limits) or first row (ingest) arrives, so the
 //! consumer-group join (seconds on Tansu) is not counted; the ingest figure also leaves out
@@ -14,12 +24,15 @@
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use std::time::{Duration, Instant};
-use vitalsink_benches::{cores, cpu_seconds, cpu_seconds_matching, machine_busy_seconds, report};
+use vitalsink_benches::placement::{parent, CoreSplit};
+use vitalsink_benches::{
+    cores, cpu_seconds, cpu_seconds_matching, machine_busy_seconds, pids_matching, report,
+};
 use vitalsink_common::kafka::ensure_topic;
 use vitalsink_common::measurement::{decode, Limits};
 use vitalsink_common::routing::ShardRouter;
 use vitalsink_ingest::copy_format::{copy_in, encode_reading};
-use vitalsink_tests::dataset::generate;
+use vitalsink_tests::dataset::{generate, Dataset};
 use vitalsink_tests::ingest_run::{peak_rss_bytes, produce, total_rows, IngestSetup};
 use vitalsink_tests::{connect, unique, ShardDbs, Stack};
 
@@ -27,10 +40,13 @@ const PARTITIONS: i32 = 6;
 /// Rows per batch, for the ingest worker (`ingest.batch_max_rows`, its default) and the
 /// COPY-only limit alike.
 const BATCH_ROWS: usize = 20_000;
+/// How the broker's processes are recognised (for its CPU time and its placement).
+const BROKER: &str = "tansu broker";
 
 #[tokio::main]
 async fn main() {
     let stack = Stack::from_env();
+    let cores = cores();
     let now_ms = chrono::Utc::now().timestamp_millis();
     // 1,000 participants × (500 single readings + 15 batches of 100 samples) = 2,000,000.
     let data = generate(1_000, 500, 15, 100, 0, now_ms);
@@ -39,26 +55,180 @@ async fn main() {
         data.readings,
         data.records.len()
     );
-
-    let dbs = ShardDbs::create(&stack, "b_ingest").await;
-    let dir = std::env::temp_dir().join(unique("bench"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let setup = IngestSetup::with_batch_rows(&stack, &dbs.shards, &dir, BATCH_ROWS);
-    ensure_topic(&stack.kafka(), &setup.topic, PARTITIONS)
-        .await
-        .unwrap();
-    ensure_topic(&stack.kafka(), &setup.dlq_topic, PARTITIONS)
-        .await
-        .unwrap();
+    let topic = unique("measurements");
+    for t in [topic.clone(), format!("{topic}.dlq")] {
+        ensure_topic(&stack.kafka(), &t, PARTITIONS).await.unwrap();
+    }
     let t = Instant::now();
-    produce(&stack.brokers, &setup.topic, &data.records).await;
+    let positions = produce(&stack.brokers, &topic, &data.records).await;
     println!("pre-loaded the topic in {:.1} s", t.elapsed().as_secs_f64());
 
-    let broker_rate =
-        broker_only_rate(&stack, &setup.topic, data.records.len(), data.readings).await;
-    let (copy_rate, copy_cpu_per_row) = copy_only_rate(&stack, &data).await;
+    println!();
+    println!("== 1. shards, broker and worker on all {cores} cores");
+    let shared = measure(&stack, &data, &topic, &positions).await;
+    println!();
+    shared.print();
+    shared.print_ceiling(cores);
 
-    // The ingest worker, release build, as a separate process.
+    let postmasters = postmasters(&stack).await;
+    let mut others = pids_matching(BROKER);
+    others.push(std::process::id());
+    let Some(split) = CoreSplit::apply(cores as usize, postmasters, others) else {
+        println!("(placement 2 needs at least 2 cores)");
+        return;
+    };
+    println!();
+    println!(
+        "== 2. shards on core(s) {}; broker, worker and this benchmark on core(s) {}",
+        split.shard_cores, split.other_cores
+    );
+    let run = measure(&stack, &data, &topic, &positions).await;
+    drop(split); // every process gets all cores back
+    println!();
+    run.print();
+}
+
+/// The figures of one placement.
+struct Run {
+    broker_rate: f64,
+    copy_rate: f64,
+    /// COPY-only with the rows in the data set's (participant) order, for reference.
+    sorted_rate: f64,
+    /// Machine CPU-µs per row during the COPY-only limit (the shards' cost of a row).
+    copy_cpu_per_row: f64,
+    rate: f64,
+    /// CPU-µs per row of the ingest process and of the broker during the drain.
+    worker_cpu_per_row: f64,
+    broker_cpu_per_row: f64,
+    rss_mib: f64,
+    cap_mib: f64,
+}
+
+impl Run {
+    fn print(&self) {
+        let lower = self.broker_rate.min(self.copy_rate);
+        report(
+            "limit: broker-only consume",
+            self.broker_rate,
+            "rows/s",
+            None,
+        );
+        report(
+            "limit: COPY BINARY straight into the shards",
+            self.copy_rate,
+            "rows/s",
+            None,
+        );
+        report(
+            "(not a limit) the same in participant order",
+            self.sorted_rate,
+            "rows/s",
+            Some(("COPY in topic order", self.copy_rate)),
+        );
+        report(
+            "ingest drain",
+            self.rate,
+            "rows/s",
+            Some(("the lower limit", lower)),
+        );
+        report(
+            "ingest drain vs broker-only",
+            self.rate,
+            "rows/s",
+            Some(("broker-only", self.broker_rate)),
+        );
+        report(
+            "ingest drain vs COPY-only",
+            self.rate,
+            "rows/s",
+            Some(("COPY-only", self.copy_rate)),
+        );
+        report(
+            "ingest CPU per row",
+            self.worker_cpu_per_row,
+            "CPU-µs",
+            Some(("the 1 µs target", 1.0)),
+        );
+        report(
+            "ingest CPU per million rows",
+            self.worker_cpu_per_row,
+            "CPU-s",
+            None,
+        );
+        report(
+            "ingest peak RSS",
+            self.rss_mib,
+            "MiB",
+            Some(("the memory cap", self.cap_mib)),
+        );
+    }
+
+    /// The CPU account of a shared placement: the shards, the broker and the worker share
+    /// the cores, while the COPY-only limit had every core for the shards alone. Taking the
+    /// shards' CPU per row from the COPY-only run, the drain cannot beat
+    /// cores / (shards + broker + worker CPU per row).
+    fn print_ceiling(&self, cores: f64) {
+        let (w, br) = (self.worker_cpu_per_row, self.broker_cpu_per_row);
+        let ceiling = cores / (self.copy_cpu_per_row + br + w) * 1e6;
+        println!(
+            "CPU per row: shards {:.2} µs (COPY-only run), broker {br:.2} µs, worker {w:.2} µs \
+             → with {cores} cores shared the drain cannot beat {ceiling:.0} rows/s = {:.2}× COPY-only",
+            self.copy_cpu_per_row,
+            ceiling / self.copy_rate
+        );
+        report(
+            "ingest drain vs the shared-CPU ceiling",
+            self.rate,
+            "rows/s",
+            Some(("the ceiling", ceiling)),
+        );
+    }
+}
+
+/// The limits and the drain, in fresh databases, with the processes placed as they are now.
+async fn measure(stack: &Stack, data: &Dataset, topic: &str, positions: &[(i32, i64)]) -> Run {
+    let dbs = ShardDbs::create(stack, "b_ingest").await;
+    let dir = std::env::temp_dir().join(unique("bench"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let setup = IngestSetup::for_topic(stack, &dbs.shards, &dir, BATCH_ROWS, topic.to_string());
+    let worker_cfg = vitalsink_common::config::Config::load(
+        Some(&setup.config),
+        &std::collections::BTreeMap::<String, String>::new(),
+    )
+    .unwrap();
+    let (broker_rate, consumed) =
+        broker_only_rate(&worker_cfg, topic, data.records.len(), data.readings).await;
+    let in_topic_order = topic_order(positions, &consumed);
+    let (copy_rate, copy_cpu_per_row) =
+        copy_only_rate(stack, data, &in_topic_order, "in topic order").await;
+    let generated_order: Vec<usize> = (0..data.records.len()).collect();
+    let (sorted_rate, _) =
+        copy_only_rate(stack, data, &generated_order, "in participant order").await;
+    let (rate, worker_cpu, broker_cpu, rss) = drain(&setup, &dbs, &dir, data).await;
+    dbs.drop_all().await;
+    std::fs::remove_dir_all(&dir).ok();
+    let per_row = |s: f64| s / data.readings as f64 * 1e6;
+    Run {
+        broker_rate,
+        copy_rate,
+        sorted_rate,
+        copy_cpu_per_row,
+        rate,
+        worker_cpu_per_row: per_row(worker_cpu),
+        broker_cpu_per_row: per_row(broker_cpu),
+        rss_mib: rss as f64 / (1 << 20) as f64,
+        cap_mib: (setup.memory_cap >> 20) as f64,
+    }
+}
+
+/// Runs the release `ingest` binary on the pre-loaded topic until every reading is in the
+/// shards: rows/s, the worker's and the broker's CPU-seconds, the worker's peak RSS (bytes).
+async fn drain(
+    setup: &IngestSetup,
+    dbs: &ShardDbs,
+    dir: &std::path::Path,
+    data: &Dataset,
+) -> (f64, f64, f64, u64) {
     let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/ingest");
     assert!(
         bin.exists(),
@@ -73,15 +243,14 @@ async fn main() {
         .unwrap();
     let mut first: Option<Instant> = None;
     let (mut busy_at_first, mut rows_at_first) = (f64::NAN, 0);
-    // The broker's CPU, for the CPU account below. Progress is polled over one connection
-    // per shard held open for the whole drain (a new backend per poll would cost the shards
-    // CPU the worker is measured against).
+    // Progress is polled over one connection per shard held open for the whole drain (a new
+    // backend per poll would cost the shards CPU the worker is measured against), from
+    // `ingest_offsets.rows_applied` (a few rows), not `count(*)`, which would scan the
+    // growing hypertables.
     let pollers: Vec<_> = connect_all(&dbs.shards).await;
-    let broker_cpu0 = cpu_seconds_matching("tansu broker");
+    let broker_cpu0 = cpu_seconds_matching(BROKER);
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut n = 0;
-    // Progress is polled from `ingest_offsets.rows_applied` (a few rows), not `count(*)`,
-    // which would scan the growing hypertables and steal the shards' CPU from the COPY.
     while n < data.readings && Instant::now() < deadline {
         n = applied_rows(&pollers).await;
         if n > 0 && first.is_none() {
@@ -100,7 +269,7 @@ async fn main() {
         busy / (data.readings - rows_at_first) as f64 * 1e6
     );
     let cpu = cpu_seconds(child.id()).unwrap_or(f64::NAN);
-    let broker_cpu = cpu_seconds_matching("tansu broker") - broker_cpu0;
+    let broker_cpu = cpu_seconds_matching(BROKER) - broker_cpu0;
     let rss = peak_rss_bytes(child.id()).unwrap_or(0);
     child.kill().ok();
     child.wait().ok();
@@ -111,106 +280,79 @@ async fn main() {
         "ingest did not drain the topic; log: {}",
         log.display()
     );
-
-    let rate = data.readings as f64 / elapsed;
-    let lower = broker_rate.min(copy_rate);
-    // The CPU account: the shards, the broker and the worker share this machine's cores,
-    // while the COPY-only limit had every core for the shards alone. Taking the shards' CPU
-    // per row from the COPY-only run, the drain cannot beat
-    // cores / (shards + broker + worker CPU per row).
-    let per_row = |s: f64| s / data.readings as f64 * 1e6;
-    let (w, br) = (per_row(cpu), per_row(broker_cpu));
-    let ceiling = cores() / (copy_cpu_per_row + br + w) * 1e6;
-    println!(
-        "CPU per row: shards {copy_cpu_per_row:.2} µs (COPY-only run), broker {br:.2} µs, worker {w:.2} µs \
-         → with {} cores shared the drain cannot beat {ceiling:.0} rows/s = {:.2}× COPY-only",
-        cores(),
-        ceiling / copy_rate
-    );
-    println!();
-    report("limit: broker-only consume", broker_rate, "rows/s", None);
-    report(
-        "limit: COPY BINARY straight into the shards",
-        copy_rate,
-        "rows/s",
-        None,
-    );
-    report(
-        "ingest drain",
-        rate,
-        "rows/s",
-        Some(("the lower limit", lower)),
-    );
-    report(
-        "ingest drain vs broker-only",
-        rate,
-        "rows/s",
-        Some(("broker-only", broker_rate)),
-    );
-    report(
-        "ingest drain vs COPY-only",
-        rate,
-        "rows/s",
-        Some(("COPY-only", copy_rate)),
-    );
-    report(
-        "ingest drain vs the shared-CPU ceiling",
-        rate,
-        "rows/s",
-        Some(("the ceiling", ceiling)),
-    );
-    report(
-        "ingest CPU per row",
-        cpu / data.readings as f64 * 1e6,
-        "CPU-µs",
-        Some(("the 1 µs target", 1.0)),
-    );
-    report(
-        "ingest CPU per million rows",
-        cpu / data.readings as f64 * 1e6,
-        "CPU-s",
-        None,
-    );
-    report(
-        "ingest peak RSS",
-        rss as f64 / (1 << 20) as f64,
-        "MiB",
-        Some(("the memory cap", (setup.memory_cap >> 20) as f64)),
-    );
-    dbs.drop_all().await;
-    std::fs::remove_dir_all(&dir).ok();
+    (data.readings as f64 / elapsed, cpu, broker_cpu, rss)
 }
 
-/// Rows/s of a bare consumer group reading the whole topic.
-async fn broker_only_rate(stack: &Stack, topic: &str, records: usize, readings: i64) -> f64 {
-    let consumer: StreamConsumer =
-        vitalsink_tests::reader_config(&stack.brokers, &unique("bench-broker"))
-            .create()
-            .unwrap();
+/// Each shard's postmaster: the parent of a backend.
+async fn postmasters(stack: &Stack) -> Vec<u32> {
+    let mut out = Vec::new();
+    for url in &stack.shard_urls {
+        let c = connect(url).await;
+        let backend: i32 = c
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let pid = u32::try_from(backend).unwrap();
+        out.push(parent(pid).expect("a shard backend's parent (same machine)"));
+    }
+    out
+}
+
+/// Rows/s of a bare consumer reading the whole topic, configured as the worker's consumer
+/// (`cfg`: same fetch sizes and queue) in a group of its own, and the (partition, offset) of
+/// every record in the order it arrived.
+async fn broker_only_rate(
+    cfg: &vitalsink_common::config::Config,
+    topic: &str,
+    records: usize,
+    readings: i64,
+) -> (f64, Vec<(i32, i64)>) {
+    let consumer: StreamConsumer = vitalsink_ingest::worker::consumer_config(cfg)
+        .set("group.id", unique("bench-broker"))
+        .create()
+        .unwrap();
     consumer.subscribe(&[topic]).unwrap();
     let mut first = None;
     let mut bytes = 0usize;
+    let mut order = Vec::with_capacity(records);
     for _ in 0..records {
         let m = consumer.recv().await.unwrap();
         first.get_or_insert_with(Instant::now);
         bytes += m.payload().map_or(0, <[u8]>::len);
+        order.push((m.partition(), m.offset()));
     }
     let secs = first.map(|f| f.elapsed().as_secs_f64()).unwrap_or(f64::NAN);
     println!(
         "broker-only: {records} records ({} MiB) in {secs:.2} s",
         bytes >> 20
     );
-    readings as f64 / secs
+    (readings as f64 / secs, order)
 }
 
-/// Rows/s of COPY BINARY of the decoded rows into fresh hypertables, one connection per shard,
-/// and the machine's busy CPU-µs per row meanwhile (the shards' cost of a row).
-async fn copy_only_rate(stack: &Stack, data: &vitalsink_tests::dataset::Dataset) -> (f64, f64) {
+/// Indices into the data set's records, in the order `consumed` lists their (partition,
+/// offset): the order a consumer of the topic receives them.
+fn topic_order(positions: &[(i32, i64)], consumed: &[(i32, i64)]) -> Vec<usize> {
+    let index: std::collections::HashMap<(i32, i64), usize> =
+        positions.iter().enumerate().map(|(i, &p)| (p, i)).collect();
+    let order: Vec<usize> = consumed.iter().map(|p| index[p]).collect();
+    assert_eq!(order.len(), positions.len(), "every record consumed once");
+    order
+}
+
+/// Rows/s of COPY BINARY of the decoded rows, taken in `order` (indices into the records),
+/// into fresh hypertables, one connection per shard, and the machine's busy CPU-µs per row
+/// meanwhile (the shards' cost of a row).
+///
+/// The order matters to the shards: rows sorted by participant_id append at the right edge
+/// of the `(participant_id, ts)` index (PostgreSQL's B-tree rightmost-leaf fast path), rows
+/// as a topic's partitions interleave them land inside it.
+async fn copy_only_rate(stack: &Stack, data: &Dataset, order: &[usize], label: &str) -> (f64, f64) {
     let dbs = ShardDbs::create(stack, "b_copy").await;
     let router = ShardRouter::new(dbs.shards.len());
     let mut per_shard = vec![Vec::new(); dbs.shards.len()];
     let now = chrono::Utc::now().timestamp_micros();
-    for r in &data.records {
+    for r in order.iter().map(|&i| &data.records[i]) {
         let readings = decode(&r.payload, &Limits::default(), now).unwrap();
         per_shard[router.shard_for(&readings[0].participant_id)].extend(readings);
     }
@@ -258,7 +400,7 @@ async fn copy_only_rate(stack: &Stack, data: &vitalsink_tests::dataset::Dataset)
     let secs = t.elapsed().as_secs_f64();
     let busy = machine_busy_seconds().unwrap_or(f64::NAN) - busy0;
     println!(
-        "COPY-only: {} rows in {secs:.2} s; machine CPU {:.0}% of {} cores busy, {:.2} CPU-µs per row",
+        "COPY-only {label}: {} rows in {secs:.2} s; machine CPU {:.0}% of {} cores busy, {:.2} CPU-µs per row",
         data.readings,
         busy / secs / cores() * 100.0,
         cores(),

@@ -1,5 +1,7 @@
 //! Shared measuring helpers of the benchmarks: process CPU time and peak memory from `/proc`.
 
+pub mod placement;
+
 /// User + system CPU time of process `pid`, seconds (`/proc/PID/stat` fields 14 and 15, in
 /// clock ticks of `_SC_CLK_TCK` = 100 Hz on Linux).
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
@@ -42,17 +44,34 @@ pub fn machine_busy_seconds() -> Option<f64> {
     Some(busy / 100.0)
 }
 
-/// Cores of the machine.
+/// Cores of the machine: the `cpuN` lines of `/proc/stat` (not this process's affinity,
+/// which [`placement`] may have narrowed).
 pub fn cores() -> f64 {
-    std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
+    let from_stat = std::fs::read_to_string("/proc/stat").ok().map(|s| {
+        s.lines()
+            .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+            .count()
+    });
+    match from_stat {
+        Some(n) if n > 0 => n as f64,
+        _ => std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64),
+    }
 }
 
 /// Summed user + system CPU time, seconds, of the live processes whose command line (its
 /// arguments joined by spaces) contains `needle` — e.g. a database name, as PostgreSQL titles
 /// its backends `postgres: USER DB …`.
 pub fn cpu_seconds_matching(needle: &str) -> f64 {
+    pids_matching(needle)
+        .into_iter()
+        .filter_map(cpu_seconds)
+        .sum()
+}
+
+/// The live processes whose command line (arguments joined by spaces) contains `needle`.
+pub fn pids_matching(needle: &str) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0.0;
+        return Vec::new();
     };
     dir.filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
@@ -65,6 +84,5 @@ pub fn cpu_seconds_matching(needle: &str) -> f64 {
                 })
                 .unwrap_or(false)
         })
-        .filter_map(cpu_seconds)
-        .sum()
+        .collect()
 }

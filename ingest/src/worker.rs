@@ -170,7 +170,11 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     Ok(())
 }
 
-fn consumer_config(cfg: &Config) -> rdkafka::ClientConfig {
+/// The consumer's librdkafka configuration: `cfg.kafka`'s group and session timeout, manual
+/// offset storage (offsets are stored only after the shards applied them), and fetch sizes
+/// taken from `cfg.ingest`'s memory cap. `kafka.properties` are applied last. Public so that
+/// the drain benchmark's broker-only limit consumes exactly like the worker.
+pub fn consumer_config(cfg: &Config) -> rdkafka::ClientConfig {
     let session_ms = cfg.kafka.session_timeout.as_millis().max(1000);
     let mut c = client_config(&cfg.kafka);
     c.set("group.id", &cfg.kafka.group_id)

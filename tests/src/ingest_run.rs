@@ -58,7 +58,18 @@ impl IngestSetup {
         dir: &std::path::Path,
         batch_max_rows: usize,
     ) -> Self {
-        let topic = unique("measurements");
+        Self::for_topic(stack, shards, dir, batch_max_rows, unique("measurements"))
+    }
+
+    /// As [`IngestSetup::with_batch_rows`], consuming `topic` (e.g. one already loaded) in a
+    /// group of its own.
+    pub fn for_topic(
+        stack: &Stack,
+        shards: &[ShardConfig],
+        dir: &std::path::Path,
+        batch_max_rows: usize,
+        topic: String,
+    ) -> Self {
         let memory_cap = 64 << 20;
         let s = Self {
             dlq_topic: format!("{topic}.dlq"),
