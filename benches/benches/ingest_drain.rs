@@ -2,12 +2,14 @@
 //! release `ingest` binary into 2 shards, against two limits measured in the same run:
 //! - broker-only: the same topic consumed by a bare rdkafka consumer configured as the
 //!   worker's (same fetch sizes), no decoding, no writes;
-//! - COPY-only: the same rows, decoded and encoded as COPY tuples beforehand, `COPY … BINARY`'d
-//!   straight into fresh hypertables of the same shards, one connection per shard in
-//!   parallel, in transactions of the ingest worker's batch size, in the order the broker-only
-//!   consumer received them. (The order matters to the shards: the data set is generated
-//!   sorted by participant, and that order, which no consumer of a partitioned topic sees, is
-//!   cheaper for the `(participant_id, ts)` index; it is printed for reference, not used.)
+//! - COPY-only: the rows the drain wrote, read back from the shards in the order they were
+//!   written (per chunk; see `stored_rows`) and `COPY … BINARY`'d again (encoded beforehand) into fresh hypertables of the
+//!   same shards, one connection per shard in parallel, in transactions of the worker's batch
+//!   size. The order matters to the shards (by up to ~17 % of their CPU here): the data set is
+//!   generated sorted by participant, which makes every insert an append at the right edge of
+//!   the `(participant_id, ts)` index, while a consumer of a partitioned topic receives the
+//!   partitions interleaved. That participant-sorted COPY is printed for reference, not used
+//!   as the limit.
 //!
 //! Everything is measured twice, with the processes placed two ways:
 //! 1. as the local stack runs them: shards, broker, worker and this benchmark on all cores;
@@ -21,6 +23,8 @@
 //! the release binaries).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+use bytes::Bytes;
+use futures::StreamExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use std::time::{Duration, Instant};
@@ -60,12 +64,12 @@ async fn main() {
         ensure_topic(&stack.kafka(), &t, PARTITIONS).await.unwrap();
     }
     let t = Instant::now();
-    let positions = produce(&stack.brokers, &topic, &data.records).await;
+    produce(&stack.brokers, &topic, &data.records).await;
     println!("pre-loaded the topic in {:.1} s", t.elapsed().as_secs_f64());
 
     println!();
     println!("== 1. shards, broker and worker on all {cores} cores");
-    let shared = measure(&stack, &data, &topic, &positions).await;
+    let shared = measure(&stack, &data, &topic).await;
     println!();
     shared.print();
     shared.print_ceiling(cores);
@@ -82,7 +86,7 @@ async fn main() {
         "== 2. shards on core(s) {}; broker, worker and this benchmark on core(s) {}",
         split.shard_cores, split.other_cores
     );
-    let run = measure(&stack, &data, &topic, &positions).await;
+    let run = measure(&stack, &data, &topic).await;
     drop(split); // every process gets all cores back
     println!();
     run.print();
@@ -123,7 +127,7 @@ impl Run {
             "(not a limit) the same in participant order",
             self.sorted_rate,
             "rows/s",
-            Some(("COPY in topic order", self.copy_rate)),
+            Some(("COPY in the drain's order", self.copy_rate)),
         );
         report(
             "ingest drain",
@@ -186,7 +190,7 @@ impl Run {
 }
 
 /// The limits and the drain, in fresh databases, with the processes placed as they are now.
-async fn measure(stack: &Stack, data: &Dataset, topic: &str, positions: &[(i32, i64)]) -> Run {
+async fn measure(stack: &Stack, data: &Dataset, topic: &str) -> Run {
     let dbs = ShardDbs::create(stack, "b_ingest").await;
     let dir = std::env::temp_dir().join(unique("bench"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -196,17 +200,21 @@ async fn measure(stack: &Stack, data: &Dataset, topic: &str, positions: &[(i32, 
         &std::collections::BTreeMap::<String, String>::new(),
     )
     .unwrap();
-    let (broker_rate, consumed) =
-        broker_only_rate(&worker_cfg, topic, data.records.len(), data.readings).await;
-    let in_topic_order = topic_order(positions, &consumed);
-    let (copy_rate, copy_cpu_per_row) =
-        copy_only_rate(stack, data, &in_topic_order, "in topic order").await;
-    let generated_order: Vec<usize> = (0..data.records.len()).collect();
-    let (sorted_rate, _) =
-        copy_only_rate(stack, data, &generated_order, "in participant order").await;
+    let broker_rate = broker_only_rate(&worker_cfg, topic, data.records.len(), data.readings).await;
     let (rate, worker_cpu, broker_cpu, rss) = drain(&setup, &dbs, &dir, data).await;
+    // The COPY-only limit: the rows the drain wrote, in the order it wrote them.
+    let written = stored_rows(&dbs.shards).await;
     dbs.drop_all().await;
     std::fs::remove_dir_all(&dir).ok();
+    let (copy_rate, copy_cpu_per_row) =
+        copy_only_rate(stack, written, data.readings, "in the drain's order").await;
+    let (sorted_rate, _) = copy_only_rate(
+        stack,
+        in_data_set_order(data, setup.shards.len()),
+        data.readings,
+        "in participant order",
+    )
+    .await;
     let per_row = |s: f64| s / data.readings as f64 * 1e6;
     Run {
         broker_rate,
@@ -300,14 +308,13 @@ async fn postmasters(stack: &Stack) -> Vec<u32> {
 }
 
 /// Rows/s of a bare consumer reading the whole topic, configured as the worker's consumer
-/// (`cfg`: same fetch sizes and queue) in a group of its own, and the (partition, offset) of
-/// every record in the order it arrived.
+/// (`cfg`: same fetch sizes and queue) in a group of its own.
 async fn broker_only_rate(
     cfg: &vitalsink_common::config::Config,
     topic: &str,
     records: usize,
     readings: i64,
-) -> (f64, Vec<(i32, i64)>) {
+) -> f64 {
     let consumer: StreamConsumer = vitalsink_ingest::worker::consumer_config(cfg)
         .set("group.id", unique("bench-broker"))
         .create()
@@ -315,49 +322,85 @@ async fn broker_only_rate(
     consumer.subscribe(&[topic]).unwrap();
     let mut first = None;
     let mut bytes = 0usize;
-    let mut order = Vec::with_capacity(records);
     for _ in 0..records {
         let m = consumer.recv().await.unwrap();
         first.get_or_insert_with(Instant::now);
         bytes += m.payload().map_or(0, <[u8]>::len);
-        order.push((m.partition(), m.offset()));
     }
     let secs = first.map(|f| f.elapsed().as_secs_f64()).unwrap_or(f64::NAN);
     println!(
         "broker-only: {records} records ({} MiB) in {secs:.2} s",
         bytes >> 20
     );
-    (readings as f64 / secs, order)
+    readings as f64 / secs
 }
 
-/// Indices into the data set's records, in the order `consumed` lists their (partition,
-/// offset): the order a consumer of the topic receives them.
-fn topic_order(positions: &[(i32, i64)], consumed: &[(i32, i64)]) -> Vec<usize> {
-    let index: std::collections::HashMap<(i32, i64), usize> =
-        positions.iter().enumerate().map(|(i, &p)| (p, i)).collect();
-    let order: Vec<usize> = consumed.iter().map(|p| index[p]).collect();
-    assert_eq!(order.len(), positions.len(), "every record consumed once");
-    order
+/// The rows the shards hold, per shard, as COPY tuples in the order they were written, cut
+/// into batches of [`BATCH_ROWS`] rows: by writing transaction (`xmin`, one per batch), then
+/// chunk, then `ctid`, which for a fresh heap that only ever got inserts is the insertion
+/// order. So every chunk (and its indexes) sees the same sequence of rows again; what is not
+/// reproduced is how a batch interleaved its rows between chunks.
+async fn stored_rows(shards: &[vitalsink_common::config::ShardConfig]) -> Vec<Vec<Bytes>> {
+    let mut out = Vec::new();
+    for s in shards {
+        let c = connect(&s.url).await;
+        let sql = format!(
+            "COPY (SELECT {COLUMNS} FROM measurements ORDER BY xmin::text::int8, tableoid, ctid) TO STDOUT (FORMAT binary)"
+        );
+        let stream = c.copy_out(sql.as_str()).await.unwrap();
+        futures::pin_mut!(stream);
+        let mut all = bytes::BytesMut::new();
+        while let Some(part) = stream.next().await {
+            all.extend_from_slice(&part.unwrap());
+        }
+        // A 19-byte header (signature, flags, extension length 0) and a 2-byte trailer.
+        assert!(all.starts_with(b"PGCOPY\n\xff\r\n\0") && all.len() >= 21);
+        let end = all.len() - 2;
+        let tuples = all.freeze().slice(19..end);
+        out.push(split_tuples(&tuples, BATCH_ROWS));
+    }
+    out
 }
 
-/// Rows/s of COPY BINARY of the decoded rows, taken in `order` (indices into the records),
-/// into fresh hypertables, one connection per shard, and the machine's busy CPU-µs per row
-/// meanwhile (the shards' cost of a row).
-///
-/// The order matters to the shards: rows sorted by participant_id append at the right edge
-/// of the `(participant_id, ts)` index (PostgreSQL's B-tree rightmost-leaf fast path), rows
-/// as a topic's partitions interleave them land inside it.
-async fn copy_only_rate(stack: &Stack, data: &Dataset, order: &[usize], label: &str) -> (f64, f64) {
-    let dbs = ShardDbs::create(stack, "b_copy").await;
-    let router = ShardRouter::new(dbs.shards.len());
-    let mut per_shard = vec![Vec::new(); dbs.shards.len()];
+/// The columns of `copy_format::COPY_SQL`, in its order.
+const COLUMNS: &str = "participant_id, metric, ts, value, unit, device_id, study_id";
+
+/// Cuts binary COPY tuples into slices of `per_batch` tuples (a tuple: an i16 field count,
+/// then per field an i32 length, -1 for NULL, and that many bytes).
+fn split_tuples(data: &Bytes, per_batch: usize) -> Vec<Bytes> {
+    let be16 = |p: usize| i16::from_be_bytes([data[p], data[p + 1]]);
+    let be32 = |p: usize| i32::from_be_bytes([data[p], data[p + 1], data[p + 2], data[p + 3]]);
+    let (mut out, mut start, mut pos, mut n) = (Vec::new(), 0, 0, 0);
+    while pos < data.len() {
+        let fields = be16(pos);
+        pos += 2;
+        for _ in 0..fields {
+            let len = be32(pos);
+            pos += 4 + usize::try_from(len).unwrap_or(0);
+        }
+        n += 1;
+        if n == per_batch {
+            out.push(data.slice(start..pos));
+            (start, n) = (pos, 0);
+        }
+    }
+    if start < pos {
+        out.push(data.slice(start..pos));
+    }
+    out
+}
+
+/// The data set's rows per shard in the data set's own order (participant by participant),
+/// encoded as COPY tuples in batches of [`BATCH_ROWS`].
+fn in_data_set_order(data: &Dataset, shards: usize) -> Vec<Vec<Bytes>> {
+    let router = ShardRouter::new(shards);
+    let mut per_shard = vec![Vec::new(); shards];
     let now = chrono::Utc::now().timestamp_micros();
-    for r in order.iter().map(|&i| &data.records[i]) {
+    for r in &data.records {
         let readings = decode(&r.payload, &Limits::default(), now).unwrap();
         per_shard[router.shard_for(&readings[0].participant_id)].extend(readings);
     }
-    // Encoded before the clock starts: this limit is what the shards alone can take.
-    let per_shard: Vec<Vec<bytes::Bytes>> = per_shard
+    per_shard
         .iter()
         .map(|rows| {
             rows.chunks(BATCH_ROWS)
@@ -368,7 +411,24 @@ async fn copy_only_rate(stack: &Stack, data: &Dataset, order: &[usize], label: &
                 })
                 .collect()
         })
-        .collect();
+        .collect()
+}
+
+/// Rows/s of COPY BINARY of `per_shard`'s batches (encoded beforehand: this limit is what
+/// the shards alone can take) into fresh hypertables, one connection per shard in parallel,
+/// one transaction per batch; and the machine's busy CPU-µs per row meanwhile (the shards'
+/// cost of a row).
+///
+/// The order of the rows matters to the shards: rows sorted by participant_id append at the
+/// right edge of the `(participant_id, ts)` index (PostgreSQL's B-tree rightmost-leaf fast
+/// path), rows as a topic's partitions interleave them land inside it.
+async fn copy_only_rate(
+    stack: &Stack,
+    per_shard: Vec<Vec<Bytes>>,
+    rows: i64,
+    label: &str,
+) -> (f64, f64) {
+    let dbs = ShardDbs::create(stack, "b_copy").await;
     for s in &dbs.shards {
         let shard = vitalsink_common::db::Shard::new(0, s, &Default::default()).unwrap();
         vitalsink_common::migrate::migrate(&shard, &Default::default())
@@ -400,17 +460,13 @@ async fn copy_only_rate(stack: &Stack, data: &Dataset, order: &[usize], label: &
     let secs = t.elapsed().as_secs_f64();
     let busy = machine_busy_seconds().unwrap_or(f64::NAN) - busy0;
     println!(
-        "COPY-only {label}: {} rows in {secs:.2} s; machine CPU {:.0}% of {} cores busy, {:.2} CPU-µs per row",
-        data.readings,
+        "COPY-only {label}: {rows} rows in {secs:.2} s; machine CPU {:.0}% of {} cores busy, {:.2} CPU-µs per row",
         busy / secs / cores() * 100.0,
         cores(),
-        busy / data.readings as f64 * 1e6
+        busy / rows as f64 * 1e6
     );
     dbs.drop_all().await;
-    (
-        data.readings as f64 / secs,
-        busy / data.readings as f64 * 1e6,
-    )
+    (rows as f64 / secs, busy / rows as f64 * 1e6)
 }
 
 /// One open connection per shard.

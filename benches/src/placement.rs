@@ -5,7 +5,9 @@
 //! CPU affinity is set with util-linux's `taskset` (Debian: essential package). A shard's
 //! postmaster is found as the parent of a backend (`pg_backend_pid()`); backends it forks
 //! later inherit its affinity. [`CoreSplit`] restores every process to all cores when dropped
-//! (also when a benchmark panics and unwinds).
+//! (also when a benchmark panics and unwinds). A benchmark killed by a signal leaves the
+//! shards and the broker pinned until they restart (`dev/stack down && dev/stack up`), or
+//! until `taskset -a -p -c 0-N PID` for each of them.
 
 use std::process::Command;
 
