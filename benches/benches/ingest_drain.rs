@@ -3,13 +3,14 @@
 //! - broker-only: the same topic consumed by a bare rdkafka consumer configured as the
 //!   worker's (same fetch sizes), no decoding, no writes;
 //! - COPY-only: the rows the drain wrote, read back from the shards in the order they were
-//!   written (per chunk; see `stored_rows`) and `COPY … BINARY`'d again (encoded beforehand) into fresh hypertables of the
-//!   same shards, one connection per shard in parallel, in transactions of the worker's batch
-//!   size. The order matters to the shards (by up to ~17 % of their CPU here): the data set is
-//!   generated sorted by participant, which makes every insert an append at the right edge of
-//!   the `(participant_id, ts)` index, while a consumer of a partitioned topic receives the
-//!   partitions interleaved. That participant-sorted COPY is printed for reference, not used
-//!   as the limit.
+//!   written (per chunk; see `stored_rows`) and `COPY … BINARY`'d again, encoded beforehand,
+//!   into fresh hypertables of the same shards, one connection per shard in parallel, in
+//!   transactions of the worker's batch size. Why the drain's own order: the order matters to
+//!   the shards. The data set is generated sorted by participant, which makes every insert an
+//!   append at the right edge of the `(participant_id, ts)` index; a consumer of a partitioned
+//!   topic receives the partitions interleaved, and copying the rows in the order one such
+//!   consumer received them cost the shards 2–17 % more CPU than participant order. The
+//!   participant-sorted COPY is still printed, for reference.
 //!
 //! Everything is measured twice, with the processes placed two ways:
 //! 1. as the local stack runs them: shards, broker, worker and this benchmark on all cores;
