@@ -285,12 +285,7 @@ fn archiver_run(
     shard: &vitalsink_common::config::ShardConfig,
     dir: &std::path::Path,
 ) -> (f64, u64) {
-    let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/archiver");
-    assert!(
-        bin.exists(),
-        "{} missing: run dev/bench (it builds the release binaries)",
-        bin.display()
-    );
+    let bin = vitalsink_benches::release_binary("archiver");
     let config = dir.join("archiver.toml");
     std::fs::write(
         &config,

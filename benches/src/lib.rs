@@ -2,6 +2,23 @@
 
 pub mod placement;
 
+/// Path of the release build of binary `name` (`target/release/NAME`), which `dev/bench`
+/// builds before the benchmarks.
+///
+/// # Panics
+/// When it is missing.
+pub fn release_binary(name: &str) -> std::path::PathBuf {
+    let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/release")
+        .join(name);
+    assert!(
+        bin.exists(),
+        "{} missing: run dev/bench (it builds the release binaries)",
+        bin.display()
+    );
+    bin
+}
+
 /// User + system CPU time of process `pid`, seconds (`/proc/PID/stat` fields 14 and 15, in
 /// clock ticks of `_SC_CLK_TCK` = 100 Hz on Linux).
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
