@@ -106,9 +106,12 @@ async fn median_of(stack: &Stack, data: &Dataset, topic: &str) -> Run {
     }
     runs.sort_by(|a, b| a.ratio().total_cmp(&b.ratio()));
     let ratios: Vec<String> = runs.iter().map(|r| format!("{:.2}×", r.ratio())).collect();
+    let most = |f: fn(&Run) -> f64| runs.iter().map(f).fold(f64::NAN, f64::max);
     println!(
-        "ingest drain / lower limit in {REPEATS} runs: {}; the median run:",
-        ratios.join(", ")
+        "ingest drain / lower limit in {REPEATS} runs: {}; highest peak RSS {:.1} MiB, highest worker CPU {:.2} µs per row; the median run:",
+        ratios.join(", "),
+        most(|r| r.rss_mib),
+        most(|r| r.worker_cpu_per_row),
     );
     runs.swap_remove(REPEATS / 2)
 }
