@@ -9,7 +9,7 @@
 //!   the shards. The data set is generated sorted by participant, which makes every insert an
 //!   append at the right edge of the `(participant_id, ts)` index; a consumer of a partitioned
 //!   topic receives the partitions interleaved, and copying the rows in the order one such
-//!   consumer received them cost the shards 2–17 % more CPU than participant order. The
+//!   consumer received them cost the shards 0–17 % more CPU than participant order. The
 //!   participant-sorted COPY is still printed, for reference.
 //!
 //! Everything is measured twice, with the processes placed two ways:
