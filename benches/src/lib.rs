@@ -85,13 +85,20 @@ pub fn cpu_seconds_matching(needle: &str) -> f64 {
         .sum()
 }
 
-/// The live processes whose command line (arguments joined by spaces) contains `needle`.
-pub fn pids_matching(needle: &str) -> Vec<u32> {
+/// The live processes (the numeric entries of `/proc`).
+pub fn pids() -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .collect()
+}
+
+/// The live processes whose command line (arguments joined by spaces) contains `needle`.
+pub fn pids_matching(needle: &str) -> Vec<u32> {
+    pids()
+        .into_iter()
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
                 .map(|c| {

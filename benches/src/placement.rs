@@ -85,11 +85,8 @@ pub fn parent(pid: u32) -> Option<u32> {
 
 /// Live processes whose parent is `pid`.
 fn children(pid: u32) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+    crate::pids()
+        .into_iter()
         .filter(|&c| parent(c) == Some(pid))
         .collect()
 }
