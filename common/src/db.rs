@@ -82,11 +82,16 @@ impl Shard {
     /// Takes a connection from the pool.
     ///
     /// # Errors
-    /// [`Error::Pool`] when the shard cannot be reached.
+    /// [`Error::Postgres`] when connecting failed with the server's or driver's error (so a
+    /// wrong password or a missing database keeps its SQLSTATE and is permanent,
+    /// [`Error::class`]); [`Error::Pool`] when the pool itself timed out or is closed.
     pub async fn client(&self) -> Result<deadpool_postgres::Object> {
-        self.pool.get().await.map_err(|e| Error::Pool {
-            shard: self.name.clone(),
-            message: e.to_string(),
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(source) => self.err(source),
+            other => Error::Pool {
+                shard: self.name.clone(),
+                message: other.to_string(),
+            },
         })
     }
 

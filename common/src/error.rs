@@ -71,6 +71,45 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Whether retrying can fix this error ([`crate::retry`] gives the rule): a driver error
+    /// by its SQLSTATE, a pool that could not connect as transient, a bad configuration, a
+    /// too-new schema or a refused topic as permanent.
+    pub fn class(&self) -> crate::retry::Class {
+        use crate::retry::{kafka_class, postgres_class, Class, ProduceClass};
+        match self {
+            Error::Postgres { source, .. } | Error::Migration { source, .. } => {
+                postgres_class(source)
+            }
+            Error::Pool { .. } => Class::Transient,
+            Error::Kafka(e) => match kafka_class(e) {
+                ProduceClass::Transient => Class::Transient,
+                _ => Class::Permanent,
+            },
+            Error::Config { .. }
+            | Error::SchemaTooNew { .. }
+            | Error::TopicCreate { .. }
+            | Error::Telemetry(_) => Class::Permanent,
+        }
+    }
+
+    /// A short machine-readable kind for metric labels: the SQLSTATE of a driver error
+    /// (`42501`), else the variant (`pool`, `config`, …).
+    pub fn kind(&self) -> String {
+        match self {
+            Error::Postgres { source, .. } | Error::Migration { source, .. } => source
+                .code()
+                .map_or_else(|| "io".to_string(), |c| c.code().to_string()),
+            Error::Pool { .. } => "pool".into(),
+            Error::Kafka(e) => e
+                .rdkafka_error_code()
+                .map_or_else(|| "kafka".to_string(), |c| format!("{c:?}")),
+            Error::Config { .. } => "config".into(),
+            Error::SchemaTooNew { .. } => "schema_too_new".into(),
+            Error::TopicCreate { .. } => "topic_create".into(),
+            Error::Telemetry(_) => "telemetry".into(),
+        }
+    }
+
     /// Converts a figment extraction error into [`Error::Config`] naming the key.
     pub(crate) fn from_figment(e: &figment::Error) -> Self {
         use figment::error::Kind;

@@ -14,6 +14,7 @@ pub mod kafka;
 pub mod measurement;
 pub mod migrate;
 pub mod observe;
+pub mod retry;
 pub mod routing;
 pub mod telemetry;
 

@@ -3,7 +3,9 @@
 //! On **assignment** the worker does not trust Kafka's committed offsets: it asks every shard
 //! where it stands ([`crate::offsets::resume_offsets`]) and assigns each partition at that
 //! offset. This blocks the rebalance until the shards answer (retrying with backoff), which is
-//! right: consuming before knowing where to resume could lose rows.
+//! right: consuming before knowing where to resume could lose rows. A permanent error (the
+//! `ingest_offsets` table missing, permission denied) is raised ([`crate::fatal`]) instead
+//! of retried, and so is shutdown: in both cases nothing is assigned, so nothing is consumed.
 //!
 //! On **revocation** nothing has to be undone: batches already cut for a revoked partition
 //! still commit (the shard's offset lock skips whatever the new owner applied first), and the
@@ -17,7 +19,9 @@ use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::types::RDKafkaRespErr;
 use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
 use vitalsink_common::db::Shard;
+use vitalsink_common::retry::Class;
 
 use crate::offsets::resume_offsets;
 use crate::writer::Backoff;
@@ -45,6 +49,10 @@ pub struct IngestContext {
     pub runtime: tokio::runtime::Handle,
     /// Where assignment changes go.
     pub events: UnboundedSender<Assignment>,
+    /// Ends the retries when the worker stops.
+    pub shutdown: CancellationToken,
+    /// Where a permanent error is raised.
+    pub fatal: crate::fatal::Fatal,
 }
 
 impl IngestContext {
@@ -56,8 +64,10 @@ impl IngestContext {
             .collect()
     }
 
-    /// Sets each partition of `tpl` to where the shards resume it, retrying until they answer.
-    fn position(&self, tpl: &mut TopicPartitionList) {
+    /// Sets each partition of `tpl` to where the shards resume it, retrying transient errors
+    /// until they answer. `false` when it gave up (shutdown or a permanent error): then
+    /// nothing may be assigned.
+    fn position(&self, tpl: &mut TopicPartitionList) -> bool {
         let partitions = self.partitions(tpl);
         // The callback runs on a runtime worker thread (inside `recv`): the whole wait,
         // retries included, happens in block_in_place so the writers keep running.
@@ -66,22 +76,33 @@ impl IngestContext {
                 let mut attempt = 0u32;
                 loop {
                     match resume_offsets(&self.shards, &self.group, &self.topic, &partitions).await {
-                        Ok(o) => break o,
+                        Ok(o) => break Some(o),
+                        Err(e) if e.class() == Class::Permanent => {
+                            self.fatal.raise("resume", &e.kind(), &e);
+                            break None;
+                        }
                         Err(e) => {
                             attempt += 1;
                             tracing::warn!(error = %e, attempt, "cannot read resume offsets from the shards; retrying");
-                            tokio::time::sleep(self.backoff.delay(attempt)).await;
+                            tokio::select! {
+                                _ = self.shutdown.cancelled() => break None,
+                                _ = tokio::time::sleep(self.backoff.delay(attempt)) => {}
+                            }
                         }
                     }
                 }
             })
         });
+        let Some(offsets) = offsets else {
+            return false;
+        };
         for (p, o) in offsets {
             if let Err(e) = tpl.set_partition_offset(&self.topic, p, o) {
                 tracing::error!(partition = p, error = %e, "cannot set resume offset");
             }
             tracing::info!(partition = p, offset = ?o, "partition assigned");
         }
+        true
     }
 }
 
@@ -106,10 +127,14 @@ impl ConsumerContext for IngestContext {
     ) {
         let res: KafkaResult<()> = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                self.position(tpl);
-                let r = consumer.assign(tpl);
-                let _ = self.events.send(Assignment::Assigned(self.partitions(tpl)));
-                r
+                if self.position(tpl) {
+                    let r = consumer.assign(tpl);
+                    let _ = self.events.send(Assignment::Assigned(self.partitions(tpl)));
+                    r
+                } else {
+                    tracing::warn!("partitions not taken: the worker is stopping");
+                    consumer.unassign()
+                }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let _ = self.events.send(Assignment::Revoked(self.partitions(tpl)));

@@ -1,28 +1,49 @@
-//! The dead-letter queue: a rejected record is published, with its original key and bytes,
-//! to `kafka.dlq_topic` with headers naming why and where it came from:
+//! The dead-letter queue: a rejected record is published to `kafka.dlq_topic` with its
+//! original key and bytes — or, when they do not fit, a prefix of them — and headers naming
+//! why, where it came from and what it was:
 //!
 //! | header | value |
 //! |---|---|
 //! | `vitalsink.reason` | the reason code (`schemas/README.md`), e.g. `invalid_json` |
-//! | `vitalsink.detail` | what exactly was wrong |
+//! | `vitalsink.detail` | what exactly was wrong (at most 1 KiB) |
 //! | `vitalsink.source.topic` / `.partition` / `.offset` | the original record's position |
+//! | `vitalsink.original.size` | the original value's length, bytes (decimal) |
+//! | `vitalsink.original.sha256` | SHA-256 of the original value, 64 lower-case hex digits |
+//! | `vitalsink.truncated` | `true` when the value (or key) is only a prefix, else `false` |
+//! | `vitalsink.original.key_size` | the original key's length, bytes; only when the key is cut |
+//!
+//! **Size.** A record may be larger than the dead-letter producer may send: a producer with
+//! `message.max.bytes` = 16 MiB writes a 10 MiB record to a broker that allows it, while
+//! librdkafka's default `message.max.bytes` is 1,000,000 bytes (librdkafka CONFIGURATION.md)
+//! and a topic's `max.message.bytes` may be lower still. Such a record is sent as a prefix
+//! that fits the producer's `message.max.bytes` (headers and 1 KiB of framing reserved); if
+//! the broker still answers `MESSAGE_TOO_LARGE`, the prefix is halved until it fits. The
+//! original can be fetched from the source topic at the headers' position while it is
+//! retained, and checked against the digest.
+//!
+//! **Errors** ([`vitalsink_common::retry::kafka_class`]): a transient error (broker
+//! unreachable, topic deleted, timeout) is retried with backoff for as long as it lasts —
+//! the worker stops consuming meanwhile and reports why on `/readyz`, and SIGTERM ends the
+//! wait (the record is consumed again later); a record the broker refuses even at its
+//! shortest is given up with an error log (the original stays in the source topic); an error
+//! no record can get past (authorization, invalid topic) stops the worker.
 //!
 //! The consumer waits for the broker's acknowledgement before it counts the record as
 //! consumed, so a rejected record is never lost; after a crash it may be dead-lettered twice
 //! (at least once; deduplicate by the source headers).
 
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, ProducerContext};
 use rdkafka::util::Timeout;
 use rdkafka::ClientContext;
-use std::sync::Arc;
+use sha2::{Digest, Sha256};
+use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 use vitalsink_common::config::KafkaConfig;
 use vitalsink_common::kafka::client_config;
 use vitalsink_common::measurement::Rejection;
-
-use crate::writer::Backoff;
+use vitalsink_common::retry::{kafka_class, Backoff, ProduceClass};
 
 /// Header carrying the reason code.
 pub const REASON_HEADER: &str = "vitalsink.reason";
@@ -34,16 +55,88 @@ pub const SOURCE_TOPIC_HEADER: &str = "vitalsink.source.topic";
 pub const SOURCE_PARTITION_HEADER: &str = "vitalsink.source.partition";
 /// Header carrying the source offset (decimal).
 pub const SOURCE_OFFSET_HEADER: &str = "vitalsink.source.offset";
+/// Header carrying the original value's length in bytes (decimal).
+pub const ORIGINAL_SIZE_HEADER: &str = "vitalsink.original.size";
+/// Header carrying the SHA-256 of the original value (hex).
+pub const ORIGINAL_SHA256_HEADER: &str = "vitalsink.original.sha256";
+/// Header carrying the original key's length in bytes, present only when the key was cut.
+pub const ORIGINAL_KEY_SIZE_HEADER: &str = "vitalsink.original.key_size";
+/// Header saying whether the value (or key) is only a prefix: `true` or `false`.
+pub const TRUNCATED_HEADER: &str = "vitalsink.truncated";
 
-/// Where a rejected record came from.
-#[derive(Debug, Clone, Copy)]
-pub struct Source<'a> {
-    /// Topic.
-    pub topic: &'a str,
-    /// Partition.
+/// librdkafka's default `message.max.bytes` (CONFIGURATION.md), used when
+/// `kafka.properties` does not set it.
+pub const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+/// Bytes of the limit left for the record's framing (length fields, timestamps, the record
+/// batch header of 61 bytes in the v2 format, KIP-98), with room to spare.
+const FRAMING_BYTES: usize = 1024;
+/// Longest `vitalsink.detail`, bytes.
+const MAX_DETAIL_BYTES: usize = 1024;
+
+/// A rejected record, ready to be dead-lettered: at most the producer's
+/// `message.max.bytes` of its key and value, plus what identifies the original.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// A prefix of the original key (`None`: the record had none).
+    pub key: Option<Vec<u8>>,
+    /// A prefix of the original value (`None`: the record had none).
+    pub value: Option<Vec<u8>>,
+    /// Length of the original key, bytes.
+    pub key_size: usize,
+    /// Length of the original value, bytes.
+    pub value_size: usize,
+    /// SHA-256 of the original value, hex.
+    pub sha256: String,
+    /// Source partition.
     pub partition: i32,
-    /// Offset.
+    /// Source offset.
     pub offset: i64,
+    /// Why it was rejected.
+    pub why: Rejection,
+}
+
+impl DeadLetter {
+    /// Takes what the dead letter needs of `msg`: its digest and size, and at most
+    /// `max_bytes` of its key and of its value (the copy is bounded by configuration, not
+    /// by the record).
+    pub fn new(msg: &BorrowedMessage<'_>, why: Rejection, max_bytes: usize) -> Self {
+        let value = msg.payload();
+        let key = msg.key();
+        let prefix = |b: &[u8]| b[..b.len().min(max_bytes)].to_vec();
+        Self {
+            key_size: key.map_or(0, <[u8]>::len),
+            value_size: value.map_or(0, <[u8]>::len),
+            sha256: sha256_hex(value.unwrap_or_default()),
+            key: key.map(prefix),
+            value: value.map(prefix),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            why,
+        }
+    }
+}
+
+/// SHA-256 of `bytes` as 64 lower-case hex digits.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What became of a dead letter.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The topic has it; `truncated` when only a prefix fitted.
+    Delivered {
+        /// Whether the key or value is a prefix.
+        truncated: bool,
+        /// Bytes of the value sent.
+        value_bytes: usize,
+    },
+    /// The broker refuses the record even at its shortest (an invalid record): it is given
+    /// up; the original stays in the source topic at its position.
+    Refused(KafkaError),
 }
 
 /// Hands each delivery report to the task waiting for it.
@@ -67,20 +160,38 @@ impl ProducerContext for Delivery {
 pub struct DeadLetters {
     producer: Arc<BaseProducer<Delivery>>,
     topic: String,
+    source_topic: String,
     backoff: Backoff,
+    max_bytes: usize,
+    /// The last transient error while a send is retrying; `None` otherwise.
+    trouble: Mutex<Option<String>>,
 }
 
+/// How long librdkafka tries to deliver one dead letter before reporting a failure
+/// (`message.timeout.ms`; its default of 300 s would hide an outage from `/readyz` for five
+/// minutes). The send is then retried with backoff.
+const DELIVERY_TIMEOUT_MS: &str = "30000";
+
 impl DeadLetters {
-    /// An idempotent producer (`enable.idempotence=true`, `acks=all`) for `cfg.dlq_topic`.
+    /// An idempotent producer (`enable.idempotence=true`, `acks=all`) for `cfg.dlq_topic`,
+    /// dead-lettering records of `cfg.topic`.
     ///
     /// # Errors
     /// The client cannot be built (a bad `kafka.properties` entry).
-    pub fn new(cfg: &KafkaConfig, backoff: Backoff) -> Result<Self, rdkafka::error::KafkaError> {
-        let producer: BaseProducer<Delivery> = client_config(cfg)
+    pub fn new(cfg: &KafkaConfig, backoff: Backoff) -> Result<Self, KafkaError> {
+        let mut config = client_config(cfg);
+        config
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "5")
-            .create_with_context(Delivery)?;
+            .set("linger.ms", "5");
+        if config.get("message.timeout.ms").is_none() {
+            config.set("message.timeout.ms", DELIVERY_TIMEOUT_MS);
+        }
+        let max_bytes = config
+            .get("message.max.bytes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES);
+        let producer: BaseProducer<Delivery> = config.create_with_context(Delivery)?;
         let producer = Arc::new(producer);
         let reports = Arc::clone(&producer);
         // Lives as long as the process: it blocks until the next event.
@@ -91,66 +202,163 @@ impl DeadLetters {
         Ok(Self {
             producer,
             topic: cfg.dlq_topic.clone(),
+            source_topic: cfg.topic.clone(),
             backoff,
+            max_bytes,
+            trouble: Mutex::new(None),
         })
     }
 
-    /// Publishes one rejected record and waits until the broker has it, retrying with backoff
-    /// for as long as it takes.
-    pub async fn send(
-        &self,
-        key: Option<&[u8]>,
-        payload: Option<&[u8]>,
-        src: Source<'_>,
-        why: &Rejection,
-    ) {
-        let partition = src.partition.to_string();
-        let offset = src.offset.to_string();
+    /// The producer's `message.max.bytes`: no dead letter is larger.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    /// Why dead letters cannot be published right now (the last transient error of a send
+    /// that is still retrying), for `/readyz`; `None` when they can.
+    pub fn trouble(&self) -> Option<String> {
+        self.trouble.lock().ok().and_then(|g| g.clone())
+    }
+
+    fn set_trouble(&self, t: Option<String>) {
+        if let Ok(mut g) = self.trouble.lock() {
+            *g = t;
+        }
+    }
+
+    /// Publishes `letter` and waits until the broker has it (see the module doc for sizes and
+    /// errors). Transient errors are retried with backoff without end: drop the future to
+    /// stop (shutdown).
+    ///
+    /// # Errors
+    /// An error no retry can fix for any record (`ProduceClass::Fatal`): the caller stops.
+    pub async fn send(&self, letter: &DeadLetter) -> Result<Outcome, KafkaError> {
+        let key = letter.key.as_deref().unwrap_or_default();
+        let value = letter.value.as_deref().unwrap_or_default();
+        let partition = letter.partition.to_string();
+        let offset = letter.offset.to_string();
+        let size = letter.value_size.to_string();
+        let key_size = letter.key_size.to_string();
+        let detail = cut_str(&letter.why.detail, MAX_DETAIL_BYTES);
+        let fixed: [(&str, &str); 8] = [
+            (REASON_HEADER, letter.why.reason.code()),
+            (DETAIL_HEADER, detail),
+            (SOURCE_TOPIC_HEADER, &self.source_topic),
+            (SOURCE_PARTITION_HEADER, &partition),
+            (SOURCE_OFFSET_HEADER, &offset),
+            (ORIGINAL_SIZE_HEADER, &size),
+            (ORIGINAL_SHA256_HEADER, &letter.sha256),
+            (ORIGINAL_KEY_SIZE_HEADER, &key_size),
+        ];
+        let header_bytes: usize = fixed
+            .iter()
+            .chain([(TRUNCATED_HEADER, "false")].iter())
+            .map(|(k, v)| k.len() + v.len() + 10)
+            .sum();
+        let mut budget = self.max_bytes.saturating_sub(header_bytes + FRAMING_BYTES);
         let mut attempt = 0u32;
         loop {
-            let headers = OwnedHeaders::new_with_capacity(5)
-                .insert(Header {
-                    key: REASON_HEADER,
-                    value: Some(why.reason.code()),
-                })
-                .insert(Header {
-                    key: DETAIL_HEADER,
-                    value: Some(why.detail.as_str()),
-                })
-                .insert(Header {
-                    key: SOURCE_TOPIC_HEADER,
-                    value: Some(src.topic),
-                })
-                .insert(Header {
-                    key: SOURCE_PARTITION_HEADER,
-                    value: Some(partition.as_str()),
-                })
-                .insert(Header {
-                    key: SOURCE_OFFSET_HEADER,
-                    value: Some(offset.as_str()),
+            let key_keep = key.len().min(budget);
+            let value_keep = value.len().min(budget - key_keep);
+            let key_cut = key_keep < letter.key_size;
+            let truncated = key_cut || value_keep < letter.value_size;
+            // The key-size header only when the key is cut (the last of `fixed`).
+            let shown = if key_cut { &fixed[..] } else { &fixed[..7] };
+            let headers = shown
+                .iter()
+                .chain([(TRUNCATED_HEADER, if truncated { "true" } else { "false" })].iter())
+                .fold(OwnedHeaders::new_with_capacity(9), |h, (k, v)| {
+                    h.insert(Header {
+                        key: k,
+                        value: Some(*v),
+                    })
                 });
             let (report, delivered) = oneshot::channel();
             let mut rec: BaseRecord<'_, [u8], [u8], _> =
                 BaseRecord::with_opaque_to(&self.topic, Box::new(report)).headers(headers);
-            if let Some(k) = key {
-                rec = rec.key(k);
+            if letter.key.is_some() {
+                rec = rec.key(&key[..key_keep]);
             }
-            if let Some(p) = payload {
-                rec = rec.payload(p);
+            if letter.value.is_some() {
+                rec = rec.payload(&value[..value_keep]);
             }
             let outcome = match self.producer.send(rec) {
                 Ok(()) => delivered.await.unwrap_or(Err(KafkaError::Canceled)),
                 Err((e, _)) => Err(e),
             };
-            match outcome {
-                Ok(()) => return,
-                Err(e) => {
+            let e = match outcome {
+                Ok(()) => {
+                    self.set_trouble(None);
+                    if truncated {
+                        crate::metrics::dead_letter_truncated();
+                    }
+                    return Ok(Outcome::Delivered {
+                        truncated,
+                        value_bytes: value_keep,
+                    });
+                }
+                Err(e) => e,
+            };
+            match kafka_class(&e) {
+                ProduceClass::TooLarge if key_keep + value_keep > 0 => {
+                    // The topic allows less than the producer: halve until it fits.
+                    budget = (key_keep + value_keep) / 2;
+                    tracing::warn!(error = %e, partition = letter.partition, offset = letter.offset, retry_with_bytes = budget, "dead letter too large for the topic; sending a shorter prefix");
+                }
+                ProduceClass::TooLarge | ProduceClass::RecordRejected => {
+                    self.set_trouble(None);
+                    return Ok(Outcome::Refused(e));
+                }
+                ProduceClass::Fatal => {
+                    self.set_trouble(None);
+                    return Err(e);
+                }
+                ProduceClass::Transient => {
                     attempt += 1;
                     let wait = self.backoff.delay(attempt);
-                    tracing::warn!(error = %e, attempt, "dead-letter publish failed; retrying");
+                    crate::metrics::dead_letter_retry();
+                    self.set_trouble(Some(format!(
+                        "dead-letter topic {} unavailable ({e}); consumption paused at partition {} offset {}",
+                        self.topic, letter.partition, letter.offset
+                    )));
+                    tracing::warn!(error = %e, attempt, partition = letter.partition, offset = letter.offset, retry_in_ms = wait.as_millis() as u64, "dead-letter publish failed; retrying");
                     tokio::time::sleep(wait).await;
                 }
             }
         }
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn cut_str(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_is_the_sha256_of_the_bytes() {
+        // FIPS 180-2, appendix B.1: SHA-256("abc").
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn details_are_cut_on_a_character_boundary() {
+        assert_eq!(cut_str("abc", 10), "abc");
+        assert_eq!(cut_str("aé", 2), "a");
+        assert_eq!(cut_str("aéb", 3), "aé");
     }
 }

@@ -13,6 +13,7 @@ pub mod context;
 pub mod copy_format;
 pub mod dlq;
 pub mod error;
+pub mod fatal;
 pub mod metrics;
 pub mod offsets;
 pub mod pipeline;

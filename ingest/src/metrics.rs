@@ -11,6 +11,10 @@
 //! | `vitalsink_ingest_batch_rows` | histogram | `shard` |
 //! | `vitalsink_ingest_flush_seconds` | histogram | `shard` |
 //! | `vitalsink_ingest_write_retries_total` | counter | `shard` |
+//! | `vitalsink_ingest_permanent_errors_total` | counter | `stage` = `write` \| `resume` \| `dead_letter` \| `migrate`, `kind` (SQLSTATE or Kafka error) |
+//! | `vitalsink_ingest_dlq_truncated_total` | counter | (dead letters sent as a prefix) |
+//! | `vitalsink_ingest_dlq_retries_total` | counter | (transient dead-letter publish failures) |
+//! | `vitalsink_ingest_dlq_refused_total` | counter | (dead letters the broker refused even at their shortest) |
 //! | `vitalsink_ingest_buffered_bytes` | gauge | (memory held by batches, bytes) |
 //! | `vitalsink_ingest_consumer_lag` | gauge | `partition` (records, from librdkafka statistics) |
 
@@ -72,6 +76,27 @@ pub fn batch_written(shard: &str, batch: &Batch, a: Applied, took: Duration) {
 pub fn write_retry(shard: &str) {
     metrics::counter!("vitalsink_ingest_write_retries_total", "shard" => shard.to_string())
         .increment(1);
+}
+
+/// A permanent error of `stage` of kind `kind` stopped the worker ([`crate::fatal`]).
+pub fn permanent_error(stage: &'static str, kind: &str) {
+    metrics::counter!("vitalsink_ingest_permanent_errors_total", "stage" => stage, "kind" => kind.to_string())
+        .increment(1);
+}
+
+/// A dead letter was sent as a prefix of the original.
+pub fn dead_letter_truncated() {
+    metrics::counter!("vitalsink_ingest_dlq_truncated_total").increment(1);
+}
+
+/// A dead-letter publish failed transiently and will be retried.
+pub fn dead_letter_retry() {
+    metrics::counter!("vitalsink_ingest_dlq_retries_total").increment(1);
+}
+
+/// The broker refused a dead letter even at its shortest.
+pub fn dead_letter_refused() {
+    metrics::counter!("vitalsink_ingest_dlq_refused_total").increment(1);
 }
 
 /// Memory held by buffered and in-flight batches, bytes.

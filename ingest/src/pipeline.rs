@@ -16,11 +16,10 @@ use vitalsink_common::routing::ShardRouter;
 
 use crate::batch::{record_bytes, Batch, BatchLimits, ShardBuffer, Spares};
 use crate::context::Assignment;
-use crate::dlq::{DeadLetters, Source};
+use crate::dlq::DeadLetter;
 
 /// Consume-loop state.
 pub struct Pipeline {
-    topic: String,
     router: ShardRouter,
     shard_names: Vec<String>,
     buffers: Vec<ShardBuffer>,
@@ -35,27 +34,27 @@ pub struct Pipeline {
     batch_limits: BatchLimits,
     memory: Arc<Semaphore>,
     memory_cap: usize,
-    dlq: DeadLetters,
+    /// Most bytes of a rejected record's key or value kept for its dead letter.
+    dlq_max_bytes: usize,
     counters: crate::metrics::RecordCounters,
 }
 
 impl Pipeline {
     /// A pipeline feeding `writers` (one per shard, in routing order), holding at most
-    /// `memory_cap` bytes of readings.
+    /// `memory_cap` bytes of readings; a dead letter keeps at most `dlq_max_bytes` of a
+    /// rejected record's key and value (the dead-letter producer's `message.max.bytes`).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        topic: String,
         shard_names: Vec<String>,
         writers: Vec<mpsc::Sender<Batch>>,
         limits: Limits,
         batch_limits: BatchLimits,
         memory_cap: usize,
-        dlq: DeadLetters,
+        dlq_max_bytes: usize,
     ) -> Self {
         let n = shard_names.len();
         let memory = Arc::new(Semaphore::new(memory_cap));
         Self {
-            topic,
             router: ShardRouter::new(n),
             counters: crate::metrics::RecordCounters::new(&shard_names),
             buffers: {
@@ -74,7 +73,7 @@ impl Pipeline {
             batch_limits,
             memory,
             memory_cap,
-            dlq,
+            dlq_max_bytes,
         }
     }
 
@@ -104,9 +103,15 @@ impl Pipeline {
         }
     }
 
-    /// Takes one record: decodes it, then buffers its readings for their shard or
-    /// dead-letters it. Waits when memory is at the cap (backpressure) or a writer is behind.
-    pub async fn handle(&mut self, msg: &BorrowedMessage<'_>, now_micros: i64) {
+    /// Takes one record: decodes it, then buffers its readings for their shard, or returns
+    /// it as a dead letter to publish. A dead-lettered record counts as consumed only once
+    /// [`Pipeline::dead_lettered`] says it was published. Waits when memory is at the cap
+    /// (backpressure) or a writer is behind.
+    pub async fn handle(
+        &mut self,
+        msg: &BorrowedMessage<'_>,
+        now_micros: i64,
+    ) -> Option<DeadLetter> {
         let (partition, offset) = (msg.partition(), msg.offset());
         let decoded = match msg.payload() {
             Some(bytes) => decode_message(bytes, &self.limits, now_micros),
@@ -122,7 +127,7 @@ impl Pipeline {
                 let need = u32::try_from(need.min(self.memory_cap)).unwrap_or(u32::MAX);
                 let permit = match self.memory.clone().acquire_many_owned(need).await {
                     Ok(p) => p,
-                    Err(_) => return, // the semaphore is never closed
+                    Err(_) => return None, // the semaphore is never closed
                 };
                 self.counters.valid(shard, message.samples.len());
                 let full = self.buffers[shard].push(partition, offset, &message, permit);
@@ -130,18 +135,22 @@ impl Pipeline {
                 if full {
                     self.cut(shard).await;
                 }
+                None
             }
             Err(why) => {
                 crate::metrics::record_rejected(why.reason);
                 tracing::debug!(partition, offset, reason = why.reason.code(), detail = %why.detail, "record rejected");
-                let src = Source {
-                    topic: &self.topic,
-                    partition,
-                    offset,
-                };
-                self.dlq.send(msg.key(), msg.payload(), src, &why).await;
-                self.consumed.insert(partition, offset + 1);
+                Some(DeadLetter::new(msg, why, self.dlq_max_bytes))
             }
+        }
+    }
+
+    /// The dead letter of the record at (`partition`, `offset`) is published (or given up):
+    /// the record counts as consumed. Ignored when the partition is no longer assigned (its
+    /// new owner consumes it again).
+    pub fn dead_lettered(&mut self, partition: i32, offset: i64) {
+        if self.assigned.contains(&partition) {
+            self.consumed.insert(partition, offset + 1);
         }
     }
 

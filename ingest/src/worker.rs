@@ -4,23 +4,36 @@
 //! Shutdown (SIGTERM/SIGINT or the token): stop fetching, flush every buffer, let the
 //! writers commit, commit the progress to Kafka, leave the group — all within
 //! `ingest.shutdown_deadline`, after which the process exits anyway (whatever was not
-//! committed is simply consumed again by the next owner; nothing is lost).
+//! committed is simply consumed again by the next owner; nothing is lost). A permanent error
+//! ([`crate::fatal`]) shuts down the same way, then [`run`] returns it.
+//!
+//! A rejected record is dead-lettered before any later record is consumed: while its
+//! publish is retried ([`crate::dlq`]), the loop stops taking records but keeps flushing
+//! aged buffers, committing progress, answering `/readyz` (with the reason) and watching for
+//! shutdown.
 
 use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::{Offset, TopicPartitionList};
-use std::time::Duration;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use vitalsink_common::db::Shard;
 use vitalsink_common::kafka::{client_config, ensure_topic};
 use vitalsink_common::observe::{self, Readiness};
+use vitalsink_common::retry::Class;
 use vitalsink_common::{migrate, Config};
 
 use crate::batch::BatchLimits;
-use crate::context::IngestContext;
-use crate::dlq::DeadLetters;
-use crate::error::Result;
+use crate::context::{Assignment, IngestContext};
+use crate::dlq::{DeadLetter, DeadLetters, Outcome};
+use crate::error::{Error, Result};
+use crate::fatal::Fatal;
 use crate::pipeline::Pipeline;
 use crate::writer::{Backoff, ShardProgress, ShardWriter};
 
@@ -30,28 +43,38 @@ const WRITER_QUEUE: usize = 2;
 const TICK: Duration = Duration::from_millis(100);
 /// Records taken per round of the consume loop after the first, when already queued.
 const BURST: usize = 256;
+/// How long a dead letter may wait for the broker's answer before `/readyz` reports it.
+const DLQ_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Runs the worker until `shutdown` is cancelled.
 ///
 /// # Errors
 /// Start-up failures: Kafka clients that cannot be built, topics that cannot be created, the
-/// metrics port taken. Shard outages are not errors: writes wait and retry.
+/// metrics port taken, migrations that fail permanently. Once running,
+/// [`Error::Permanent`] when an error that retrying cannot fix stopped it. Shard and broker
+/// outages are not errors: writes and dead letters wait and retry.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     let backoff = Backoff {
         initial: cfg.ingest.retry_initial,
         max: cfg.ingest.retry_max,
     };
+    // Cancelled by SIGTERM/SIGINT or by a permanent error.
+    let stop = shutdown.child_token();
+    let fatal = Fatal::new(stop.clone());
+    // Cancelled when the shutdown deadline has passed: writers give up their retries.
+    let abort = CancellationToken::new();
+    let _abort_on_return = abort.clone().drop_guard();
     let shards = Shard::all(&cfg.shards, &cfg.database)?;
     let ready = Readiness::new("starting");
     observe::serve(
         &cfg.observability.listen,
         observe::install_recorder(),
         ready.clone(),
-        shutdown.clone(),
+        stop.clone(),
     )
     .await?;
 
-    migrate_with_retry(&shards, &cfg, backoff, &shutdown).await;
+    migrate_with_retry(&shards, &cfg, backoff, &stop, &fatal).await?;
     ensure_topic(&cfg.kafka, &cfg.kafka.topic, cfg.ingest.topic_partitions).await?;
     ensure_topic(
         &cfg.kafka,
@@ -71,11 +94,13 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
             topic: cfg.kafka.topic.clone(),
             backoff,
             progress: progress.clone(),
+            fatal: fatal.clone(),
+            abort: abort.clone(),
         };
         writers.push(tokio::spawn(w.run(rx)));
         senders.push(tx);
     }
-    let shards_ok = spawn_shard_probe(shards.clone(), shutdown.clone());
+    let shards_ok = spawn_shard_probe(shards.clone(), stop.clone());
 
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let context = IngestContext {
@@ -85,13 +110,14 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
         backoff,
         runtime: tokio::runtime::Handle::current(),
         events: events_tx,
+        shutdown: stop.clone(),
+        fatal: fatal.clone(),
     };
     let consumer: StreamConsumer<IngestContext> =
         consumer_config(&cfg).create_with_context(context)?;
     consumer.subscribe(&[&cfg.kafka.topic])?;
-    let dlq = DeadLetters::new(&cfg.kafka, backoff)?;
+    let dlq = Arc::new(DeadLetters::new(&cfg.kafka, backoff)?);
     let mut pipeline = Pipeline::new(
-        cfg.kafka.topic.clone(),
         shards.iter().map(|s| s.name.clone()).collect(),
         senders,
         cfg.validation.limits(),
@@ -100,35 +126,52 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
         cfg.ingest
             .buffer_budget_bytes()
             .saturating_sub(cfg.ingest.batch_max_bytes.saturating_mul(shards.len())),
-        dlq,
+        dlq.max_bytes(),
     );
     tracing::info!(topic = %cfg.kafka.topic, group = %cfg.kafka.group_id, shards = shards.len(), "ingest running");
 
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The dead letter being published; no record is taken while there is one.
+    let mut pending: Option<Pending> = None;
     loop {
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => break,
-            Some(a) = events.recv() => pipeline.on_assignment(a),
+            _ = stop.cancelled() => break,
+            Some(a) = events.recv() => {
+                if pending.as_ref().is_some_and(|p| touches(&a, p.partition)) {
+                    // Its new owner consumes it again (at least once).
+                    pending = None;
+                }
+                pipeline.on_assignment(a);
+            }
             _ = tick.tick() => {
                 pipeline.flush_due().await;
                 commit_progress(&consumer, &cfg.kafka.topic, &progress, &pipeline.assigned());
                 crate::metrics::buffered_bytes(pipeline.buffered_bytes());
-                ready.set(readiness(&pipeline, &shards_ok));
+                ready.set(readiness(&pipeline, &shards_ok, &dlq, pending.as_ref()));
             }
-            msg = consumer.recv() => match msg {
+            res = publish(&mut pending) => {
+                if let Some(p) = pending.take() {
+                    settle(&mut pipeline, &fatal, &p, res);
+                }
+            }
+            msg = consumer.recv(), if pending.is_none() => match msg {
                 Ok(m) => {
                     let now = now_micros();
-                    pipeline.handle(&m, now).await;
+                    pending = take(&mut pipeline, &dlq, &m, now).await;
                     drop(m);
                     // Take what librdkafka has already queued without another round through
                     // the select, at most BURST records so the tick and shutdown come soon.
                     // A rebalance event ends the burst (the poll returns no record), so the
-                    // assignment is applied before any record that follows it.
+                    // assignment is applied before any record that follows it; so does a
+                    // dead letter, published before any later record is taken.
                     for _ in 0..BURST {
+                        if pending.is_some() {
+                            break;
+                        }
                         match consumer.recv().now_or_never() {
-                            Some(Ok(m)) => pipeline.handle(&m, now).await,
+                            Some(Ok(m)) => pending = take(&mut pipeline, &dlq, &m, now).await,
                             Some(Err(e)) => {
                                 tracing::warn!(error = %e, "consume error");
                                 break;
@@ -143,6 +186,13 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
                 }
             },
         }
+    }
+    if let Some(p) = pending.take() {
+        tracing::info!(
+            partition = p.partition,
+            offset = p.offset,
+            "shutdown: dead letter not published; the record will be consumed again"
+        );
     }
 
     ready.set(Some("shutting down".into()));
@@ -161,13 +211,88 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
         .await
         .is_err()
     {
+        abort.cancel();
         tracing::warn!(deadline = ?cfg.ingest.shutdown_deadline, "shutdown deadline passed; unflushed rows will be consumed again");
-        return Ok(());
+    } else {
+        commit_progress(&consumer, &cfg.kafka.topic, &progress, &pipeline.assigned());
+        consumer.unsubscribe();
+        tracing::info!("shutdown complete");
     }
-    commit_progress(&consumer, &cfg.kafka.topic, &progress, &pipeline.assigned());
-    consumer.unsubscribe();
-    tracing::info!("shutdown complete");
-    Ok(())
+    match fatal.first() {
+        Some(e) => Err(Error::Permanent(e)),
+        None => Ok(()),
+    }
+}
+
+/// A dead letter being published: where its record is, since when, and the send.
+struct Pending {
+    partition: i32,
+    offset: i64,
+    since: Instant,
+    send: Pin<Box<dyn Future<Output = Result<Outcome, KafkaError>> + Send>>,
+}
+
+/// Hands `msg` to the pipeline; a rejected record comes back as the dead letter to publish.
+async fn take(
+    pipeline: &mut Pipeline,
+    dlq: &Arc<DeadLetters>,
+    msg: &BorrowedMessage<'_>,
+    now: i64,
+) -> Option<Pending> {
+    let letter: DeadLetter = pipeline.handle(msg, now).await?;
+    let dlq = Arc::clone(dlq);
+    Some(Pending {
+        partition: letter.partition,
+        offset: letter.offset,
+        since: Instant::now(),
+        send: Box::pin(async move { dlq.send(&letter).await }),
+    })
+}
+
+/// Drives the pending dead letter's send; never completes when there is none.
+async fn publish(pending: &mut Option<Pending>) -> Result<Outcome, KafkaError> {
+    match pending {
+        Some(p) => p.send.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What a finished dead-letter send means for the record.
+fn settle(pipeline: &mut Pipeline, fatal: &Fatal, p: &Pending, res: Result<Outcome, KafkaError>) {
+    match res {
+        Ok(Outcome::Delivered {
+            truncated,
+            value_bytes,
+        }) => {
+            if truncated {
+                tracing::info!(
+                    partition = p.partition,
+                    offset = p.offset,
+                    value_bytes,
+                    "dead letter sent truncated, with the original's size and SHA-256"
+                );
+            }
+            pipeline.dead_lettered(p.partition, p.offset);
+        }
+        Ok(Outcome::Refused(e)) => {
+            crate::metrics::dead_letter_refused();
+            tracing::error!(error = %e, partition = p.partition, offset = p.offset, "the broker refuses the dead letter even at its shortest; given up, the original stays in the source topic");
+            pipeline.dead_lettered(p.partition, p.offset);
+        }
+        Err(e) => {
+            let kind = e
+                .rdkafka_error_code()
+                .map_or_else(|| "kafka".to_string(), |c| format!("{c:?}"));
+            fatal.raise("dead_letter", &kind, &e);
+        }
+    }
+}
+
+/// Whether assignment change `a` concerns `partition`.
+fn touches(a: &Assignment, partition: i32) -> bool {
+    match a {
+        Assignment::Assigned(ps) | Assignment::Revoked(ps) => ps.contains(&partition),
+    }
 }
 
 /// The consumer's librdkafka configuration: `cfg.kafka`'s group and session timeout, manual
@@ -213,21 +338,32 @@ pub fn consumer_config(cfg: &Config) -> rdkafka::ClientConfig {
     c
 }
 
+/// Applies the migrations on every shard, retrying transient errors until shutdown.
+///
+/// # Errors
+/// [`Error::Permanent`] when a migration fails in a way retrying cannot fix (permission
+/// denied, TimescaleDB missing, a schema newer than this binary).
 async fn migrate_with_retry(
     shards: &[Shard],
     cfg: &Config,
     backoff: Backoff,
     shutdown: &CancellationToken,
-) {
+    fatal: &Fatal,
+) -> Result<()> {
     let mut attempt = 0u32;
     while let Err(e) = migrate::migrate_all(shards, &cfg.database).await {
+        if e.class() == Class::Permanent {
+            fatal.raise("migrate", &e.kind(), &e);
+            return Err(Error::Permanent(format!("migrate: {e}")));
+        }
         attempt += 1;
         tracing::warn!(error = %e, attempt, "migrations failed; retrying");
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep(backoff.delay(attempt).max(Duration::from_millis(200))) => {}
         }
     }
+    Ok(())
 }
 
 /// Reports the offsets every shard has applied as the group's committed offsets (progress
@@ -251,12 +387,30 @@ fn commit_progress(
     }
 }
 
+/// `None` when ready, else why not: no partitions, a dead letter that cannot be published,
+/// a shard that does not answer.
 fn readiness(
     pipeline: &Pipeline,
     shards_ok: &tokio::sync::watch::Receiver<Option<String>>,
+    dlq: &DeadLetters,
+    pending: Option<&Pending>,
 ) -> Option<String> {
     if pipeline.assigned().is_empty() {
         return Some("no partitions assigned".into());
+    }
+    if let Some(p) = pending {
+        if let Some(why) = dlq.trouble() {
+            return Some(why);
+        }
+        let waited = p.since.elapsed();
+        if waited >= DLQ_PATIENCE {
+            return Some(format!(
+                "dead letter of partition {} offset {} unacknowledged for {} s; consumption paused",
+                p.partition,
+                p.offset,
+                waited.as_secs()
+            ));
+        }
     }
     shards_ok.borrow().clone()
 }

@@ -9,17 +9,24 @@
 //! 3. raise `next_offset` to the batch's progress (never lower it);
 //! 4. commit. Rows and offsets become visible together or not at all.
 //!
-//! A failed attempt is retried with exponential backoff and full jitter until it succeeds, so
-//! a shard outage or failover only delays the batch; memory stays bounded because the
-//! consumer waits for the batches' memory to come back.
+//! A failed attempt whose error is transient ([`vitalsink_common::retry`]: the shard is down,
+//! failing over, out of connections) is retried with exponential backoff and full jitter, so
+//! an outage only delays the batch; memory stays bounded because the consumer waits for the
+//! batches' memory to come back. A permanent error (permission denied, a missing table, a
+//! constraint) is not retried: the writer raises it ([`crate::fatal`]) and stops, and the
+//! worker shuts down with the error; the batch is not committed, so its records are consumed
+//! again after the fault is fixed.
 
-use rand::Rng;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_postgres::types::ToSql;
+use tokio_util::sync::CancellationToken;
 use vitalsink_common::db::Shard;
+use vitalsink_common::retry::Class;
+
+pub use vitalsink_common::retry::Backoff;
 
 use crate::batch::{Batch, Segment};
 use crate::copy_format::copy_in;
@@ -146,28 +153,6 @@ fn kept_parts(batch: &Batch, mut keep: impl FnMut(&Segment) -> bool) -> Vec<byte
     parts
 }
 
-/// Exponential backoff with full jitter: attempt `n` (from 1) waits a uniformly random time
-/// in `[0, min(max, initial × 2^(n-1))]` (AWS Architecture Blog, "Exponential Backoff and
-/// Jitter", 2015).
-#[derive(Debug, Clone, Copy)]
-pub struct Backoff {
-    /// Ceiling of the first delay.
-    pub initial: Duration,
-    /// Largest ceiling.
-    pub max: Duration,
-}
-
-impl Backoff {
-    /// The delay before retry number `attempt` (1-based).
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let ceiling = self
-            .initial
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
-            .min(self.max);
-        ceiling.mul_f64(rand::rng().random::<f64>())
-    }
-}
-
 /// Per shard, the offsets its committed batches moved it to. The consumer commits the
 /// minimum over shards to Kafka, as progress (the shards, not Kafka, decide where to resume).
 #[derive(Debug, Clone)]
@@ -222,11 +207,17 @@ pub struct ShardWriter {
     pub backoff: Backoff,
     /// Where committed offsets are reported.
     pub progress: ShardProgress,
+    /// Where a permanent error is raised.
+    pub fatal: crate::fatal::Fatal,
+    /// Cancelled when the shutdown deadline has passed: a batch still being retried is
+    /// given up (it is consumed again by the next owner of its partitions).
+    pub abort: CancellationToken,
 }
 
 impl ShardWriter {
     /// Applies batches from `rx` in order until the channel closes. Each batch is retried
-    /// until it commits; its memory is released right after.
+    /// while its error is transient, until it commits; its memory is released right after.
+    /// Stops at a permanent error (raised to [`ShardWriter::fatal`]) or at `abort`.
     pub async fn run(self, mut rx: mpsc::Receiver<Batch>) {
         let shard = self.shard.name.clone();
         while let Some(batch) = rx.recv().await {
@@ -246,12 +237,22 @@ impl ShardWriter {
                         self.progress.advance(self.shard.index, &next);
                         break;
                     }
+                    Err(e) if e.class() == Class::Permanent => {
+                        self.fatal.raise("write", &e.kind(), &e);
+                        return;
+                    }
                     Err(e) => {
                         attempt += 1;
                         let wait = self.backoff.delay(attempt);
                         crate::metrics::write_retry(&shard);
                         tracing::warn!(shard = %shard, attempt, error = %e, retry_in_ms = wait.as_millis() as u64, "batch write failed; retrying");
-                        tokio::time::sleep(wait).await;
+                        tokio::select! {
+                            _ = self.abort.cancelled() => {
+                                tracing::warn!(shard = %shard, "shutdown deadline: batch given up, its records will be consumed again");
+                                return;
+                            }
+                            _ = tokio::time::sleep(wait) => {}
+                        }
                     }
                 }
             }
@@ -329,18 +330,5 @@ mod tests {
             [(0, 7)].into(),
             "never goes back; partition 1 unknown on shard 1"
         );
-    }
-
-    #[test]
-    fn backoff_stays_under_its_ceiling() {
-        let b = Backoff {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(2),
-        };
-        for attempt in 1..40 {
-            let ceiling = Duration::from_millis(100 * (1u64 << (attempt - 1).min(20)))
-                .min(Duration::from_secs(2));
-            assert!(b.delay(attempt) <= ceiling);
-        }
     }
 }
