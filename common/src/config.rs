@@ -83,6 +83,11 @@ pub struct KafkaConfig {
     pub session_timeout: Duration,
     /// Extra librdkafka properties, passed through verbatim (e.g. `security.protocol`).
     pub properties: BTreeMap<String, String>,
+    /// librdkafka properties of the dead-letter producer only, applied after `properties`:
+    /// e.g. `message.max.bytes` (the largest dead letter, default 1,000,000 bytes), or
+    /// `bootstrap.servers` of another cluster that keeps the dead-letter topic (as Kafka
+    /// Connect's `producer.override.*`).
+    pub dlq_properties: BTreeMap<String, String>,
 }
 
 impl Default for KafkaConfig {
@@ -94,6 +99,7 @@ impl Default for KafkaConfig {
             group_id: "vitalsink-ingest".into(),
             session_timeout: Duration::from_secs(10),
             properties: BTreeMap::new(),
+            dlq_properties: BTreeMap::new(),
         }
     }
 }

@@ -11,8 +11,9 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
-    /// A PostgreSQL statement or connection failed.
-    #[error("shard {shard}: {source}")]
+    /// A PostgreSQL statement or connection failed. Shown with the server's message and
+    /// SQLSTATE ([`describe_postgres`]).
+    #[error("shard {shard}: {}", describe_postgres(source))]
     Postgres {
         /// Name of the shard.
         shard: String,
@@ -29,7 +30,10 @@ pub enum Error {
         message: String,
     },
     /// A migration failed; the shard is left at the previous version.
-    #[error("shard {shard}: migration {version} ({name}) failed: {source}")]
+    #[error(
+        "shard {shard}: migration {version} ({name}) failed: {}",
+        describe_postgres(source)
+    )]
     Migration {
         /// Name of the shard.
         shard: String,
@@ -65,6 +69,27 @@ pub enum Error {
     /// Logging could not be set up.
     #[error("logging: {0}")]
     Telemetry(String),
+}
+
+/// A driver error as an operator needs it: for a server error its severity, message and
+/// SQLSTATE (`ERROR: new row for relation "…" violates check constraint "c" (SQLSTATE
+/// 23514)`); otherwise the driver's text with its cause (`error connecting to server:
+/// Connection refused (os error 111)`). tokio-postgres's own `Display` shows only `db error`
+/// for the former. The server's DETAIL is left out: for a constraint it quotes the failing
+/// row, a participant's health data, which does not belong in logs.
+pub fn describe_postgres(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        );
+    }
+    match std::error::Error::source(e) {
+        Some(cause) if !e.to_string().contains(&cause.to_string()) => format!("{e}: {cause}"),
+        _ => e.to_string(),
+    }
 }
 
 /// `Result` with this crate's [`Error`].

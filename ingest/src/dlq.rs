@@ -174,7 +174,8 @@ const DELIVERY_TIMEOUT_MS: &str = "30000";
 
 impl DeadLetters {
     /// An idempotent producer (`enable.idempotence=true`, `acks=all`) for `cfg.dlq_topic`,
-    /// dead-lettering records of `cfg.topic`.
+    /// dead-lettering records of `cfg.topic`, configured by `kafka.properties` and then
+    /// `kafka.dlq_properties`.
     ///
     /// # Errors
     /// The client cannot be built (a bad `kafka.properties` entry).
@@ -183,9 +184,15 @@ impl DeadLetters {
         config
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "5");
-        if config.get("message.timeout.ms").is_none() {
-            config.set("message.timeout.ms", DELIVERY_TIMEOUT_MS);
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", DELIVERY_TIMEOUT_MS)
+            // The worker creates the dead-letter topic at start-up with
+            // `ingest.topic_partitions`; a deleted one must be an outage the operator sees,
+            // not re-created by a produce with the broker's defaults (librdkafka's producer
+            // default is `true`).
+            .set("allow.auto.create.topics", "false");
+        for (k, v) in cfg.properties.iter().chain(&cfg.dlq_properties) {
+            config.set(k, v);
         }
         let max_bytes = config
             .get("message.max.bytes")

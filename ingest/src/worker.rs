@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use vitalsink_common::db::Shard;
-use vitalsink_common::kafka::{client_config, ensure_topic};
+use vitalsink_common::kafka::{client_config, dlq_client_config, ensure_topic, ensure_topic_with};
 use vitalsink_common::observe::{self, Readiness};
 use vitalsink_common::retry::Class;
 use vitalsink_common::{migrate, Config};
@@ -76,8 +76,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
 
     migrate_with_retry(&shards, &cfg, backoff, &stop, &fatal).await?;
     ensure_topic(&cfg.kafka, &cfg.kafka.topic, cfg.ingest.topic_partitions).await?;
-    ensure_topic(
-        &cfg.kafka,
+    ensure_topic_with(
+        dlq_client_config(&cfg.kafka),
         &cfg.kafka.dlq_topic,
         cfg.ingest.topic_partitions,
     )

@@ -56,3 +56,23 @@ fn check_config_prints_the_effective_configuration() {
     assert_eq!(cfg["kafka"]["topic"], "from-flag");
     assert_eq!(cfg["kafka"]["group_id"], "g-env");
 }
+
+#[test]
+fn logs_into_a_pipe_carry_no_colour_codes() {
+    // A shard nobody listens on: `migrate` logs its failure through tracing, to a pipe.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "[[shards]]\nname = \"s0\"\nurl = \"host=127.0.0.1 port=1 user=postgres connect_timeout=2\"\n",
+    )
+    .unwrap();
+    let out = ingest(&["--config", path.to_str().unwrap(), "migrate"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("ERROR"), "a log line: {stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "ANSI escape in piped log: {stderr:?}"
+    );
+}

@@ -97,6 +97,17 @@ impl IngestSetup {
         s
     }
 
+    /// Sets string keys of table `table` (e.g. `kafka.dlq_properties`) in the configuration
+    /// file; once per table.
+    pub fn set_table(&self, table: &str, entries: &[(&str, &str)]) {
+        let mut toml = std::fs::read_to_string(&self.config).unwrap();
+        toml.push_str(&format!("[{table}]\n"));
+        for (k, v) in entries {
+            toml.push_str(&format!("\"{k}\" = \"{v}\"\n"));
+        }
+        std::fs::write(&self.config, toml).unwrap();
+    }
+
     /// Starts an ingest worker with this configuration; its log goes to `log`.
     pub fn spawn(&self, log: &std::path::Path) -> Child {
         let out = std::fs::OpenOptions::new()
@@ -232,15 +243,35 @@ pub async fn assert_exactly_once(shards: &[ShardConfig], expected: &Totals) {
     }
 }
 
+/// One record read back from a dead-letter topic.
+#[derive(Debug, Clone)]
+pub struct SeenDeadLetter {
+    /// Every header, as text.
+    pub headers: BTreeMap<String, String>,
+    /// The record's value (empty when it had none).
+    pub value: Vec<u8>,
+}
+
+impl SeenDeadLetter {
+    /// Header `k`; panics naming it when missing.
+    pub fn header(&self, k: &str) -> &str {
+        self.headers
+            .get(k)
+            .unwrap_or_else(|| panic!("dead letter without header {k}: {:?}", self.headers))
+    }
+}
+
 /// Reads the dead-letter topic until it holds `want` distinct source records or `limit`
-/// passes; returns source (partition, offset) → reason header.
-pub async fn dead_letters(
+/// passes; returns source (partition, offset) → the dead letter (the last one read, when a
+/// record was dead-lettered twice).
+pub async fn read_dead_letters(
     brokers: &str,
     dlq_topic: &str,
     want: usize,
     limit: Duration,
-) -> BTreeMap<(i32, i64), String> {
+) -> BTreeMap<(i32, i64), SeenDeadLetter> {
     let consumer: StreamConsumer = crate::reader_config(brokers, &unique("dlq-reader"))
+        .set("fetch.max.bytes", "16777216")
         .create()
         .unwrap();
     consumer.subscribe(&[dlq_topic]).unwrap();
@@ -251,23 +282,43 @@ pub async fn dead_letters(
             break;
         };
         let msg = msg.unwrap();
-        let headers = msg.headers().expect("dead letter without headers");
-        let h = |k: &str| {
-            headers
-                .iter()
-                .find(|h| h.key == k)
-                .and_then(|h| h.value)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .unwrap_or_else(|| panic!("dead letter without header {k}"))
+        let headers: BTreeMap<String, String> = msg
+            .headers()
+            .expect("dead letter without headers")
+            .iter()
+            .map(|h| {
+                (
+                    h.key.to_string(),
+                    String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                )
+            })
+            .collect();
+        let seen = SeenDeadLetter {
+            headers,
+            value: msg.payload().unwrap_or_default().to_vec(),
         };
         let pos = (
-            h("vitalsink.source.partition").parse().unwrap(),
-            h("vitalsink.source.offset").parse().unwrap(),
+            seen.header("vitalsink.source.partition").parse().unwrap(),
+            seen.header("vitalsink.source.offset").parse().unwrap(),
         );
-        assert!(!h("vitalsink.detail").is_empty());
-        out.insert(pos, h("vitalsink.reason"));
+        assert!(!seen.header("vitalsink.detail").is_empty());
+        out.insert(pos, seen);
     }
     out
+}
+
+/// As [`read_dead_letters`], keeping only the reason header of each.
+pub async fn dead_letters(
+    brokers: &str,
+    dlq_topic: &str,
+    want: usize,
+    limit: Duration,
+) -> BTreeMap<(i32, i64), String> {
+    read_dead_letters(brokers, dlq_topic, want, limit)
+        .await
+        .into_iter()
+        .map(|(pos, d)| (pos, d.header("vitalsink.reason").to_string()))
+        .collect()
 }
 
 /// Peak resident set size of a running process, bytes (`VmHWM` in `/proc/PID/status`).
