@@ -7,8 +7,10 @@
 //! wrong password, a topic the producer may not write) is raised here: it is logged at error
 //! level, counted in `vitalsink_ingest_permanent_errors_total{stage, kind}`, and the worker
 //! shuts down as on SIGTERM — the other shards flush, nothing uncommitted is claimed — then
-//! exits 1 with the error. Kafka Connect does the same with a task whose error tolerance is
-//! `none` (the task stops in state FAILED instead of skipping records).
+//! leaves the consumer group and stays up, failed (`vitalsink_ingest_failed` = 1, `/readyz`
+//! 503 `failed: <error>`), until SIGTERM ends it with exit code 1. Kafka Connect does the same
+//! with a task whose error tolerance is `none` (it stops in state FAILED instead of skipping
+//! records, and stays so until restarted).
 
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;

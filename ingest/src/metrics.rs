@@ -12,6 +12,7 @@
 //! | `vitalsink_ingest_flush_seconds` | histogram | `shard` |
 //! | `vitalsink_ingest_write_retries_total` | counter | `shard` |
 //! | `vitalsink_ingest_permanent_errors_total` | counter | `stage` = `write` \| `resume` \| `dead_letter` \| `migrate`, `kind` (SQLSTATE or Kafka error) |
+//! | `vitalsink_ingest_failed` | gauge | (1 once a permanent error stopped the worker) |
 //! | `vitalsink_ingest_dlq_truncated_total` | counter | (dead letters sent as a prefix) |
 //! | `vitalsink_ingest_dlq_retries_total` | counter | (transient dead-letter publish failures) |
 //! | `vitalsink_ingest_dlq_refused_total` | counter | (dead letters the broker refused even at their shortest) |
@@ -82,6 +83,11 @@ pub fn write_retry(shard: &str) {
 pub fn permanent_error(stage: &'static str, kind: &str) {
     metrics::counter!("vitalsink_ingest_permanent_errors_total", "stage" => stage, "kind" => kind.to_string())
         .increment(1);
+}
+
+/// The worker is in its failed state.
+pub fn failed() {
+    metrics::gauge!("vitalsink_ingest_failed").set(1.0);
 }
 
 /// A dead letter was sent as a prefix of the original.

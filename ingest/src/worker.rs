@@ -5,7 +5,8 @@
 //! writers commit, commit the progress to Kafka, leave the group — all within
 //! `ingest.shutdown_deadline`, after which the process exits anyway (whatever was not
 //! committed is simply consumed again by the next owner; nothing is lost). A permanent error
-//! ([`crate::fatal`]) shuts down the same way, then [`run`] returns it.
+//! ([`crate::fatal`]) shuts down the same way, then the worker leaves the consumer group and
+//! waits, failed and not ready, until SIGTERM; [`run`] then returns the error (exit 1).
 //!
 //! A rejected record is dead-lettered before any later record is consumed: while its
 //! publish is retried ([`crate::dlq`]), the loop stops taking records but keeps flushing
@@ -51,8 +52,9 @@ const DLQ_PATIENCE: Duration = Duration::from_secs(5);
 /// # Errors
 /// Start-up failures: Kafka clients that cannot be built, topics that cannot be created, the
 /// metrics port taken, migrations that fail permanently. Once running,
-/// [`Error::Permanent`] when an error that retrying cannot fix stopped it. Shard and broker
-/// outages are not errors: writes and dead letters wait and retry.
+/// [`Error::Permanent`] when an error that retrying cannot fix stopped it (returned at
+/// SIGTERM; until then the worker is up in its failed state). Shard and broker outages are
+/// not errors: writes and dead letters wait and retry.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     let backoff = Backoff {
         initial: cfg.ingest.retry_initial,
@@ -66,11 +68,12 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     let _abort_on_return = abort.clone().drop_guard();
     let shards = Shard::all(&cfg.shards, &cfg.database)?;
     let ready = Readiness::new("starting");
+    // Up until SIGTERM, also after a permanent error (the failed state below).
     observe::serve(
         &cfg.observability.listen,
         observe::install_recorder(),
         ready.clone(),
-        stop.clone(),
+        shutdown.clone(),
     )
     .await?;
 
@@ -218,10 +221,19 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
         consumer.unsubscribe();
         tracing::info!("shutdown complete");
     }
-    match fatal.first() {
-        Some(e) => Err(Error::Permanent(e)),
-        None => Ok(()),
-    }
+    let Some(e) = fatal.first() else {
+        return Ok(());
+    };
+    // Failed: the partitions go to the other workers of the group (closing the consumer
+    // leaves it), and the worker stays up, not ready, so that `/readyz` and `/metrics` show
+    // the error until an operator has fixed the cause and stops it — a restart loop would
+    // be a retry of what retrying cannot fix. Kafka Connect keeps a failed task the same way.
+    drop(consumer);
+    crate::metrics::failed();
+    ready.set(Some(format!("failed: {e}")));
+    tracing::error!(error = %e, "worker failed: consumption stopped and its partitions released; /metrics and /readyz stay up until SIGTERM");
+    shutdown.cancelled().await;
+    Err(Error::Permanent(e))
 }
 
 /// A dead letter being published: where its record is, since when, and the send.

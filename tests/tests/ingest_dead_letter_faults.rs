@@ -20,8 +20,8 @@ use vitalsink_tests::broker::SpareBroker;
 use vitalsink_tests::dataset::Dataset;
 use vitalsink_tests::ingest_run::{
     assert_dead_letters, assert_exactly_once, dataset, endpoints_addr, http_get, log_tail,
-    peak_rss_bytes, prepare, produce, produce_in_background, read_dead_letters, stop_gracefully,
-    total_rows, wait_for_rows,
+    metric_sum, peak_rss_bytes, prepare, produce, produce_in_background, read_dead_letters,
+    stop_gracefully, total_rows, wait_for_rows,
 };
 use vitalsink_tests::Stack;
 
@@ -231,6 +231,13 @@ async fn sigterm_during_a_dead_letter_outage_exits_within_the_deadline_and_loses
         "consumption paused: {stalled} rows"
     );
 
+    let rss = peak_rss_bytes(worker.id()).unwrap();
+    assert!(
+        rss < setup.memory_cap as u64,
+        "peak RSS {} MiB over the {} MiB cap",
+        rss >> 20,
+        setup.memory_cap >> 20
+    );
     let started = Instant::now();
     stop_gracefully(worker, &log).await;
     let took = started.elapsed();
@@ -268,7 +275,7 @@ async fn sigterm_during_a_dead_letter_outage_exits_within_the_deadline_and_loses
         ..stack.clone()
     };
     assert_dead_letters(&dlq_cluster, &setup, &published, &positions).await;
-    eprintln!("dead-letter outage: /readyz said {reason:?}; {stalled} of {} rows in when SIGTERM came; exit took {took:?}", data.readings);
+    eprintln!("dead-letter outage: /readyz said {reason:?}; {stalled} of {} rows in when SIGTERM came; peak RSS {} MiB; exit took {took:?}", data.readings, rss >> 20);
     stop_gracefully(worker, &log).await;
     dbs.drop_all().await;
 }
@@ -300,7 +307,7 @@ async fn a_constraint_violation_stops_the_worker_loudly_and_loses_nothing() {
     let data = dataset();
     let log = dir.path().join("ingest.log");
     let mut worker = setup.spawn(&log);
-    endpoints_addr(&log).await;
+    let addr = endpoints_addr(&log).await;
     // After the migrations, a constraint that about half of the readings break, on shard 1
     // only: retrying the batch can never succeed.
     for _ in 0..300 {
@@ -319,18 +326,39 @@ async fn a_constraint_violation_stops_the_worker_loudly_and_loses_nothing() {
         .unwrap();
     produce(&stack.brokers, &setup.topic, &data.records).await;
 
-    let status = wait_exit(&mut worker, Duration::from_secs(120)).await;
-    let text = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(1),
-        "the worker exits 1 by itself\n{}",
+    // Failed, not ready, saying why; its metric counts the error.
+    let mut reason = String::new();
+    for _ in 0..240 {
+        let (code, body) = http_get(&addr, "/readyz").await;
+        if code == 503 && body.contains("failed") {
+            reason = body;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        reason.contains("23514") && reason.contains("below_500"),
+        "/readyz: {reason:?}\n{}",
         log_tail(&log)
     );
+    assert_eq!(http_get(&addr, "/healthz").await.0, 200);
+    let metrics = http_get(&addr, "/metrics").await.1;
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "vitalsink_ingest_permanent_errors_total",
+            &["stage=\"write\"", "kind=\"23514\""]
+        ),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(metric_sum(&metrics, "vitalsink_ingest_failed", &[]), 1.0);
+    let text = std::fs::read_to_string(&log).unwrap();
     let loud = text
         .lines()
         .find(|l| l.contains("permanent error"))
-        .unwrap_or_else(|| panic!("no permanent-error line\n{}", log_tail(&log)));
+        .unwrap_or_else(|| panic!("no permanent-error line\n{}", log_tail(&log)))
+        .to_string();
     assert!(loud.contains("ERROR"), "at error level: {loud}");
     assert!(
         loud.contains("23514") && loud.contains("below_500"),
@@ -340,6 +368,15 @@ async fn a_constraint_violation_stops_the_worker_loudly_and_loses_nothing() {
         !text.contains("batch write failed; retrying"),
         "a permanent error is not retried"
     );
+    // SIGTERM ends the failed worker with exit code 1.
+    let pid = worker.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = wait_exit(&mut worker, Duration::from_secs(30)).await;
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{}", log_tail(&log));
 
     // Fixed by the operator, a new worker writes everything exactly once.
     shard1
