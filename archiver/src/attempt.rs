@@ -73,13 +73,11 @@ impl ChunkJob<'_> {
         manifest::record(self.archive, c, self.shard, row).await
     }
 
-    /// Deletes an attempt's object (absent is fine) and logs `discarded`.
+    /// Deletes an attempt's object (absent is fine; with the staging files a killed upload to
+    /// it left on a local root) and logs `discarded`.
     async fn discard(&self, c: &tokio_postgres::Client, last: &LogRow, why: &str) -> Result<()> {
         if let Some(p) = &last.object_path {
-            match self.archive.store.delete(&Path::from(p.as_str())).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
+            self.archive.delete(&Path::from(p.as_str())).await?;
         }
         let mut row = last.next(Step::Discarded);
         row.run_id = self.run_id.to_string();

@@ -6,9 +6,18 @@
 //! - every Parquet object under `measurements/` must be known to the manifest (an unknown
 //!   one would be counted by readers);
 //! - objects of unfinished attempts are reported, not counted as problems: the next `run`
-//!   adopts or deletes them.
+//!   adopts or deletes them; so are, on a local root, the staging files (`<name>#<n>`) of
+//!   their interrupted uploads, which object_store's listing hides but folder readers open;
+//!   a staging file of any other object is unknown;
+//! - the old name of an object `migrate-archive` renamed must be gone: one still there (a
+//!   migration killed before its last step) is a problem, since readers count its rows twice
+//!   and only another `migrate-archive` deletes it;
+//! - live objects under a name Arrow, pandas and Spark skip (an archive written before the
+//!   `part-…` layout, [`crate::layout`]) are reported, not counted as problems: they are
+//!   intact, and `migrate-archive` renames them.
 //!
-//! Log rows not yet mirrored are mirrored first, on the shards that can be reached.
+//! Log rows not yet mirrored are mirrored first, on the shards that can be reached (after
+//! their pending schema migrations, as `run` does).
 
 use futures::TryStreamExt;
 use object_store::path::Path;
@@ -35,12 +44,16 @@ pub struct Report {
     pub unknown: Vec<String>,
     /// Objects of unfinished attempts still present.
     pub pending: Vec<String>,
+    /// Old names of renamed objects still present (readers count them twice).
+    pub renamed_leftovers: Vec<String>,
+    /// Live objects whose name Arrow, pandas and Spark skip (rename with `migrate-archive`).
+    pub hidden_names: Vec<String>,
 }
 
 impl Report {
-    /// Missing + corrupt + unknown objects.
+    /// Missing + corrupt + unknown objects and leftovers of renames.
     pub fn problems(&self) -> usize {
-        self.missing.len() + self.corrupt.len() + self.unknown.len()
+        self.missing.len() + self.corrupt.len() + self.unknown.len() + self.renamed_leftovers.len()
     }
 }
 
@@ -51,10 +64,12 @@ impl Report {
 pub async fn verify(runner: &Runner, quick: bool) -> Result<Report> {
     let archive = runner.archive();
     for shard in runner.shards() {
-        let mirrored = match shard.client().await {
-            Ok(c) => manifest::mirror_pending(archive, &**c, &shard.name).await,
-            Err(e) => Err(e.into()),
+        let mirrored = async {
+            runner.migrate(shard).await?;
+            let c = shard.client().await?;
+            manifest::mirror_pending(archive, &**c, &shard.name).await
         };
+        let mirrored = mirrored.await;
         if let Err(e) = mirrored {
             tracing::warn!(shard = %shard.name, error = %e, "could not mirror pending log rows");
         }
@@ -66,6 +81,13 @@ pub async fn verify(runner: &Runner, quick: bool) -> Result<Report> {
     for ((shard, path), st) in &objects {
         known.insert(path.clone());
         let p = Path::from(path.as_str());
+        if st.is_renamed_away() {
+            if archive.store.head(&p).await.is_ok() {
+                tracing::error!(%shard, object = %path, new = ?st.last.row.object_path, "old name of a renamed object still present (readers count it twice); run migrate-archive");
+                report.renamed_leftovers.push(path.clone());
+            }
+            continue;
+        }
         if st.is_pending() {
             if archive.store.head(&p).await.is_ok() {
                 tracing::warn!(%shard, object = %path, "object of an unfinished attempt; the next run adopts or deletes it");
@@ -94,6 +116,9 @@ pub async fn verify(runner: &Runner, quick: bool) -> Result<Report> {
                 Err(e) => Err(e.to_string()),
             }
         };
+        if layout::is_hidden(path) {
+            report.hidden_names.push(path.clone());
+        }
         match checked {
             Ok(()) => report.good += 1,
             Err(why) => {
@@ -118,6 +143,29 @@ pub async fn verify(runner: &Runner, quick: bool) -> Result<Report> {
             tracing::error!(object = %p, "object not in the manifest (readers would count it)");
             report.unknown.push(p.to_string());
         }
+    }
+    let pending: BTreeSet<&str> = objects
+        .values()
+        .filter(|s| s.is_pending())
+        .map(|s| s.path.as_str())
+        .collect();
+    for (file, object) in archive.staging_files(layout::DATA_DIR)? {
+        if pending.contains(object.as_str()) {
+            tracing::warn!(
+                file,
+                "staging file of an unfinished attempt's upload; the next run deletes it"
+            );
+            report.pending.push(file);
+        } else {
+            tracing::error!(file, object, "staging file of an upload to an object that is not pending (folder readers would open it)");
+            report.unknown.push(file);
+        }
+    }
+    if !report.hidden_names.is_empty() {
+        tracing::warn!(
+            objects = report.hidden_names.len(),
+            "live objects under names that pyarrow.dataset, pandas and Spark skip as hidden; `archiver migrate-archive` renames them"
+        );
     }
     Ok(report)
 }

@@ -78,6 +78,14 @@ pub enum Command {
     },
     /// Show chunks waiting, the archive log per shard and the archive's live objects (JSON).
     Status,
+    /// Rename objects of an archive written before the `part-…` layout (names Arrow, pandas
+    /// and Spark skip) to their current names: copy, verify the copy, log `renamed`, delete the
+    /// old name. Resumable; exit 1 while anything is left under an old name.
+    MigrateArchive {
+        /// Only report what would be renamed (applies pending schema migrations, as `plan` does).
+        #[arg(long, env = "ARCHIVER_MIGRATE_DRY_RUN")]
+        dry_run: bool,
+    },
     /// Apply the schema migrations on every shard (idempotent) and exit.
     Migrate,
     /// Load and validate the configuration, print the effective one as JSON and exit.
@@ -232,6 +240,14 @@ async fn run(command: Command, cfg: Config) -> Result<()> {
             }
             let report = crate::restore::restore(&Runner::new(&cfg)?, &req).await?;
             print(&serde_json::to_string(&report)?);
+        }
+        Command::MigrateArchive { dry_run } => {
+            let report =
+                crate::migrate_archive::migrate_archive(&Runner::new(&cfg)?, dry_run).await?;
+            print(&serde_json::to_string_pretty(&report)?);
+            if report.incomplete() > 0 {
+                return Err(Error::MigrationIncomplete(report.incomplete()));
+            }
         }
         Command::Status => {
             let doc = crate::status::status(&Runner::new(&cfg)?, cfg.archive.older_than).await?;

@@ -52,6 +52,10 @@ pub enum Error {
     /// `verify` found problems in the archive.
     #[error("archive verification failed: {0} problem(s); see the log lines above")]
     ArchiveBad(usize),
+    /// `migrate-archive` left objects under their old names (failed, waiting for `run`, or on
+    /// a busy shard); running it again resumes.
+    #[error("{0} object(s) or shard(s) not migrated yet; see the report, then run migrate-archive again")]
+    MigrationIncomplete(usize),
     /// Some chunks could not be archived in this run (they stay in the database).
     #[error("{0} chunk(s) failed; they stay in the database and are retried by the next run")]
     ChunksFailed(usize),

@@ -6,6 +6,7 @@
 //! machine: resume, [`export::export`], [`readback`] verification, drop) with every step
 //! in [`log`] and mirrored to the [`manifest`]. Object names: [`layout`]; file format:
 //! [`format`] and [`checksum`]. The way back: [`restore`]. Checking the archive: [`audit`].
+//! Renaming an archive's objects to the current layout: [`migrate_archive`].
 
 pub mod attempt;
 pub mod audit;
@@ -21,6 +22,7 @@ pub mod log;
 pub mod manifest;
 pub mod merge;
 pub mod metrics;
+pub mod migrate_archive;
 pub mod objreader;
 pub mod pgcopy;
 pub mod progress;

@@ -1,7 +1,9 @@
 //! The shard's `archive_log` table (`schemas/sql/0003_archive_log.sql`, `0004_…`): one row per
 //! step the archiver takes on a chunk. An attempt goes `planned → written → verified →
 //! dropped`; an attempt that is not adopted ends `discarded` (its object deleted); `failed`
-//! records an error; `restored` records a restore. The rows of a chunk tell a later run
+//! records an error; `restored` records a restore; `renamed` records that `migrate-archive`
+//! moved a finished attempt's object to a new name (`0005_…`: the old name in
+//! `renamed_from`, the attempt's earlier rows unchanged). The rows of a chunk tell a later run
 //! where a crashed one stopped ([`crate::run`]).
 
 use chrono::{DateTime, Utc};
@@ -29,6 +31,10 @@ pub enum Step {
     Failed,
     /// The attempt's object was deleted and will not be used.
     Discarded,
+    /// The object was copied to `object_path`, the copy read back and matched, and the old
+    /// name (`renamed_from`) deleted once this row was in the manifest. Not a step of the
+    /// chunk's state machine: the chunk stays where its previous row left it (dropped).
+    Renamed,
 }
 
 impl Step {
@@ -42,6 +48,7 @@ impl Step {
             Step::Restored => "restored",
             Step::Failed => "failed",
             Step::Discarded => "discarded",
+            Step::Renamed => "renamed",
         }
     }
 
@@ -55,6 +62,7 @@ impl Step {
             "restored" => Step::Restored,
             "failed" => Step::Failed,
             "discarded" => Step::Discarded,
+            "renamed" => Step::Renamed,
             _ => return None,
         })
     }
@@ -97,6 +105,10 @@ pub struct LogRow {
     pub detail: Option<String>,
     /// When the row was written (database clock).
     pub at: Option<DateTime<Utc>>,
+    /// For `renamed`: the object's previous path (absent from manifest entries of other
+    /// steps, so that they read exactly as before schema version 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renamed_from: Option<String>,
 }
 
 impl LogRow {
@@ -120,16 +132,19 @@ impl LogRow {
             max_ts: None,
             detail: None,
             at: None,
+            renamed_from: None,
         }
     }
 
-    /// The same attempt at another step (object details kept, detail cleared).
+    /// The same attempt at another step (object details kept, detail and `renamed_from`
+    /// cleared).
     pub fn next(&self, step: Step) -> Self {
         Self {
             id: 0,
             step,
             detail: None,
             at: None,
+            renamed_from: None,
             ..self.clone()
         }
     }
@@ -137,7 +152,8 @@ impl LogRow {
 
 const COLUMNS: &str =
     "id, run_id, coalesce(attempt, run_id), hypertable, chunk_schema, chunk_name, \
-     range_start, range_end, step, object_path, bytes, rows, checksum, min_ts, max_ts, detail, at";
+     range_start, range_end, step, object_path, bytes, rows, checksum, min_ts, max_ts, detail, at, \
+     renamed_from";
 
 fn from_row(r: &tokio_postgres::Row) -> LogRow {
     let step: String = r.get(8);
@@ -159,6 +175,7 @@ fn from_row(r: &tokio_postgres::Row) -> LogRow {
         max_ts: r.get(14),
         detail: r.get(15),
         at: r.get(16),
+        renamed_from: r.get(17),
     }
 }
 
@@ -172,8 +189,8 @@ pub async fn insert(c: &impl GenericClient, shard: &str, row: &LogRow) -> Result
             &format!(
                 "INSERT INTO archive_log (run_id, attempt, hypertable, chunk_schema, chunk_name,
                      range_start, range_end, step, object_path, bytes, rows, checksum, min_ts,
-                     max_ts, detail)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                     max_ts, detail, renamed_from)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
                  RETURNING {COLUMNS}"
             ),
             &[
@@ -192,6 +209,7 @@ pub async fn insert(c: &impl GenericClient, shard: &str, row: &LogRow) -> Result
                 &row.min_ts,
                 &row.max_ts,
                 &row.detail,
+                &row.renamed_from,
             ],
         )
         .await
@@ -212,6 +230,29 @@ pub async fn of_chunk(c: &impl GenericClient, shard: &str, chunk: &Chunk) -> Res
                   ORDER BY id"
             ),
             &[&chunk.schema, &chunk.name],
+        )
+        .await
+        .map_err(pg(shard))?;
+    Ok(rows.iter().map(from_row).collect())
+}
+
+/// The newest row (failures and restores left out) of every attempt that has an object
+/// path, in id order: where each attempt's object stands. For `migrate-archive`.
+///
+/// # Errors
+/// [`crate::Error::Postgres`].
+pub async fn attempts(c: &impl GenericClient, shard: &str) -> Result<Vec<LogRow>> {
+    let rows = c
+        .query(
+            &format!(
+                "SELECT * FROM (
+                     SELECT DISTINCT ON (chunk_schema, chunk_name, coalesce(attempt, run_id))
+                            {COLUMNS} FROM archive_log
+                      WHERE step NOT IN ('failed', 'restored') AND object_path IS NOT NULL
+                      ORDER BY chunk_schema, chunk_name, coalesce(attempt, run_id), id DESC) a
+                  ORDER BY id"
+            ),
+            &[],
         )
         .await
         .map_err(pg(shard))?;
@@ -272,8 +313,9 @@ pub async fn restored_windows(
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
-/// Per step of each chunk's newest row: number of chunks, plus rows and bytes dropped in all
-/// and the time of the newest row. For `status`.
+/// Per step of each chunk's newest row (`renamed` rows left out: they move an object, the
+/// chunk stays dropped): number of chunks, plus rows and bytes dropped in all, objects
+/// renamed and the time of the newest row. For `status`.
 ///
 /// # Errors
 /// [`crate::Error::Postgres`].
@@ -282,7 +324,8 @@ pub async fn summary(c: &impl GenericClient, shard: &str) -> Result<serde_json::
         .query(
             "SELECT step, count(*) FROM (
                  SELECT DISTINCT ON (chunk_schema, chunk_name) step FROM archive_log
-                  WHERE step <> 'restored' ORDER BY chunk_schema, chunk_name, id DESC) s
+                  WHERE step NOT IN ('restored', 'renamed')
+                  ORDER BY chunk_schema, chunk_name, id DESC) s
               GROUP BY step ORDER BY step",
             &[],
         )
@@ -293,7 +336,8 @@ pub async fn summary(c: &impl GenericClient, shard: &str) -> Result<serde_json::
             "SELECT coalesce(sum(rows) FILTER (WHERE step = 'dropped'), 0)::bigint,
                     coalesce(sum(bytes) FILTER (WHERE step = 'dropped'), 0)::bigint,
                     count(*) FILTER (WHERE step = 'restored'),
-                    max(at), count(*) FILTER (WHERE NOT in_manifest)
+                    max(at), count(*) FILTER (WHERE NOT in_manifest),
+                    count(*) FILTER (WHERE step = 'renamed')
                FROM archive_log",
             &[],
         )
@@ -310,5 +354,6 @@ pub async fn summary(c: &impl GenericClient, shard: &str) -> Result<serde_json::
         "restores": totals.get::<_, i64>(2),
         "last_step_at": totals.get::<_, Option<DateTime<Utc>>>(3),
         "log_rows_not_in_manifest": totals.get::<_, i64>(4),
+        "objects_renamed": totals.get::<_, i64>(5),
     }))
 }

@@ -8,7 +8,11 @@
 //! entry's content is a function of the row, so mirroring twice writes the same bytes.
 //!
 //! Readers use the manifest to know which objects are live: an object whose newest entry is
-//! `verified` or `dropped` must exist and match the entry's rows, checksum and ts range.
+//! `verified` or `dropped` must exist and match the entry's rows, checksum and ts range. A
+//! `renamed` entry (`migrate-archive`) is the newest entry of two paths: of its
+//! `object_path`, which it makes live with the same rows, checksum and ts range, and of its
+//! `renamed_from`, which it retires. Every path comes from the entries, none is derived from a
+//! chunk name, so objects named by any earlier layout stay readable.
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
@@ -140,14 +144,29 @@ pub async fn read_all(archive: &Archive) -> Result<Vec<Entry>> {
 /// State of one object according to the manifest.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObjectState {
-    /// The object's newest entry (restores left out).
+    /// The object's path (relative to the archive root).
+    pub path: String,
+    /// The object's newest entry (restores left out); for a renamed object's old path, the
+    /// `renamed` entry, whose `object_path` is the new one.
     pub last: Entry,
 }
 
 impl ObjectState {
-    /// Verified (and maybe dropped): the object must exist and match.
+    /// Verified (and maybe dropped), or the new name of a renamed object: the object must
+    /// exist and match.
     pub fn is_live(&self) -> bool {
-        matches!(self.last.row.step, Step::Verified | Step::Dropped)
+        match self.last.row.step {
+            Step::Verified | Step::Dropped => true,
+            Step::Renamed => !self.is_renamed_away(),
+            _ => false,
+        }
+    }
+
+    /// The old name of an object that `migrate-archive` renamed: it must be gone (while it is
+    /// not, readers count the rows twice).
+    pub fn is_renamed_away(&self) -> bool {
+        self.last.row.step == Step::Renamed
+            && self.last.row.object_path.as_deref() != Some(self.path.as_str())
     }
 
     /// An unfinished attempt (planned, written or failed, not yet discarded): the next run
@@ -160,7 +179,8 @@ impl ObjectState {
     }
 }
 
-/// Each object's newest entry, keyed by (shard, object path).
+/// Each object's newest entry, keyed by (shard, object path); a `renamed` entry counts for
+/// its new and its old path.
 pub fn objects(entries: &[Entry]) -> BTreeMap<(String, String), ObjectState> {
     let mut out: BTreeMap<(String, String), ObjectState> = BTreeMap::new();
     for e in entries {
@@ -170,13 +190,91 @@ pub fn objects(entries: &[Entry]) -> BTreeMap<(String, String), ObjectState> {
         if e.row.step == Step::Restored {
             continue;
         }
-        let key = (e.shard.clone(), path.clone());
-        match out.get(&key) {
-            Some(s) if s.last.row.id > e.row.id => {}
-            _ => {
-                out.insert(key, ObjectState { last: e.clone() });
+        let old = e
+            .row
+            .renamed_from
+            .as_ref()
+            .filter(|_| e.row.step == Step::Renamed);
+        for p in std::iter::once(path).chain(old) {
+            let key = (e.shard.clone(), p.clone());
+            match out.get(&key) {
+                Some(s) if s.last.row.id > e.row.id => {}
+                _ => {
+                    let state = ObjectState {
+                        path: p.clone(),
+                        last: e.clone(),
+                    };
+                    out.insert(key, state);
+                }
             }
         }
     }
     out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn entry(id: i64, step: Step, path: &str, from: Option<&str>) -> Entry {
+        let t = chrono::DateTime::from_timestamp(0, 0).unwrap();
+        let mut row = LogRow {
+            id,
+            run_id: "r".into(),
+            attempt: "A".into(),
+            hypertable: "measurements".into(),
+            chunk_schema: "s".into(),
+            chunk_name: "_hyper_1_1_chunk".into(),
+            range_start: t,
+            range_end: t,
+            step,
+            object_path: Some(path.into()),
+            bytes: Some(10),
+            rows: Some(2),
+            checksum: Some("c".into()),
+            min_ts: Some(t),
+            max_ts: Some(t),
+            detail: None,
+            at: None,
+            renamed_from: None,
+        };
+        row.renamed_from = from.map(str::to_string);
+        Entry {
+            shard: "shard0".into(),
+            format_version: "1".into(),
+            row,
+        }
+    }
+
+    #[test]
+    fn a_rename_retires_the_old_path_and_makes_the_new_one_live() {
+        let entries = [
+            entry(1, Step::Planned, "old", None),
+            entry(2, Step::Written, "old", None),
+            entry(3, Step::Verified, "old", None),
+            entry(4, Step::Dropped, "old", None),
+            entry(5, Step::Renamed, "new", Some("old")),
+        ];
+        let before = objects(&entries[..4]);
+        assert!(before[&("shard0".into(), "old".into())].is_live());
+        let after = objects(&entries);
+        let old = &after[&("shard0".into(), "old".into())];
+        let new = &after[&("shard0".into(), "new".into())];
+        assert!(!old.is_live() && old.is_renamed_away() && !old.is_pending());
+        assert!(new.is_live() && !new.is_renamed_away());
+        assert_eq!(new.last.row.rows, Some(2));
+    }
+
+    #[test]
+    fn entries_without_renamed_from_read_and_write_as_before() {
+        let e = entry(4, Step::Dropped, "old", None);
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(!json.contains("renamed_from"), "{json}");
+        let back: Entry = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, e);
+        let r = entry(5, Step::Renamed, "new", Some("old"));
+        let back: Entry = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back.row.renamed_from.as_deref(), Some("old"));
+    }
 }

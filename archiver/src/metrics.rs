@@ -9,6 +9,7 @@
 //! | `vitalsink_archiver_export_seconds` | histogram | `shard` (one chunk's export) |
 //! | `vitalsink_archiver_objects_discarded_total` | counter | `shard` (unadopted attempts deleted) |
 //! | `vitalsink_archiver_rows_restored_total` | counter | `shard` |
+//! | `vitalsink_archiver_objects_renamed_total` | counter | `shard` (by `migrate-archive`) |
 //! | `vitalsink_archiver_last_run_success_timestamp_seconds` | gauge | (Unix time of the last run without failures) |
 
 use std::time::Duration;
@@ -40,6 +41,12 @@ pub fn discarded(shard: &str) {
 pub fn restored(shard: &str, rows: u64) {
     metrics::counter!("vitalsink_archiver_rows_restored_total", "shard" => shard.to_string())
         .increment(rows);
+}
+
+/// An object was renamed by `migrate-archive`.
+pub fn renamed(shard: &str) {
+    metrics::counter!("vitalsink_archiver_objects_renamed_total", "shard" => shard.to_string())
+        .increment(1);
 }
 
 /// A run finished without failures.

@@ -1,9 +1,10 @@
 //! `restore --from --to [--participant …]`: loads archived rows of a time window back into the
 //! hypertable of the shard they came from, exactly once.
 //!
-//! Which objects: the live ones of the manifest (newest entry `verified` or `dropped`) whose
-//! ts range overlaps `[from, to)`; the manifest is in the archive, so this works even when the
-//! shard's own log was lost. Per object, in one transaction on its shard:
+//! Which objects: the live ones of the manifest (newest entry `verified` or `dropped`, or the
+//! new name of a `renamed` one) whose ts range overlaps `[from, to)`, each read under the path
+//! its entry records, whichever layout named it; the manifest is in the archive, so this works
+//! even when the shard's own log was lost. Per object, in one transaction on its shard:
 //! 1. a transaction-level advisory lock serialises restores on the shard;
 //! 2. the object is streamed, rows in `[from, to)` (and of the given participants) are
 //!    `COPY … BINARY`'d into a temporary table;
@@ -72,6 +73,7 @@ pub async fn restore(runner: &Runner, req: &Request) -> Result<Report> {
     let from = req.from.timestamp_micros();
     let to = req.to.timestamp_micros();
     let mut report = Report::default();
+    let mut migrated = BTreeSet::new();
     for ((shard_name, path), st) in manifest::objects(&entries) {
         let r = &st.last.row;
         let overlaps = match (r.min_ts, r.max_ts) {
@@ -91,6 +93,10 @@ pub async fn restore(runner: &Runner, req: &Request) -> Result<Report> {
                     "object {path} comes from shard {shard_name}, which is not configured"
                 ),
             })?;
+        // The `restored` row needs the shard's current archive_log (as `run` migrates first).
+        if migrated.insert(shard_name.clone()) {
+            runner.migrate(shard).await?;
+        }
         let (matched, inserted) = restore_object(runner, shard, &st.last, req).await?;
         tracing::info!(shard = %shard_name, object = %path, matched, inserted, skipped = matched - inserted, "restored");
         crate::metrics::restored(&shard_name, inserted);

@@ -20,8 +20,34 @@ use crate::progress::Progress;
 use crate::ratelimit::RowLimiter;
 use crate::store::{self, Archive};
 
-/// Advisory-lock key held by the archiver on a shard while it works there ("vsarchiv").
+/// Advisory-lock key held by the archiver on a shard while it works there ("vsarchiv"):
+/// by `run` and by `migrate-archive`.
 const SHARD_LOCK: i64 = 0x7673_6172_6368_6976;
+
+/// Takes the archiver's session advisory lock on a shard; false when another archiver (an
+/// overlapping cron start, a `migrate-archive`) holds it.
+///
+/// # Errors
+/// [`Error::Postgres`].
+pub(crate) async fn try_lock_shard(c: &tokio_postgres::Client, shard: &str) -> Result<bool> {
+    Ok(
+        c.query_one("SELECT pg_try_advisory_lock($1)", &[&SHARD_LOCK])
+            .await
+            .map_err(pg(shard))?
+            .get(0),
+    )
+}
+
+/// Releases [`try_lock_shard`]'s lock (a failure is only logged: the lock goes with the
+/// session).
+pub(crate) async fn unlock_shard(c: &tokio_postgres::Client, shard: &str) {
+    if let Err(e) = c
+        .execute("SELECT pg_advisory_unlock($1)", &[&SHARD_LOCK])
+        .await
+    {
+        tracing::warn!(%shard, error = %e, "advisory unlock failed");
+    }
+}
 
 /// Totals of one run.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -63,8 +89,12 @@ impl Runner {
     /// Builds the shard pools, opens the archive and the rate limiter.
     ///
     /// # Errors
-    /// Configuration errors naming the key.
+    /// Configuration errors naming the key, among them a shard name that cannot name archive
+    /// objects ([`crate::layout::check_shard_name`]).
     pub fn new(cfg: &Config) -> Result<Self> {
+        for (i, s) in cfg.shards.iter().enumerate() {
+            crate::layout::check_shard_name(i, &s.name)?;
+        }
         Ok(Self {
             shards: Shard::all(&cfg.shards, &cfg.database)?,
             archive: store::open(&cfg.archive)?,
@@ -81,6 +111,15 @@ impl Runner {
     /// The shards.
     pub fn shards(&self) -> &[Shard] {
         &self.shards
+    }
+
+    /// Applies the pending schema migrations on `shard`; returns its schema version.
+    ///
+    /// # Errors
+    /// As [`vitalsink_common::migrate::migrate`].
+    pub async fn migrate(&self, shard: &Shard) -> Result<i32> {
+        let version = vitalsink_common::migrate::migrate(shard, &self.cfg.database).await?;
+        Ok(version.max(vitalsink_common::migrate::latest_version()))
     }
 
     /// Archives every aged chunk of every shard once.
@@ -107,15 +146,9 @@ impl Runner {
     }
 
     async fn shard(&self, shard: &Shard, run_id: &str, report: &mut Report) -> Result<()> {
-        let version = vitalsink_common::migrate::migrate(shard, &self.cfg.database).await?;
-        let version = version.max(vitalsink_common::migrate::latest_version());
+        let version = self.migrate(shard).await?;
         let mut client = shard.client().await?;
-        let locked: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&SHARD_LOCK])
-            .await
-            .map_err(pg(&shard.name))?
-            .get(0);
-        if !locked {
+        if !try_lock_shard(&client, &shard.name).await? {
             tracing::warn!(shard = %shard.name, "another archiver is working on this shard; skipped");
             crate::metrics::chunk(&shard.name, "busy");
             report.busy_shards += 1;
@@ -124,12 +157,7 @@ impl Runner {
         let res = self
             .shard_locked(shard, &mut client, version, run_id, report)
             .await;
-        if let Err(e) = client
-            .execute("SELECT pg_advisory_unlock($1)", &[&SHARD_LOCK])
-            .await
-        {
-            tracing::warn!(shard = %shard.name, error = %e, "advisory unlock failed");
-        }
+        unlock_shard(&client, &shard.name).await;
         res
     }
 
@@ -228,7 +256,7 @@ impl Runner {
         let mut out = Vec::new();
         for shard in &self.shards {
             let name = shard.name.as_str();
-            vitalsink_common::migrate::migrate(shard, &self.cfg.database).await?;
+            self.migrate(shard).await?;
             let obj = shard.client().await?;
             let c: &tokio_postgres::Client = &obj;
             let windows = log::restored_windows(c, name).await?;

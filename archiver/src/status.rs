@@ -1,10 +1,12 @@
 //! `status`: per shard, the chunks waiting to be archived and the archive log's summary; for
-//! the archive, the live objects of the manifest.
+//! the archive, the live objects of the manifest (and how many of them still have a name that
+//! Arrow, pandas and Spark skip: `archiver migrate-archive` renames them).
 
 use serde_json::{json, Value};
 
 use crate::catalog;
 use crate::error::Result;
+use crate::layout;
 use crate::log;
 use crate::manifest;
 use crate::run::Runner;
@@ -46,6 +48,7 @@ pub async fn status(runner: &Runner, older_than: std::time::Duration) -> Result<
             "live_rows": live.iter().filter_map(|s| s.last.row.rows).sum::<i64>(),
             "live_bytes": live.iter().filter_map(|s| s.last.row.bytes).sum::<i64>(),
             "pending_objects": objects.values().filter(|s| s.is_pending()).count(),
+            "hidden_name_objects": live.iter().filter(|s| layout::is_hidden(&s.path)).count(),
         }
     }))
 }

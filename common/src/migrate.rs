@@ -42,6 +42,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0004_archive_log_steps.sql",
         sql: include_str!("../../schemas/sql/0004_archive_log_steps.sql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_archive_log_renamed.sql",
+        sql: include_str!("../../schemas/sql/0005_archive_log_renamed.sql"),
+    },
 ];
 
 /// The newest schema version this binary ships.

@@ -1,6 +1,7 @@
 //! Running the real `archiver` binary against the stack: shard data with chunks older than
 //! the window, a configuration per test, the archive read back with DuckDB
-//! (`tests/scripts/archive_totals.py`), and what the shards still hold.
+//! (`tests/scripts/archive_totals.py`) or with pandas, pyarrow, polars and DuckDB
+//! (`tests/scripts/archive_readers.py`), and what the shards still hold.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -241,6 +242,202 @@ impl ArchiveSetup {
     }
 }
 
+impl ArchiveSetup {
+    /// What pandas, pyarrow.dataset, polars and DuckDB read from the (local) archive folder,
+    /// per reader, and whether the script succeeded (it fails when a reader reads no row).
+    pub fn readers(&self) -> (bool, BTreeMap<String, ReaderRead>) {
+        let Root::Local(root) = &self.root else {
+            panic!("archive_readers.py reads a local archive")
+        };
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/archive_readers.py");
+        let out = Command::new("python3")
+            .arg(&script)
+            .arg(root)
+            .output()
+            .expect("python3 missing: run dev/setup");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("archive_readers.py printed no JSON ({e}; dev/setup installs pandas, pyarrow, polars, duckdb): {stderr}")
+        });
+        let strings = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap().to_string())
+                .collect()
+        };
+        let reads = v
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(name, r)| {
+                let totals = r["totals"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, t)| (k.clone(), (t[0].as_i64().unwrap(), t[1].as_f64().unwrap())))
+                    .collect();
+                let read = ReaderRead {
+                    rows: r["rows"].as_i64().unwrap(),
+                    totals,
+                    shards: strings(&r["shards"]),
+                    dates: strings(&r["dates"]),
+                    error: r["error"].as_str().map(str::to_string),
+                };
+                (name.clone(), read)
+            })
+            .collect();
+        (out.status.success(), reads)
+    }
+
+    /// Asserts that pandas, pyarrow.dataset, polars and DuckDB each read every row of the
+    /// (local) archive: none reads 0 rows, all agree with each other and with `want` (per
+    /// participant rows and sum of value), and each sees the `shard` partitions of every
+    /// configured shard. Returns the rows each read.
+    pub fn assert_readers_read(&self, want: &Totals) -> BTreeMap<String, i64> {
+        let (ok, reads) = self.readers();
+        let rows: BTreeMap<String, i64> = reads.iter().map(|(k, r)| (k.clone(), r.rows)).collect();
+        assert!(ok, "a reader read no row: {reads:?}");
+        assert_eq!(
+            reads.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["duckdb", "pandas", "polars", "pyarrow"]
+        );
+        let want_rows: i64 = want.values().map(|t| t.0).sum();
+        assert!(want_rows > 0, "the archive should hold rows");
+        let shards: Vec<String> = self.dbs.shards.iter().map(|s| s.name.clone()).collect();
+        let first = reads.values().next().unwrap();
+        for (name, r) in &reads {
+            assert_eq!(r.error, None, "{name}");
+            assert_eq!(r.rows, want_rows, "{name} rows (all readers: {rows:?})");
+            assert_totals_eq(&r.totals, want, &format!("{name} vs the source"));
+            assert_totals_eq(
+                &r.totals,
+                &first.totals,
+                &format!("{name} vs the other readers"),
+            );
+            assert_eq!(r.shards, shards, "{name}: shard partitions");
+            assert_eq!(r.dates, first.dates, "{name}: date partitions");
+            assert!(!r.dates.is_empty(), "{name}: date partitions");
+        }
+        rows
+    }
+
+    /// Turns this set-up's archive into what the archiver wrote before the `part-…` layout
+    /// (up to commit f931502): every object named after its chunk,
+    /// `measurements/date=D/shard=S/<chunk_name>-<attempt>.parquet`, which Arrow, pandas and
+    /// Spark skip as hidden, with that path in the shards' `archive_log` rows and in the
+    /// manifest entries, and the shards' schema back at version 4 (no `renamed` step, no
+    /// `renamed_from` column). That binary differed from today's in the object name only: the
+    /// Parquet footers carry no path, and its manifest entries were the same JSON (today's
+    /// leaves out `renamed_from` unless set), so the rewrite below (rename each object, the same
+    /// substitution in the log and in each entry's text) gives that archive byte for byte.
+    /// Returns the (current, old) path of every object renamed.
+    pub async fn make_legacy(&self) -> Vec<(String, String)> {
+        use futures::TryStreamExt;
+        use object_store::path::Path as ObjPath;
+        use object_store::{ObjectStoreExt, PutPayload};
+        let store = self.root.store();
+        let mut renamed = Vec::new();
+        for s in &self.dbs.shards {
+            let c = connect(&s.url).await;
+            let rows = c
+                .query(
+                    "SELECT DISTINCT object_path, chunk_name, attempt FROM archive_log
+                      WHERE object_path IS NOT NULL",
+                    &[],
+                )
+                .await
+                .unwrap();
+            let mut paths = BTreeMap::new();
+            for r in rows {
+                let new: String = r.get(0);
+                let (dir, _) = new.rsplit_once('/').unwrap();
+                let old = format!(
+                    "{dir}/{}-{}.parquet",
+                    r.get::<_, String>(1),
+                    r.get::<_, String>(2)
+                );
+                paths.insert(new, old);
+            }
+            for (new, old) in &paths {
+                match store
+                    .rename(&ObjPath::from(new.as_str()), &ObjPath::from(old.as_str()))
+                    .await
+                {
+                    Ok(()) => renamed.push((new.clone(), old.clone())),
+                    // Objects of discarded attempts are gone already.
+                    Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => panic!("rename {new}: {e}"),
+                }
+                c.execute(
+                    "UPDATE archive_log SET object_path = $2 WHERE object_path = $1",
+                    &[new, old],
+                )
+                .await
+                .unwrap();
+            }
+            let dir = ObjPath::from(format!("manifest/shard={}", s.name));
+            let entries: Vec<ObjPath> = store
+                .list(Some(&dir))
+                .map_ok(|m| m.location)
+                .try_collect()
+                .await
+                .unwrap();
+            for e in entries {
+                let body = store.get(&e).await.unwrap().bytes().await.unwrap();
+                let mut text = String::from_utf8(body.to_vec()).unwrap();
+                for (new, old) in &paths {
+                    text = text.replace(
+                        &format!("\"object_path\":\"{new}\""),
+                        &format!("\"object_path\":\"{old}\""),
+                    );
+                }
+                assert!(!text.contains("renamed_from"), "{text}");
+                if text.as_bytes() != body.as_ref() {
+                    store
+                        .put(&e, PutPayload::from(text.into_bytes()))
+                        .await
+                        .unwrap();
+                }
+            }
+            c.batch_execute(
+                "ALTER TABLE archive_log DROP COLUMN renamed_from;
+                 ALTER TABLE archive_log DROP CONSTRAINT archive_log_step_check;
+                 ALTER TABLE archive_log ADD CONSTRAINT archive_log_step_check
+                     CHECK (step IN ('planned', 'written', 'verified', 'dropped', 'restored',
+                                     'failed', 'discarded'));
+                 DELETE FROM vitalsink_schema_version WHERE version > 4",
+            )
+            .await
+            .unwrap();
+        }
+        renamed.sort();
+        renamed
+    }
+}
+
+/// What one reader got from the archive folder (`tests/scripts/archive_readers.py`).
+#[derive(Debug, Clone)]
+pub struct ReaderRead {
+    /// Rows read.
+    pub rows: i64,
+    /// Per participant: rows, sum of value.
+    pub totals: Totals,
+    /// Values of the `shard` partition column seen.
+    pub shards: Vec<String>,
+    /// Values of the `date` partition column seen.
+    pub dates: Vec<String>,
+    /// The reader's exception, when it failed.
+    pub error: Option<String>,
+}
+
+/// Whether some component of an object path starts with `_` or `.` (what Arrow datasets,
+/// pandas, Spark and Hadoop skip as hidden).
+pub fn is_hidden(path: &str) -> bool {
+    path.split('/')
+        .any(|c| c.starts_with('_') || c.starts_with('.'))
+}
+
 /// The name of the archiver's fault-injection variable (cleared unless a test sets it).
 pub fn vitalsink_archiver_crash_env() -> &'static str {
     "ARCHIVER_CRASH_AT"
@@ -357,6 +554,18 @@ async fn totals(
     out
 }
 
+/// Per participant totals of `a` less those of `b` (participants left with no row dropped).
+pub fn sub(a: &Totals, b: &Totals) -> Totals {
+    let mut out = a.clone();
+    for (k, (n, s)) in b {
+        let e = out.entry(k.clone()).or_insert((0, 0.0));
+        e.0 -= n;
+        e.1 -= s;
+    }
+    out.retain(|_, t| t.0 != 0);
+    out
+}
+
 /// Per participant totals of two sources added up.
 pub fn add(a: &Totals, b: &Totals) -> Totals {
     let mut out = a.clone();
@@ -397,6 +606,25 @@ pub async fn log_steps(shard: &ShardConfig) -> Vec<(String, String, String, i64)
         .collect()
 }
 
+/// The archive log of a shard with paths: (chunk, attempt, step, object path, renamed from),
+/// restores left out, in id order.
+pub async fn log_paths(
+    shard: &ShardConfig,
+) -> Vec<(String, String, String, Option<String>, Option<String>)> {
+    connect(&shard.url)
+        .await
+        .query(
+            "SELECT chunk_name, coalesce(attempt, ''), step, object_path, renamed_from
+               FROM archive_log WHERE step <> 'restored' ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect()
+}
+
 /// Parquet objects under the root's `measurements/`.
 pub async fn parquet_objects(root: &Root) -> Vec<String> {
     use futures::TryStreamExt;
@@ -410,6 +638,29 @@ pub async fn parquet_objects(root: &Root) -> Vec<String> {
     v.retain(|p| p.ends_with(".parquet"));
     v.sort();
     v
+}
+
+/// Every file under a local root's `measurements/` (relative paths, sorted), whatever its
+/// name: unlike [`parquet_objects`] (object_store's listing, which leaves out the staging
+/// files `<name>#<n>` of LocalFileSystem), this is what pandas and pyarrow would open.
+pub fn local_files(root: &Root) -> Vec<String> {
+    let Root::Local(dir) = root else {
+        panic!("local_files lists a local archive")
+    };
+    let mut out = Vec::new();
+    let mut todo = vec![dir.join("measurements")];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// Asserts two totals are equal participant by participant.

@@ -5,14 +5,16 @@
 //! The three step-exact deaths use the archiver's hidden fault injection
 //! (`ARCHIVER_CRASH_AT=mid-upload|after-upload|after-verify`, which calls
 //! `std::process::abort` at that point: no destructor, no flush). The fourth test kills the
-//! process with a real SIGKILL while it exports under a rate limit.
+//! process with a real SIGKILL while it exports under a rate limit. On a local directory, a
+//! death mid-upload leaves LocalFileSystem's staging file (`<name>#<n>`), which pandas and
+//! pyarrow would open: `verify` reports it and the resumed run deletes it with the attempt.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 use vitalsink_tests::archive_run::{
-    add, aged_chunk_count, assert_totals_eq, db_totals, load, log_steps, parquet_objects,
-    ArchiveSetup, DataShape, ROUND_TRIP,
+    add, aged_chunk_count, assert_totals_eq, db_totals, load, local_files, log_steps,
+    parquet_objects, ArchiveSetup, DataShape, Root, ROUND_TRIP,
 };
 use vitalsink_tests::dataset::Totals;
 use vitalsink_tests::Stack;
@@ -45,6 +47,13 @@ async fn assert_resumed(setup: &ArchiveSetup, original: &Totals) {
         dropped,
         "one object per dropped chunk: {objects:?}"
     );
+    if let Root::Local(_) = setup.root {
+        assert_eq!(
+            local_files(&setup.root),
+            objects,
+            "no other file in the folder (pandas and pyarrow would read it)"
+        );
+    }
     let duck = setup.duckdb(None);
     let left = db_totals(&setup.dbs.shards).await;
     assert_totals_eq(
@@ -90,6 +99,14 @@ async fn crash_and_resume(point: &str, s3: bool, shape: DataShape) {
                 !visible,
                 "a half-uploaded object is never visible: {objects:?}"
             );
+            if let Root::Local(_) = setup.root {
+                // But its staging file is, to folder readers: verify reports it as pending.
+                let out = setup.archiver(&["verify"], &[]);
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                assert!(out.status.success(), "{v}");
+                let staged = |p: &serde_json::Value| p.as_str().is_some_and(|p| p.contains('#'));
+                assert!(v["pending"].as_array().unwrap().iter().any(staged), "{v}");
+            }
         }
         "after-upload" => {
             assert_eq!(last.2, "planned", "{steps:?}");
