@@ -69,6 +69,9 @@ pub enum Error {
     /// Logging could not be set up.
     #[error("logging: {0}")]
     Telemetry(String),
+    /// The configured shard list disagrees with the shard map ([`crate::shardmap`]).
+    #[error("shard map: {0}")]
+    ShardMap(String),
 }
 
 /// A driver error as an operator needs it: for a server error its severity, message and
@@ -113,7 +116,8 @@ impl Error {
             Error::Config { .. }
             | Error::SchemaTooNew { .. }
             | Error::TopicCreate { .. }
-            | Error::Telemetry(_) => Class::Permanent,
+            | Error::Telemetry(_)
+            | Error::ShardMap(_) => Class::Permanent,
         }
     }
 
@@ -132,6 +136,7 @@ impl Error {
             Error::SchemaTooNew { .. } => "schema_too_new".into(),
             Error::TopicCreate { .. } => "topic_create".into(),
             Error::Telemetry(_) => "telemetry".into(),
+            Error::ShardMap(_) => "shard_map".into(),
         }
     }
 

@@ -16,6 +16,7 @@ pub mod migrate;
 pub mod observe;
 pub mod retry;
 pub mod routing;
+pub mod shardmap;
 pub mod telemetry;
 
 pub use config::Config;

@@ -47,6 +47,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0005_archive_log_renamed.sql",
         sql: include_str!("../../schemas/sql/0005_archive_log_renamed.sql"),
     },
+    Migration {
+        version: 6,
+        name: "0006_shard_map.sql",
+        sql: include_str!("../../schemas/sql/0006_shard_map.sql"),
+    },
 ];
 
 /// The newest schema version this binary ships.

@@ -28,6 +28,7 @@ use vitalsink_common::db::Shard;
 use vitalsink_common::kafka::{client_config, dlq_client_config, ensure_topic, ensure_topic_with};
 use vitalsink_common::observe::{self, Readiness};
 use vitalsink_common::retry::Class;
+use vitalsink_common::shardmap::{self, ShardMap};
 use vitalsink_common::{migrate, Config};
 
 use crate::batch::BatchLimits;
@@ -78,6 +79,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     .await?;
 
     migrate_with_retry(&shards, &cfg, backoff, &stop, &fatal).await?;
+    let Some(map) = shard_map_with_retry(&shards, backoff, &stop, &fatal).await? else {
+        return Ok(()); // shut down while the map shard did not answer
+    };
+    spawn_map_watch(shards[0].clone(), map, fatal.clone(), stop.clone());
     ensure_topic(&cfg.kafka, &cfg.kafka.topic, cfg.ingest.topic_partitions).await?;
     ensure_topic_with(
         dlq_client_config(&cfg.kafka),
@@ -376,6 +381,71 @@ async fn migrate_with_retry(
         }
     }
     Ok(())
+}
+
+/// Reads (or on a new deployment writes) the shard map and checks the configured shard list
+/// against it ([`vitalsink_common::shardmap::verify`]), retrying while the map shard does not
+/// answer; `None` when shut down meanwhile.
+///
+/// # Errors
+/// [`Error::Permanent`] when the list disagrees with the map: the worker refuses to write.
+async fn shard_map_with_retry(
+    shards: &[Shard],
+    backoff: Backoff,
+    shutdown: &CancellationToken,
+    fatal: &Fatal,
+) -> Result<Option<ShardMap>> {
+    let mut attempt = 0u32;
+    loop {
+        match shardmap::verify(shards).await {
+            Ok(m) => {
+                tracing::info!(epoch = m.epoch, shards = %m.names(), "shard map checked");
+                return Ok(Some(m));
+            }
+            Err(e) if e.class() == Class::Permanent => {
+                fatal.raise("shard_map", &e.kind(), &e);
+                return Err(Error::Permanent(format!("shard_map: {e}")));
+            }
+            Err(e) => {
+                attempt += 1;
+                tracing::warn!(error = %e, attempt, "cannot read the shard map; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(backoff.delay(attempt).max(Duration::from_millis(200))) => {}
+                }
+            }
+        }
+    }
+}
+
+/// How often a running worker re-reads the shard map.
+const MAP_WATCH: Duration = Duration::from_secs(5);
+
+/// Re-reads the shard map every [`MAP_WATCH`]; a new epoch while this worker routes `map`
+/// stops it as a permanent error (it would route over a list the map no longer names).
+/// Unreadable maps are left to the shard probe (`/readyz`).
+fn spawn_map_watch(map_shard: Shard, map: ShardMap, fatal: Fatal, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(MAP_WATCH) => {}
+            }
+            if let Ok(Some(now)) = shardmap::current(&map_shard).await {
+                if now != map {
+                    let why = format!(
+                        "the shard map moved to epoch {} [{}] while this worker routes epoch {} [{}]",
+                        now.epoch,
+                        now.names(),
+                        map.epoch,
+                        map.names()
+                    );
+                    fatal.raise("shard_map", "epoch", &why);
+                    return;
+                }
+            }
+        }
+    });
 }
 
 /// Reports the offsets every shard has applied as the group's committed offsets (progress

@@ -97,6 +97,33 @@ impl IngestSetup {
         s
     }
 
+    /// The same topics and group as `other`, over `shards`, with its configuration file in
+    /// `dir` (a worker of the same deployment started with another shard list).
+    pub fn for_group(other: &IngestSetup, shards: &[ShardConfig], dir: &std::path::Path) -> Self {
+        let text = std::fs::read_to_string(&other.config).unwrap();
+        let (head, _) = text.split_once("[[shards]]").unwrap();
+        // Half the memory cap must hold two full batches per shard: smaller batches for
+        // more shards.
+        let batch = (other.memory_cap / 4 / shards.len().max(1)).min(8 << 20);
+        let mut toml = head.replace(
+            "batch_max_bytes = 8388608",
+            &format!("batch_max_bytes = {batch}"),
+        );
+        for sh in shards {
+            toml.push_str(&format!(
+                "[[shards]]\nname = \"{}\"\nurl = \"{}\"\n",
+                sh.name, sh.url
+            ));
+        }
+        let s = Self {
+            shards: shards.to_vec(),
+            config: dir.join(format!("{}.toml", unique("ingest"))),
+            ..other.clone()
+        };
+        std::fs::write(&s.config, toml).unwrap();
+        s
+    }
+
     /// Sets string keys of table `table` (e.g. `kafka.dlq_properties`) in the configuration
     /// file; once per table.
     pub fn set_table(&self, table: &str, entries: &[(&str, &str)]) {
