@@ -149,7 +149,10 @@ mod tests {
         assert!(check(&map, &map.shards.clone()).is_ok());
         let appended: Vec<String> = vec!["shard0".into(), "shard1".into(), "shard2".into()];
         let e = check(&map, &appended).unwrap_err().to_string();
-        assert!(e.contains("[shard0, shard1, shard2]") && e.contains("epoch 1"), "{e}");
+        assert!(
+            e.contains("[shard0, shard1, shard2]") && e.contains("epoch 1"),
+            "{e}"
+        );
         let reordered: Vec<String> = vec!["shard1".into(), "shard0".into()];
         assert!(check(&map, &reordered).is_err());
     }
