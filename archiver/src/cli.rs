@@ -8,8 +8,8 @@ use vitalsink_common::cli::{self as common_cli, CommonArgs};
 use vitalsink_common::observe;
 use vitalsink_common::Config;
 
+use crate::commands::run::Runner;
 use crate::error::{Error, Result};
-use crate::run::Runner;
 
 /// Moves aged TimescaleDB chunks to verified Parquet, and back.
 #[derive(Debug, Parser)]
@@ -216,7 +216,7 @@ async fn run(command: Command, cfg: Config) -> Result<()> {
             }
         }
         Command::Verify { quick } => {
-            let report = crate::audit::verify(&Runner::new(&cfg)?, quick).await?;
+            let report = crate::commands::verify::verify(&Runner::new(&cfg)?, quick).await?;
             print(&serde_json::to_string_pretty(&report)?);
             if report.problems() > 0 {
                 return Err(Error::ArchiveBad(report.problems()));
@@ -227,7 +227,7 @@ async fn run(command: Command, cfg: Config) -> Result<()> {
             to,
             participants,
         } => {
-            let req = crate::restore::Request {
+            let req = crate::commands::restore::Request {
                 from: parse_time("--from", &from)?,
                 to: parse_time("--to", &to)?,
                 participants: participants.into_iter().collect(),
@@ -238,19 +238,21 @@ async fn run(command: Command, cfg: Config) -> Result<()> {
                     message: "must be after --from".into(),
                 });
             }
-            let report = crate::restore::restore(&Runner::new(&cfg)?, &req).await?;
+            let report = crate::commands::restore::restore(&Runner::new(&cfg)?, &req).await?;
             print(&serde_json::to_string(&report)?);
         }
         Command::MigrateArchive { dry_run } => {
             let report =
-                crate::migrate_archive::migrate_archive(&Runner::new(&cfg)?, dry_run).await?;
+                crate::commands::migrate_archive::migrate_archive(&Runner::new(&cfg)?, dry_run)
+                    .await?;
             print(&serde_json::to_string_pretty(&report)?);
             if report.incomplete() > 0 {
                 return Err(Error::MigrationIncomplete(report.incomplete()));
             }
         }
         Command::Status => {
-            let doc = crate::status::status(&Runner::new(&cfg)?, cfg.archive.older_than).await?;
+            let doc = crate::commands::status::status(&Runner::new(&cfg)?, cfg.archive.older_than)
+                .await?;
             print(&serde_json::to_string_pretty(&doc)?);
         }
     }

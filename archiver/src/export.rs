@@ -2,9 +2,9 @@
 //!
 //! ```text
 //! COPY … TO STDOUT (FORMAT binary) on 1–4 connections sharing one snapshot, rate-limited
-//!   → sorted runs of at most sort_buffer_rows rows in all (crate::readers, crate::sort),
+//!   → sorted runs of at most sort_buffer_rows rows in all (crate::export::readers, crate::export::sort),
 //!     spilled to temporary files
-//!   → k-way merge in (participant_id, metric, ts) order (crate::merge)
+//!   → k-way merge in (participant_id, metric, ts) order (crate::export::merge)
 //!   → RecordBatch of batch_rows rows → checksum
 //!   → channel (2 batches) → AsyncArrowWriter (row groups of row_group_rows rows)
 //!   → object_store BufWriter (multipart upload in part_size_bytes parts)
@@ -13,8 +13,22 @@
 //! The readers decode and sort on blocking threads while the shard's backends scan; the merge
 //! and hashing run on a blocking thread and the Parquet encoding on a spawned task, so the
 //! stages overlap on every core. The footer's key-value metadata names the shard, chunk,
-//! range, rows, ts range, checksum and format versions ([`crate::format::keys`]). On any
+//! range, rows, ts range, checksum and format versions ([`crate::export::format::keys`]). On any
 //! error the multipart upload is aborted, so no partial object becomes visible.
+//!
+//! The stage's parts: which chunks ([`catalog`]), reading them ([`readers`], [`pgcopy`]),
+//! sorting ([`sort`], [`runfile`], [`merge`]), the file ([`format`](mod@format),
+//! [`checksum`]) and the rate limit ([`ratelimit`]).
+
+pub mod catalog;
+pub mod checksum;
+pub mod format;
+pub mod merge;
+pub mod pgcopy;
+pub mod ratelimit;
+pub mod readers;
+pub mod runfile;
+pub mod sort;
 
 use arrow::array::RecordBatch;
 use chrono::{DateTime, Utc};
@@ -25,17 +39,15 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use vitalsink_common::config::ArchiveConfig;
 
-use crate::catalog::Chunk;
-use crate::checksum::{Digester, Summary};
 use crate::error::{Error, Result};
+use crate::export::catalog::Chunk;
+use crate::export::checksum::{Digester, Summary};
+use crate::export::format::{keys, kv};
+use crate::export::pgcopy::BatchBuilder;
+use crate::export::ratelimit::RowLimiter;
 use crate::fault::{self, CrashPoint};
-use crate::format::{self, keys, kv};
-use crate::merge;
-use crate::pgcopy::BatchBuilder;
 use crate::progress::Progress;
-use crate::ratelimit::RowLimiter;
-use crate::readers;
-use crate::store::Archive;
+use crate::storage::store::Archive;
 
 /// Batches in flight between the decoder and the Parquet encoder.
 const CHANNEL_BATCHES: usize = 2;
@@ -165,7 +177,7 @@ async fn finish(w: &mut Writer, s: &Summary) -> Result<u64> {
 }
 
 /// Reads the chunk inside one REPEATABLE READ snapshot (shared by `helpers`) into sorted runs
-/// ([`crate::readers`]), then merges them ([`crate::merge`]) on a blocking thread into
+/// ([`crate::export::readers`]), then merges them ([`crate::export::merge`]) on a blocking thread into
 /// batches of `batch_rows` rows in (participant_id, metric, ts) order, which it hashes and
 /// sends to the encoder; returns their summary.
 async fn read_chunk(

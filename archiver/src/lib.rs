@@ -1,39 +1,27 @@
 //! vitalsink's archiver: moves aged hypertable chunks from every shard to verified Parquet
 //! files on a NAS path or S3-compatible storage, and restores them.
 //!
-//! Follow one chunk: [`run::Runner::run_once`] (shards, advisory lock) →
-//! [`catalog::aged_chunks`] (which chunks) → [`attempt::ChunkJob::archive`] (the state
-//! machine: resume, [`export::export`], [`readback`] verification, drop) with every step
-//! in [`log`] and mirrored to the [`manifest`]. Object names: [`layout`]; file format:
-//! [`format`] and [`checksum`]. The way back: [`restore`]. Checking the archive: [`audit`].
-//! Renaming an archive's objects to the current layout: [`migrate_archive`].
+//! Follow one chunk: [`commands::run::Runner::run_once`] (shards, advisory lock) →
+//! [`export::catalog::aged_chunks`] (which chunks) → [`state::attempt::ChunkJob::archive`]
+//! (the state machine: resume, [`export::export`], [`storage::readback`] verification, drop)
+//! with every step in [`state::log`] and mirrored to the [`state::manifest`]. Object names:
+//! [`storage::layout`]; file format: [`export::format`] and [`export::checksum`]. The way
+//! back: [`commands::restore`]. Checking the archive: [`commands::verify`]. Renaming an
+//! archive's objects to the current layout: [`commands::migrate_archive`].
+//!
+//! Folders by stage: [`export`] (chunk → Parquet object), [`state`] (log, manifest, the
+//! chunk's state machine), [`storage`] (object store, names, read-back), [`commands`] (one
+//! module per subcommand); [`cli`], [`error`], [`metrics`], [`progress`] and [`fault`] serve
+//! them all.
 
-pub mod attempt;
-pub mod audit;
-pub mod catalog;
-pub mod checksum;
 pub mod cli;
+pub mod commands;
 pub mod error;
 pub mod export;
 pub mod fault;
-pub mod format;
-pub mod layout;
-pub mod log;
-pub mod manifest;
-pub mod merge;
 pub mod metrics;
-pub mod migrate_archive;
-pub mod objreader;
-pub mod pgcopy;
 pub mod progress;
-pub mod ratelimit;
-pub mod readback;
-pub mod readers;
-pub mod restore;
-pub mod run;
-pub mod runfile;
-pub mod sort;
-pub mod status;
-pub mod store;
+pub mod state;
+pub mod storage;
 
 pub use error::{Error, Result};

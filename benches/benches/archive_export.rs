@@ -18,11 +18,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::time::{Duration, Instant};
-use vitalsink_archiver::catalog::{aged_chunks, Chunk};
+use vitalsink_archiver::export::catalog::{aged_chunks, Chunk};
+use vitalsink_archiver::export::ratelimit::RowLimiter;
+use vitalsink_archiver::export::readers;
 use vitalsink_archiver::export::{export, Target};
 use vitalsink_archiver::progress::Progress;
-use vitalsink_archiver::ratelimit::RowLimiter;
-use vitalsink_archiver::readers;
 use vitalsink_benches::report;
 use vitalsink_common::config::ArchiveConfig;
 use vitalsink_tests::ingest_run::peak_rss_bytes;
@@ -240,11 +240,11 @@ async fn archiver_export(
         rows_per_second: 0,
         ..ArchiveConfig::default()
     };
-    let archive = vitalsink_archiver::store::open(&cfg).unwrap();
+    let archive = vitalsink_archiver::storage::store::open(&cfg).unwrap();
     let target = Target {
         shard: "shard0",
         chunk,
-        path: vitalsink_archiver::layout::data_object(
+        path: vitalsink_archiver::storage::layout::data_object(
             "shard0",
             &chunk.name,
             chunk.range_start,

@@ -204,7 +204,7 @@ pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Calls `row(participant_id, metric, ts µs since the epoch, value)` for every row of one
-/// archive file (the archiver's schema, `archiver/src/format.rs`); returns the rows read.
+/// archive file (the archiver's schema, `archiver/src/export/format.rs`); returns the rows read.
 pub fn read_parquet(path: &Path, mut row: impl FnMut(&str, &str, i64, f64)) -> i64 {
     let file = std::fs::File::open(path).unwrap();
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)

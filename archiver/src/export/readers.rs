@@ -1,4 +1,4 @@
-//! Reading a chunk into sorted runs ([`crate::merge::Run`]) on several connections at once.
+//! Reading a chunk into sorted runs ([`crate::export::merge::Run`]) on several connections at once.
 //!
 //! Inside one REPEATABLE READ snapshot, which the main connection exports
 //! (`pg_export_snapshot()`) and every helper connection imports (`SET TRANSACTION SNAPSHOT`;
@@ -25,13 +25,13 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
-use crate::catalog::Chunk;
 use crate::error::{pg, Error, Result};
-use crate::format;
-use crate::merge::Run;
-use crate::pgcopy::CopyDecoder;
-use crate::ratelimit::RowLimiter;
-use crate::sort::RunBuffer;
+use crate::export::catalog::Chunk;
+use crate::export::format;
+use crate::export::merge::Run;
+use crate::export::pgcopy::CopyDecoder;
+use crate::export::ratelimit::RowLimiter;
+use crate::export::sort::RunBuffer;
 
 /// Bytes of COPY messages gathered before they are handed to the decoding thread.
 const BLOCK_BYTES: usize = 64 << 10;

@@ -41,7 +41,7 @@ pub mod keys {
     pub const MIN_TS: &str = "vitalsink.min_ts";
     /// Largest `ts`, RFC 3339.
     pub const MAX_TS: &str = "vitalsink.max_ts";
-    /// Content checksum, see [`crate::checksum`].
+    /// Content checksum, see [`crate::export::checksum`].
     pub const CHECKSUM: &str = "vitalsink.checksum";
     /// The archive file format version ([`super::FORMAT_VERSION`]).
     pub const SCHEMA_VERSION: &str = "vitalsink.schema_version";

@@ -19,17 +19,17 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use vitalsink_common::config::ArchiveConfig;
 
-use crate::catalog::{self, Chunk, Extent};
 use crate::error::{pg, Error, Result};
+use crate::export::catalog::{self, Chunk, Extent};
+use crate::export::ratelimit::RowLimiter;
 use crate::export::{self, Target};
 use crate::fault::{self, CrashPoint};
-use crate::layout;
-use crate::log::{self, LogRow, Step};
-use crate::manifest;
 use crate::progress::Progress;
-use crate::ratelimit::RowLimiter;
-use crate::readback;
-use crate::store::Archive;
+use crate::state::log::{self, LogRow, Step};
+use crate::state::manifest;
+use crate::storage::layout;
+use crate::storage::readback;
+use crate::storage::store::Archive;
 
 /// How long the drop may wait for its lock on the chunk before giving up for this run
 /// (ingest writing late rows into the chunk holds conflicting locks).
@@ -53,7 +53,7 @@ pub struct ChunkJob<'a> {
     /// Progress display.
     pub progress: &'a Progress,
     /// The shard's pool, from which an export borrows helper connections to read a chunk in
-    /// parallel ([`crate::readers`]); `None`: read on the job's connection only.
+    /// parallel ([`crate::export::readers`]); `None`: read on the job's connection only.
     pub pool: Option<&'a deadpool_postgres::Pool>,
 }
 
@@ -174,7 +174,7 @@ impl ChunkJob<'_> {
         Ok(adopted)
     }
 
-    /// Up to [`crate::readers::max_readers`] − 1 idle or new connections from the pool, for
+    /// Up to [`crate::export::readers::max_readers`] − 1 idle or new connections from the pool, for
     /// reading a chunk in parallel; fewer (none) when the pool has no free slot.
     async fn helpers(&self) -> Vec<deadpool_postgres::Object> {
         let Some(pool) = self.pool else {
@@ -186,7 +186,7 @@ impl ChunkJob<'_> {
             recycle: Some(Duration::from_secs(10)),
         };
         let mut got = Vec::new();
-        for _ in 1..crate::readers::max_readers() {
+        for _ in 1..crate::export::readers::max_readers() {
             match pool.timeout_get(&now).await {
                 Ok(c) => got.push(c),
                 Err(e) => {

@@ -51,18 +51,18 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 }
 
 impl Digester {
-    /// Adds a batch of the archive schema ([`crate::format::schema`]).
+    /// Adds a batch of the archive schema ([`crate::export::format::schema`]).
     ///
     /// # Errors
     /// [`crate::Error::Verify`] when a column has another type than the schema's.
     pub fn update(&mut self, batch: &RecordBatch) -> Result<()> {
-        let crate::format::Columns {
+        let crate::export::format::Columns {
             pid,
             metric,
             ts,
             value,
             opt,
-        } = crate::format::Columns::of(batch, "batch")?;
+        } = crate::export::format::Columns::of(batch, "batch")?;
         self.scratch.clear();
         for i in 0..batch.num_rows() {
             let out = &mut self.scratch;

@@ -15,7 +15,7 @@
 //! Exactly once therefore means: after any number of restores, of the same or overlapping
 //! windows, interrupted or not, each archived reading of the windows is in the hypertable
 //! once. A second identical restore inserts nothing and says so. Restored windows hold their
-//! chunks back from `run` (see [`crate::log::restored_windows`]), so they are not archived a
+//! chunks back from `run` (see [`crate::state::log::restored_windows`]), so they are not archived a
 //! second time.
 
 use chrono::{DateTime, Utc};
@@ -30,11 +30,11 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 
 use arrow::array::{Array, RecordBatch};
 
-use crate::catalog::HYPERTABLE;
+use crate::commands::run::Runner;
 use crate::error::{pg, Error, Result};
-use crate::log::Step;
-use crate::manifest::{self, Entry};
-use crate::run::Runner;
+use crate::export::catalog::HYPERTABLE;
+use crate::state::log::Step;
+use crate::state::manifest::{self, Entry};
 
 /// Advisory-lock key serialising restores on a shard ("vsrestor").
 const RESTORE_LOCK: i64 = 0x7673_7265_7374_6f72;
@@ -159,7 +159,7 @@ async fn restore_object(
     let archive = runner.archive();
     let p = Path::from(path.as_str());
     let meta = archive.store.head(&p).await?;
-    let reader = crate::objreader::ObjectReader::new(archive.store.clone(), p, meta.size);
+    let reader = crate::storage::objreader::ObjectReader::new(archive.store.clone(), p, meta.size);
     let mut stream = ParquetRecordBatchStreamBuilder::new(reader)
         .await?
         .build()?;
@@ -172,7 +172,7 @@ async fn restore_object(
         .await
         .map_err(pg(name))?;
     let mut row = entry.row.next(Step::Restored);
-    row.run_id = crate::layout::new_attempt();
+    row.run_id = crate::storage::layout::new_attempt();
     row.hypertable = HYPERTABLE.to_string();
     row.range_start = req.from;
     row.range_end = req.to;
@@ -185,7 +185,7 @@ async fn restore_object(
         })
         .to_string(),
     );
-    let logged = crate::log::insert(&tx, name, &row).await?;
+    let logged = crate::state::log::insert(&tx, name, &row).await?;
     tx.commit().await.map_err(pg(name))?;
     let c: &tokio_postgres::Client = client;
     if let Err(e) = manifest::mirror(archive, c, name, &logged).await {
@@ -205,13 +205,13 @@ async fn copy_matching(
         object: "restore".into(),
         message: "a timestamp out of range".into(),
     };
-    let crate::format::Columns {
+    let crate::export::format::Columns {
         pid,
         metric,
         ts,
         value,
         opt,
-    } = crate::format::Columns::of(b, "restore")?;
+    } = crate::export::format::Columns::of(b, "restore")?;
     let (from, to) = (req.from.timestamp_micros(), req.to.timestamp_micros());
     for i in 0..b.num_rows() {
         let t = ts.value(i);

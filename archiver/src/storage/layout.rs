@@ -21,7 +21,7 @@
 //! this rule named each object after its chunk, `_hyper_1_5_chunk-<attempt>.parquet`; those
 //! names stay valid wherever they are recorded (readers of the archive take every path from
 //! the log and manifest, never from this module), and `archiver migrate-archive` renames them
-//! ([`crate::migrate_archive`]). The components are:
+//! ([`crate::commands::migrate_archive`]). The components are:
 //!
 //! - `date=…`, `shard=…`: start with a letter whatever the shard is called;
 //! - the file name starts with `part-` (Spark's and Hive's own convention for data files);

@@ -1,4 +1,4 @@
-//! The merging half of the archiver's external merge sort: sorted runs ([`crate::runfile`])
+//! The merging half of the archiver's external merge sort: sorted runs ([`crate::export::runfile`])
 //! are merged into one stream in (participant_id, metric, ts) byte order.
 //!
 //! At most [`FAN_IN`] runs are merged at once, so memory is `FAN_IN` read buffers of 64 KiB
@@ -12,7 +12,7 @@ use std::cmp::Ordering;
 use std::io::{BufWriter, Cursor, Read, Seek};
 
 use crate::error::{Error, Result};
-use crate::runfile::{RunReader, RunWriter};
+use crate::export::runfile::{RunReader, RunWriter};
 
 /// Most runs merged at once.
 pub const FAN_IN: usize = 64;
@@ -120,7 +120,7 @@ fn merge_group(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::runfile::RowRef;
+    use crate::export::runfile::RowRef;
 
     fn write<W: std::io::Write>(w: W, rows: &[(&str, &str, i64)]) -> Result<W> {
         let mut w = RunWriter::new(w);

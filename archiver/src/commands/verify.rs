@@ -13,7 +13,7 @@
 //!   migration killed before its last step) is a problem, since readers count its rows twice
 //!   and only another `migrate-archive` deletes it;
 //! - live objects under a name Arrow, pandas and Spark skip (an archive written before the
-//!   `part-…` layout, [`crate::layout`]) are reported, not counted as problems: they are
+//!   `part-…` layout, [`crate::storage::layout`]) are reported, not counted as problems: they are
 //!   intact, and `migrate-archive` renames them.
 //!
 //! Log rows not yet mirrored are mirrored first, on the shards that can be reached (after
@@ -25,11 +25,11 @@ use object_store::ObjectStoreExt;
 use serde::Serialize;
 use std::collections::BTreeSet;
 
+use crate::commands::run::Runner;
 use crate::error::Result;
-use crate::layout;
-use crate::manifest;
-use crate::readback;
-use crate::run::Runner;
+use crate::state::manifest;
+use crate::storage::layout;
+use crate::storage::readback;
 
 /// What `verify` found.
 #[derive(Debug, Clone, Default, Serialize)]

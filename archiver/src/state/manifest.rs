@@ -1,6 +1,6 @@
 //! The manifest in the archive root: every `archive_log` row of every shard mirrored as one
 //! small JSON-lines object (one line), `manifest/shard=<shard>/<id>-<attempt>-<step>.json`
-//! ([`crate::layout`]). Object stores have no append, so the manifest is a folder of
+//! ([`crate::storage::layout`]). Object stores have no append, so the manifest is a folder of
 //! immutable entries; listing it in name order is log order per shard.
 //!
 //! A row is mirrored right after it commits in the shard and then marked `in_manifest`; a
@@ -22,16 +22,16 @@ use std::collections::BTreeMap;
 use tokio_postgres::GenericClient;
 
 use crate::error::{Error, Result};
-use crate::layout;
-use crate::log::{self, LogRow, Step};
-use crate::store::Archive;
+use crate::state::log::{self, LogRow, Step};
+use crate::storage::layout;
+use crate::storage::store::Archive;
 
 /// One manifest entry: the shard, the file format version and the log row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
     /// Source shard name.
     pub shard: String,
-    /// Archive file format version ([`crate::format::FORMAT_VERSION`]).
+    /// Archive file format version ([`crate::export::format::FORMAT_VERSION`]).
     pub format_version: String,
     /// The mirrored `archive_log` row.
     #[serde(flatten)]
@@ -58,7 +58,7 @@ pub async fn mirror(
 ) -> Result<()> {
     let entry = Entry {
         shard: shard.to_string(),
-        format_version: crate::format::FORMAT_VERSION.to_string(),
+        format_version: crate::export::format::FORMAT_VERSION.to_string(),
         row: row.clone(),
     };
     let mut line = serde_json::to_vec(&entry)?;

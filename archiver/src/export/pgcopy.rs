@@ -15,7 +15,7 @@ use bytes::{Buf, BytesMut};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::format;
+use crate::export::format;
 
 /// Microseconds from 1970-01-01 to 2000-01-01 (PostgreSQL's epoch).
 pub const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;

@@ -1,5 +1,5 @@
 //! The compact encoding of a sorted run (a temporary file or, for a run kept in memory, a
-//! byte vector) used by the external merge sort ([`crate::sort`], [`crate::merge`]).
+//! byte vector) used by the external merge sort ([`crate::export::sort`], [`crate::export::merge`]).
 //!
 //! A run is a sequence of rows in (participant_id, metric, ts) order, each encoded as
 //!

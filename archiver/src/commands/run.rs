@@ -11,14 +11,14 @@ use vitalsink_common::db::Shard;
 use vitalsink_common::observe::{self, Readiness};
 use vitalsink_common::Config;
 
-use crate::attempt::ChunkJob;
-use crate::catalog::{self, Chunk};
 use crate::error::{pg, Error, Result};
-use crate::log::{self, Step};
-use crate::manifest;
+use crate::export::catalog::{self, Chunk};
+use crate::export::ratelimit::RowLimiter;
 use crate::progress::Progress;
-use crate::ratelimit::RowLimiter;
-use crate::store::{self, Archive};
+use crate::state::attempt::ChunkJob;
+use crate::state::log::{self, Step};
+use crate::state::manifest;
+use crate::storage::store::{self, Archive};
 
 /// Advisory-lock key held by the archiver on a shard while it works there ("vsarchiv"):
 /// by `run` and by `migrate-archive`.
@@ -90,10 +90,10 @@ impl Runner {
     ///
     /// # Errors
     /// Configuration errors naming the key, among them a shard name that cannot name archive
-    /// objects ([`crate::layout::check_shard_name`]).
+    /// objects ([`crate::storage::layout::check_shard_name`]).
     pub fn new(cfg: &Config) -> Result<Self> {
         for (i, s) in cfg.shards.iter().enumerate() {
-            crate::layout::check_shard_name(i, &s.name)?;
+            crate::storage::layout::check_shard_name(i, &s.name)?;
         }
         Ok(Self {
             shards: Shard::all(&cfg.shards, &cfg.database)?,
@@ -128,7 +128,7 @@ impl Runner {
     /// [`Error::ChunksFailed`] when some chunks failed (the others are archived); a shard
     /// that cannot be reached counts as one failure.
     pub async fn run_once(&self) -> Result<Report> {
-        let run_id = crate::layout::new_attempt();
+        let run_id = crate::storage::layout::new_attempt();
         tracing::info!(%run_id, root = %self.archive.root, older_than = %humantime::format_duration(self.cfg.archive.older_than), "archive run");
         let mut report = Report::default();
         for shard in &self.shards {

@@ -4,14 +4,14 @@
 //! records an error; `restored` records a restore; `renamed` records that `migrate-archive`
 //! moved a finished attempt's object to a new name (`0005_…`: the old name in
 //! `renamed_from`, the attempt's earlier rows unchanged). The rows of a chunk tell a later run
-//! where a crashed one stopped ([`crate::run`]).
+//! where a crashed one stopped ([`crate::commands::run`]).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::GenericClient;
 
-use crate::catalog::{Chunk, HYPERTABLE};
 use crate::error::{pg, Result};
+use crate::export::catalog::{Chunk, HYPERTABLE};
 
 /// A step of the archive log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,7 +95,7 @@ pub struct LogRow {
     pub bytes: Option<i64>,
     /// Rows in the object (for `restored`: rows inserted).
     pub rows: Option<i64>,
-    /// Content checksum ([`crate::checksum`]).
+    /// Content checksum ([`crate::export::checksum`]).
     pub checksum: Option<String>,
     /// Smallest `ts` in the object.
     pub min_ts: Option<DateTime<Utc>>,

@@ -1,7 +1,7 @@
 //! The in-memory half of the archiver's external merge sort: rows decoded from a COPY stream
 //! are collected into a [`RunBuffer`] of at most a configured number of rows, sorted by
 //! (participant_id, metric, ts) in byte order and written out as a sorted run
-//! ([`crate::runfile`]); [`crate::merge`] merges the runs.
+//! ([`crate::export::runfile`]); [`crate::export::merge`] merges the runs.
 //!
 //! Strings are interned per run: each distinct value is stored once and a row holds its
 //! ids, so a row is 40 bytes whatever its strings. Before sorting, the distinct
@@ -14,14 +14,14 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::io::Write;
 
 use crate::error::{Error, Result};
-use crate::format;
-use crate::pgcopy::{field, Spans, PG_EPOCH_MICROS};
-use crate::runfile::{RowRef, RunWriter, STRINGS};
+use crate::export::format;
+use crate::export::pgcopy::{field, Spans, PG_EPOCH_MICROS};
+use crate::export::runfile::{RowRef, RunWriter, STRINGS};
 
 /// Id of NULL in a row's string ids.
 const NULL: u32 = u32::MAX;
 
-/// The COPY fields of the string columns, in [`crate::runfile::STRINGS`] order.
+/// The COPY fields of the string columns, in [`crate::export::runfile::STRINGS`] order.
 const STRING_FIELDS: [usize; STRINGS] = [0, 1, 4, 5, 6];
 
 /// FxHash (rustc's hasher): a multiply-rotate hash, fast on the short strings interned here.
@@ -218,9 +218,9 @@ impl RunBuffer {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::pgcopy::tests::tuple_of;
-    use crate::pgcopy::{tuple_at, Next};
-    use crate::runfile::RunReader;
+    use crate::export::pgcopy::tests::tuple_of;
+    use crate::export::pgcopy::{tuple_at, Next};
+    use crate::export::runfile::RunReader;
 
     #[test]
     fn sorts_by_participant_metric_ts_in_byte_order() {

@@ -1,5 +1,5 @@
 //! Reading an archived object back: streamed row group by row group, its rows hashed with the
-//! same [`crate::checksum::Digester`] the export used, and compared with what the log or
+//! same [`crate::export::checksum::Digester`] the export used, and compared with what the log or
 //! manifest recorded.
 
 use futures::TryStreamExt;
@@ -8,11 +8,11 @@ use object_store::ObjectStoreExt;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use std::collections::BTreeMap;
 
-use crate::checksum::{Digester, Summary};
 use crate::error::{Error, Result};
-use crate::format::keys;
-use crate::log::LogRow;
-use crate::store::Archive;
+use crate::export::checksum::{Digester, Summary};
+use crate::export::format::keys;
+use crate::state::log::LogRow;
+use crate::storage::store::Archive;
 
 /// Rows per decoded batch while reading back.
 const READ_BATCH_ROWS: usize = 65_536;
@@ -35,8 +35,11 @@ pub struct ReadBack {
 /// [`Error::Verify`] for columns of the wrong type.
 pub async fn read(archive: &Archive, path: &Path) -> Result<ReadBack> {
     let meta = archive.store.head(path).await?;
-    let reader =
-        crate::objreader::ObjectReader::new(archive.store.clone(), path.clone(), meta.size);
+    let reader = crate::storage::objreader::ObjectReader::new(
+        archive.store.clone(),
+        path.clone(),
+        meta.size,
+    );
     let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
     let kv = builder
         .metadata()

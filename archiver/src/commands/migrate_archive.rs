@@ -1,5 +1,5 @@
 //! `migrate-archive [--dry-run]`: brings the objects of an archive written before the current
-//! [`crate::layout`] (chunk-named `_hyper_1_5_chunk-<attempt>.parquet`, which Arrow, pandas and
+//! [`crate::storage::layout`] (chunk-named `_hyper_1_5_chunk-<attempt>.parquet`, which Arrow, pandas and
 //! Spark skip as hidden) to their current names, keeping each object's verification trail.
 //!
 //! Per shard, under the same advisory lock as `run` (so the two never work on one shard at
@@ -31,13 +31,13 @@ use object_store::ObjectStoreExt;
 use serde::Serialize;
 use vitalsink_common::db::Shard;
 
+use crate::commands::run::{try_lock_shard, unlock_shard, Runner};
 use crate::error::{Error, Result};
 use crate::fault::{self, CrashPoint};
-use crate::layout;
-use crate::log::{self, LogRow, Step};
-use crate::manifest;
-use crate::readback;
-use crate::run::{try_lock_shard, unlock_shard, Runner};
+use crate::state::log::{self, LogRow, Step};
+use crate::state::manifest;
+use crate::storage::layout;
+use crate::storage::readback;
 
 /// One object moved (or, with `--dry-run`, to be moved).
 #[derive(Debug, Clone, Serialize)]

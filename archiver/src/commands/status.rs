@@ -4,12 +4,12 @@
 
 use serde_json::{json, Value};
 
-use crate::catalog;
+use crate::commands::run::Runner;
 use crate::error::Result;
-use crate::layout;
-use crate::log;
-use crate::manifest;
-use crate::run::Runner;
+use crate::export::catalog;
+use crate::state::log;
+use crate::state::manifest;
+use crate::storage::layout;
 
 /// The status document (JSON).
 ///
