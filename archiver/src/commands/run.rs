@@ -1,4 +1,5 @@
-//! `run` and `plan`: every shard, every chunk older than the window.
+//! `run`: every shard, every chunk older than the window; and [`Runner`], the working set
+//! every command uses.
 //!
 //! Shards are done one after the other; on each, a session advisory lock keeps two archivers
 //! (an overlapping cron start) from working on the same shard; the second skips it. Before
@@ -16,7 +17,7 @@ use crate::export::catalog::{self, Chunk};
 use crate::export::ratelimit::RowLimiter;
 use crate::progress::Progress;
 use crate::state::attempt::ChunkJob;
-use crate::state::log::{self, Step};
+use crate::state::log;
 use crate::state::manifest;
 use crate::storage::store::{self, Archive};
 
@@ -76,7 +77,7 @@ pub struct Runner {
 }
 
 /// Whether `chunk` overlaps one of the restored windows.
-fn held(
+pub(crate) fn held(
     chunk: &Chunk,
     windows: &[(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)],
 ) -> bool {
@@ -111,6 +112,11 @@ impl Runner {
     /// The shards.
     pub fn shards(&self) -> &[Shard] {
         &self.shards
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
     }
 
     /// Applies the pending schema migrations on `shard`; returns its schema version.
@@ -247,65 +253,4 @@ impl Runner {
         tracing::info!("archiver stopping");
         Ok(())
     }
-
-    /// The dry run: what `run` would move now, with exact row counts.
-    ///
-    /// # Errors
-    /// A shard that cannot be reached.
-    pub async fn plan(&self) -> Result<Vec<PlanItem>> {
-        let mut out = Vec::new();
-        for shard in &self.shards {
-            let name = shard.name.as_str();
-            self.migrate(shard).await?;
-            let obj = shard.client().await?;
-            let c: &tokio_postgres::Client = &obj;
-            let windows = log::restored_windows(c, name).await?;
-            for chunk in catalog::aged_chunks(c, name, self.cfg.archive.older_than).await? {
-                let ext = catalog::extent(c, name, &chunk).await?;
-                let last = log::of_chunk(c, name, &chunk)
-                    .await?
-                    .into_iter()
-                    .rfind(|r| r.step != Step::Failed);
-                let action = if held(&chunk, &windows) {
-                    "held (restored range)"
-                } else {
-                    match last.map(|r| r.step) {
-                        Some(Step::Verified) => "drop (already verified)",
-                        Some(Step::Written) => "verify earlier object, then drop",
-                        Some(Step::Planned) => "discard unfinished attempt, export, verify, drop",
-                        _ => "export, verify, drop",
-                    }
-                };
-                out.push(PlanItem {
-                    shard: name.to_string(),
-                    chunk: chunk.qualified(),
-                    range_start: chunk.range_start,
-                    range_end: chunk.range_end,
-                    rows: ext.rows,
-                    bytes_on_disk: chunk.bytes,
-                    action,
-                });
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// One line of `plan`.
-#[derive(Debug, Clone, Serialize)]
-pub struct PlanItem {
-    /// Shard name.
-    pub shard: String,
-    /// `schema.chunk`.
-    pub chunk: String,
-    /// Range start.
-    pub range_start: chrono::DateTime<chrono::Utc>,
-    /// Range end (exclusive).
-    pub range_end: chrono::DateTime<chrono::Utc>,
-    /// Rows (exact count).
-    pub rows: i64,
-    /// Chunk size on disk incl. indexes, bytes.
-    pub bytes_on_disk: i64,
-    /// What `run` would do.
-    pub action: &'static str,
 }
