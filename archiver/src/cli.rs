@@ -200,7 +200,7 @@ async fn run(command: Command, cfg: Config) -> Result<()> {
                     let ready = observe::Readiness::new("running");
                     ready.set(None);
                     let served = observe::serve(
-                        &cfg.observability.listen,
+                        cfg.observability.listen_or(crate::DEFAULT_LISTEN),
                         observe::install_recorder(),
                         ready,
                         shutdown.clone(),

@@ -25,3 +25,7 @@ pub mod state;
 pub mod storage;
 
 pub use error::{Error, Result};
+
+/// Where `/metrics`, `/healthz` and `/readyz` are served when `observability.listen` is unset:
+/// next to the ingest worker's 9464, so that both run on one host.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9465";

@@ -263,18 +263,27 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ObservabilityConfig {
-    /// Address of the HTTP server for `/metrics`, `/healthz` and `/readyz`.
-    pub listen: String,
+    /// Address of the HTTP server for `/metrics`, `/healthz` and `/readyz`. Unset, each
+    /// binary takes its own default so that they can share a host: `ingest`
+    /// `127.0.0.1:9464`, `archiver` `127.0.0.1:9465` ([`ObservabilityConfig::listen_or`]).
+    pub listen: Option<String>,
     /// Log format.
     pub log_format: LogFormat,
     /// `tracing` filter directive, e.g. `info,vitalsink_ingest=debug`.
     pub log_filter: String,
 }
 
+impl ObservabilityConfig {
+    /// `listen`, or the binary's `default` when it is unset.
+    pub fn listen_or<'a>(&'a self, default: &'a str) -> &'a str {
+        self.listen.as_deref().unwrap_or(default)
+    }
+}
+
 impl Default for ObservabilityConfig {
     fn default() -> Self {
         Self {
-            listen: "127.0.0.1:9464".into(),
+            listen: None,
             log_format: LogFormat::Text,
             log_filter: "info".into(),
         }
@@ -324,7 +333,6 @@ impl Config {
             ("kafka.topic", &self.kafka.topic),
             ("kafka.dlq_topic", &self.kafka.dlq_topic),
             ("kafka.group_id", &self.kafka.group_id),
-            ("observability.listen", &self.observability.listen),
         ] {
             if v.trim().is_empty() {
                 return bad(key, "must not be empty");
@@ -391,13 +399,10 @@ impl Config {
         if self.validation.max_message_bytes == 0 {
             return bad("validation.max_message_bytes", "must be at least 1");
         }
-        if self
-            .observability
-            .listen
-            .parse::<std::net::SocketAddr>()
-            .is_err()
-        {
-            return bad("observability.listen", "must be an ip:port socket address");
+        if let Some(listen) = &self.observability.listen {
+            if listen.parse::<std::net::SocketAddr>().is_err() {
+                return bad("observability.listen", "must be an ip:port socket address");
+            }
         }
         if let Err((key, message)) = self.archive.check() {
             return bad(key, message);

@@ -45,6 +45,9 @@ const WRITER_QUEUE: usize = 2;
 const TICK: Duration = Duration::from_millis(100);
 /// Records taken per round of the consume loop after the first, when already queued.
 const BURST: usize = 256;
+/// Where `/metrics`, `/healthz` and `/readyz` are served when `observability.listen` is unset
+/// (the archiver's default is 9465, so both run on one host).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 /// How long a dead letter may wait for the broker's answer before `/readyz` reports it.
 const DLQ_PATIENCE: Duration = Duration::from_secs(5);
 
@@ -71,7 +74,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     let ready = Readiness::new("starting");
     // Up until SIGTERM, also after a permanent error (the failed state below).
     observe::serve(
-        &cfg.observability.listen,
+        cfg.observability.listen_or(DEFAULT_LISTEN),
         observe::install_recorder(),
         ready.clone(),
         shutdown.clone(),

@@ -225,7 +225,7 @@ impl Runner {
     pub async fn run_every(&self, every: Duration, shutdown: CancellationToken) -> Result<()> {
         let ready = Readiness::new("first run not finished");
         observe::serve(
-            &self.cfg.observability.listen,
+            self.cfg.observability.listen_or(crate::DEFAULT_LISTEN),
             observe::install_recorder(),
             ready.clone(),
             shutdown.clone(),
