@@ -52,6 +52,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0006_shard_map.sql",
         sql: include_str!("../../schemas/sql/0006_shard_map.sql"),
     },
+    Migration {
+        version: 7,
+        name: "0007_shard_moves.sql",
+        sql: include_str!("../../schemas/sql/0007_shard_moves.sql"),
+    },
 ];
 
 /// The newest schema version this binary ships.

@@ -123,13 +123,46 @@ pub fn check(map: &ShardMap, configured: &[String]) -> Result<()> {
     )))
 }
 
-/// [`bootstrap`], then [`check`] against `shards`' names: what every binary that writes does
-/// at start-up.
+/// The shard move (`reshard`) that has not finished, as a sentence, e.g. `a shard move (add
+/// shard2, epoch 1 → 2) is in phase copying`; `None` when there is none.
 ///
 /// # Errors
-/// As [`bootstrap`] and [`check`].
+/// [`Error::Postgres`]/[`Error::Pool`] when the map shard cannot be read.
+pub async fn unfinished_move(map_shard: &Shard) -> Result<Option<String>> {
+    let c = map_shard.client().await?;
+    let row = c
+        .query_opt(
+            "SELECT kind, shard, from_epoch, to_epoch, phase FROM shard_moves
+              WHERE phase <> 'done' ORDER BY id LIMIT 1",
+            &[],
+        )
+        .await
+        .map_err(|e| map_shard.err(e))?;
+    Ok(row.map(|r| {
+        format!(
+            "a shard move ({} {}, epoch {} → {}) is in phase {}",
+            r.get::<_, String>(0),
+            r.get::<_, String>(1),
+            r.get::<_, i32>(2),
+            r.get::<_, i32>(3),
+            r.get::<_, String>(4)
+        )
+    }))
+}
+
+/// [`bootstrap`], then [`check`] against `shards`' names, and no unfinished shard move: what
+/// every binary that writes does at start-up.
+///
+/// # Errors
+/// As [`bootstrap`] and [`check`]; [`Error::ShardMap`] while a move has not finished (moves
+/// run with the workers stopped; `reshard` resumes it).
 pub async fn verify(shards: &[Shard]) -> Result<ShardMap> {
     let map = bootstrap(shards).await?;
+    if let Some(mv) = unfinished_move(&shards[0]).await? {
+        return Err(Error::ShardMap(format!(
+            "{mv}; refusing to write until it has finished (run the same `reshard` command again              to resume it)"
+        )));
+    }
     let names: Vec<String> = shards.iter().map(|s| s.name.clone()).collect();
     check(&map, &names)?;
     Ok(map)

@@ -434,6 +434,14 @@ fn spawn_map_watch(map_shard: Shard, map: ShardMap, fatal: Fatal, shutdown: Canc
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(MAP_WATCH) => {}
             }
+            if let Ok(Some(mv)) = shardmap::unfinished_move(&map_shard).await {
+                fatal.raise(
+                    "shard_map",
+                    "move",
+                    &format!("{mv} while this worker writes"),
+                );
+                return;
+            }
             if let Ok(Some(now)) = shardmap::current(&map_shard).await {
                 if now != map {
                     let why = format!(

@@ -383,6 +383,38 @@ pub async fn prepare(stack: &Stack, prefix: &str) -> (ShardDbs, IngestSetup, tem
     (dbs, setup, dir)
 }
 
+/// [`prepare`], then the data set written by one worker, stopped with SIGTERM (so
+/// every shard is at the same offsets): what the shard-map and reshard tests start from.
+pub async fn loaded(
+    stack: &Stack,
+    prefix: &str,
+) -> (ShardDbs, IngestSetup, tempfile::TempDir, Dataset) {
+    let (dbs, setup, dir) = prepare(stack, prefix).await;
+    let data = dataset();
+    let log = dir.path().join("ingest.log");
+    let worker = setup.spawn(&log);
+    produce(&stack.brokers, &setup.topic, &data.records).await;
+    let n = wait_for_rows(&dbs.shards, data.readings, Duration::from_secs(300)).await;
+    assert_eq!(n, data.readings, "{}", log_tail(&log));
+    stop_gracefully(worker, &log).await;
+    (dbs, setup, dir, data)
+}
+
+/// A fresh database on the stack's last server, as one more shard named `shard<n>`.
+pub async fn extra_shard(stack: &Stack, n: usize) -> ShardConfig {
+    let name = unique("t_extra");
+    let url = stack.shard_urls.last().unwrap();
+    connect(url)
+        .await
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    ShardConfig {
+        name: format!("shard{n}"),
+        url: format!("{} dbname={name}", url.replace("dbname=vitalsink", "")),
+    }
+}
+
 /// Checks the dead-letter topic holds every malformed record, with its reason.
 pub async fn assert_dead_letters(
     stack: &Stack,

@@ -8,26 +8,12 @@
 
 use std::time::{Duration, Instant};
 use vitalsink_common::config::ShardConfig;
+use vitalsink_tests::archive_run::archiver_binary;
 use vitalsink_tests::ingest_run::{
-    assert_exactly_once, dataset, endpoints_addr, http_get, log_tail, prepare, produce,
-    stop_gracefully, total_rows, wait_for_rows, IngestSetup,
+    assert_exactly_once, endpoints_addr, extra_shard, http_get, loaded, log_tail, total_rows,
+    IngestSetup,
 };
 use vitalsink_tests::{connect, unique, Stack};
-
-/// A fresh database on the stack's last server, as one more shard named `shard<n>`.
-async fn extra_shard(stack: &Stack, n: usize) -> ShardConfig {
-    let name = unique("t_extra");
-    let url = stack.shard_urls.last().unwrap();
-    connect(url)
-        .await
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    ShardConfig {
-        name: format!("shard{n}"),
-        url: format!("{} dbname={name}", url.replace("dbname=vitalsink", "")),
-    }
-}
 
 /// Waits up to `limit` for `child` to exit by itself.
 async fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
@@ -72,14 +58,7 @@ async fn assert_refused(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_appended_by_hand_is_refused_with_the_reason() {
     let stack = Stack::from_env();
-    let (dbs, setup, dir) = prepare(&stack, "t_map").await;
-    let data = dataset();
-    let log = dir.path().join("ingest.log");
-    let worker = setup.spawn(&log);
-    produce(&stack.brokers, &setup.topic, &data.records).await;
-    let n = wait_for_rows(&dbs.shards, data.readings, Duration::from_secs(300)).await;
-    assert_eq!(n, data.readings, "{}", log_tail(&log));
-    stop_gracefully(worker, &log).await;
+    let (dbs, setup, dir, data) = loaded(&stack, "t_map").await;
 
     // The operator appends a third shard and restarts: refused, the map names the lists.
     let mut three = dbs.shards.clone();
@@ -91,6 +70,21 @@ async fn a_shard_appended_by_hand_is_refused_with_the_reason() {
         "the configuration lists shards [shard0, shard1, shard2] but the shard map (epoch 1",
     )
     .await;
+
+    // The archiver refuses the same list, before touching a chunk.
+    let stale = IngestSetup::for_group(&setup, &three, dir.path());
+    let out = std::process::Command::new(archiver_binary())
+        .args(["--config", stale.config.to_str().unwrap()])
+        .arg(format!(
+            "--root=file://{}",
+            dir.path().join("archive").display()
+        ))
+        .args(["run"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "archiver refuses: {stderr}");
+    assert!(stderr.contains("refusing to write"), "says why: {stderr}");
 
     // A deployment from before the map (no map row): the shards themselves give it away.
     connect(&dbs.shards[0].url)

@@ -66,9 +66,10 @@ pub struct Report {
 /// Restores `req` from the archive of `runner`.
 ///
 /// # Errors
-/// [`Error::Arg`] when an object's shard is not configured; store, Parquet and database
-/// errors. Objects restored before the error stay restored (and logged).
+/// [`Error::Arg`] when an object's shard is not configured; a shard list other than the
+/// shard map's ([`Runner::check_shard_map`]); store, Parquet and database errors. Objects restored before the error stay restored (and logged).
 pub async fn restore(runner: &Runner, req: &Request) -> Result<Report> {
+    runner.check_shard_map().await?;
     let entries = manifest::read_all(runner.archive()).await?;
     let from = req.from.timestamp_micros();
     let to = req.to.timestamp_micros();

@@ -119,6 +119,35 @@ impl Runner {
         &self.cfg
     }
 
+    /// Refuses to work over a shard list other than the shard map's current epoch
+    /// ([`vitalsink_common::shardmap`]): migrates the map shard (the first) and checks the
+    /// configured names against the map when there is one. A deployment without a map yet is
+    /// left for the first `ingest` to bootstrap. Refuses as well while a shard move
+    /// (`reshard`) has not finished.
+    ///
+    /// # Errors
+    /// [`vitalsink_common::Error::ShardMap`] naming both lists, or the unfinished move; the
+    /// map shard's errors.
+    pub async fn check_shard_map(&self) -> Result<()> {
+        let Some(map_shard) = self.shards.first() else {
+            return Ok(());
+        };
+        self.migrate(map_shard).await?;
+        if let Some(map) = vitalsink_common::shardmap::current(map_shard).await? {
+            let names: Vec<String> = self.shards.iter().map(|s| s.name.clone()).collect();
+            vitalsink_common::shardmap::check(&map, &names)?;
+        }
+        // A move copies and deletes participants' rows: archiving meanwhile could put rows
+        // in the archive that the move also copies. The archiver waits for it.
+        if let Some(mv) = vitalsink_common::shardmap::unfinished_move(map_shard).await? {
+            return Err(vitalsink_common::Error::ShardMap(format!(
+                "{mv}; the archiver waits until it has finished"
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
     /// Applies the pending schema migrations on `shard`; returns its schema version.
     ///
     /// # Errors
@@ -132,8 +161,11 @@ impl Runner {
     ///
     /// # Errors
     /// [`Error::ChunksFailed`] when some chunks failed (the others are archived); a shard
-    /// that cannot be reached counts as one failure.
+    /// that cannot be reached counts as one failure. Before any shard is touched: the shard
+    /// list disagrees with the shard map, or the map shard cannot be read
+    /// ([`Runner::check_shard_map`]).
     pub async fn run_once(&self) -> Result<Report> {
+        self.check_shard_map().await?;
         let run_id = crate::storage::layout::new_attempt();
         tracing::info!(%run_id, root = %self.archive.root, older_than = %humantime::format_duration(self.cfg.archive.older_than), "archive run");
         let mut report = Report::default();

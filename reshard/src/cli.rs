@@ -1,0 +1,195 @@
+//! Command line of the `reshard` binary.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+use vitalsink_common::cli::{self as common_cli, CommonArgs};
+use vitalsink_common::db::Shard;
+use vitalsink_common::Config;
+
+use crate::error::{Error, Result};
+use crate::plan::{plan, Change, MovePlan};
+
+/// Changes vitalsink's shard set: one shard appended, or the last one removed.
+#[derive(Debug, Parser)]
+#[command(name = "reshard", version, about)]
+pub struct Cli {
+    /// Flags shared with the other binaries.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the shard map's current epoch (JSON).
+    Map,
+    /// Show every move and its phase (JSON lines).
+    Status,
+    /// Append a shard and move its participants to it (workers and archiver stopped);
+    /// running it again resumes a killed run.
+    AddShard {
+        /// Name of the new shard (`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`).
+        #[arg(long, env = "RESHARD_NAME")]
+        name: String,
+        /// Its libpq connection string.
+        #[arg(long, env = "RESHARD_URL")]
+        url: String,
+        /// Copy throttle, bytes per second of COPY stream (0: none).
+        #[arg(long, env = "RESHARD_BYTES_PER_SECOND", default_value_t = 64 << 20)]
+        bytes_per_second: u32,
+    },
+    /// Remove the last shard, moving its participants to the others (workers and archiver
+    /// stopped); running it again resumes a killed run.
+    RemoveShard {
+        /// Name of the shard; must be the last of the current epoch.
+        #[arg(long, env = "RESHARD_NAME")]
+        name: String,
+        /// Copy throttle, bytes per second of COPY stream (0: none).
+        #[arg(long, env = "RESHARD_BYTES_PER_SECOND", default_value_t = 64 << 20)]
+        bytes_per_second: u32,
+    },
+    /// Dry run: which participants a change would move, from where to where, and how many
+    /// rows; refuses a change routing cannot honour. Changes nothing.
+    Plan {
+        /// The change.
+        #[command(subcommand)]
+        change: PlanChange,
+        /// Print the whole plan as JSON instead of a summary.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+}
+
+/// A change of the shard set.
+#[derive(Debug, Subcommand)]
+pub enum PlanChange {
+    /// Append a shard to the routing order.
+    AddShard {
+        /// Name of the new shard (`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`).
+        #[arg(long, env = "RESHARD_NAME")]
+        name: String,
+        /// Its libpq connection string.
+        #[arg(long, env = "RESHARD_URL")]
+        url: String,
+    },
+    /// Remove a shard; only the last of the routing order can be.
+    RemoveShard {
+        /// Name of the shard.
+        #[arg(long, env = "RESHARD_NAME")]
+        name: String,
+    },
+}
+
+/// Runs the command; returns the exit code (0 success, 1 failure or refusal, 2 bad
+/// configuration).
+pub async fn main(cli: Cli) -> ExitCode {
+    let cfg = match common_cli::start("reshard", &cli.common) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    common_cli::exit_code("reshard", run(cli.command, cfg).await)
+}
+
+#[allow(clippy::print_stdout)]
+async fn run(command: Command, cfg: Config) -> Result<()> {
+    let shards = Shard::all(&cfg.shards, &cfg.database)?;
+    match command {
+        Command::Map => {
+            let map_shard = shards
+                .first()
+                .ok_or_else(|| vitalsink_common::Error::ShardMap("no shards configured".into()))?;
+            let map = vitalsink_common::shardmap::current(map_shard).await?;
+            let json = match map {
+                Some(m) => serde_json::json!({"epoch": m.epoch, "shards": m.shards}),
+                None => serde_json::Value::Null,
+            };
+            println!("{json}");
+        }
+        Command::Status => {
+            let map_shard = shards
+                .first()
+                .ok_or_else(|| vitalsink_common::Error::ShardMap("no shards configured".into()))?;
+            for m in crate::state::all(map_shard).await? {
+                println!("{}", serde_json::to_string(&m).unwrap_or_default());
+            }
+        }
+        Command::AddShard {
+            name,
+            url,
+            bytes_per_second,
+        } => {
+            let r = crate::moves::run(
+                &cfg,
+                &Change::Add { name, url },
+                crate::moves::Options { bytes_per_second },
+            )
+            .await?;
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+        }
+        Command::RemoveShard {
+            name,
+            bytes_per_second,
+        } => {
+            let r = crate::moves::run(
+                &cfg,
+                &Change::Remove { name },
+                crate::moves::Options { bytes_per_second },
+            )
+            .await?;
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+        }
+        Command::Plan { change, json } => {
+            let change = match change {
+                PlanChange::AddShard { name, url } => Change::Add { name, url },
+                PlanChange::RemoveShard { name } => Change::Remove { name },
+            };
+            let p = plan(&shards, &cfg.database, &change).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&p).map_err(|e| {
+                        Error::Refused {
+                            action: "print the plan".into(),
+                            message: e.to_string(),
+                        }
+                    })?
+                );
+            } else {
+                print_summary(&p);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+fn print_summary(p: &MovePlan) {
+    println!(
+        "epoch {} [{}] -> epoch {} [{}]",
+        p.epoch,
+        p.shards.join(", "),
+        p.epoch + 1,
+        p.next_shards.join(", ")
+    );
+    let mut by_route: std::collections::BTreeMap<(&str, &str), (u64, i64)> = Default::default();
+    for m in &p.moves {
+        let e = by_route
+            .entry((m.from.as_str(), m.to.as_str()))
+            .or_default();
+        e.0 += 1;
+        e.1 += m.rows;
+    }
+    for ((from, to), (participants, rows)) in by_route {
+        println!("  {from} -> {to}: {participants} participants, {rows} rows");
+    }
+    println!(
+        "moving {} of {} participants seen, {} of {} rows (the archive is not moved)",
+        p.moves.len(),
+        p.participants_seen,
+        p.rows_moving,
+        p.rows_seen
+    );
+}

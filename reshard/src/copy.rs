@@ -1,0 +1,120 @@
+//! Copying one participant's rows between shards, and the checksum that verifies it.
+//!
+//! The rows stream from `COPY (SELECT …) TO STDOUT (FORMAT binary)` on the old shard
+//! straight into `COPY measurements FROM STDIN (FORMAT binary)` on the new one, chunk by
+//! chunk: memory holds one chunk of the stream (tens of KiB), however many rows move. The
+//! stream is throttled in bytes per second with `governor` (GCRA), so the shards keep serving
+//! ingest and queries. The copy, and the `shard_move_rows` row that records it with the
+//! copied rows' count and checksum, commit in one transaction on the new shard: a copy is
+//! there whole or not at all, and a re-run skips it.
+
+use futures::{SinkExt, TryStreamExt};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use std::num::NonZeroU32;
+use vitalsink_common::db::Shard;
+
+use crate::error::Result;
+
+/// The columns copied, in table order.
+const COLUMNS: &str = "participant_id, metric, ts, value, unit, device_id, study_id";
+
+/// Order-independent checksum of a participant's rows, the VDiff idea (Vitess, "VDiff"):
+/// `count(*)` and the exact (numeric) sum of a 64-bit hash of every row's columns, with
+/// timestamps as integer microseconds and values as PostgreSQL's shortest round-trip text,
+/// so that it does not depend on a session's time zone. Two shards agree iff they hold the
+/// same multiset of rows (up to 64-bit hash collisions).
+pub const CHECKSUM_SQL: &str = "SELECT count(*), coalesce(sum(hashtextextended(concat_ws('|',
+        participant_id, metric, (extract(epoch FROM ts) * 1000000)::bigint, value::text,
+        coalesce(unit, '\\N'), coalesce(device_id, '\\N'), coalesce(study_id, '\\N')), 0)::numeric), 0)::text
+     FROM measurements WHERE participant_id = $1";
+
+/// (rows, checksum) of `participant` on the connection `c`.
+///
+/// # Errors
+/// The driver's error.
+pub async fn checksum(
+    c: &impl deadpool_postgres::GenericClient,
+    participant: &str,
+) -> Result<(i64, String), tokio_postgres::Error> {
+    let r = c.query_one(CHECKSUM_SQL, &[&participant]).await?;
+    Ok((r.get(0), r.get(1)))
+}
+
+/// A bytes-per-second throttle; `None` for no limit.
+pub fn throttle(bytes_per_second: u32) -> Option<DefaultDirectRateLimiter> {
+    NonZeroU32::new(bytes_per_second).map(|n| RateLimiter::direct(Quota::per_second(n)))
+}
+
+/// Copies `participant`'s rows from `from` to `to` in one transaction on `to`, recording
+/// them as copied for move `move_id`; returns (rows, checksum) on `to`.
+///
+/// # Errors
+/// Database errors, with the shard named.
+pub async fn copy_participant(
+    from: &Shard,
+    to: &Shard,
+    move_id: i64,
+    participant: &str,
+    limit: Option<&DefaultDirectRateLimiter>,
+) -> Result<(i64, String)> {
+    let src = from.client().await?;
+    let mut dst = to.client().await?;
+    let tx = dst.transaction().await.map_err(|e| to.err(e))?;
+    // COPY takes no parameters; participant ids are validated to [A-Za-z0-9._-], and quoted
+    // regardless.
+    let literal = participant.replace('\'', "''");
+    let out = src
+        .copy_out(&format!(
+            "COPY (SELECT {COLUMNS} FROM measurements WHERE participant_id = '{literal}') TO STDOUT (FORMAT binary)"
+        ))
+        .await
+        .map_err(|e| from.err(e))?;
+    let sink = tx
+        .copy_in(&format!(
+            "COPY measurements ({COLUMNS}) FROM STDIN (FORMAT binary)"
+        ))
+        .await
+        .map_err(|e| to.err(e))?;
+    futures::pin_mut!(out);
+    futures::pin_mut!(sink);
+    while let Some(chunk) = out.try_next().await.map_err(|e| from.err(e))? {
+        if let Some(l) = limit {
+            wait_for(l, chunk.len()).await;
+        }
+        sink.send(chunk).await.map_err(|e| to.err(e))?;
+    }
+    sink.as_mut().finish().await.map_err(|e| to.err(e))?;
+    let (rows, sum) = checksum(&tx, participant).await.map_err(|e| to.err(e))?;
+    tx.execute(
+        "INSERT INTO shard_move_rows (move_id, participant_id, side, rows, checksum)
+         VALUES ($1, $2, 'copied', $3, $4::text::numeric)",
+        &[&move_id, &participant, &rows, &sum],
+    )
+    .await
+    .map_err(|e| to.err(e))?;
+    tx.commit().await.map_err(|e| to.err(e))?;
+    Ok((rows, sum))
+}
+
+/// Waits until `limit` lets `bytes` through, in pieces no larger than one second's quota.
+async fn wait_for(limit: &DefaultDirectRateLimiter, bytes: usize) {
+    let mut left = bytes;
+    while left > 0 {
+        // The quota's burst is one second's worth; ask for at most that much at a time.
+        let step = left.min(1 << 16);
+        if let Some(n) = NonZeroU32::new(u32::try_from(step).unwrap_or(u32::MAX)) {
+            if limit.until_n_ready(n).await.is_err() {
+                // n exceeds the burst (a limit below 64 KiB/s): take it one KiB at a time.
+                let mut k = step;
+                while k > 0 {
+                    let one = k.min(1024);
+                    if let Some(n) = NonZeroU32::new(u32::try_from(one).unwrap_or(1)) {
+                        let _ = limit.until_n_ready(n).await;
+                    }
+                    k -= one;
+                }
+            }
+        }
+        left -= step;
+    }
+}

@@ -1,0 +1,446 @@
+//! Running a move, with the ingest workers and the archiver stopped (they refuse to start
+//! while it is unfinished). Phases, each recorded in [`crate::state`] before the next starts:
+//!
+//! 1. **start** — the configuration must list the map's current epoch; the change must be
+//!    routable ([`crate::plan::next_shards`]); an added shard must answer and be empty; every
+//!    shard's `ingest_offsets` must agree (the workers stopped cleanly: SIGTERM flushes them
+//!    to the same offset on every shard). All shards, the new one included, are migrated.
+//! 2. **copying** — every participant whose shard changes ([`crate::plan::moving`]) is copied
+//!    to its new shard ([`crate::copy::copy_participant`]: streamed, throttled, one
+//!    transaction with its `copied` record, skipped when already recorded), then verified:
+//!    its rows' count and checksum on the old shard must equal the copy's. A copy that
+//!    disagrees is discarded and the move stops (rows changed under it: a worker is writing).
+//! 3. **verified → switched** — an added shard gets the others' `ingest_offsets` (so its
+//!    partitions resume where the others do), then the next epoch goes into the shard map:
+//!    from here routing names the new shards.
+//! 4. **switched → done** — each moved participant's rows are deleted from its old shard in
+//!    one transaction with its `deleted` record, after checking once more that they are
+//!    exactly the rows copied.
+//!
+//! A kill at any moment leaves a state the same command resumes: copies and deletes commit
+//! with their records, the switch is an idempotent insert, and the phase says where to go on.
+//! This is Citus's and Vitess's order — copy, verify, switch, then clean up the source —
+//! without their online part: the cut-over while ingest keeps writing is issue 12's open work.
+
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use vitalsink_common::config::ShardConfig;
+use vitalsink_common::db::Shard;
+use vitalsink_common::routing::ShardRouter;
+use vitalsink_common::shardmap;
+use vitalsink_common::Config;
+
+use crate::copy::{checksum, copy_participant, throttle};
+use crate::error::{Error, Result};
+use crate::plan::{check_new_shard, moving, next_shards, Change};
+use crate::state::{self, MoveRow, Phase};
+
+/// How a move runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Copy throttle, bytes per second of COPY stream; 0 for none.
+    pub bytes_per_second: u32,
+}
+
+/// What a run of the command did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// The move's id.
+    pub move_id: i64,
+    /// Epoch it started from.
+    pub from_epoch: i32,
+    /// Epoch it ended in.
+    pub to_epoch: i32,
+    /// Participants that moved.
+    pub participants: usize,
+    /// Their rows.
+    pub rows: i64,
+    /// Participants copied by this run (the others were copied by an earlier, killed run).
+    pub copied_now: usize,
+    /// Participants deleted from their old shard by this run.
+    pub deleted_now: usize,
+}
+
+/// Runs (or resumes) `change` over the shards of `cfg`.
+///
+/// # Errors
+/// [`Error::Refused`] when the change cannot be made (nothing changed) or another move is
+/// unfinished; [`Error::Verify`] when a copy disagrees with its source; database errors (the
+/// move stops where it was; running the command again resumes it).
+pub async fn run(cfg: &Config, change: &Change, opts: Options) -> Result<Report> {
+    let shards = Shard::all(&cfg.shards, &cfg.database)?;
+    let map_shard = shards
+        .first()
+        .ok_or_else(|| vitalsink_common::Error::ShardMap("no shards configured".into()))?;
+    vitalsink_common::migrate::migrate_all(&shards, &cfg.database).await?;
+    let (kind, name) = match change {
+        Change::Add { name, .. } => ("add", name.clone()),
+        Change::Remove { name } => ("remove", name.clone()),
+    };
+    let added = match change {
+        Change::Add { name, url } => {
+            let s = Shard::new(
+                shards.len(),
+                &ShardConfig {
+                    name: name.clone(),
+                    url: url.clone(),
+                },
+                &cfg.database,
+            )?;
+            Some(s)
+        }
+        Change::Remove { .. } => None,
+    };
+    let names: Vec<String> = shards.iter().map(|s| s.name.clone()).collect();
+    let mv = match state::unfinished(map_shard).await? {
+        Some(m) if m.kind == kind && m.shard == name => {
+            tracing::info!(
+                move_id = m.id,
+                phase = m.phase.as_str(),
+                "resuming the unfinished move"
+            );
+            m
+        }
+        Some(m) => {
+            return Err(Error::Refused {
+                action: format!("{kind} shard {name}"),
+                message: format!(
+                    "move {} ({} shard {}, epoch {} → {}) is unfinished in phase {}: run that \
+                     command again to finish it first",
+                    m.id,
+                    m.kind,
+                    m.shard,
+                    m.from_epoch,
+                    m.to_epoch,
+                    m.phase.as_str()
+                ),
+            })
+        }
+        None => {
+            let map = shardmap::current(map_shard).await?.ok_or_else(|| {
+                vitalsink_common::Error::ShardMap(
+                    "no shard map yet: start `ingest run` once, it writes epoch 1".into(),
+                )
+            })?;
+            shardmap::check(&map, &names)?;
+            next_shards(&map, change)?;
+            if let Change::Add { name, url } = change {
+                check_new_shard(shards.len(), name, url, &cfg.database, change).await?;
+            }
+            offsets_agree(&shards, change).await?;
+            let m = state::start(map_shard, map.epoch, kind, &name).await?;
+            tracing::info!(
+                move_id = m.id,
+                from = m.from_epoch,
+                to = m.to_epoch,
+                "move started"
+            );
+            m
+        }
+    };
+    if let Some(s) = &added {
+        vitalsink_common::migrate::migrate(s, &cfg.database).await?;
+    }
+    let from = state::epoch(map_shard, mv.from_epoch)
+        .await?
+        .ok_or_else(|| {
+            vitalsink_common::Error::ShardMap(format!(
+                "epoch {} is missing from the map",
+                mv.from_epoch
+            ))
+        })?;
+    shardmap::check(&from, &names)?;
+    let next = next_shards(&from, change)?;
+    let all: Vec<Shard> = shards.iter().cloned().chain(added).collect();
+    // Totals as recorded at `verified`; the copy phase sets them when it runs.
+    let mut report = Report {
+        move_id: mv.id,
+        from_epoch: mv.from_epoch,
+        to_epoch: mv.to_epoch,
+        participants: usize::try_from(mv.participants).unwrap_or(0),
+        rows: mv.rows_total,
+        ..Report::default()
+    };
+    let mut phase = mv.phase;
+    if phase == Phase::Copying {
+        copy_and_verify(&all, &from.shards, &next, change, &mv, opts, &mut report).await?;
+        crate::fault::point("verify");
+        record(map_shard, &mv, Phase::Verified, &report).await?;
+        phase = Phase::Verified;
+    }
+    if phase == Phase::Verified {
+        if let Change::Add { .. } = change {
+            copy_offsets(&shards, &all[all.len() - 1]).await?;
+        }
+        crate::fault::point("switch");
+        let reason = format!("reshard: {kind} shard {name} (move {})", mv.id);
+        state::switch(map_shard, mv.to_epoch, &next, &reason).await?;
+        tracing::info!(epoch = mv.to_epoch, shards = %next.join(", "), "switched: the new epoch routes");
+        record(map_shard, &mv, Phase::Switched, &report).await?;
+        phase = Phase::Switched;
+    }
+    if phase == Phase::Switched {
+        delete_moved(&all, &from.shards, &next, &mv, &mut report).await?;
+        record(map_shard, &mv, Phase::Done, &report).await?;
+        tracing::info!(move_id = mv.id, "move done");
+    }
+    Ok(report)
+}
+
+/// Records that `mv` finished `phase`, with the report's totals.
+async fn record(map_shard: &Shard, mv: &MoveRow, phase: Phase, report: &Report) -> Result<()> {
+    let participants = i32::try_from(report.participants).unwrap_or(i32::MAX);
+    state::finished(map_shard, mv.id, phase, participants, report.rows).await
+}
+
+fn by_name<'a>(all: &'a [Shard], name: &str) -> Result<&'a Shard> {
+    all.iter().find(|s| s.name == name).ok_or_else(|| {
+        vitalsink_common::Error::ShardMap(format!("shard {name} of the map is not configured"))
+            .into()
+    })
+}
+
+/// Phase 2: copies every moving participant not copied yet, then verifies every copy.
+async fn copy_and_verify(
+    all: &[Shard],
+    from: &[String],
+    next: &[String],
+    change: &Change,
+    mv: &MoveRow,
+    opts: Options,
+    report: &mut Report,
+) -> Result<()> {
+    let losing: Vec<&Shard> = match change {
+        Change::Add { .. } => from
+            .iter()
+            .map(|n| by_name(all, n))
+            .collect::<Result<_>>()?,
+        Change::Remove { name } => vec![by_name(all, name)?],
+    };
+    let (_, _, moves) = moving(&losing, next).await?;
+    let limit = throttle(opts.bytes_per_second);
+    let mut copied: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for to in moves.iter().map(|m| m.to.as_str()).collect::<BTreeSet<_>>() {
+        copied.insert(
+            to.to_string(),
+            recorded(by_name(all, to)?, mv.id, "copied")
+                .await?
+                .into_keys()
+                .collect(),
+        );
+    }
+    for m in &moves {
+        if copied
+            .get(&m.to)
+            .is_some_and(|s| s.contains(&m.participant_id))
+        {
+            continue;
+        }
+        let (src, dst) = (by_name(all, &m.from)?, by_name(all, &m.to)?);
+        copy_participant(src, dst, mv.id, &m.participant_id, limit.as_ref()).await?;
+        report.copied_now += 1;
+        if report.copied_now.is_multiple_of(100) {
+            tracing::info!(copied = report.copied_now, of = moves.len(), "copying");
+        }
+        crate::fault::point("copy");
+    }
+    for m in &moves {
+        let (src, dst) = (by_name(all, &m.from)?, by_name(all, &m.to)?);
+        let s = src.client().await?;
+        let source = checksum(&s, &m.participant_id)
+            .await
+            .map_err(|e| src.err(e))?;
+        let copy = recorded(dst, mv.id, "copied")
+            .await?
+            .remove(&m.participant_id);
+        if copy.as_ref() != Some(&source) {
+            discard_copy(dst, mv.id, &m.participant_id).await?;
+            return Err(Error::Verify {
+                participant: m.participant_id.clone(),
+                message: format!(
+                    "{} holds {:?} (rows, checksum), the copy on {} {:?}; the copy was discarded \
+                     (are workers writing?). Stop them and run the command again",
+                    m.from, source, m.to, copy
+                ),
+            });
+        }
+    }
+    report.participants = moves.len();
+    report.rows = moves.iter().map(|m| m.rows).sum();
+    tracing::info!(
+        participants = report.participants,
+        rows = report.rows,
+        copied_now = report.copied_now,
+        "copied and verified"
+    );
+    Ok(())
+}
+
+/// Per participant, (rows, checksum) recorded on `shard` for move `id` as `side`.
+async fn recorded(shard: &Shard, id: i64, side: &str) -> Result<BTreeMap<String, (i64, String)>> {
+    let c = shard.client().await?;
+    let rows = c
+        .query(
+            "SELECT participant_id, rows, checksum::text FROM shard_move_rows
+              WHERE move_id = $1 AND side = $2",
+            &[&id, &side],
+        )
+        .await
+        .map_err(|e| shard.err(e))?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect())
+}
+
+/// Removes a participant's copy and its record from `shard`, in one transaction.
+async fn discard_copy(shard: &Shard, id: i64, participant: &str) -> Result<()> {
+    let mut c = shard.client().await?;
+    let tx = c.transaction().await.map_err(|e| shard.err(e))?;
+    tx.execute(
+        "DELETE FROM measurements WHERE participant_id = $1",
+        &[&participant],
+    )
+    .await
+    .map_err(|e| shard.err(e))?;
+    tx.execute(
+        "DELETE FROM shard_move_rows WHERE move_id = $1 AND participant_id = $2 AND side = 'copied'",
+        &[&id, &participant],
+    )
+    .await
+    .map_err(|e| shard.err(e))?;
+    tx.commit().await.map_err(|e| shard.err(e))?;
+    Ok(())
+}
+
+/// Phase 1's check: every `ingest_offsets` key has one offset on every shard.
+async fn offsets_agree(shards: &[Shard], change: &Change) -> Result<()> {
+    let mut seen: BTreeMap<(String, String, i32), Vec<(String, i64)>> = BTreeMap::new();
+    for s in shards {
+        let c = s.client().await?;
+        for r in c
+            .query(
+                "SELECT consumer_group, topic, kafka_partition, next_offset FROM ingest_offsets",
+                &[],
+            )
+            .await
+            .map_err(|e| s.err(e))?
+        {
+            seen.entry((r.get(0), r.get(1), r.get(2)))
+                .or_default()
+                .push((s.name.clone(), r.get(3)));
+        }
+    }
+    let bad: Vec<String> = seen
+        .iter()
+        .filter(|(_, v)| v.len() != shards.len() || v.iter().any(|(_, o)| *o != v[0].1))
+        .take(5)
+        .map(|((g, t, p), v)| format!("group {g} topic {t} partition {p}: {v:?}"))
+        .collect();
+    if bad.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Refused {
+        action: match change {
+            Change::Add { name, .. } => format!("add shard {name}"),
+            Change::Remove { name } => format!("remove shard {name}"),
+        },
+        message: format!(
+            "the shards' ingest offsets disagree, so the workers did not stop cleanly (or still \
+             run): {}. Start a worker and stop it with SIGTERM (it flushes every shard to the \
+             same offsets), then run this again",
+            bad.join("; ")
+        ),
+    })
+}
+
+/// Phase 3 of an addition: the new shard resumes every partition where the others do.
+async fn copy_offsets(old: &[Shard], new: &Shard) -> Result<()> {
+    let Some(first) = old.first() else {
+        return Ok(());
+    };
+    let c = first.client().await?;
+    let rows = c
+        .query(
+            "SELECT consumer_group, topic, kafka_partition, next_offset FROM ingest_offsets",
+            &[],
+        )
+        .await
+        .map_err(|e| first.err(e))?;
+    let n = new.client().await?;
+    for r in rows {
+        let (g, t, p, o): (String, String, i32, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
+        n.execute(
+            "INSERT INTO ingest_offsets (consumer_group, topic, kafka_partition, next_offset)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (consumer_group, topic, kafka_partition)
+             DO UPDATE SET next_offset = GREATEST(ingest_offsets.next_offset, EXCLUDED.next_offset)",
+            &[&g, &t, &p, &o],
+        )
+        .await
+        .map_err(|e| new.err(e))?;
+    }
+    Ok(())
+}
+
+/// Phase 4: deletes every copied participant from its old shard, checking first that the
+/// old shard holds exactly the rows copied.
+async fn delete_moved(
+    all: &[Shard],
+    from: &[String],
+    next: &[String],
+    mv: &MoveRow,
+    report: &mut Report,
+) -> Result<()> {
+    let old_router = ShardRouter::new(from.len());
+    for to in next {
+        let dst = by_name(all, to)?;
+        for (pid, copy) in recorded(dst, mv.id, "copied").await? {
+            let src = by_name(all, &from[old_router.shard_for(&pid)])?;
+            if src.name == dst.name {
+                continue;
+            }
+            let mut c = src.client().await?;
+            let done: Option<i64> = c
+                .query_opt(
+                    "SELECT rows FROM shard_move_rows WHERE move_id = $1 AND participant_id = $2 AND side = 'deleted'",
+                    &[&mv.id, &pid],
+                )
+                .await
+                .map_err(|e| src.err(e))?
+                .map(|r| r.get(0));
+            if done.is_some() {
+                continue;
+            }
+            let tx = c.transaction().await.map_err(|e| src.err(e))?;
+            let now = checksum(&tx, &pid).await.map_err(|e| src.err(e))?;
+            if now != copy {
+                return Err(Error::Verify {
+                    participant: pid.clone(),
+                    message: format!(
+                        "{} now holds {now:?} (rows, checksum) but {copy:?} was copied to {}: rows \
+                         changed after the copy; nothing deleted",
+                        src.name, dst.name
+                    ),
+                });
+            }
+            tx.execute(
+                "DELETE FROM measurements WHERE participant_id = $1",
+                &[&pid],
+            )
+            .await
+            .map_err(|e| src.err(e))?;
+            tx.execute(
+                "INSERT INTO shard_move_rows (move_id, participant_id, side, rows, checksum)
+                 VALUES ($1, $2, 'deleted', $3, $4::text::numeric)",
+                &[&mv.id, &pid, &copy.0, &copy.1],
+            )
+            .await
+            .map_err(|e| src.err(e))?;
+            tx.commit().await.map_err(|e| src.err(e))?;
+            report.deleted_now += 1;
+            crate::fault::point("delete");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! The durable record of a move: one `shard_moves` row on the map shard, whose `phase` is
+//! the last phase finished (`copying` → `verified` → `switched` → `done`), as TimescaleDB's
+//! `chunk_copy_operation` records the stages of a chunk copy. A re-run reads it and carries
+//! on from there; per-participant progress is in `shard_move_rows` on the shards themselves
+//! ([`crate::copy`], [`crate::moves`]).
+
+use serde::Serialize;
+use vitalsink_common::db::Shard;
+use vitalsink_common::shardmap::ShardMap;
+
+use crate::error::Result;
+
+/// Phases, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Started: copying the moving participants' rows to their new shards.
+    Copying,
+    /// Every copy verified against its source.
+    Verified,
+    /// The new epoch is in the shard map: routing names the new shards.
+    Switched,
+    /// The moved rows are deleted from their old shards.
+    Done,
+}
+
+impl Phase {
+    fn parse(s: &str) -> Self {
+        match s {
+            "verified" => Phase::Verified,
+            "switched" => Phase::Switched,
+            "done" => Phase::Done,
+            _ => Phase::Copying,
+        }
+    }
+
+    /// The name stored in `shard_moves.phase`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Copying => "copying",
+            Phase::Verified => "verified",
+            Phase::Switched => "switched",
+            Phase::Done => "done",
+        }
+    }
+}
+
+/// One `shard_moves` row.
+#[derive(Debug, Clone, Serialize)]
+pub struct MoveRow {
+    /// Id, the key of `shard_move_rows`.
+    pub id: i64,
+    /// Epoch the move starts from.
+    pub from_epoch: i32,
+    /// Epoch it ends in.
+    pub to_epoch: i32,
+    /// `add` or `remove`.
+    pub kind: String,
+    /// The shard added or removed.
+    pub shard: String,
+    /// Last phase finished.
+    pub phase: Phase,
+    /// Participants that move (known once copied).
+    pub participants: i32,
+    /// Their rows (known once copied).
+    pub rows_total: i64,
+}
+
+const COLUMNS: &str = "id, from_epoch, to_epoch, kind, shard, phase, participants, rows_total";
+
+fn row(r: &tokio_postgres::Row) -> MoveRow {
+    MoveRow {
+        id: r.get(0),
+        from_epoch: r.get(1),
+        to_epoch: r.get(2),
+        kind: r.get(3),
+        shard: r.get(4),
+        phase: Phase::parse(r.get::<_, &str>(5)),
+        participants: r.get(6),
+        rows_total: r.get(7),
+    }
+}
+
+/// The move that has not reached `done`, if any (at most one: a move starts only when none
+/// is unfinished, and `to_epoch` is unique).
+///
+/// # Errors
+/// Database errors.
+pub async fn unfinished(map_shard: &Shard) -> Result<Option<MoveRow>> {
+    let c = map_shard.client().await?;
+    let r = c
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM shard_moves WHERE phase <> 'done' ORDER BY id LIMIT 1"),
+            &[],
+        )
+        .await
+        .map_err(|e| map_shard.err(e))?;
+    Ok(r.as_ref().map(row))
+}
+
+/// Every move, oldest first.
+///
+/// # Errors
+/// Database errors.
+pub async fn all(map_shard: &Shard) -> Result<Vec<MoveRow>> {
+    let c = map_shard.client().await?;
+    let rows = c
+        .query(
+            &format!("SELECT {COLUMNS} FROM shard_moves ORDER BY id"),
+            &[],
+        )
+        .await
+        .map_err(|e| map_shard.err(e))?;
+    Ok(rows.iter().map(row).collect())
+}
+
+/// Records a new move from `from_epoch` (phase `copying`).
+///
+/// # Errors
+/// Database errors; a unique violation when another move to the same epoch raced it.
+pub async fn start(map_shard: &Shard, from_epoch: i32, kind: &str, shard: &str) -> Result<MoveRow> {
+    let c = map_shard.client().await?;
+    let r = c
+        .query_one(
+            &format!(
+                "INSERT INTO shard_moves (from_epoch, to_epoch, kind, shard, phase)
+                 VALUES ($1, $1 + 1, $2, $3, 'copying') RETURNING {COLUMNS}"
+            ),
+            &[&from_epoch, &kind, &shard],
+        )
+        .await
+        .map_err(|e| map_shard.err(e))?;
+    Ok(row(&r))
+}
+
+/// Records that move `id` finished `phase`, with its totals.
+///
+/// # Errors
+/// Database errors.
+pub async fn finished(
+    map_shard: &Shard,
+    id: i64,
+    phase: Phase,
+    participants: i32,
+    rows: i64,
+) -> Result<()> {
+    let c = map_shard.client().await?;
+    c.execute(
+        "UPDATE shard_moves SET phase = $2, participants = $3, rows_total = $4, updated_at = now()
+          WHERE id = $1",
+        &[&id, &phase.as_str(), &participants, &rows],
+    )
+    .await
+    .map_err(|e| map_shard.err(e))?;
+    Ok(())
+}
+
+/// Epoch `epoch` of the map.
+///
+/// # Errors
+/// Database errors.
+pub async fn epoch(map_shard: &Shard, epoch: i32) -> Result<Option<ShardMap>> {
+    let c = map_shard.client().await?;
+    let r = c
+        .query_opt(
+            "SELECT epoch, shards FROM shard_map WHERE epoch = $1",
+            &[&epoch],
+        )
+        .await
+        .map_err(|e| map_shard.err(e))?;
+    Ok(r.map(|r| ShardMap {
+        epoch: r.get(0),
+        shards: r.get(1),
+    }))
+}
+
+/// Writes epoch `to` routing over `shards` (the switch); idempotent.
+///
+/// # Errors
+/// Database errors.
+pub async fn switch(map_shard: &Shard, to: i32, shards: &[String], reason: &str) -> Result<()> {
+    let c = map_shard.client().await?;
+    c.execute(
+        "INSERT INTO shard_map (epoch, shards, reason) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        &[&to, &shards, &reason],
+    )
+    .await
+    .map_err(|e| map_shard.err(e))?;
+    Ok(())
+}
