@@ -173,7 +173,7 @@ pub struct DeadLetters {
 const DELIVERY_TIMEOUT_MS: &str = "30000";
 
 impl DeadLetters {
-    /// An idempotent producer (`enable.idempotence=true`, `acks=all`) for `cfg.dlq_topic`,
+    /// A producer (`acks=all`, not idempotent: see the body) for `cfg.dlq_topic`,
     /// dead-lettering records of `cfg.topic`, configured by `kafka.properties` and then
     /// `kafka.dlq_properties`.
     ///
@@ -181,8 +181,14 @@ impl DeadLetters {
     /// The client cannot be built (a bad `kafka.properties` entry).
     pub fn new(cfg: &KafkaConfig, backoff: Backoff) -> Result<Self, KafkaError> {
         let mut config = client_config(cfg);
+        // Not idempotent: an idempotent producer whose cluster lost its producer state (a
+        // cluster rebuilt, the local broker's in-memory storage restarted) times out every
+        // delivery afterwards and never recovers (seen with librdkafka 2.12 and 2.16 against a
+        // restarted Tansu), which would turn a transient outage into a stuck worker. Dead
+        // letters are at least once anyway: one is in flight at a time, and a duplicate is
+        // told by its source headers.
         config
-            .set("enable.idempotence", "true")
+            .set("enable.idempotence", "false")
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("message.timeout.ms", DELIVERY_TIMEOUT_MS)

@@ -391,3 +391,66 @@ async fn a_constraint_violation_stops_the_worker_loudly_and_loses_nothing() {
     stop_gracefully(worker, &log).await;
     dbs.drop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_outage_that_ends_is_ridden_out_without_a_restart() {
+    let stack = Stack::from_env();
+    let (dbs, setup, dir) = prepare(&stack, "t_dlqback").await;
+    let mut spare = SpareBroker::start().await;
+    setup.set_table(
+        "kafka.dlq_properties",
+        &[
+            ("bootstrap.servers", &spare.addr),
+            ("message.timeout.ms", "3000"),
+        ],
+    );
+    let data = dataset();
+    let (first, rest) = split(&data);
+    let log = dir.path().join("ingest.log");
+    let worker = setup.spawn(&log);
+    let addr = endpoints_addr(&log).await;
+    let mut positions = produce(&stack.brokers, &setup.topic, &first.records).await;
+    wait_for_rows(&dbs.shards, data.readings / 3, Duration::from_secs(120)).await;
+    spare.kill();
+    positions.extend(produce(&stack.brokers, &setup.topic, &rest.records).await);
+    let mut seen = false;
+    for _ in 0..120 {
+        let (code, body) = readyz(&addr).await;
+        if code == 503 && body.contains("unavailable") {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(seen, "the outage shows on /readyz\n{}", log_tail(&log));
+    // The cluster and its topic come back: the same worker carries on by itself.
+    spare.restart().await;
+    let dlq_cluster = Stack {
+        brokers: spare.addr.clone(),
+        ..stack.clone()
+    };
+    vitalsink_common::kafka::ensure_topic(&dlq_cluster.kafka(), &setup.dlq_topic, 6)
+        .await
+        .unwrap();
+    let n = wait_for_rows(&dbs.shards, data.readings, Duration::from_secs(300)).await;
+    assert_eq!(
+        n,
+        data.readings,
+        "rows after the outage\n{}",
+        log_tail(&log)
+    );
+    assert_exactly_once(&dbs.shards, &data.expected).await;
+    let published = Dataset {
+        records: first.records.into_iter().chain(rest.records).collect(),
+        ..data.clone()
+    };
+    assert_dead_letters(&dlq_cluster, &setup, &published, &positions).await;
+    assert_eq!(
+        readyz(&addr).await.0,
+        200,
+        "ready again\n{}",
+        log_tail(&log)
+    );
+    stop_gracefully(worker, &log).await;
+    dbs.drop_all().await;
+}
