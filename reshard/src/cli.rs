@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 use vitalsink_common::cli::{self as common_cli, CommonArgs};
 use vitalsink_common::db::Shard;
+use vitalsink_common::observe;
 use vitalsink_common::Config;
 
 use crate::error::{Error, Result};
@@ -120,27 +121,11 @@ async fn run(command: Command, cfg: Config) -> Result<()> {
             name,
             url,
             bytes_per_second,
-        } => {
-            let r = crate::moves::run(
-                &cfg,
-                &Change::Add { name, url },
-                crate::moves::Options { bytes_per_second },
-            )
-            .await?;
-            println!("{}", serde_json::to_string(&r).unwrap_or_default());
-        }
+        } => run_move(&cfg, Change::Add { name, url }, bytes_per_second).await?,
         Command::RemoveShard {
             name,
             bytes_per_second,
-        } => {
-            let r = crate::moves::run(
-                &cfg,
-                &Change::Remove { name },
-                crate::moves::Options { bytes_per_second },
-            )
-            .await?;
-            println!("{}", serde_json::to_string(&r).unwrap_or_default());
-        }
+        } => run_move(&cfg, Change::Remove { name }, bytes_per_second).await?,
         Command::Plan { change, json } => {
             let change = match change {
                 PlanChange::AddShard { name, url } => Change::Add { name, url },
@@ -162,6 +147,29 @@ async fn run(command: Command, cfg: Config) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// Runs a move with `/metrics`, `/healthz` and `/readyz` served meanwhile (a port already
+/// taken only costs the endpoint, not the move), then prints its report as JSON.
+#[allow(clippy::print_stdout)]
+async fn run_move(cfg: &Config, change: Change, bytes_per_second: u32) -> Result<()> {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _stop_on_return = stop.clone().drop_guard();
+    let ready = observe::Readiness::new("moving");
+    ready.set(None);
+    if let Err(e) = observe::serve(
+        cfg.observability.listen_or(crate::DEFAULT_LISTEN),
+        observe::install_recorder(),
+        ready,
+        stop.clone(),
+    )
+    .await
+    {
+        tracing::warn!(error = %e, "metrics endpoint not served for this move");
+    }
+    let r = crate::moves::run(cfg, &change, crate::moves::Options { bytes_per_second }).await?;
+    println!("{}", serde_json::to_string(&r).unwrap_or_default());
     Ok(())
 }
 

@@ -20,8 +20,14 @@ pub mod cli;
 pub mod copy;
 pub mod error;
 pub mod fault;
+pub mod metrics;
 pub mod moves;
 pub mod plan;
+pub mod progress;
 pub mod state;
 
 pub use error::{Error, Result};
+
+/// Where `/metrics`, `/healthz` and `/readyz` are served while a move runs, when
+/// `observability.listen` is unset (ingest 9464, archiver 9465).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9466";

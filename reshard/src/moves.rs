@@ -33,6 +33,7 @@ use vitalsink_common::Config;
 use crate::copy::{checksum, copy_participant, throttle};
 use crate::error::{Error, Result};
 use crate::plan::{check_new_shard, moving, next_shards, Change};
+use crate::progress::Progress;
 use crate::state::{self, MoveRow, Phase};
 
 /// How a move runs.
@@ -190,7 +191,9 @@ pub async fn run(cfg: &Config, change: &Change, opts: Options) -> Result<Report>
 /// Records that `mv` finished `phase`, with the report's totals.
 async fn record(map_shard: &Shard, mv: &MoveRow, phase: Phase, report: &Report) -> Result<()> {
     let participants = i32::try_from(report.participants).unwrap_or(i32::MAX);
-    state::finished(map_shard, mv.id, phase, participants, report.rows).await
+    state::finished(map_shard, mv.id, phase, participants, report.rows).await?;
+    crate::metrics::phase(phase);
+    Ok(())
 }
 
 fn by_name<'a>(all: &'a [Shard], name: &str) -> Result<&'a Shard> {
@@ -218,6 +221,10 @@ async fn copy_and_verify(
         Change::Remove { name } => vec![by_name(all, name)?],
     };
     let (_, _, moves) = moving(&losing, next).await?;
+    let total: i64 = moves.iter().map(|m| m.rows).sum();
+    let map_shard = &all[0];
+    let participants = i32::try_from(moves.len()).unwrap_or(i32::MAX);
+    state::finished(map_shard, mv.id, Phase::Copying, participants, total).await?;
     let limit = throttle(opts.bytes_per_second);
     let mut copied: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for to in moves.iter().map(|m| m.to.as_str()).collect::<BTreeSet<_>>() {
@@ -229,20 +236,35 @@ async fn copy_and_verify(
                 .collect(),
         );
     }
-    for m in &moves {
-        if copied
+    let is_copied = |m: &crate::plan::ParticipantMove| {
+        copied
             .get(&m.to)
             .is_some_and(|s| s.contains(&m.participant_id))
-        {
+    };
+    let done: i64 = moves.iter().filter(|m| is_copied(m)).map(|m| m.rows).sum();
+    let mut progress = Progress::new(total.max(0) as u64, done.max(0) as u64);
+    let mut left = total - done;
+    for m in &moves {
+        if is_copied(m) {
             continue;
         }
         let (src, dst) = (by_name(all, &m.from)?, by_name(all, &m.to)?);
-        copy_participant(src, dst, mv.id, &m.participant_id, limit.as_ref()).await?;
+        let (rows, _) =
+            copy_participant(src, dst, mv.id, &m.participant_id, limit.as_ref()).await?;
         report.copied_now += 1;
-        if report.copied_now.is_multiple_of(100) {
-            tracing::info!(copied = report.copied_now, of = moves.len(), "copying");
-        }
+        left -= rows;
+        progress.inc(rows.max(0) as u64);
+        crate::metrics::copied(rows, left);
+        state::progress(map_shard, mv.id, rows, 0).await?;
         crate::fault::point("copy");
+    }
+    progress.finish();
+    let mut copies: BTreeMap<String, BTreeMap<String, (i64, String)>> = BTreeMap::new();
+    for to in copied.keys() {
+        copies.insert(
+            to.clone(),
+            recorded(by_name(all, to)?, mv.id, "copied").await?,
+        );
     }
     for m in &moves {
         let (src, dst) = (by_name(all, &m.from)?, by_name(all, &m.to)?);
@@ -250,10 +272,10 @@ async fn copy_and_verify(
         let source = checksum(&s, &m.participant_id)
             .await
             .map_err(|e| src.err(e))?;
-        let copy = recorded(dst, mv.id, "copied")
-            .await?
-            .remove(&m.participant_id);
-        if copy.as_ref() != Some(&source) {
+        let copy = copies.get(&m.to).and_then(|c| c.get(&m.participant_id));
+        crate::metrics::verified(copy == Some(&source));
+        if copy != Some(&source) {
+            let copy = copy.cloned();
             discard_copy(dst, mv.id, &m.participant_id).await?;
             return Err(Error::Verify {
                 participant: m.participant_id.clone(),
@@ -439,6 +461,8 @@ async fn delete_moved(
             .map_err(|e| src.err(e))?;
             tx.commit().await.map_err(|e| src.err(e))?;
             report.deleted_now += 1;
+            crate::metrics::deleted(copy.0);
+            state::progress(&all[0], mv.id, 0, copy.0).await?;
             crate::fault::point("delete");
         }
     }

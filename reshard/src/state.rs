@@ -62,11 +62,18 @@ pub struct MoveRow {
     pub phase: Phase,
     /// Participants that move (known once copied).
     pub participants: i32,
-    /// Their rows (known once copied).
+    /// Their rows (known once the copy phase has listed them).
     pub rows_total: i64,
+    /// Rows copied so far.
+    pub rows_copied: i64,
+    /// Rows deleted from their old shards so far.
+    pub rows_deleted: i64,
+    /// Rows not copied yet.
+    pub rows_left: i64,
 }
 
-const COLUMNS: &str = "id, from_epoch, to_epoch, kind, shard, phase, participants, rows_total";
+const COLUMNS: &str =
+    "id, from_epoch, to_epoch, kind, shard, phase, participants, rows_total, rows_copied, rows_deleted";
 
 fn row(r: &tokio_postgres::Row) -> MoveRow {
     MoveRow {
@@ -78,6 +85,9 @@ fn row(r: &tokio_postgres::Row) -> MoveRow {
         phase: Phase::parse(r.get::<_, &str>(5)),
         participants: r.get(6),
         rows_total: r.get(7),
+        rows_copied: r.get(8),
+        rows_deleted: r.get(9),
+        rows_left: (r.get::<_, i64>(7) - r.get::<_, i64>(8)).max(0),
     }
 }
 
@@ -149,6 +159,22 @@ pub async fn finished(
         "UPDATE shard_moves SET phase = $2, participants = $3, rows_total = $4, updated_at = now()
           WHERE id = $1",
         &[&id, &phase.as_str(), &participants, &rows],
+    )
+    .await
+    .map_err(|e| map_shard.err(e))?;
+    Ok(())
+}
+
+/// Adds `copied` and `deleted` rows to move `id`'s progress.
+///
+/// # Errors
+/// Database errors.
+pub async fn progress(map_shard: &Shard, id: i64, copied: i64, deleted: i64) -> Result<()> {
+    let c = map_shard.client().await?;
+    c.execute(
+        "UPDATE shard_moves SET rows_copied = rows_copied + $2, rows_deleted = rows_deleted + $3,
+                updated_at = now() WHERE id = $1",
+        &[&id, &copied, &deleted],
     )
     .await
     .map_err(|e| map_shard.err(e))?;

@@ -11,6 +11,10 @@ CREATE TABLE IF NOT EXISTS shard_moves (
     phase        text        NOT NULL CHECK (phase IN ('copying', 'verified', 'switched', 'done')),
     participants integer     NOT NULL DEFAULT 0,
     rows_total   bigint      NOT NULL DEFAULT 0,
+    -- Progress for `reshard status`, updated after each participant's copy or delete commits
+    -- on its shard (so it may lag one participant behind after a kill).
+    rows_copied  bigint      NOT NULL DEFAULT 0,
+    rows_deleted bigint      NOT NULL DEFAULT 0,
     started_at   timestamptz NOT NULL DEFAULT now(),
     updated_at   timestamptz NOT NULL DEFAULT now()
 );

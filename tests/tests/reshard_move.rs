@@ -130,6 +130,18 @@ async fn two_to_three_and_back_exactly_once_through_a_kill_in_every_phase() {
     three.push(new.clone());
     assert_exactly_once(&three, &data.expected).await;
     let r: serde_json::Value = serde_json::from_str(report.trim()).unwrap();
+    let status = String::from_utf8(reshard(&setup.config, &["status"], None).stdout).unwrap();
+    let last: serde_json::Value = serde_json::from_str(status.lines().last().unwrap()).unwrap();
+    assert_eq!(last["phase"], "done", "{status}");
+    assert_eq!(
+        last["rows_copied"], r["rows"],
+        "status counts every copied row: {status}"
+    );
+    assert_eq!(
+        last["rows_deleted"], r["rows"],
+        "and every deleted one: {status}"
+    );
+    assert_eq!(last["rows_left"], 0);
     let moved = r["participants"].as_u64().unwrap() as f64 / data.expected.len() as f64;
     assert!(
         (0.25..0.42).contains(&moved),
