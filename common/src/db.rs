@@ -5,6 +5,11 @@ use crate::error::{Error, Result};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
+/// Key of the session advisory lock held on a shard by whoever changes its rows in bulk: the
+/// archiver while it works on the shard (`archiver run`, `migrate-archive`) and `reshard`
+/// for a whole move. Whoever finds it taken skips the shard or stops ("vsarchiv" as ASCII).
+pub const BULK_LOCK_KEY: i64 = 0x7673_6172_6368_6976;
+
 /// A shard: its configured name, index in the routing order and connection pool.
 #[derive(Clone)]
 pub struct Shard {

@@ -19,6 +19,10 @@
 //!
 //! A kill at any moment leaves a state the same command resumes: copies and deletes commit
 //! with their records, the switch is an idempotent insert, and the phase says where to go on.
+//! For the whole run it holds the bulk lock on every shard (the archiver's advisory lock), so
+//! no chunk is archived or dropped under a move; archivers that start later see the unfinished
+//! move and wait.
+//!
 //! This is Citus's and Vitess's order — copy, verify, switch, then clean up the source —
 //! without their online part: the cut-over while ingest keeps writing is issue 12's open work.
 
@@ -93,6 +97,8 @@ pub async fn run(cfg: &Config, change: &Change, opts: Options) -> Result<Report>
         Change::Remove { .. } => None,
     };
     let names: Vec<String> = shards.iter().map(|s| s.name.clone()).collect();
+    // Held for the whole run: no archiver exports or drops a chunk of these shards meanwhile.
+    let _locks = lock_shards(shards.iter().chain(added.as_ref()), change).await?;
     let mv = match state::unfinished(map_shard).await? {
         Some(m) if m.kind == kind && m.shard == name => {
             tracing::info!(
@@ -194,6 +200,40 @@ async fn record(map_shard: &Shard, mv: &MoveRow, phase: Phase, report: &Report) 
     state::finished(map_shard, mv.id, phase, participants, report.rows).await?;
     crate::metrics::phase(phase);
     Ok(())
+}
+
+/// Takes [`vitalsink_common::db::BULK_LOCK_KEY`] on every shard, on connections kept for
+/// the run (the locks go with their sessions, so a killed run leaves none behind).
+///
+/// # Errors
+/// [`Error::Refused`] naming a shard whose lock an archiver (or another `reshard`) holds.
+async fn lock_shards<'a>(
+    shards: impl Iterator<Item = &'a Shard>,
+    change: &Change,
+) -> Result<Vec<deadpool_postgres::Object>> {
+    let mut held = Vec::new();
+    for s in shards {
+        let c = s.client().await?;
+        let ok: bool = c
+            .query_one(
+                "SELECT pg_try_advisory_lock($1)",
+                &[&vitalsink_common::db::BULK_LOCK_KEY],
+            )
+            .await
+            .map_err(|e| s.err(e))?
+            .get(0);
+        if !ok {
+            return Err(Error::Refused {
+                action: change.action(),
+                message: format!(
+                    "an archiver (or another reshard) is working on shard {}; run this again when                      it has finished",
+                    s.name
+                ),
+            });
+        }
+        held.push(c);
+    }
+    Ok(held)
 }
 
 fn by_name<'a>(all: &'a [Shard], name: &str) -> Result<&'a Shard> {

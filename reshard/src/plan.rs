@@ -40,7 +40,7 @@ pub enum Change {
 }
 
 impl Change {
-    fn action(&self) -> String {
+    pub(crate) fn action(&self) -> String {
         match self {
             Change::Add { name, .. } => format!("add shard {name}"),
             Change::Remove { name } => format!("remove shard {name}"),

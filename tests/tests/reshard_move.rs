@@ -8,6 +8,7 @@
 
 use std::process::Command;
 use std::time::Duration;
+use vitalsink_tests::archive_run::archiver_binary;
 use vitalsink_tests::ingest_run::{
     assert_exactly_once, endpoints_addr, extra_shard, http_get, loaded, log_tail, stop_gracefully,
     total_rows, IngestSetup,
@@ -116,7 +117,23 @@ async fn two_to_three_and_back_exactly_once_through_a_kill_in_every_phase() {
         "--bytes-per-second",
         "4000000",
     ];
-    // Killed right after the first participant is copied; a worker refuses meanwhile.
+    // An archiver at work on shard1 (holding its lock): the move refuses, nothing changed.
+    let archiver_at_work = connect(&dbs.shards[1].url).await;
+    archiver_at_work
+        .execute(
+            "SELECT pg_advisory_lock($1)",
+            &[&vitalsink_common::db::BULK_LOCK_KEY],
+        )
+        .await
+        .unwrap();
+    let out = reshard(&setup.config, &add, None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("working on shard shard1"), "{stderr}");
+    drop(archiver_at_work);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Killed right after the first participant is copied; a worker and an archiver refuse
+    // meanwhile.
     let out = reshard(&setup.config, &add, Some("copy"));
     assert!(
         out.status.code().is_none(),
@@ -124,6 +141,22 @@ async fn two_to_three_and_back_exactly_once_through_a_kill_in_every_phase() {
         String::from_utf8_lossy(&out.stderr)
     );
     refused_during_move(&setup, dir.path()).await;
+    let out = Command::new(archiver_binary())
+        .arg("--config")
+        .arg(&setup.config)
+        .arg(format!(
+            "--root=file://{}",
+            dir.path().join("archive").display()
+        ))
+        .args(["--older-than", "1h", "run"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the archiver waits until it has finished"),
+        "{stderr}"
+    );
     let report = move_through_crashes(&setup.config, &add, &["copy", "verify", "switch", "delete"]);
     eprintln!("2 -> 3: {report}");
     let mut three = dbs.shards.clone();

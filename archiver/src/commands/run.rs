@@ -21,12 +21,13 @@ use crate::state::log;
 use crate::state::manifest;
 use crate::storage::store::{self, Archive};
 
-/// Advisory-lock key held by the archiver on a shard while it works there ("vsarchiv"):
-/// by `run` and by `migrate-archive`.
-const SHARD_LOCK: i64 = 0x7673_6172_6368_6976;
+/// Advisory-lock key held by the archiver on a shard while it works there (by `run` and by
+/// `migrate-archive`), and by `reshard` for a whole move: the shared
+/// [`vitalsink_common::db::BULK_LOCK_KEY`].
+const SHARD_LOCK: i64 = vitalsink_common::db::BULK_LOCK_KEY;
 
 /// Takes the archiver's session advisory lock on a shard; false when another archiver (an
-/// overlapping cron start, a `migrate-archive`) holds it.
+/// overlapping cron start, a `migrate-archive`) or a shard move (`reshard`) holds it.
 ///
 /// # Errors
 /// [`Error::Postgres`].
