@@ -124,11 +124,9 @@ pub async fn run(cfg: &Config, change: &Change, opts: Options) -> Result<Report>
             })
         }
         None => {
-            let map = shardmap::current(map_shard).await?.ok_or_else(|| {
-                vitalsink_common::Error::ShardMap(
-                    "no shard map yet: start `ingest run` once, it writes epoch 1".into(),
-                )
-            })?;
+            // A deployment no worker has started on yet gets epoch 1 from the configuration,
+            // as the first worker would write it.
+            let map = shardmap::bootstrap(&shards).await?;
             shardmap::check(&map, &names)?;
             next_shards(&map, change)?;
             if let Change::Add { name, url } = change {

@@ -139,18 +139,20 @@ pub fn next_shards(map: &ShardMap, change: &Change) -> Result<Vec<String>> {
 ///
 /// # Errors
 /// [`Error::Refused`] when routing cannot honour the change or the new shard is not empty;
-/// [`vitalsink_common::Error::ShardMap`] when there is no map yet or the list disagrees with
-/// it; database errors.
+/// [`vitalsink_common::Error::ShardMap`] when the list disagrees with the map (without a map
+/// yet, the configured list is taken as epoch 1); database errors.
 pub async fn plan(shards: &[Shard], db: &DatabaseConfig, change: &Change) -> Result<MovePlan> {
     let Some(map_shard) = shards.first() else {
         return Err(vitalsink_common::Error::ShardMap("no shards configured".into()).into());
     };
-    let map = shardmap::current(map_shard).await?.ok_or_else(|| {
-        vitalsink_common::Error::ShardMap(
-            "no shard map yet: start `ingest run` once, it writes epoch 1 from the configuration"
-                .into(),
-        )
-    })?;
+    let map = match shardmap::current(map_shard).await? {
+        Some(m) => m,
+        // What the first worker would write; a plan writes nothing.
+        None => shardmap::ShardMap {
+            epoch: 1,
+            shards: shards.iter().map(|s| s.name.clone()).collect(),
+        },
+    };
     let names: Vec<String> = shards.iter().map(|s| s.name.clone()).collect();
     shardmap::check(&map, &names)?;
     let next = next_shards(&map, change)?;

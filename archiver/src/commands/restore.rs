@@ -1,16 +1,19 @@
 //! `restore --from --to [--participant …]`: loads archived rows of a time window back into the
-//! hypertable of the shard they came from, exactly once.
+//! hypertable of the shard the shard map routes each participant to **now** — after a shard
+//! move (`reshard`) that is not the shard the object came from — exactly once.
 //!
 //! Which objects: the live ones of the manifest (newest entry `verified` or `dropped`, or the
 //! new name of a `renamed` one) whose ts range overlaps `[from, to)`, each read under the path
 //! its entry records, whichever layout named it; the manifest is in the archive, so this works
-//! even when the shard's own log was lost. Per object, in one transaction on its shard:
+//! even when the shard's own log was lost. Per object and per shard of the current epoch that
+//! any of its rows route to, in one transaction on that shard:
 //! 1. a transaction-level advisory lock serialises restores on the shard;
-//! 2. the object is streamed, rows in `[from, to)` (and of the given participants) are
-//!    `COPY … BINARY`'d into a temporary table;
+//! 2. the object is streamed, rows in `[from, to)` (and of the given participants) whose
+//!    participant routes to this shard are `COPY … BINARY`'d into a temporary table;
 //! 3. `INSERT … SELECT … WHERE NOT EXISTS` adds only readings not already in the hypertable,
 //!    a reading being identified by `(participant_id, metric, ts, value)`;
-//! 4. a `restored` log row (window, object, rows inserted, rows skipped) commits with them.
+//! 4. a `restored` log row (window, object, rows inserted, rows skipped) commits with them
+//!    (on a shard other than the object's own, only when some of its rows went there).
 //!
 //! Exactly once therefore means: after any number of restores, of the same or overlapping
 //! windows, interrupted or not, each archived reading of the windows is in the hypertable
@@ -66,8 +69,8 @@ pub struct Report {
 /// Restores `req` from the archive of `runner`.
 ///
 /// # Errors
-/// [`Error::Arg`] when an object's shard is not configured; a shard list other than the
-/// shard map's ([`Runner::check_shard_map`]); store, Parquet and database errors. Objects restored before the error stay restored (and logged).
+/// A shard list other than the shard map's ([`Runner::check_shard_map`]); store, Parquet
+/// and database errors. Objects restored before the error stay restored (and logged).
 pub async fn restore(runner: &Runner, req: &Request) -> Result<Report> {
     runner.check_shard_map().await?;
     let entries = manifest::read_all(runner.archive()).await?;
@@ -84,27 +87,28 @@ pub async fn restore(runner: &Runner, req: &Request) -> Result<Report> {
         if !st.is_live() || !overlaps {
             continue;
         }
-        let shard = runner
-            .shards()
-            .iter()
-            .find(|s| s.name == shard_name)
-            .ok_or_else(|| Error::Arg {
-                arg: "restore",
-                message: format!(
-                    "object {path} comes from shard {shard_name}, which is not configured"
-                ),
-            })?;
-        // The `restored` row needs the shard's current archive_log (as `run` migrates first).
-        if migrated.insert(shard_name.clone()) {
-            runner.migrate(shard).await?;
+        // Routing over the configured shards, which check_shard_map found equal to the map's
+        // current epoch.
+        let router = vitalsink_common::routing::ShardRouter::new(runner.shards().len());
+        for shard in runner.shards() {
+            let own = shard.name == shard_name;
+            // The `restored` row needs the shard's current archive_log (as `run` migrates first).
+            if migrated.insert(shard.name.clone()) {
+                runner.migrate(shard).await?;
+            }
+            let routes_here = |pid: &str| router.shard_for(pid) == shard.index;
+            let (matched, inserted) =
+                restore_object(runner, shard, &st.last, req, &routes_here, own).await?;
+            if matched == 0 && !own {
+                continue;
+            }
+            tracing::info!(shard = %shard.name, from_shard = %shard_name, object = %path, matched, inserted, skipped = matched - inserted, "restored");
+            crate::metrics::restored(&shard.name, inserted);
+            report.matched += matched;
+            report.inserted += inserted;
+            report.skipped += matched - inserted;
         }
-        let (matched, inserted) = restore_object(runner, shard, &st.last, req).await?;
-        tracing::info!(shard = %shard_name, object = %path, matched, inserted, skipped = matched - inserted, "restored");
-        crate::metrics::restored(&shard_name, inserted);
         report.objects += 1;
-        report.matched += matched;
-        report.inserted += inserted;
-        report.skipped += matched - inserted;
     }
     Ok(report)
 }
@@ -119,12 +123,16 @@ const INSERT_NEW: &str =
                AND m.ts = s.ts AND m.value = s.value
                AND m.ts >= $1 AND m.ts < $2)";
 
-/// Restores one object in one transaction; returns (rows in the window, rows inserted).
+/// Restores the rows of one object that `routes_here` accepts, in one transaction on `shard`;
+/// returns (rows in the window, rows inserted). With no row for it and `logged_anyway` false
+/// (a shard other than the object's own), nothing is written.
 async fn restore_object(
     runner: &Runner,
     shard: &vitalsink_common::db::Shard,
     entry: &Entry,
     req: &Request,
+    routes_here: &dyn Fn(&str) -> bool,
+    logged_anyway: bool,
 ) -> Result<(u64, u64)> {
     let name = shard.name.as_str();
     let path = entry.row.object_path.clone().unwrap_or_default();
@@ -165,9 +173,12 @@ async fn restore_object(
         .await?
         .build()?;
     while let Some(b) = stream.try_next().await? {
-        copy_matching(&b, req, writer.as_mut(), name).await?;
+        copy_matching(&b, req, routes_here, writer.as_mut(), name).await?;
     }
     let matched = writer.as_mut().finish().await.map_err(pg(name))?;
+    if matched == 0 && !logged_anyway {
+        return Ok((0, 0)); // rolled back: nothing of this object routes here
+    }
     let inserted = tx
         .execute(INSERT_NEW, &[&req.from, &req.to])
         .await
@@ -195,10 +206,12 @@ async fn restore_object(
     Ok((matched, inserted))
 }
 
-/// COPYs the rows of `b` inside the window (and participant filter) into `w`.
+/// COPYs the rows of `b` inside the window (and participant filter) that `routes_here`
+/// accepts into `w`.
 async fn copy_matching(
     b: &RecordBatch,
     req: &Request,
+    routes_here: &dyn Fn(&str) -> bool,
     mut w: std::pin::Pin<&mut BinaryCopyInWriter>,
     shard: &str,
 ) -> Result<()> {
@@ -221,6 +234,9 @@ async fn copy_matching(
         }
         let p = pid.value(i);
         if !req.participants.is_empty() && !req.participants.contains(p) {
+            continue;
+        }
+        if !routes_here(p) {
             continue;
         }
         let t = DateTime::<Utc>::from_timestamp_micros(t).ok_or_else(bad)?;
