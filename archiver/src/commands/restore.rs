@@ -69,7 +69,8 @@ pub struct Report {
 /// Restores `req` from the archive of `runner`.
 ///
 /// # Errors
-/// A shard list other than the shard map's ([`Runner::check_shard_map`]); store, Parquet
+/// A shard list other than the shard map's ([`Runner::check_shard_map`]); [`Error::Arg`]
+/// when, with no shard move ever made, an object's shard is not configured; store, Parquet
 /// and database errors. Objects restored before the error stay restored (and logged).
 pub async fn restore(runner: &Runner, req: &Request) -> Result<Report> {
     runner.check_shard_map().await?;
@@ -78,6 +79,18 @@ pub async fn restore(runner: &Runner, req: &Request) -> Result<Report> {
     let to = req.to.timestamp_micros();
     let mut report = Report::default();
     let mut migrated = BTreeSet::new();
+    // Without a shard move ever, every row routes to the shard its object came from: read
+    // each object once, for that shard only.
+    let moved = match runner.shards().first() {
+        Some(map_shard) => map_shard
+            .client()
+            .await?
+            .query_one("SELECT EXISTS (SELECT 1 FROM shard_moves)", &[])
+            .await
+            .map_err(pg(&map_shard.name))?
+            .get::<_, bool>(0),
+        None => false,
+    };
     for ((shard_name, path), st) in manifest::objects(&entries) {
         let r = &st.last.row;
         let overlaps = match (r.min_ts, r.max_ts) {
@@ -90,8 +103,19 @@ pub async fn restore(runner: &Runner, req: &Request) -> Result<Report> {
         // Routing over the configured shards, which check_shard_map found equal to the map's
         // current epoch.
         let router = vitalsink_common::routing::ShardRouter::new(runner.shards().len());
+        if !moved && !runner.shards().iter().any(|s| s.name == shard_name) {
+            return Err(Error::Arg {
+                arg: "restore",
+                message: format!(
+                    "object {path} comes from shard {shard_name}, which is not configured"
+                ),
+            });
+        }
         for shard in runner.shards() {
             let own = shard.name == shard_name;
+            if !moved && !own {
+                continue;
+            }
             // The `restored` row needs the shard's current archive_log (as `run` migrates first).
             if migrated.insert(shard.name.clone()) {
                 runner.migrate(shard).await?;
