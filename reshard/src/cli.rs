@@ -41,6 +41,9 @@ pub enum Command {
         /// Copy throttle, bytes per second of COPY stream (0: none).
         #[arg(long, env = "RESHARD_BYTES_PER_SECOND", default_value_t = 64 << 20)]
         bytes_per_second: u32,
+        /// Rows per copy or delete batch, one transaction each (at least one participant).
+        #[arg(long, env = "RESHARD_BATCH_ROWS", default_value_t = 50_000)]
+        batch_rows: i64,
     },
     /// Remove the last shard, moving its participants to the others (workers and archiver
     /// stopped); running it again resumes a killed run.
@@ -51,6 +54,9 @@ pub enum Command {
         /// Copy throttle, bytes per second of COPY stream (0: none).
         #[arg(long, env = "RESHARD_BYTES_PER_SECOND", default_value_t = 64 << 20)]
         bytes_per_second: u32,
+        /// Rows per copy or delete batch, one transaction each (at least one participant).
+        #[arg(long, env = "RESHARD_BATCH_ROWS", default_value_t = 50_000)]
+        batch_rows: i64,
     },
     /// Dry run: which participants a change would move, from where to where, and how many
     /// rows; refuses a change routing cannot honour. Changes nothing.
@@ -121,11 +127,25 @@ async fn run(command: Command, cfg: Config) -> Result<()> {
             name,
             url,
             bytes_per_second,
-        } => run_move(&cfg, Change::Add { name, url }, bytes_per_second).await?,
+            batch_rows,
+        } => {
+            let opts = crate::moves::Options {
+                bytes_per_second,
+                batch_rows,
+            };
+            run_move(&cfg, Change::Add { name, url }, opts).await?
+        }
         Command::RemoveShard {
             name,
             bytes_per_second,
-        } => run_move(&cfg, Change::Remove { name }, bytes_per_second).await?,
+            batch_rows,
+        } => {
+            let opts = crate::moves::Options {
+                bytes_per_second,
+                batch_rows,
+            };
+            run_move(&cfg, Change::Remove { name }, opts).await?
+        }
         Command::Plan { change, json } => {
             let change = match change {
                 PlanChange::AddShard { name, url } => Change::Add { name, url },
@@ -153,7 +173,7 @@ async fn run(command: Command, cfg: Config) -> Result<()> {
 /// Runs a move with `/metrics`, `/healthz` and `/readyz` served meanwhile (a port already
 /// taken only costs the endpoint, not the move), then prints its report as JSON.
 #[allow(clippy::print_stdout)]
-async fn run_move(cfg: &Config, change: Change, bytes_per_second: u32) -> Result<()> {
+async fn run_move(cfg: &Config, change: Change, opts: crate::moves::Options) -> Result<()> {
     let stop = tokio_util::sync::CancellationToken::new();
     let _stop_on_return = stop.clone().drop_guard();
     let ready = observe::Readiness::new("moving");
@@ -168,7 +188,7 @@ async fn run_move(cfg: &Config, change: Change, bytes_per_second: u32) -> Result
     {
         tracing::warn!(error = %e, "metrics endpoint not served for this move");
     }
-    let r = crate::moves::run(cfg, &change, crate::moves::Options { bytes_per_second }).await?;
+    let r = crate::moves::run(cfg, &change, opts).await?;
     println!("{}", serde_json::to_string(&r).unwrap_or_default());
     Ok(())
 }

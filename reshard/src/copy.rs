@@ -2,14 +2,16 @@
 //!
 //! The rows stream from `COPY (SELECT …) TO STDOUT (FORMAT binary)` on the old shard
 //! straight into `COPY measurements FROM STDIN (FORMAT binary)` on the new one, chunk by
-//! chunk: memory holds one chunk of the stream (tens of KiB), however many rows move. The
+//! chunk: memory holds one chunk of the stream (tens of KiB), however many rows move. Rows go
+//! in batches of participants (`reshard --batch-rows`), one COPY each way per batch. The
 //! stream is throttled in bytes per second with `governor` (GCRA), so the shards keep serving
-//! ingest and queries. The copy, and the `shard_move_rows` row that records it with the
-//! copied rows' count and checksum, commit in one transaction on the new shard: a copy is
-//! there whole or not at all, and a re-run skips it.
+//! ingest and queries. The copy, and the `shard_move_rows` rows that record each participant
+//! with its copied rows' count and checksum, commit in one transaction on the new shard: a
+//! batch is there whole or not at all, and a re-run skips it.
 
 use futures::{SinkExt, TryStreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use vitalsink_common::db::Shard;
 
@@ -18,26 +20,33 @@ use crate::error::Result;
 /// The columns copied, in table order.
 const COLUMNS: &str = "participant_id, metric, ts, value, unit, device_id, study_id";
 
-/// Order-independent checksum of a participant's rows, the VDiff idea (Vitess, "VDiff"):
+/// Order-independent checksum per participant, the VDiff idea (Vitess, "VDiff"):
 /// `count(*)` and the exact (numeric) sum of a 64-bit hash of every row's columns, with
 /// timestamps as integer microseconds and values as PostgreSQL's shortest round-trip text,
-/// so that it does not depend on a session's time zone. Two shards agree iff they hold the
-/// same multiset of rows (up to 64-bit hash collisions).
-pub const CHECKSUM_SQL: &str = "SELECT count(*), coalesce(sum(hashtextextended(concat_ws('|',
+/// so that it does not depend on a session's time zone. Two shards agree on a participant iff
+/// they hold the same multiset of its rows (up to 64-bit hash collisions). `$1` is the
+/// participants (`text[]`); a participant without rows is absent from the result.
+pub const CHECKSUM_SQL: &str = "SELECT participant_id, count(*), coalesce(sum(hashtextextended(concat_ws('|',
         participant_id, metric, (extract(epoch FROM ts) * 1000000)::bigint, value::text,
         coalesce(unit, '\\N'), coalesce(device_id, '\\N'), coalesce(study_id, '\\N')), 0)::numeric), 0)::text
-     FROM measurements WHERE participant_id = $1";
+     FROM measurements WHERE participant_id = ANY($1) GROUP BY participant_id";
 
-/// (rows, checksum) of `participant` on the connection `c`.
+/// Per participant (rows, checksum).
+pub type Sums = BTreeMap<String, (i64, String)>;
+
+/// (rows, checksum) of each of `participants` on the connection `c`.
 ///
 /// # Errors
 /// The driver's error.
-pub async fn checksum(
+pub async fn checksums(
     c: &impl deadpool_postgres::GenericClient,
-    participant: &str,
-) -> Result<(i64, String), tokio_postgres::Error> {
-    let r = c.query_one(CHECKSUM_SQL, &[&participant]).await?;
-    Ok((r.get(0), r.get(1)))
+    participants: &[String],
+) -> Result<Sums, tokio_postgres::Error> {
+    let rows = c.query(CHECKSUM_SQL, &[&participants]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect())
 }
 
 /// A bytes-per-second throttle; `None` for no limit.
@@ -45,27 +54,32 @@ pub fn throttle(bytes_per_second: u32) -> Option<DefaultDirectRateLimiter> {
     NonZeroU32::new(bytes_per_second).map(|n| RateLimiter::direct(Quota::per_second(n)))
 }
 
-/// Copies `participant`'s rows from `from` to `to` in one transaction on `to`, recording
-/// them as copied for move `move_id`; returns (rows, checksum) on `to`.
+/// Copies the rows of `participants` (one batch) from `from` to `to` in one transaction on
+/// `to`, recording each participant as copied for move `move_id` with its rows and checksum
+/// there; returns those.
 ///
 /// # Errors
 /// Database errors, with the shard named.
-pub async fn copy_participant(
+pub async fn copy_batch(
     from: &Shard,
     to: &Shard,
     move_id: i64,
-    participant: &str,
+    participants: &[String],
     limit: Option<&DefaultDirectRateLimiter>,
-) -> Result<(i64, String)> {
+) -> Result<Sums> {
     let src = from.client().await?;
     let mut dst = to.client().await?;
     let tx = dst.transaction().await.map_err(|e| to.err(e))?;
     // COPY takes no parameters; participant ids are validated to [A-Za-z0-9._-], and quoted
     // regardless.
-    let literal = participant.replace('\'', "''");
+    let list = participants
+        .iter()
+        .map(|p| format!("'{}'", p.replace('\'', "''")))
+        .collect::<Vec<_>>()
+        .join(",");
     let out = src
         .copy_out(&format!(
-            "COPY (SELECT {COLUMNS} FROM measurements WHERE participant_id = '{literal}') TO STDOUT (FORMAT binary)"
+            "COPY (SELECT {COLUMNS} FROM measurements WHERE participant_id IN ({list})) TO STDOUT (FORMAT binary)"
         ))
         .await
         .map_err(|e| from.err(e))?;
@@ -84,16 +98,25 @@ pub async fn copy_participant(
         sink.send(chunk).await.map_err(|e| to.err(e))?;
     }
     sink.as_mut().finish().await.map_err(|e| to.err(e))?;
-    let (rows, sum) = checksum(&tx, participant).await.map_err(|e| to.err(e))?;
+    let sums = checksums(&tx, participants).await.map_err(|e| to.err(e))?;
+    let (ids, rows, sum): (Vec<&String>, Vec<i64>, Vec<&String>) = sums
+        .iter()
+        .map(|(p, (n, c))| (p, *n, c))
+        .fold((vec![], vec![], vec![]), |mut acc, (p, n, c)| {
+            acc.0.push(p);
+            acc.1.push(n);
+            acc.2.push(c);
+            acc
+        });
     tx.execute(
         "INSERT INTO shard_move_rows (move_id, participant_id, side, rows, checksum)
-         VALUES ($1, $2, 'copied', $3, $4::text::numeric)",
-        &[&move_id, &participant, &rows, &sum],
+         SELECT $1, p, 'copied', n, c::numeric FROM unnest($2::text[], $3::int8[], $4::text[]) AS v(p, n, c)",
+        &[&move_id, &ids, &rows, &sum],
     )
     .await
     .map_err(|e| to.err(e))?;
     tx.commit().await.map_err(|e| to.err(e))?;
-    Ok((rows, sum))
+    Ok(sums)
 }
 
 /// Waits until `limit` lets `bytes` through, in pieces no larger than one second's quota.

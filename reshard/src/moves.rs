@@ -34,7 +34,7 @@ use vitalsink_common::routing::ShardRouter;
 use vitalsink_common::shardmap;
 use vitalsink_common::Config;
 
-use crate::copy::{checksum, copy_participant, throttle};
+use crate::copy::{checksums, copy_batch, throttle, Sums};
 use crate::error::{Error, Result};
 use crate::plan::{check_new_shard, moving, next_shards, Change};
 use crate::progress::Progress;
@@ -45,6 +45,8 @@ use crate::state::{self, MoveRow, Phase};
 pub struct Options {
     /// Copy throttle, bytes per second of COPY stream; 0 for none.
     pub bytes_per_second: u32,
+    /// Rows per copy or delete batch (one transaction each); at least one participant.
+    pub batch_rows: i64,
 }
 
 /// What a run of the command did.
@@ -185,7 +187,7 @@ pub async fn run(cfg: &Config, change: &Change, opts: Options) -> Result<Report>
         phase = Phase::Switched;
     }
     if phase == Phase::Switched {
-        delete_moved(&all, &from.shards, &next, &mv, &mut report).await?;
+        delete_moved(&all, &from.shards, &next, &mv, opts.batch_rows, &mut report).await?;
         record(map_shard, &mv, Phase::Done, &report).await?;
         tracing::info!(move_id = mv.id, "move done");
     }
@@ -282,47 +284,67 @@ async fn copy_and_verify(
     let done: i64 = moves.iter().filter(|m| is_copied(m)).map(|m| m.rows).sum();
     let mut progress = Progress::new(total.max(0) as u64, done.max(0) as u64);
     let mut left = total - done;
-    for m in &moves {
-        if is_copied(m) {
-            continue;
+    // Batches of participants with the same old and new shard, up to `batch_rows` rows.
+    let mut batches: BTreeMap<(String, String), Vec<Vec<&crate::plan::ParticipantMove>>> =
+        BTreeMap::new();
+    for m in moves.iter().filter(|m| !is_copied(m)) {
+        let route = batches.entry((m.from.clone(), m.to.clone())).or_default();
+        let fits = route.last().is_some_and(|b| {
+            b.iter().map(|x| x.rows).sum::<i64>() + m.rows <= opts.batch_rows.max(1)
+        });
+        if !fits {
+            route.push(Vec::new());
         }
-        let (src, dst) = (by_name(all, &m.from)?, by_name(all, &m.to)?);
-        let (rows, _) =
-            copy_participant(src, dst, mv.id, &m.participant_id, limit.as_ref()).await?;
-        report.copied_now += 1;
-        left -= rows;
-        progress.inc(rows.max(0) as u64);
-        crate::metrics::copied(rows, left);
-        state::progress(map_shard, mv.id, rows, 0).await?;
-        crate::fault::point("copy");
+        if let Some(b) = route.last_mut() {
+            b.push(m);
+        }
+    }
+    for ((from_name, to_name), route) in &batches {
+        let (src, dst) = (by_name(all, from_name)?, by_name(all, to_name)?);
+        for batch in route {
+            let ids: Vec<String> = batch.iter().map(|m| m.participant_id.clone()).collect();
+            let sums = copy_batch(src, dst, mv.id, &ids, limit.as_ref()).await?;
+            let rows: i64 = sums.values().map(|(n, _)| n).sum();
+            report.copied_now += ids.len();
+            left -= rows;
+            progress.inc(rows.max(0) as u64);
+            crate::metrics::copied(rows, left);
+            state::progress(map_shard, mv.id, rows, 0).await?;
+            crate::fault::point("copy");
+        }
     }
     progress.finish();
-    let mut copies: BTreeMap<String, BTreeMap<String, (i64, String)>> = BTreeMap::new();
-    for to in copied.keys() {
-        copies.insert(
-            to.clone(),
-            recorded(by_name(all, to)?, mv.id, "copied").await?,
-        );
+    // Verify: each old shard's checksums of its moving participants, in one query, against
+    // the copies' records.
+    let mut copies: BTreeMap<String, Sums> = BTreeMap::new();
+    for to in moves.iter().map(|m| m.to.clone()).collect::<BTreeSet<_>>() {
+        let r = recorded(by_name(all, &to)?, mv.id, "copied").await?;
+        copies.insert(to, r);
     }
-    for m in &moves {
-        let (src, dst) = (by_name(all, &m.from)?, by_name(all, &m.to)?);
-        let s = src.client().await?;
-        let source = checksum(&s, &m.participant_id)
-            .await
-            .map_err(|e| src.err(e))?;
-        let copy = copies.get(&m.to).and_then(|c| c.get(&m.participant_id));
-        crate::metrics::verified(copy == Some(&source));
-        if copy != Some(&source) {
-            let copy = copy.cloned();
-            discard_copy(dst, mv.id, &m.participant_id).await?;
-            return Err(Error::Verify {
-                participant: m.participant_id.clone(),
-                message: format!(
-                    "{} holds {:?} (rows, checksum), the copy on {} {:?}; the copy was discarded \
-                     (are workers writing?). Stop them and run the command again",
-                    m.from, source, m.to, copy
-                ),
-            });
+    for src in &losing {
+        let ids: Vec<String> = moves
+            .iter()
+            .filter(|m| m.from == src.name)
+            .map(|m| m.participant_id.clone())
+            .collect();
+        let c = src.client().await?;
+        let sources = checksums(&c, &ids).await.map_err(|e| src.err(e))?;
+        for m in moves.iter().filter(|m| m.from == src.name) {
+            let source = sources.get(&m.participant_id);
+            let copy = copies.get(&m.to).and_then(|c| c.get(&m.participant_id));
+            crate::metrics::verified(copy == source);
+            if copy != source {
+                let copy = copy.cloned();
+                discard_copy(by_name(all, &m.to)?, mv.id, &m.participant_id).await?;
+                return Err(Error::Verify {
+                    participant: m.participant_id.clone(),
+                    message: format!(
+                        "{} holds {:?} (rows, checksum), the copy on {} {:?}; the copy was \
+                         discarded (are workers writing?). Stop them and run the command again",
+                        m.from, source, m.to, copy
+                    ),
+                });
+            }
         }
     }
     report.participants = moves.len();
@@ -337,7 +359,7 @@ async fn copy_and_verify(
 }
 
 /// Per participant, (rows, checksum) recorded on `shard` for move `id` as `side`.
-async fn recorded(shard: &Shard, id: i64, side: &str) -> Result<BTreeMap<String, (i64, String)>> {
+async fn recorded(shard: &Shard, id: i64, side: &str) -> Result<Sums> {
     let c = shard.client().await?;
     let rows = c
         .query(
@@ -443,65 +465,86 @@ async fn copy_offsets(old: &[Shard], new: &Shard) -> Result<()> {
     Ok(())
 }
 
-/// Phase 4: deletes every copied participant from its old shard, checking first that the
-/// old shard holds exactly the rows copied.
+/// One participant's copy: its id and (rows, checksum).
+type CopyRecord = (String, (i64, String));
+
+/// Participants per delete batch: as many as fit in `batch_rows` rows on average.
+fn delete_batch(todo: &[&CopyRecord], batch_rows: i64) -> usize {
+    let rows: i64 = todo.iter().map(|(_, (n, _))| *n).sum();
+    let avg = (rows / i64::try_from(todo.len().max(1)).unwrap_or(1)).max(1);
+    usize::try_from((batch_rows.max(1) / avg).max(1)).unwrap_or(1)
+}
+
+/// Phase 4: deletes every copied participant from its old shard, in batches of about
+/// `batch_rows` rows, checking first that the old shard holds exactly the rows copied.
 async fn delete_moved(
     all: &[Shard],
     from: &[String],
     next: &[String],
     mv: &MoveRow,
+    batch_rows: i64,
     report: &mut Report,
 ) -> Result<()> {
     let old_router = ShardRouter::new(from.len());
     for to in next {
         let dst = by_name(all, to)?;
+        // This target's copies, grouped by the shard they came from.
+        let mut by_source: BTreeMap<&str, Vec<CopyRecord>> = BTreeMap::new();
         for (pid, copy) in recorded(dst, mv.id, "copied").await? {
-            let src = by_name(all, &from[old_router.shard_for(&pid)])?;
-            if src.name == dst.name {
-                continue;
+            let src = from[old_router.shard_for(&pid)].as_str();
+            if src != dst.name {
+                by_source.entry(src).or_default().push((pid, copy));
             }
-            let mut c = src.client().await?;
-            let done: Option<i64> = c
-                .query_opt(
-                    "SELECT rows FROM shard_move_rows WHERE move_id = $1 AND participant_id = $2 AND side = 'deleted'",
-                    &[&mv.id, &pid],
+        }
+        for (src_name, copies) in by_source {
+            let src = by_name(all, src_name)?;
+            let deleted = recorded(src, mv.id, "deleted").await?;
+            let todo: Vec<&CopyRecord> = copies
+                .iter()
+                .filter(|(p, _)| !deleted.contains_key(p))
+                .collect();
+            for batch in todo.chunks(delete_batch(&todo, batch_rows)) {
+                let ids: Vec<String> = batch.iter().map(|(p, _)| p.clone()).collect();
+                let mut c = src.client().await?;
+                let tx = c.transaction().await.map_err(|e| src.err(e))?;
+                let now = checksums(&tx, &ids).await.map_err(|e| src.err(e))?;
+                for (pid, copy) in batch {
+                    if now.get(pid) != Some(copy) {
+                        return Err(Error::Verify {
+                            participant: pid.clone(),
+                            message: format!(
+                                "{} now holds {:?} (rows, checksum) but {copy:?} was copied to \
+                                 {}: rows changed after the copy; nothing of this batch deleted",
+                                src.name,
+                                now.get(pid),
+                                dst.name
+                            ),
+                        });
+                    }
+                }
+                tx.execute(
+                    "DELETE FROM measurements WHERE participant_id = ANY($1)",
+                    &[&ids],
                 )
                 .await
-                .map_err(|e| src.err(e))?
-                .map(|r| r.get(0));
-            if done.is_some() {
-                continue;
+                .map_err(|e| src.err(e))?;
+                let rows: Vec<i64> = batch.iter().map(|(_, (n, _))| *n).collect();
+                let sums: Vec<&String> = batch.iter().map(|(_, (_, c))| c).collect();
+                tx.execute(
+                    "INSERT INTO shard_move_rows (move_id, participant_id, side, rows, checksum)
+                     SELECT $1, p, 'deleted', n, c::numeric
+                       FROM unnest($2::text[], $3::int8[], $4::text[]) AS v(p, n, c)",
+                    &[&mv.id, &ids, &rows, &sums],
+                )
+                .await
+                .map_err(|e| src.err(e))?;
+                tx.commit().await.map_err(|e| src.err(e))?;
+                let n: i64 = rows.iter().sum();
+                report.deleted_now += ids.len();
+                crate::metrics::deleted(n);
+                state::progress(&all[0], mv.id, 0, n).await?;
+                crate::fault::point("delete");
             }
-            let tx = c.transaction().await.map_err(|e| src.err(e))?;
-            let now = checksum(&tx, &pid).await.map_err(|e| src.err(e))?;
-            if now != copy {
-                return Err(Error::Verify {
-                    participant: pid.clone(),
-                    message: format!(
-                        "{} now holds {now:?} (rows, checksum) but {copy:?} was copied to {}: rows \
-                         changed after the copy; nothing deleted",
-                        src.name, dst.name
-                    ),
-                });
-            }
-            tx.execute(
-                "DELETE FROM measurements WHERE participant_id = $1",
-                &[&pid],
-            )
-            .await
-            .map_err(|e| src.err(e))?;
-            tx.execute(
-                "INSERT INTO shard_move_rows (move_id, participant_id, side, rows, checksum)
-                 VALUES ($1, $2, 'deleted', $3, $4::text::numeric)",
-                &[&mv.id, &pid, &copy.0, &copy.1],
-            )
-            .await
-            .map_err(|e| src.err(e))?;
-            tx.commit().await.map_err(|e| src.err(e))?;
-            report.deleted_now += 1;
-            crate::metrics::deleted(copy.0);
-            state::progress(&all[0], mv.id, 0, copy.0).await?;
-            crate::fault::point("delete");
         }
     }
     Ok(())

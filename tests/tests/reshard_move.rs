@@ -116,6 +116,8 @@ async fn two_to_three_and_back_exactly_once_through_a_kill_in_every_phase() {
         new.url.as_str(),
         "--bytes-per-second",
         "4000000",
+        "--batch-rows",
+        "5000",
     ];
     // An archiver at work on shard1 (holding its lock): the move refuses, nothing changed.
     let archiver_at_work = connect(&dbs.shards[1].url).await;
@@ -184,7 +186,7 @@ async fn two_to_three_and_back_exactly_once_through_a_kill_in_every_phase() {
     idles_exactly(&with_three, dir.path(), data.readings).await;
 
     // 3 → 2: the last shard's participants go back.
-    let remove = ["remove-shard", "--name", "shard2"];
+    let remove = ["remove-shard", "--name", "shard2", "--batch-rows", "5000"];
     let report = move_through_crashes(&with_three.config, &remove, &["copy", "delete"]);
     eprintln!("3 -> 2: {report}");
     assert_exactly_once(&dbs.shards, &data.expected).await;
