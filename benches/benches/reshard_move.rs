@@ -135,8 +135,9 @@ async fn main() {
             "--bytes-per-second",
             "0",
         ])
+        .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut rss = 0;
@@ -150,6 +151,28 @@ async fn main() {
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["rows"].as_i64(), Some(rows), "{r}");
 
+    // Phase durations from the command's log lines (RFC 3339 timestamps).
+    let log = String::from_utf8_lossy(&out.stderr);
+    let at = |marker: &str| {
+        log.lines()
+            .find(|l| l.contains(marker))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    };
+    let phases = [
+        (
+            "start → copied and verified",
+            "move started",
+            "copied and verified",
+        ),
+        ("verified → switched", "copied and verified", "switched"),
+        ("switched → deleted (done)", "switched", "move done"),
+    ];
+    for (name, a, b) in phases {
+        if let (Some(a), Some(b)) = (at(a), at(b)) {
+            report(name, (b - a).num_milliseconds() as f64, "ms", None);
+        }
+    }
     let pipe_rate = rows as f64 / pipe_s;
     println!(
         "moving {} participants, {rows} rows to shard2",
