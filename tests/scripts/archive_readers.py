@@ -10,10 +10,12 @@ Reads the archive folder exactly as the README's analyst section does:
   pyarrow  pyarrow.dataset.dataset('ROOT/measurements', partitioning='hive')
   polars   polars.scan_parquet('ROOT/measurements', hive_partitioning=True)
   duckdb   read_parquet('ROOT/measurements/**/*.parquet', hive_partitioning = true)
+  spark    spark.read.parquet('ROOT/measurements')                 (PySpark, local[2], Java 17)
 
 Prints one JSON object, per reader: rows, per participant [rows, sum of value], and the
 `shard` and `date` partition values it saw (and `error` when it failed). Exits 1 when any reader reads no row (Arrow's
-dataset discovery, which pandas uses, skips files whose names start with '_' or '.').
+dataset discovery, which pandas uses, skips files whose names start with '_' or '.', and so
+does Hadoop's file listing under Spark).
 """
 import json
 import sys
@@ -88,6 +90,32 @@ def duckdb_read():
     }
 
 
+def spark_read():
+    from pyspark.sql import SparkSession
+    from pyspark.sql import functions as F
+
+    spark = (
+        SparkSession.builder.master("local[2]")
+        .appName("vitalsink-archive-readers")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.driver.host", "127.0.0.1")
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    try:
+        df = spark.read.parquet(folder)
+        g = df.groupBy("participant_id").agg(F.count("*").alias("n"), F.sum("value").alias("s"))
+        return {
+            "rows": df.count(),
+            "totals": {r["participant_id"]: [int(r["n"]), float(r["s"])] for r in g.collect()},
+            "shards": sorted(str(r[0]) for r in df.select("shard").distinct().collect()),
+            "dates": sorted(str(r[0]) for r in df.select("date").distinct().collect()),
+        }
+    finally:
+        spark.stop()
+
+
 def attempt(read):
     # A reader that finds no file may also fail (no column to select): that is 0 rows too.
     try:
@@ -96,7 +124,13 @@ def attempt(read):
         return {"rows": 0, "totals": {}, "shards": [], "dates": [], "error": repr(e)}
 
 
-readers = {"pandas": pandas_read, "pyarrow": pyarrow_read, "polars": polars_read, "duckdb": duckdb_read}
+readers = {
+    "pandas": pandas_read,
+    "pyarrow": pyarrow_read,
+    "polars": polars_read,
+    "duckdb": duckdb_read,
+    "spark": spark_read,
+}
 out = {name: attempt(read) for name, read in readers.items()}
 print(json.dumps(out))
 empty = [name for name, r in out.items() if r["rows"] == 0]

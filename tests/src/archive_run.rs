@@ -243,7 +243,7 @@ impl ArchiveSetup {
 }
 
 impl ArchiveSetup {
-    /// What pandas, pyarrow.dataset, polars and DuckDB read from the (local) archive folder,
+    /// What pandas, pyarrow.dataset, polars, DuckDB and Spark read from the (local) archive folder,
     /// per reader, and whether the script succeeded (it fails when a reader reads no row).
     pub fn readers(&self) -> (bool, BTreeMap<String, ReaderRead>) {
         let Root::Local(root) = &self.root else {
@@ -257,7 +257,7 @@ impl ArchiveSetup {
             .expect("python3 missing: run dev/setup");
         let stderr = String::from_utf8_lossy(&out.stderr);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!("archive_readers.py printed no JSON ({e}; dev/setup installs pandas, pyarrow, polars, duckdb): {stderr}")
+            panic!("archive_readers.py printed no JSON ({e}; dev/setup installs pandas, pyarrow, polars, duckdb, pyspark and Java): {stderr}")
         });
         let strings = |v: &serde_json::Value| -> Vec<String> {
             v.as_array()
@@ -290,7 +290,7 @@ impl ArchiveSetup {
         (out.status.success(), reads)
     }
 
-    /// Asserts that pandas, pyarrow.dataset, polars and DuckDB each read every row of the
+    /// Asserts that pandas, pyarrow.dataset, polars, DuckDB and Spark each read every row of the
     /// (local) archive: none reads 0 rows, all agree with each other and with `want` (per
     /// participant rows and sum of value), and each sees the `shard` partitions of every
     /// configured shard. Returns the rows each read.
@@ -300,7 +300,7 @@ impl ArchiveSetup {
         assert!(ok, "a reader read no row: {reads:?}");
         assert_eq!(
             reads.keys().map(String::as_str).collect::<Vec<_>>(),
-            ["duckdb", "pandas", "polars", "pyarrow"]
+            ["duckdb", "pandas", "polars", "pyarrow", "spark"]
         );
         let want_rows: i64 = want.values().map(|t| t.0).sum();
         assert!(want_rows > 0, "the archive should hold rows");

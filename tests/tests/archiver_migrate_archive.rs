@@ -93,11 +93,13 @@ async fn legacy_archive_is_migrated(s3: bool) {
     );
     assert!(old.iter().all(|o| is_hidden(o)), "{old:?}");
     if !s3 {
-        // The defect: pandas and pyarrow.dataset read nothing, DuckDB and polars everything.
+        // The defect: pandas, pyarrow.dataset and Spark read nothing, DuckDB and polars
+        // everything.
         let (ok, reads) = setup.readers();
         assert!(!ok, "{reads:?}");
         assert_eq!(reads["pandas"].rows, 0, "{reads:?}");
         assert_eq!(reads["pyarrow"].rows, 0, "{reads:?}");
+        assert_eq!(reads["spark"].rows, 0, "{reads:?}");
         let all: i64 = archived.values().map(|t| t.0).sum();
         assert_eq!(reads["duckdb"].rows, all, "{reads:?}");
         assert_eq!(reads["polars"].rows, all, "{reads:?}");
