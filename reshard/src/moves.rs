@@ -103,6 +103,19 @@ pub async fn run(cfg: &Config, change: &Change, opts: Options) -> Result<Report>
     let _locks = lock_shards(shards.iter().chain(added.as_ref()), change).await?;
     let mv = match state::unfinished(map_shard).await? {
         Some(m) if m.kind == kind && m.shard == name => {
+            if let (Some(s), Some(want)) = (&added, &m.target_id) {
+                let got = state::database_id(s).await?;
+                if &got != want {
+                    return Err(Error::Refused {
+                        action: change.action(),
+                        message: format!(
+                            "--url reaches database {got}, but move {} started copying into \
+                             {want}; give the first run's --url to resume it",
+                            m.id
+                        ),
+                    });
+                }
+            }
             tracing::info!(
                 move_id = m.id,
                 phase = m.phase.as_str(),
@@ -135,7 +148,11 @@ pub async fn run(cfg: &Config, change: &Change, opts: Options) -> Result<Report>
                 check_new_shard(shards.len(), name, url, &cfg.database, change).await?;
             }
             offsets_agree(&shards, change).await?;
-            let m = state::start(map_shard, map.epoch, kind, &name).await?;
+            let target_id = match &added {
+                Some(s) => Some(state::database_id(s).await?),
+                None => None,
+            };
+            let m = state::start(map_shard, map.epoch, kind, &name, target_id.as_deref()).await?;
             tracing::info!(
                 move_id = m.id,
                 from = m.from_epoch,

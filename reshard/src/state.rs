@@ -58,6 +58,8 @@ pub struct MoveRow {
     pub kind: String,
     /// The shard added or removed.
     pub shard: String,
+    /// For an addition, the new shard's database identity ([`database_id`]).
+    pub target_id: Option<String>,
     /// Last phase finished.
     pub phase: Phase,
     /// Participants that move (known once copied).
@@ -72,8 +74,8 @@ pub struct MoveRow {
     pub rows_left: i64,
 }
 
-const COLUMNS: &str =
-    "id, from_epoch, to_epoch, kind, shard, phase, participants, rows_total, rows_copied, rows_deleted";
+const COLUMNS: &str = "id, from_epoch, to_epoch, kind, shard, phase, participants, rows_total, \
+     rows_copied, rows_deleted, target_id";
 
 fn row(r: &tokio_postgres::Row) -> MoveRow {
     MoveRow {
@@ -88,6 +90,7 @@ fn row(r: &tokio_postgres::Row) -> MoveRow {
         rows_copied: r.get(8),
         rows_deleted: r.get(9),
         rows_left: (r.get::<_, i64>(7) - r.get::<_, i64>(8)).max(0),
+        target_id: r.get(10),
     }
 }
 
@@ -128,19 +131,42 @@ pub async fn all(map_shard: &Shard) -> Result<Vec<MoveRow>> {
 ///
 /// # Errors
 /// Database errors; a unique violation when another move to the same epoch raced it.
-pub async fn start(map_shard: &Shard, from_epoch: i32, kind: &str, shard: &str) -> Result<MoveRow> {
+pub async fn start(
+    map_shard: &Shard,
+    from_epoch: i32,
+    kind: &str,
+    shard: &str,
+    target_id: Option<&str>,
+) -> Result<MoveRow> {
     let c = map_shard.client().await?;
     let r = c
         .query_one(
             &format!(
-                "INSERT INTO shard_moves (from_epoch, to_epoch, kind, shard, phase)
-                 VALUES ($1, $1 + 1, $2, $3, 'copying') RETURNING {COLUMNS}"
+                "INSERT INTO shard_moves (from_epoch, to_epoch, kind, shard, target_id, phase)
+                 VALUES ($1, $1 + 1, $2, $3, $4, 'copying') RETURNING {COLUMNS}"
             ),
-            &[&from_epoch, &kind, &shard],
+            &[&from_epoch, &kind, &shard, &target_id],
         )
         .await
         .map_err(|e| map_shard.err(e))?;
     Ok(row(&r))
+}
+
+/// Which database `shard` is: `<system identifier>/<database name>` (`pg_control_system()`,
+/// unique per cluster, and `current_database()`), whatever URL reached it.
+///
+/// # Errors
+/// Database errors.
+pub async fn database_id(shard: &Shard) -> Result<String> {
+    let c = shard.client().await?;
+    let r = c
+        .query_one(
+            "SELECT (SELECT system_identifier FROM pg_control_system())::text || '/' || current_database()",
+            &[],
+        )
+        .await
+        .map_err(|e| shard.err(e))?;
+    Ok(r.get(0))
 }
 
 /// Records that move `id` finished `phase`, with its totals.

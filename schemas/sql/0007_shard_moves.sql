@@ -8,6 +8,9 @@ CREATE TABLE IF NOT EXISTS shard_moves (
     to_epoch     integer     NOT NULL UNIQUE,
     kind         text        NOT NULL CHECK (kind IN ('add', 'remove')),
     shard        text        NOT NULL,
+    -- For an addition: which database the new shard is (`<system identifier>/<database>`),
+    -- so that a resumed run given another --url is refused.
+    target_id    text,
     phase        text        NOT NULL CHECK (phase IN ('copying', 'verified', 'switched', 'done')),
     participants integer     NOT NULL DEFAULT 0,
     rows_total   bigint      NOT NULL DEFAULT 0,

@@ -143,6 +143,22 @@ async fn two_to_three_and_back_exactly_once_through_a_kill_in_every_phase() {
         String::from_utf8_lossy(&out.stderr)
     );
     refused_during_move(&setup, dir.path()).await;
+    // Resuming with a --url that reaches another database is refused.
+    let other = extra_shard(&stack, 2).await;
+    let wrong: Vec<&str> = add
+        .iter()
+        .map(|a| {
+            if *a == new.url.as_str() {
+                other.url.as_str()
+            } else {
+                a
+            }
+        })
+        .collect();
+    let out = reshard(&setup.config, &wrong, None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("give the first run's --url"), "{stderr}");
     let out = Command::new(archiver_binary())
         .arg("--config")
         .arg(&setup.config)
