@@ -38,12 +38,9 @@ pub enum Command {
         /// Its libpq connection string.
         #[arg(long, env = "RESHARD_URL")]
         url: String,
-        /// Copy throttle, bytes per second of COPY stream (0: none).
-        #[arg(long, env = "RESHARD_BYTES_PER_SECOND", default_value_t = 64 << 20)]
-        bytes_per_second: u32,
-        /// Rows per copy or delete batch, one transaction each (at least one participant).
-        #[arg(long, env = "RESHARD_BATCH_ROWS", default_value_t = 50_000)]
-        batch_rows: i64,
+        /// How the move runs.
+        #[command(flatten)]
+        opts: MoveArgs,
     },
     /// Remove the last shard, moving its participants to the others (workers and archiver
     /// stopped); running it again resumes a killed run.
@@ -51,12 +48,9 @@ pub enum Command {
         /// Name of the shard; must be the last of the current epoch.
         #[arg(long, env = "RESHARD_NAME")]
         name: String,
-        /// Copy throttle, bytes per second of COPY stream (0: none).
-        #[arg(long, env = "RESHARD_BYTES_PER_SECOND", default_value_t = 64 << 20)]
-        bytes_per_second: u32,
-        /// Rows per copy or delete batch, one transaction each (at least one participant).
-        #[arg(long, env = "RESHARD_BATCH_ROWS", default_value_t = 50_000)]
-        batch_rows: i64,
+        /// How the move runs.
+        #[command(flatten)]
+        opts: MoveArgs,
     },
     /// Dry run: which participants a change would move, from where to where, and how many
     /// rows; refuses a change routing cannot honour. Changes nothing.
@@ -68,6 +62,26 @@ pub enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+}
+
+/// Flags of `add-shard` and `remove-shard`.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct MoveArgs {
+    /// Copy throttle, bytes per second of COPY stream (0: none).
+    #[arg(long, env = "RESHARD_BYTES_PER_SECOND", default_value_t = 64 << 20)]
+    pub bytes_per_second: u32,
+    /// Rows per copy or delete batch, one transaction each (at least one participant).
+    #[arg(long, env = "RESHARD_BATCH_ROWS", default_value_t = 50_000)]
+    pub batch_rows: i64,
+}
+
+impl From<MoveArgs> for crate::moves::Options {
+    fn from(a: MoveArgs) -> Self {
+        Self {
+            bytes_per_second: a.bytes_per_second,
+            batch_rows: a.batch_rows,
+        }
+    }
 }
 
 /// A change of the shard set.
@@ -123,28 +137,11 @@ async fn run(command: Command, cfg: Config) -> Result<()> {
                 println!("{}", serde_json::to_string(&m).unwrap_or_default());
             }
         }
-        Command::AddShard {
-            name,
-            url,
-            bytes_per_second,
-            batch_rows,
-        } => {
-            let opts = crate::moves::Options {
-                bytes_per_second,
-                batch_rows,
-            };
-            run_move(&cfg, Change::Add { name, url }, opts).await?
+        Command::AddShard { name, url, opts } => {
+            run_move(&cfg, Change::Add { name, url }, opts.into()).await?
         }
-        Command::RemoveShard {
-            name,
-            bytes_per_second,
-            batch_rows,
-        } => {
-            let opts = crate::moves::Options {
-                bytes_per_second,
-                batch_rows,
-            };
-            run_move(&cfg, Change::Remove { name }, opts).await?
+        Command::RemoveShard { name, opts } => {
+            run_move(&cfg, Change::Remove { name }, opts.into()).await?
         }
         Command::Plan { change, json } => {
             let change = match change {

@@ -125,7 +125,7 @@ pub async fn run(cfg: &Config, change: &Change, opts: Options) -> Result<Report>
         }
         Some(m) => {
             return Err(Error::Refused {
-                action: format!("{kind} shard {name}"),
+                action: change.action(),
                 message: format!(
                     "move {} ({} shard {}, epoch {} → {}) is unfinished in phase {}: run that \
                      command again to finish it first",
@@ -440,10 +440,7 @@ async fn offsets_agree(shards: &[Shard], change: &Change) -> Result<()> {
         return Ok(());
     }
     Err(Error::Refused {
-        action: match change {
-            Change::Add { name, .. } => format!("add shard {name}"),
-            Change::Remove { name } => format!("remove shard {name}"),
-        },
+        action: change.action(),
         message: format!(
             "the shards' ingest offsets disagree, so the workers did not stop cleanly (or still \
              run): {}. Start a worker and stop it with SIGTERM (it flushes every shard to the \

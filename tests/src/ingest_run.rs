@@ -511,6 +511,34 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
+/// Polls `GET /readyz` on `addr` every 500 ms, at most `tries` times, until it answers
+/// `code` with a body containing `needle`; returns that body, or None when it never did.
+pub async fn wait_readyz(addr: &str, code: u16, needle: &str, tries: usize) -> Option<String> {
+    for _ in 0..tries {
+        let (c, body) = http_get(addr, "/readyz").await;
+        if c == code && body.contains(needle) {
+            return Some(body);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    None
+}
+
+/// Waits up to `limit` for `child` to exit by itself; its status, or None.
+pub async fn wait_exit(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> Option<std::process::ExitStatus> {
+    let end = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < end {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
+
 /// `GET path` on `addr` over plain HTTP/1.0: (status code, body).
 pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -21,7 +21,7 @@ use vitalsink_tests::dataset::Dataset;
 use vitalsink_tests::ingest_run::{
     assert_dead_letters, assert_exactly_once, dataset, endpoints_addr, http_get, log_tail,
     metric_sum, peak_rss_bytes, prepare, produce, produce_in_background, read_dead_letters,
-    stop_gracefully, total_rows, wait_for_rows,
+    stop_gracefully, total_rows, wait_exit, wait_for_rows, wait_readyz, IngestSetup,
 };
 use vitalsink_tests::Stack;
 
@@ -180,17 +180,7 @@ fn split(data: &Dataset) -> (Dataset, Dataset) {
 async fn sigterm_during_a_dead_letter_outage_exits_within_the_deadline_and_loses_nothing() {
     let stack = Stack::from_env();
     let (dbs, setup, dir) = prepare(&stack, "t_dlqout").await;
-    let mut spare = SpareBroker::start().await;
-    // The dead-letter topic on the spare broker (the worker creates it there at start-up),
-    // with short delivery attempts so that the outage is seen as errors and retried (the
-    // worker's default is 30 s).
-    setup.set_table(
-        "kafka.dlq_properties",
-        &[
-            ("bootstrap.servers", &spare.addr),
-            ("message.timeout.ms", "3000"),
-        ],
-    );
+    let mut spare = dead_letters_on_a_spare_broker(&setup).await;
     let deadline = Duration::from_secs(20); // ingest.shutdown_deadline of IngestSetup
     let data = dataset();
     let (first, rest) = split(&data);
@@ -205,16 +195,11 @@ async fn sigterm_during_a_dead_letter_outage_exits_within_the_deadline_and_loses
 
     // The worker cannot publish the first malformed record: it stops consuming, stays
     // alive and says why it is not ready.
-    let mut reason = String::new();
-    for _ in 0..120 {
-        let (code, body) = readyz(&addr).await;
-        // The form of a failed, retried delivery (not only one still unacknowledged).
-        if code == 503 && body.contains("unavailable") {
-            reason = body;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    // "unavailable": the form of a failed, retried delivery (not only one still
+    // unacknowledged).
+    let reason = wait_readyz(&addr, 503, "unavailable", 120)
+        .await
+        .unwrap_or_default();
     assert!(
         !reason.is_empty(),
         "/readyz never reported the dead-letter outage\n{}",
@@ -280,24 +265,24 @@ async fn sigterm_during_a_dead_letter_outage_exits_within_the_deadline_and_loses
     dbs.drop_all().await;
 }
 
+/// A spare broker holding `setup`'s dead-letter topic (the worker creates it there at
+/// start-up), with short delivery attempts so that an outage is seen as errors and retried
+/// (the worker's default is 30 s).
+async fn dead_letters_on_a_spare_broker(setup: &IngestSetup) -> SpareBroker {
+    let spare = SpareBroker::start().await;
+    setup.set_table(
+        "kafka.dlq_properties",
+        &[
+            ("bootstrap.servers", spare.addr.as_str()),
+            ("message.timeout.ms", "3000"),
+        ],
+    );
+    spare
+}
+
 /// `GET /readyz`.
 async fn readyz(addr: &str) -> (u16, String) {
     http_get(addr, "/readyz").await
-}
-
-/// Waits up to `limit` for `child` to exit by itself; its status, or None.
-async fn wait_exit(
-    child: &mut std::process::Child,
-    limit: Duration,
-) -> Option<std::process::ExitStatus> {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if let Some(st) = child.try_wait().unwrap() {
-            return Some(st);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    None
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -327,15 +312,9 @@ async fn a_constraint_violation_stops_the_worker_loudly_and_loses_nothing() {
     produce(&stack.brokers, &setup.topic, &data.records).await;
 
     // Failed, not ready, saying why; its metric counts the error.
-    let mut reason = String::new();
-    for _ in 0..240 {
-        let (code, body) = http_get(&addr, "/readyz").await;
-        if code == 503 && body.contains("failed") {
-            reason = body;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let reason = wait_readyz(&addr, 503, "failed", 240)
+        .await
+        .unwrap_or_default();
     assert!(
         reason.contains("23514") && reason.contains("below_500"),
         "/readyz: {reason:?}\n{}",
@@ -396,14 +375,7 @@ async fn a_constraint_violation_stops_the_worker_loudly_and_loses_nothing() {
 async fn a_dead_letter_outage_that_ends_is_ridden_out_without_a_restart() {
     let stack = Stack::from_env();
     let (dbs, setup, dir) = prepare(&stack, "t_dlqback").await;
-    let mut spare = SpareBroker::start().await;
-    setup.set_table(
-        "kafka.dlq_properties",
-        &[
-            ("bootstrap.servers", &spare.addr),
-            ("message.timeout.ms", "3000"),
-        ],
-    );
+    let mut spare = dead_letters_on_a_spare_broker(&setup).await;
     let data = dataset();
     let (first, rest) = split(&data);
     let log = dir.path().join("ingest.log");
@@ -413,15 +385,7 @@ async fn a_dead_letter_outage_that_ends_is_ridden_out_without_a_restart() {
     wait_for_rows(&dbs.shards, data.readings / 3, Duration::from_secs(120)).await;
     spare.kill();
     positions.extend(produce(&stack.brokers, &setup.topic, &rest.records).await);
-    let mut seen = false;
-    for _ in 0..120 {
-        let (code, body) = readyz(&addr).await;
-        if code == 503 && body.contains("unavailable") {
-            seen = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let seen = wait_readyz(&addr, 503, "unavailable", 120).await.is_some();
     assert!(seen, "the outage shows on /readyz\n{}", log_tail(&log));
     // The cluster and its topic come back: the same worker carries on by itself.
     spare.restart().await;

@@ -6,26 +6,14 @@
 //! database on the stack's second server).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use vitalsink_common::config::ShardConfig;
 use vitalsink_tests::archive_run::archiver_binary;
 use vitalsink_tests::ingest_run::{
-    assert_exactly_once, endpoints_addr, extra_shard, http_get, loaded, log_tail, total_rows,
-    IngestSetup,
+    assert_exactly_once, endpoints_addr, extra_shard, loaded, log_tail, total_rows, wait_exit,
+    wait_readyz, IngestSetup,
 };
 use vitalsink_tests::{connect, unique, Stack};
-
-/// Waits up to `limit` for `child` to exit by itself.
-async fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st.code();
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    None
-}
 
 /// Starts a worker on `shards` (same topic and group as `setup`) and expects it to refuse:
 /// exit 1 by itself with `expect` in its log, and no row written anywhere.
@@ -39,7 +27,9 @@ async fn assert_refused(
     let stale = IngestSetup::for_group(setup, shards, dir);
     let log = dir.join(format!("{}.log", unique("refused")));
     let mut w = stale.spawn(&log);
-    let code = wait_exit(&mut w, Duration::from_secs(60)).await;
+    let code = wait_exit(&mut w, Duration::from_secs(60))
+        .await
+        .and_then(|s| s.code());
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(
         code,
@@ -122,15 +112,9 @@ async fn a_shard_appended_by_hand_is_refused_with_the_reason() {
         )
         .await
         .unwrap();
-    let mut reason = String::new();
-    for _ in 0..60 {
-        let (code, body) = http_get(&addr, "/readyz").await;
-        if code == 503 && body.contains("failed") {
-            reason = body;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let reason = wait_readyz(&addr, 503, "failed", 60)
+        .await
+        .unwrap_or_default();
     assert!(
         reason.contains("epoch 2"),
         "/readyz: {reason:?}\n{}",
@@ -142,7 +126,9 @@ async fn a_shard_appended_by_hand_is_refused_with_the_reason() {
         .status()
         .unwrap();
     assert_eq!(
-        wait_exit(&mut worker, Duration::from_secs(30)).await,
+        wait_exit(&mut worker, Duration::from_secs(30))
+            .await
+            .and_then(|s| s.code()),
         Some(1)
     );
     assert_exactly_once(&dbs.shards, &data.expected).await;

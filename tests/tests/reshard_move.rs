@@ -10,8 +10,8 @@ use std::process::Command;
 use std::time::Duration;
 use vitalsink_tests::archive_run::archiver_binary;
 use vitalsink_tests::ingest_run::{
-    assert_exactly_once, endpoints_addr, extra_shard, http_get, loaded, log_tail, stop_gracefully,
-    total_rows, IngestSetup,
+    assert_exactly_once, endpoints_addr, extra_shard, loaded, log_tail, stop_gracefully,
+    total_rows, wait_readyz, IngestSetup,
 };
 use vitalsink_tests::{connect, unique, Stack};
 
@@ -78,14 +78,7 @@ async fn idles_exactly(setup: &IngestSetup, dir: &std::path::Path, rows: i64) {
     let log = dir.join(format!("{}.log", unique("after")));
     let w = setup.spawn(&log);
     let addr = endpoints_addr(&log).await;
-    let mut ready = false;
-    for _ in 0..120 {
-        if http_get(&addr, "/readyz").await.0 == 200 {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let ready = wait_readyz(&addr, 200, "", 120).await.is_some();
     assert!(
         ready,
         "the worker with the new shard list is ready\n{}",
