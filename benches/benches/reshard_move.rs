@@ -128,6 +128,7 @@ async fn main() {
         .arg(&config)
         .args([
             "add-shard",
+            "--offline",
             "--name",
             "shard2",
             "--url",

@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod cutover;
 pub mod db;
 pub mod error;
 pub mod kafka;

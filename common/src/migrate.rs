@@ -57,6 +57,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0007_shard_moves.sql",
         sql: include_str!("../../schemas/sql/0007_shard_moves.sql"),
     },
+    Migration {
+        version: 8,
+        name: "0008_online_moves.sql",
+        sql: include_str!("../../schemas/sql/0008_online_moves.sql"),
+    },
 ];
 
 /// The newest schema version this binary ships.

@@ -14,6 +14,8 @@
 //! changed: a shard that has never applied a batch while others have is a shard appended
 //! after the fact.
 
+use std::collections::BTreeMap;
+
 use crate::db::Shard;
 use crate::error::{Error, Result};
 
@@ -150,22 +152,174 @@ pub async fn unfinished_move(map_shard: &Shard) -> Result<Option<String>> {
     }))
 }
 
-/// [`bootstrap`], then [`check`] against `shards`' names, and no unfinished shard move: what
-/// every binary that writes does at start-up.
+/// A shard move in progress while ingest runs (`reshard add-shard|remove-shard` without
+/// `--offline`), as writers see it: records of a partition route by `from` up to and
+/// including the partition's cut-over record ([`crate::cutover`]), by `to` after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnlineMove {
+    /// The move's id (`shard_moves.id`).
+    pub id: i64,
+    /// The epoch it starts from.
+    pub from: ShardMap,
+    /// The epoch it goes to: already the highest in the map (the pending epoch).
+    pub to: ShardMap,
+    /// The shard added or removed, and its libpq connection string as given to `reshard`,
+    /// for writers whose configuration does not list it.
+    pub target: crate::config::ShardConfig,
+    /// Last phase finished (`cutover`, `copying`, `verified`).
+    pub phase: String,
+}
+
+impl OnlineMove {
+    /// The longer of the two lists (with jump hash one is a prefix of the other): every
+    /// shard a record may route to while the move runs.
+    pub fn union(&self) -> &[String] {
+        if self.to.shards.len() >= self.from.shards.len() {
+            &self.to.shards
+        } else {
+            &self.from.shards
+        }
+    }
+}
+
+/// What a writer routes by: `base` for every record, except that while `pending` runs, the
+/// records above a partition's cut-over route by `pending.to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routing {
+    /// Every record below its partition's cut-over (all records when nothing is pending).
+    pub base: ShardMap,
+    /// The online move in progress, if any.
+    pub pending: Option<OnlineMove>,
+}
+
+impl Routing {
+    /// Every shard a record may route to now, in routing order.
+    pub fn union(&self) -> &[String] {
+        self.pending
+            .as_ref()
+            .map_or(self.base.shards.as_slice(), OnlineMove::union)
+    }
+
+    /// The highest epoch known (the pending one while a move runs).
+    pub fn latest_epoch(&self) -> i32 {
+        self.pending.as_ref().map_or(self.base.epoch, |m| m.to.epoch)
+    }
+}
+
+/// Reads what writers route by from the map shard: the current epoch, or, while an online
+/// move runs, the epoch it started from plus the move.
 ///
 /// # Errors
-/// As [`bootstrap`] and [`check`]; [`Error::ShardMap`] while a move has not finished (moves
-/// run with the workers stopped; `reshard` resumes it).
-pub async fn verify(shards: &[Shard]) -> Result<ShardMap> {
-    let map = bootstrap(shards).await?;
-    if let Some(mv) = unfinished_move(&shards[0]).await? {
+/// [`Error::ShardMap`] while an **offline** move is unfinished (writers must not run then),
+/// when the map is empty, or an epoch a move names is missing; database errors as [`current`].
+pub async fn routing(map_shard: &Shard) -> Result<Routing> {
+    let Some(now) = current(map_shard).await? else {
+        return Err(Error::ShardMap("the shard map is empty".into()));
+    };
+    let c = map_shard.client().await?;
+    let row = c
+        .query_opt(
+            "SELECT id, kind, shard, from_epoch, to_epoch, phase, online, target_url
+               FROM shard_moves WHERE phase <> 'done' ORDER BY id LIMIT 1",
+            &[],
+        )
+        .await
+        .map_err(|e| map_shard.err(e))?;
+    let Some(r) = row else {
+        return Ok(Routing {
+            base: now,
+            pending: None,
+        });
+    };
+    let (id, kind, shard, from_epoch, to_epoch, phase, online, url): (
+        i64,
+        String,
+        String,
+        i32,
+        i32,
+        String,
+        bool,
+        Option<String>,
+    ) = (
+        r.get(0),
+        r.get(1),
+        r.get(2),
+        r.get(3),
+        r.get(4),
+        r.get(5),
+        r.get(6),
+        r.get(7),
+    );
+    if !online {
         return Err(Error::ShardMap(format!(
-            "{mv}; refusing to write until it has finished (run the same `reshard` command again              to resume it)"
+            "a shard move ({kind} {shard}, epoch {from_epoch} → {to_epoch}) is in phase {phase} \
+             with the workers stopped (--offline); refusing to write until it has finished (run \
+             the same `reshard` command again to resume it)"
         )));
     }
+    let mut lists = BTreeMap::new();
+    for r in c
+        .query(
+            "SELECT epoch, shards FROM shard_map WHERE epoch = ANY($1)",
+            &[&vec![from_epoch, to_epoch]],
+        )
+        .await
+        .map_err(|err| map_shard.err(err))?
+    {
+        lists.insert(r.get::<_, i32>(0), r.get::<_, Vec<String>>(1));
+    }
+    let mut epoch = |e: i32| {
+        lists
+            .remove(&e)
+            .map(|shards| ShardMap { epoch: e, shards })
+            .ok_or_else(|| Error::ShardMap(format!("move {id} names epoch {e}, missing from the map")))
+    };
+    let from = epoch(from_epoch)?;
+    let to = epoch(to_epoch)?;
+    Ok(Routing {
+        base: from.clone(),
+        pending: Some(OnlineMove {
+            id,
+            from,
+            to,
+            target: crate::config::ShardConfig {
+                name: shard,
+                url: url.unwrap_or_default(),
+            },
+            phase,
+        }),
+    })
+}
+
+/// [`bootstrap`], then what writers route by ([`routing`]), with `shards`' names checked
+/// against it: what every binary that writes does at start-up. While an online move runs,
+/// either list of the move is accepted (a worker restarted during the move keeps its
+/// configuration; it reaches the other shard through the move's record); otherwise exactly the
+/// current epoch.
+///
+/// # Errors
+/// As [`bootstrap`], [`routing`] and [`check`].
+pub async fn verify(shards: &[Shard]) -> Result<Routing> {
+    bootstrap(shards).await?;
+    let routing = routing(&shards[0]).await?;
     let names: Vec<String> = shards.iter().map(|s| s.name.clone()).collect();
-    check(&map, &names)?;
-    Ok(map)
+    match &routing.pending {
+        Some(m) if m.to.shards == names => {}
+        Some(m) => check(&m.from, &names).map_err(|_| {
+            Error::ShardMap(format!(
+                "the configuration lists shards [{}] but shard move {} runs from epoch {} [{}] \
+                 to epoch {} [{}]; refusing to write. Configure one of the two lists",
+                names.join(", "),
+                m.id,
+                m.from.epoch,
+                m.from.names(),
+                m.to.epoch,
+                m.to.names()
+            ))
+        })?,
+        None => check(&routing.base, &names)?,
+    }
+    Ok(routing)
 }
 
 #[cfg(test)]

@@ -7,6 +7,13 @@
 //! `ingest_offsets` table missing, permission denied) is raised ([`crate::fatal`]) instead
 //! of retried, and so is shutdown: in both cases nothing is assigned, so nothing is consumed.
 //!
+//! Before that it reads the shard map ([`vitalsink_common::shardmap::routing`]) and the
+//! stored cut-overs of a move in progress, and hands them to the consume loop ahead of the
+//! assignment ([`Assignment::Routing`]): resume offsets are taken over every shard a record
+//! may have gone to (a shard a move is adding included, though this worker may not have
+//! written to it yet), and records of a partition past its cut-over route by the move's
+//! target epoch from the first one consumed.
+//!
 //! On **revocation** nothing has to be undone: batches already cut for a revoked partition
 //! still commit (the shard's offset lock skips whatever the new owner applied first), and the
 //! new owner skips whatever they applied. The consumer is told, so that later batches stop
@@ -20,15 +27,59 @@ use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::types::RDKafkaRespErr;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use vitalsink_common::db::Shard;
 use vitalsink_common::retry::Class;
+use vitalsink_common::shardmap::Routing;
 
+use crate::fleet::{snapshot, LiveShards, Resolver};
 use crate::offsets::resume_offsets;
 use crate::writer::Backoff;
 
+/// The shard map as read for an assignment (or by the map watch): what to route by, the
+/// shards of its union list, and the stored cut-overs of the pending epoch.
+#[derive(Debug, Clone)]
+pub struct Fresh {
+    /// What to route by.
+    pub routing: Routing,
+    /// Its union list's shards.
+    pub shards: Vec<Shard>,
+    /// Partition → cut-over offset to the pending epoch (empty without a move).
+    pub cutovers: BTreeMap<i32, i64>,
+}
+
+/// Reads [`Fresh`] from the map shard (`live[0]`).
+///
+/// # Errors
+/// Database errors; [`vitalsink_common::Error::ShardMap`] as
+/// [`vitalsink_common::shardmap::routing`] and [`Resolver::resolve`].
+pub async fn read_fresh(
+    live: &[Shard],
+    resolver: &Resolver,
+    topic: &str,
+) -> vitalsink_common::Result<Fresh> {
+    let Some(map_shard) = live.first() else {
+        return Err(vitalsink_common::Error::ShardMap("no shards".into()));
+    };
+    let routing = vitalsink_common::shardmap::routing(map_shard).await?;
+    let shards = resolver.resolve(&routing, live)?;
+    let cutovers = match routing.pending.as_ref() {
+        Some(m) => vitalsink_common::cutover::load(map_shard, topic, m.to.epoch).await?,
+        None => BTreeMap::new(),
+    };
+    Ok(Fresh {
+        routing,
+        shards,
+        cutovers,
+    })
+}
+
 /// A change of assignment, for the consume loop.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Assignment {
+    /// The shard map as it is now: applied before the assignment that follows it.
+    Routing(Box<Fresh>),
     /// These partitions are now ours, positioned where the shards resume them.
     Assigned(Vec<i32>),
     /// These partitions are no longer ours.
@@ -37,8 +88,10 @@ pub enum Assignment {
 
 /// librdkafka callbacks of the ingest consumer.
 pub struct IngestContext {
-    /// Shards asked for resume offsets.
-    pub shards: Vec<Shard>,
+    /// The shards written now (the first is the map shard).
+    pub live: LiveShards,
+    /// Builds the shards of a routing read at assignment.
+    pub resolver: Arc<Resolver>,
     /// Consumer group.
     pub group: String,
     /// The measurements topic.
@@ -75,7 +128,12 @@ impl IngestContext {
             self.runtime.block_on(async {
                 let mut attempt = 0u32;
                 loop {
-                    match resume_offsets(&self.shards, &self.group, &self.topic, &partitions).await {
+                    let res = async {
+                        let fresh = read_fresh(&snapshot(&self.live), &self.resolver, &self.topic).await?;
+                        let o = resume_offsets(&fresh.shards, &self.group, &self.topic, &partitions).await?;
+                        Ok::<_, vitalsink_common::Error>((fresh, o))
+                    };
+                    match res.await {
                         Ok(o) => break Some(o),
                         Err(e) if e.class() == Class::Permanent => {
                             self.fatal.raise("resume", &e.kind(), &e);
@@ -93,9 +151,10 @@ impl IngestContext {
                 }
             })
         });
-        let Some(offsets) = offsets else {
+        let Some((fresh, offsets)) = offsets else {
             return false;
         };
+        let _ = self.events.send(Assignment::Routing(Box::new(fresh)));
         for (p, o) in offsets {
             if let Err(e) = tpl.set_partition_offset(&self.topic, p, o) {
                 tracing::error!(partition = p, error = %e, "cannot set resume offset");

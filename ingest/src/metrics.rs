@@ -115,3 +115,9 @@ pub fn consumer_lag(partition: i32, lag: i64) {
     metrics::gauge!("vitalsink_ingest_consumer_lag", "partition" => partition.to_string())
         .set(lag as f64);
 }
+
+/// A partition cut over to `epoch` (a cut-over control record stored by this worker).
+pub fn cut_over(epoch: i32) {
+    metrics::counter!("vitalsink_ingest_cutovers_total").increment(1);
+    metrics::gauge!("vitalsink_ingest_epoch_pending").set(f64::from(epoch));
+}

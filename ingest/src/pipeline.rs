@@ -2,25 +2,39 @@
 //! the record to the dead-letter topic), full or old buffers out to the shard writers.
 //!
 //! Reading order for one measurement: [`Pipeline::handle`] → `measurement::decode_message` →
-//! `ShardRouter::shard_for` → [`crate::batch::ShardBuffer::push`] (encodes the COPY tuples,
+//! [`crate::epochs::Epochs::shard_for`] (`ShardRouter::shard_for` of the record's epoch) → [`crate::batch::ShardBuffer::push`] (encodes the COPY tuples,
 //! [`crate::copy_format`]) → [`Pipeline::cut`] → [`crate::writer::ShardWriter::run`] →
 //! [`crate::writer::apply`].
 
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, Semaphore};
 use vitalsink_common::measurement::{decode_message, Limits, RejectReason, Rejection};
-use vitalsink_common::routing::ShardRouter;
+use vitalsink_common::cutover::{CONTROL_CUTOVER, CONTROL_HEADER, EPOCH_HEADER};
 
 use crate::batch::{record_bytes, Batch, BatchLimits, ShardBuffer, Spares};
 use crate::context::Assignment;
 use crate::dlq::DeadLetter;
+use crate::epochs::{Cutover, Epochs};
+
+/// What became of one record handed to [`Pipeline::handle`].
+#[derive(Debug)]
+pub enum Taken {
+    /// Its readings are buffered for their shards.
+    Buffered,
+    /// Rejected: to publish to the dead-letter topic.
+    DeadLetter(DeadLetter),
+    /// A cut-over control record: the worker stores it, then calls
+    /// [`Pipeline::cut_over`], before it hands over any later record.
+    Cutover(Cutover),
+}
 
 /// Consume-loop state.
 pub struct Pipeline {
-    router: ShardRouter,
+    /// Routing by epoch; shard indexes are positions in its union list.
+    epochs: Epochs,
     shard_names: Vec<String>,
     buffers: Vec<ShardBuffer>,
     writers: Vec<mpsc::Sender<Batch>>,
@@ -30,6 +44,7 @@ pub struct Pipeline {
     consumed: BTreeMap<i32, i64>,
     /// Per shard, the progress its last batch carried and when it was cut.
     last_cut: Vec<(BTreeMap<i32, i64>, Instant)>,
+    spares: Spares,
     limits: Limits,
     batch_limits: BatchLimits,
     memory: Arc<Semaphore>,
@@ -40,11 +55,13 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// A pipeline feeding `writers` (one per shard, in routing order), holding at most
+    /// A pipeline routing by `epochs` and feeding `writers` (one per shard of its union list,
+    /// named `shard_names`, in routing order), holding at most
     /// `memory_cap` bytes of readings; a dead letter keeps at most `dlq_max_bytes` of a
     /// rejected record's key and value (the dead-letter producer's `message.max.bytes`).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
+        epochs: Epochs,
         shard_names: Vec<String>,
         writers: Vec<mpsc::Sender<Batch>>,
         limits: Limits,
@@ -54,16 +71,15 @@ impl Pipeline {
     ) -> Self {
         let n = shard_names.len();
         let memory = Arc::new(Semaphore::new(memory_cap));
+        // Enough spares for what a writer holds: one batch written, two queued.
+        let spares = Spares::new(3 * n, memory.clone());
         Self {
-            router: ShardRouter::new(n),
+            epochs,
             counters: crate::metrics::RecordCounters::new(&shard_names),
-            buffers: {
-                // Enough spares for what a writer holds: one batch written, two queued.
-                let spares = Spares::new(3 * n, memory.clone());
-                (0..n)
-                    .map(|i| ShardBuffer::new(i, batch_limits, spares.clone()))
-                    .collect()
-            },
+            buffers: (0..n)
+                .map(|i| ShardBuffer::new(i, batch_limits, spares.clone()))
+                .collect(),
+            spares,
             shard_names,
             writers,
             assigned: Default::default(),
@@ -74,6 +90,79 @@ impl Pipeline {
             memory,
             memory_cap,
             dlq_max_bytes,
+        }
+    }
+
+    /// The routing state.
+    pub fn epochs(&self) -> &Epochs {
+        &self.epochs
+    }
+
+    /// The shards fed, in routing order.
+    pub fn shard_names(&self) -> &[String] {
+        &self.shard_names
+    }
+
+    /// Feeds one more shard, appended to the routing order (an online move adds it).
+    pub fn grow(&mut self, name: String, writer: mpsc::Sender<Batch>) {
+        let i = self.buffers.len();
+        self.buffers
+            .push(ShardBuffer::new(i, self.batch_limits, self.spares.clone()));
+        self.writers.push(writer);
+        self.last_cut.push((BTreeMap::new(), Instant::now()));
+        self.shard_names.push(name);
+        self.counters = crate::metrics::RecordCounters::new(&self.shard_names);
+    }
+
+    /// Stops feeding the last shard of the routing order (a removal finished: nothing routes
+    /// to it any more), after sending it whatever it still has buffered; its writer finishes
+    /// its queue and stops.
+    pub async fn retire_last(&mut self) {
+        let Some(last) = self.buffers.len().checked_sub(1) else {
+            return;
+        };
+        if !self.buffers[last].is_empty() {
+            self.cut(last).await;
+        }
+        self.buffers.pop();
+        self.writers.pop();
+        self.last_cut.pop();
+        self.shard_names.pop();
+        self.counters = crate::metrics::RecordCounters::new(&self.shard_names);
+    }
+
+    /// The cut-over record `c` is stored, and its partition cuts over at `stored` (the first
+    /// such record's offset): later records of the partition route by the pending epoch, and
+    /// the control record counts as consumed.
+    pub fn cut_over(&mut self, c: Cutover, stored: i64) {
+        self.epochs.set_cutover(c.partition, c.epoch, stored);
+        if self.assigned.contains(&c.partition) {
+            self.consumed.insert(c.partition, c.offset + 1);
+        }
+    }
+
+    /// Routes by `routing` from now on ([`Epochs::update`]).
+    ///
+    /// # Errors
+    /// The routing's shard list when it is not the list this pipeline feeds (the caller
+    /// grows or retires shards first).
+    pub fn set_routing(&mut self, routing: vitalsink_common::shardmap::Routing) -> Result<(), String> {
+        if routing.union() != self.shard_names.as_slice() {
+            return Err(format!(
+                "routing over [{}] but feeding [{}]",
+                routing.union().join(", "),
+                self.shard_names.join(", ")
+            ));
+        }
+        self.epochs.update(routing);
+        Ok(())
+    }
+
+    /// Cut-overs to the pending epoch `epoch` stored by whoever consumed their control
+    /// records (read at assignment).
+    pub fn known_cutovers(&mut self, epoch: i32, cutovers: &BTreeMap<i32, i64>) {
+        for (&p, &o) in cutovers {
+            self.epochs.set_cutover(p, epoch, o);
         }
     }
 
@@ -100,6 +189,8 @@ impl Pipeline {
                 self.consumed.remove(p);
                 self.assigned.remove(p);
             }),
+            // Applied by the worker ([`crate::fleet::Fleet::apply`]).
+            Assignment::Routing(_) => {}
         }
     }
 
@@ -107,12 +198,15 @@ impl Pipeline {
     /// it as a dead letter to publish. A dead-lettered record counts as consumed only once
     /// [`Pipeline::dead_lettered`] says it was published. Waits when memory is at the cap
     /// (backpressure) or a writer is behind.
-    pub async fn handle(
-        &mut self,
-        msg: &BorrowedMessage<'_>,
-        now_micros: i64,
-    ) -> Option<DeadLetter> {
+    pub async fn handle(&mut self, msg: &BorrowedMessage<'_>, now_micros: i64) -> Taken {
         let (partition, offset) = (msg.partition(), msg.offset());
+        if let Some(epoch) = cutover_epoch(msg) {
+            return Taken::Cutover(Cutover {
+                partition,
+                offset,
+                epoch,
+            });
+        }
         let decoded = match msg.payload() {
             Some(bytes) => decode_message(bytes, &self.limits, now_micros),
             None => Err(Rejection {
@@ -122,12 +216,15 @@ impl Pipeline {
         };
         match decoded {
             Ok(message) => {
-                let shard = self.router.shard_for(&message.participant_id);
+                // Within the buffers: [`Pipeline::set_routing`] keeps them the union's length.
+                let shard = self
+                    .epochs
+                    .shard_for(partition, offset, &message.participant_id);
                 let need = record_bytes(&message);
                 let need = u32::try_from(need.min(self.memory_cap)).unwrap_or(u32::MAX);
                 let permit = match self.memory.clone().acquire_many_owned(need).await {
                     Ok(p) => p,
-                    Err(_) => return None, // the semaphore is never closed
+                    Err(_) => return Taken::Buffered, // the semaphore is never closed
                 };
                 self.counters.valid(shard, message.samples.len());
                 let full = self.buffers[shard].push(partition, offset, &message, permit);
@@ -135,12 +232,12 @@ impl Pipeline {
                 if full {
                     self.cut(shard).await;
                 }
-                None
+                Taken::Buffered
             }
             Err(why) => {
                 crate::metrics::record_rejected(why.reason);
                 tracing::debug!(partition, offset, reason = why.reason.code(), detail = %why.detail, "record rejected");
-                Some(DeadLetter::new(msg, why, self.dlq_max_bytes))
+                Taken::DeadLetter(DeadLetter::new(msg, why, self.dlq_max_bytes))
             }
         }
     }
@@ -193,4 +290,26 @@ impl Pipeline {
     pub fn close(&mut self) {
         self.writers.clear();
     }
+}
+
+/// The epoch of a cut-over control record ([`vitalsink_common::cutover`]); `None` for any
+/// other record. A control header with another kind, or without a decimal epoch, is not a
+/// cut-over: such a record is decoded (and dead-lettered) like any other.
+fn cutover_epoch(msg: &BorrowedMessage<'_>) -> Option<i32> {
+    let headers = msg.headers()?;
+    let mut control = false;
+    let mut epoch = None;
+    for h in headers.iter() {
+        match h.key {
+            CONTROL_HEADER => control = h.value == Some(CONTROL_CUTOVER.as_bytes()),
+            EPOCH_HEADER => {
+                epoch = h
+                    .value
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .and_then(|v| v.parse().ok());
+            }
+            _ => {}
+        }
+    }
+    epoch.filter(|_| control)
 }

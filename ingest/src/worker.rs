@@ -28,19 +28,18 @@ use vitalsink_common::db::Shard;
 use vitalsink_common::kafka::{client_config, dlq_client_config, ensure_topic, ensure_topic_with};
 use vitalsink_common::observe::{self, Readiness};
 use vitalsink_common::retry::Class;
-use vitalsink_common::shardmap::{self, ShardMap};
+use vitalsink_common::shardmap::{self, Routing};
 use vitalsink_common::{migrate, Config};
 
 use crate::batch::BatchLimits;
-use crate::context::{Assignment, IngestContext};
+use crate::context::{read_fresh, Assignment, Fresh, IngestContext};
 use crate::dlq::{DeadLetter, DeadLetters, Outcome};
+use crate::epochs::{Cutover, Epochs};
 use crate::error::{Error, Result};
 use crate::fatal::Fatal;
-use crate::pipeline::Pipeline;
-use crate::writer::{Backoff, ShardProgress, ShardWriter};
-
-/// Batches queued per shard writer beyond the one it is writing.
-const WRITER_QUEUE: usize = 2;
+use crate::fleet::{snapshot, with_retry, Fleet, LiveShards, Resolver, WriterTemplate};
+use crate::pipeline::{Pipeline, Taken};
+use crate::writer::{Backoff, ShardProgress};
 /// How often buffers are checked for age, progress committed to Kafka and readiness updated.
 const TICK: Duration = Duration::from_millis(100);
 /// Records taken per round of the consume loop after the first, when already queued.
@@ -82,10 +81,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     .await?;
 
     migrate_with_retry(&shards, &cfg, backoff, &stop, &fatal).await?;
-    let Some(map) = shard_map_with_retry(&shards, backoff, &stop, &fatal).await? else {
+    let Some(routing) = shard_map_with_retry(&shards, backoff, &stop, &fatal).await? else {
         return Ok(()); // shut down while the map shard did not answer
     };
-    spawn_map_watch(shards[0].clone(), map, fatal.clone(), stop.clone());
     ensure_topic(&cfg.kafka, &cfg.kafka.topic, cfg.ingest.topic_partitions).await?;
     ensure_topic_with(
         dlq_client_config(&cfg.kafka),
@@ -94,28 +92,39 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     )
     .await?;
 
-    let progress = ShardProgress::new(shards.len());
-    let mut writers = Vec::new();
-    let mut senders = Vec::new();
-    for s in &shards {
-        let (tx, rx) = mpsc::channel(WRITER_QUEUE);
-        let w = ShardWriter {
-            shard: s.clone(),
+    let resolver = Arc::new(Resolver {
+        configured: cfg.shards.clone(),
+        db: cfg.database.clone(),
+    });
+    // Every shard a record may route to: while an online move runs, the longer of its lists.
+    let union = resolver.resolve(&routing, &shards)?;
+    let (fleet, senders) = Fleet::start(
+        union.clone(),
+        resolver.clone(),
+        WriterTemplate {
             group: cfg.kafka.group_id.clone(),
             topic: cfg.kafka.topic.clone(),
             backoff,
-            progress: progress.clone(),
             fatal: fatal.clone(),
             abort: abort.clone(),
-        };
-        writers.push(tokio::spawn(w.run(rx)));
-        senders.push(tx);
-    }
-    let shards_ok = spawn_shard_probe(shards.clone(), stop.clone());
+        },
+    );
+    let progress: ShardProgress = fleet.progress.clone();
+    let shards_ok = spawn_shard_probe(fleet.live.clone(), stop.clone());
 
     let (events_tx, mut events) = mpsc::unbounded_channel();
+    spawn_map_watch(
+        fleet.live.clone(),
+        resolver.clone(),
+        cfg.kafka.topic.clone(),
+        routing.clone(),
+        events_tx.clone(),
+        fatal.clone(),
+        stop.clone(),
+    );
     let context = IngestContext {
-        shards: shards.clone(),
+        live: fleet.live.clone(),
+        resolver: resolver.clone(),
         group: cfg.kafka.group_id.clone(),
         topic: cfg.kafka.topic.clone(),
         backoff,
@@ -129,17 +138,25 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     consumer.subscribe(&[&cfg.kafka.topic])?;
     let dlq = Arc::new(DeadLetters::new(&cfg.kafka, backoff)?);
     let mut pipeline = Pipeline::new(
-        shards.iter().map(|s| s.name.clone()).collect(),
+        Epochs::new(routing.clone()),
+        union.iter().map(|s| s.name.clone()).collect(),
         senders,
         cfg.validation.limits(),
         BatchLimits::from(&cfg.ingest),
         // The standing buffers (one per shard, up to a batch each) come out of the budget.
         cfg.ingest
             .buffer_budget_bytes()
-            .saturating_sub(cfg.ingest.batch_max_bytes.saturating_mul(shards.len())),
+            .saturating_sub(cfg.ingest.batch_max_bytes.saturating_mul(union.len())),
         dlq.max_bytes(),
     );
-    tracing::info!(topic = %cfg.kafka.topic, group = %cfg.kafka.group_id, shards = shards.len(), "ingest running");
+    tracing::info!(topic = %cfg.kafka.topic, group = %cfg.kafka.group_id, shards = union.len(), epoch = routing.base.epoch, pending = ?routing.pending.as_ref().map(|m| m.to.epoch), "ingest running");
+    let mut ctl = Control {
+        fleet,
+        topic: cfg.kafka.topic.clone(),
+        backoff,
+        stop: stop.clone(),
+        fatal: fatal.clone(),
+    };
 
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -154,7 +171,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
                     // Its new owner consumes it again (at least once).
                     pending = None;
                 }
-                pipeline.on_assignment(a);
+                match a {
+                    Assignment::Routing(fresh) => ctl.apply(*fresh, &mut pipeline).await,
+                    other => pipeline.on_assignment(other),
+                }
             }
             _ = tick.tick() => {
                 pipeline.flush_due().await;
@@ -170,7 +190,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
             msg = consumer.recv(), if pending.is_none() => match msg {
                 Ok(m) => {
                     let now = now_micros();
-                    pending = take(&mut pipeline, &dlq, &m, now).await;
+                    pending = take(&mut pipeline, &mut ctl, &dlq, &m, now).await;
                     drop(m);
                     // Take what librdkafka has already queued without another round through
                     // the select, at most BURST records so the tick and shutdown come soon.
@@ -182,7 +202,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
                             break;
                         }
                         match consumer.recv().now_or_never() {
-                            Some(Ok(m)) => pending = take(&mut pipeline, &dlq, &m, now).await,
+                            Some(Ok(m)) => pending = take(&mut pipeline, &mut ctl, &dlq, &m, now).await,
                             Some(Err(e)) => {
                                 tracing::warn!(error = %e, "consume error");
                                 break;
@@ -210,13 +230,14 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     tracing::info!("shutdown: flushing");
     let drain = async {
         while let Ok(a) = events.try_recv() {
-            pipeline.on_assignment(a);
+            match a {
+                Assignment::Routing(fresh) => ctl.apply(*fresh, &mut pipeline).await,
+                other => pipeline.on_assignment(other),
+            }
         }
         pipeline.flush_all().await;
         pipeline.close();
-        for w in writers {
-            let _ = w.await;
-        }
+        ctl.fleet.join().await;
     };
     if tokio::time::timeout(cfg.ingest.shutdown_deadline, drain)
         .await
@@ -253,13 +274,22 @@ struct Pending {
 }
 
 /// Hands `msg` to the pipeline; a rejected record comes back as the dead letter to publish.
+/// A cut-over control record is stored and applied here, before any later record is taken.
 async fn take(
     pipeline: &mut Pipeline,
+    ctl: &mut Control,
     dlq: &Arc<DeadLetters>,
     msg: &BorrowedMessage<'_>,
     now: i64,
 ) -> Option<Pending> {
-    let letter: DeadLetter = pipeline.handle(msg, now).await?;
+    let letter: DeadLetter = match pipeline.handle(msg, now).await {
+        Taken::Buffered => return None,
+        Taken::DeadLetter(l) => l,
+        Taken::Cutover(c) => {
+            ctl.cut_over(c, pipeline).await;
+            return None;
+        }
+    };
     let dlq = Arc::clone(dlq);
     Some(Pending {
         partition: letter.partition,
@@ -267,6 +297,78 @@ async fn take(
         since: Instant::now(),
         send: Box::pin(async move { dlq.send(&letter).await }),
     })
+}
+
+/// What the consume loop needs to follow the shard map: the writers, and how to retry.
+struct Control {
+    fleet: Fleet,
+    topic: String,
+    backoff: Backoff,
+    stop: CancellationToken,
+    fatal: Fatal,
+}
+
+impl Control {
+    /// Applies the shard map as read at an assignment or by the map watch: grows or retires
+    /// writers, routes by it, and takes its stored cut-overs.
+    async fn apply(&mut self, fresh: Fresh, pipeline: &mut Pipeline) {
+        let pending = fresh.routing.pending.as_ref().map(|m| m.to.epoch);
+        if let Err(e) = self.fleet.apply(fresh.routing, fresh.shards, pipeline).await {
+            self.fatal.raise("shard_map", "list", &e);
+            return;
+        }
+        if let Some(epoch) = pending {
+            pipeline.known_cutovers(epoch, &fresh.cutovers);
+        }
+    }
+
+    /// Stores the consumed cut-over record `c` (insert-or-get on the map shard) and applies
+    /// the stored offset, first reading the map when `c` names an epoch this worker does not
+    /// route by yet. Returns without applying it when the worker stops meanwhile: the record
+    /// is not counted consumed, so it is read again.
+    async fn cut_over(&mut self, c: Cutover, pipeline: &mut Pipeline) {
+        if c.epoch <= pipeline.epochs().base_epoch() {
+            // A duplicate of a finished move's record: nothing to switch.
+            pipeline.cut_over(c, c.offset);
+            return;
+        }
+        if pipeline.epochs().pending_epoch() != Some(c.epoch) {
+            let live = snapshot(&self.fleet.live);
+            let resolver = self.fleet.resolver.clone();
+            let topic = self.topic.clone();
+            let Some(fresh) = with_retry("shard_map", self.backoff, &self.stop, &self.fatal, || {
+                read_fresh(&live, &resolver, &topic)
+            })
+            .await
+            else {
+                return;
+            };
+            self.apply(fresh, pipeline).await;
+            if self.stop.is_cancelled() {
+                return;
+            }
+            if pipeline.epochs().pending_epoch() != Some(c.epoch) {
+                tracing::warn!(partition = c.partition, offset = c.offset, epoch = c.epoch, "cut-over record of an epoch no move in progress goes to; skipped");
+                pipeline.cut_over(c, c.offset);
+                return;
+            }
+        }
+        let map_shard = match snapshot(&self.fleet.live).first() {
+            Some(s) => s.clone(),
+            None => return,
+        };
+        let topic = self.topic.clone();
+        let Some(stored) = with_retry("cutover", self.backoff, &self.stop, &self.fatal, || {
+            vitalsink_common::cutover::record(&map_shard, &topic, c.partition, c.epoch, c.offset)
+        })
+        .await
+        else {
+            return;
+        };
+        tracing::info!(partition = c.partition, offset = stored, epoch = c.epoch, "partition cut over: later records route by the new epoch");
+        crate::metrics::cut_over(c.epoch);
+        pipeline.cut_over(c, stored);
+    }
 }
 
 /// Drives the pending dead letter's send; never completes when there is none.
@@ -312,6 +414,7 @@ fn settle(pipeline: &mut Pipeline, fatal: &Fatal, p: &Pending, res: Result<Outco
 fn touches(a: &Assignment, partition: i32) -> bool {
     match a {
         Assignment::Assigned(ps) | Assignment::Revoked(ps) => ps.contains(&partition),
+        Assignment::Routing(_) => false,
     }
 }
 
@@ -397,12 +500,12 @@ async fn shard_map_with_retry(
     backoff: Backoff,
     shutdown: &CancellationToken,
     fatal: &Fatal,
-) -> Result<Option<ShardMap>> {
+) -> Result<Option<Routing>> {
     let mut attempt = 0u32;
     loop {
         match shardmap::verify(shards).await {
             Ok(m) => {
-                tracing::info!(epoch = m.epoch, shards = %m.names(), "shard map checked");
+                tracing::info!(epoch = m.base.epoch, shards = %m.base.names(), pending = ?m.pending.as_ref().map(|p| p.to.epoch), "shard map checked");
                 return Ok(Some(m));
             }
             Err(e) if e.class() == Class::Permanent => {
@@ -424,36 +527,61 @@ async fn shard_map_with_retry(
 /// How often a running worker re-reads the shard map.
 const MAP_WATCH: Duration = Duration::from_secs(5);
 
-/// Re-reads the shard map every [`MAP_WATCH`]; a new epoch while this worker routes `map`
-/// stops it as a permanent error (it would route over a list the map no longer names).
-/// Unreadable maps are left to the shard probe (`/readyz`).
-fn spawn_map_watch(map_shard: Shard, map: ShardMap, fatal: Fatal, shutdown: CancellationToken) {
+/// Re-reads the shard map every [`MAP_WATCH`] and hands a changed one to the consume loop
+/// ([`Assignment::Routing`]): an online move that starts (writers for an added shard start
+/// before its first cut-over record arrives) or finishes (a removed shard's writer stops).
+/// Any other change — a new epoch no move of this worker's routing leads to, or an offline
+/// move started while this worker writes — stops the worker as a permanent error. Unreadable
+/// maps are left to the shard probe (`/readyz`).
+fn spawn_map_watch(
+    live: LiveShards,
+    resolver: Arc<Resolver>,
+    topic: String,
+    mut seen: Routing,
+    events: mpsc::UnboundedSender<Assignment>,
+    fatal: Fatal,
+    shutdown: CancellationToken,
+) {
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(MAP_WATCH) => {}
             }
-            if let Ok(Some(mv)) = shardmap::unfinished_move(&map_shard).await {
-                fatal.raise(
-                    "shard_map",
-                    "move",
-                    &format!("{mv} while this worker writes"),
-                );
-                return;
-            }
-            if let Ok(Some(now)) = shardmap::current(&map_shard).await {
-                if now != map {
-                    let why = format!(
-                        "the shard map moved to epoch {} [{}] while this worker routes epoch {} [{}]",
-                        now.epoch,
-                        now.names(),
-                        map.epoch,
-                        map.names()
-                    );
-                    fatal.raise("shard_map", "epoch", &why);
+            let fresh = match read_fresh(&snapshot(&live), &resolver, &topic).await {
+                Ok(f) => f,
+                Err(e) if e.class() == Class::Permanent => {
+                    fatal.raise("shard_map", &e.kind(), &format!("{e} (while this worker writes)"));
                     return;
                 }
+                Err(_) => continue,
+            };
+            let now = &fresh.routing;
+            if *now == seen {
+                continue;
+            }
+            let started = now.base == seen.base && seen.pending.is_none();
+            let finished = seen
+                .pending
+                .as_ref()
+                .is_some_and(|m| now.base == m.to && now.pending.is_none());
+            let progressed = now.base == seen.base
+                && now.pending.as_ref().map(|m| m.id) == seen.pending.as_ref().map(|m| m.id);
+            if !(started || finished || progressed) {
+                let why = format!(
+                    "the shard map moved to epoch {} [{}] while this worker routes epoch {} [{}] \
+                     and no shard move leads there",
+                    now.latest_epoch(),
+                    now.union().join(", "),
+                    seen.latest_epoch(),
+                    seen.union().join(", ")
+                );
+                fatal.raise("shard_map", "epoch", &why);
+                return;
+            }
+            seen = now.clone();
+            if events.send(Assignment::Routing(Box::new(fresh))).is_err() {
+                return;
             }
         }
     });
@@ -510,14 +638,14 @@ fn readiness(
 
 /// Checks every few seconds that every shard answers `SELECT 1`; `None` when all do.
 fn spawn_shard_probe(
-    shards: Vec<Shard>,
+    live: LiveShards,
     shutdown: CancellationToken,
 ) -> tokio::sync::watch::Receiver<Option<String>> {
     let (tx, rx) = tokio::sync::watch::channel(Some("shards not checked yet".to_string()));
     tokio::spawn(async move {
         loop {
             let mut down = Vec::new();
-            for s in &shards {
+            for s in &snapshot(&live) {
                 let ok = tokio::time::timeout(Duration::from_secs(2), async {
                     match s.client().await {
                         Ok(c) => c.simple_query("SELECT 1").await.is_ok(),

@@ -164,6 +164,14 @@ impl ShardProgress {
         Self(Arc::new(Mutex::new(vec![BTreeMap::new(); shards])))
     }
 
+    /// Tracks `shards` shards: new ones start with no progress, the last ones beyond are
+    /// dropped (an online move added or removed them).
+    pub fn resize(&self, shards: usize) {
+        if let Ok(mut g) = self.0.lock() {
+            g.resize(shards, BTreeMap::new());
+        }
+    }
+
     fn advance(&self, shard: usize, next: &BTreeMap<i32, i64>) {
         if let Ok(mut g) = self.0.lock() {
             if let Some(m) = g.get_mut(shard) {

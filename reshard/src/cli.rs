@@ -29,8 +29,8 @@ pub enum Command {
     Map,
     /// Show every move and its phase (JSON lines).
     Status,
-    /// Append a shard and move its participants to it (workers and archiver stopped);
-    /// running it again resumes a killed run.
+    /// Append a shard and move its participants to it, while ingest runs (or with the workers
+    /// stopped: --offline); running it again resumes a killed run.
     AddShard {
         /// Name of the new shard (`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`).
         #[arg(long, env = "RESHARD_NAME")]
@@ -42,8 +42,8 @@ pub enum Command {
         #[command(flatten)]
         opts: MoveArgs,
     },
-    /// Remove the last shard, moving its participants to the others (workers and archiver
-    /// stopped); running it again resumes a killed run.
+    /// Remove the last shard, moving its participants to the others, while ingest runs (or
+    /// with the workers stopped: --offline); running it again resumes a killed run.
     RemoveShard {
         /// Name of the shard; must be the last of the current epoch.
         #[arg(long, env = "RESHARD_NAME")]
@@ -73,11 +73,21 @@ pub struct MoveArgs {
     /// Rows per copy or delete batch, one transaction each (at least one participant).
     #[arg(long, env = "RESHARD_BATCH_ROWS", default_value_t = 50_000)]
     pub batch_rows: i64,
+    /// Move with the ingest workers stopped (they refuse to start until it has finished)
+    /// instead of while they run. A resumed move keeps the mode it started in.
+    #[arg(long, env = "RESHARD_OFFLINE")]
+    pub offline: bool,
+    /// Online: seconds to wait for every partition to pass its cut-over before stopping
+    /// (running the command again waits again).
+    #[arg(long, env = "RESHARD_CUTOVER_TIMEOUT", default_value_t = 600)]
+    pub cutover_timeout: u64,
 }
 
 impl From<MoveArgs> for crate::moves::Options {
     fn from(a: MoveArgs) -> Self {
         Self {
+            online: !a.offline,
+            cutover_timeout: std::time::Duration::from_secs(a.cutover_timeout),
             bytes_per_second: a.bytes_per_second,
             batch_rows: a.batch_rows,
         }

@@ -5,7 +5,8 @@
 //! chunk: memory holds one chunk of the stream (tens of KiB), however many rows move. Rows go
 //! in batches of participants (`reshard --batch-rows`), one COPY each way per batch. The
 //! stream is throttled in bytes per second with `governor` (GCRA), so the shards keep serving
-//! ingest and queries. The copy, and the `shard_move_rows` rows that record each participant
+//! ingest and queries. The rows go through a staging table, which gives the checksum of
+//! exactly the copied rows. The copy, and the `shard_move_rows` rows that record each participant
 //! with its copied rows' count and checksum, commit in one transaction on the new shard: a
 //! batch is there whole or not at all, and a re-run skips it.
 
@@ -19,6 +20,11 @@ use crate::error::Result;
 
 /// The columns copied, in table order.
 const COLUMNS: &str = "participant_id, metric, ts, value, unit, device_id, study_id";
+
+/// [`CHECKSUM_SQL`] over `table` instead of `measurements`.
+pub fn checksum_sql(table: &str) -> String {
+    CHECKSUM_SQL.replace("FROM measurements WHERE", &format!("FROM {table} WHERE"))
+}
 
 /// Order-independent checksum per participant, the VDiff idea (Vitess, "VDiff"):
 /// `count(*)` and the exact (numeric) sum of a 64-bit hash of every row's columns, with
@@ -83,9 +89,16 @@ pub async fn copy_batch(
         ))
         .await
         .map_err(|e| from.err(e))?;
+    // Through a staging table dropped at commit: the checksum recorded is of exactly the rows
+    // copied, while an online move's new rows of the same participants land beside them.
+    tx.batch_execute(
+        "CREATE TEMP TABLE reshard_staging (LIKE measurements) ON COMMIT DROP",
+    )
+    .await
+    .map_err(|e| to.err(e))?;
     let sink = tx
         .copy_in(&format!(
-            "COPY measurements ({COLUMNS}) FROM STDIN (FORMAT binary)"
+            "COPY reshard_staging ({COLUMNS}) FROM STDIN (FORMAT binary)"
         ))
         .await
         .map_err(|e| to.err(e))?;
@@ -98,7 +111,20 @@ pub async fn copy_batch(
         sink.send(chunk).await.map_err(|e| to.err(e))?;
     }
     sink.as_mut().finish().await.map_err(|e| to.err(e))?;
-    let sums = checksums(&tx, participants).await.map_err(|e| to.err(e))?;
+    let rows = tx
+        .query(&checksum_sql("reshard_staging"), &[&participants])
+        .await
+        .map_err(|e| to.err(e))?;
+    let sums: Sums = rows
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect();
+    tx.execute(
+        &format!("INSERT INTO measurements ({COLUMNS}) SELECT {COLUMNS} FROM reshard_staging"),
+        &[],
+    )
+    .await
+    .map_err(|e| to.err(e))?;
     let (ids, rows, sum): (Vec<&String>, Vec<i64>, Vec<&String>) = sums
         .iter()
         .map(|(p, (n, c))| (p, *n, c))

@@ -15,6 +15,18 @@ pub enum Error {
         /// Why it cannot be done.
         message: String,
     },
+    /// Publishing the cut-over records, or reading the topic's partitions, failed.
+    #[error("kafka: {0}")]
+    Kafka(String),
+    /// An online move's cut-over did not complete in time (ingest workers stopped or far
+    /// behind); running the command again waits again. Nothing is lost.
+    #[error("cut-over not reached within {waited_s} s: {detail}; run the command again to keep waiting")]
+    Stalled {
+        /// Seconds waited.
+        waited_s: u64,
+        /// Partitions not cut over and records behind.
+        detail: String,
+    },
     /// A participant's rows on its old and new shard disagree.
     #[error("verification of participant {participant}: {message}")]
     Verify {
@@ -23,6 +35,12 @@ pub enum Error {
         /// What differs, and what was done about it.
         message: String,
     },
+}
+
+impl From<rdkafka::error::KafkaError> for Error {
+    fn from(e: rdkafka::error::KafkaError) -> Self {
+        Error::Kafka(e.to_string())
+    }
 }
 
 /// `Result` with this crate's [`Error`].

@@ -6,18 +6,20 @@
 //!
 //! - `reshard plan …` ([`plan::plan`]): which participants move, from where to where, how
 //!   many rows, and whether the request can be honoured at all, without changing anything.
-//! - `reshard add-shard` / `remove-shard` ([`moves::run`]): the move itself, with the ingest
-//!   workers and the archiver stopped — copy, verify, switch the shard map to the next
-//!   epoch, delete the moved rows from their old shards — every phase durable and resumable
-//!   after a kill. Moving online, while ingest keeps writing (a cut-over point per Kafka
-//!   partition), is issue 12's open work.
+//! - `reshard add-shard` / `remove-shard` ([`moves::run`]): the move itself. Online (the
+//!   default) while producers and ingest workers run: the target epoch into the shard map,
+//!   a cut-over record into every Kafka partition ([`cutover`]), then, once every shard has
+//!   applied every partition past its cut-over, copy, verify and delete the moving
+//!   participants' history. Offline (`--offline`) with the workers stopped: copy, verify,
+//!   switch, delete. Every phase is durable and resumable after a kill.
 //!
-//! Follow one move: [`cli`] → [`moves::run`] (checks, [`state`]) → [`plan::moving`] (who
-//! moves) → [`copy::copy_participant`] → verification ([`copy::checksum`]) → the switch
-//! ([`state::switch`]) → the deletes.
+//! Follow one move: [`cli`] → [`moves::run`] (checks, [`state`]) → [`cutover`] (online) →
+//! [`plan::moving`] (who moves) → [`copy::copy_batch`] → verification
+//! ([`copy::CHECKSUM_SQL`]) → the switch ([`state::switch`], offline) → the deletes.
 
 pub mod cli;
 pub mod copy;
+pub mod cutover;
 pub mod error;
 pub mod fault;
 pub mod metrics;

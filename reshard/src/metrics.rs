@@ -7,7 +7,9 @@
 //! | `vitalsink_reshard_rows_deleted_total` | counter | (rows deleted from their old shard) |
 //! | `vitalsink_reshard_verified_total` | counter | `result` = `match` \| `mismatch` (participants verified) |
 //! | `vitalsink_reshard_rows_left` | gauge | (rows of the move not copied yet) |
-//! | `vitalsink_reshard_phase` | gauge | (last phase finished: 0 copying, 1 verified, 2 switched, 3 done) |
+//! | `vitalsink_reshard_phase` | gauge | (last phase finished: 0 cutover, 1 copying, 2 verified, 3 switched, 4 done) |
+//! | `vitalsink_reshard_cutover_lag_records` | gauge | (online: records of all partitions up to their cut-over not yet applied on every shard) |
+//! | `vitalsink_reshard_partitions_cut_over` | gauge | (online: partitions whose cut-over record a worker has stored) |
 
 use crate::state::Phase;
 
@@ -31,4 +33,10 @@ pub fn verified(matched: bool) {
 /// The move finished `phase`.
 pub fn phase(phase: Phase) {
     metrics::gauge!("vitalsink_reshard_phase").set(phase as u8 as f64);
+}
+
+/// Online: `partitions` cut over; `lag` records up to the cut-overs not applied everywhere.
+pub fn cutover(partitions: usize, lag: i64) {
+    metrics::gauge!("vitalsink_reshard_partitions_cut_over").set(partitions as f64);
+    metrics::gauge!("vitalsink_reshard_cutover_lag_records").set(lag.max(0) as f64);
 }

@@ -1,5 +1,21 @@
-//! Running a move, with the ingest workers and the archiver stopped (they refuse to start
-//! while it is unfinished). Phases, each recorded in [`crate::state`] before the next starts:
+//! Running a move. **Online** (the default), while producers and ingest workers keep running:
+//!
+//! 1. **start** — as offline below, without the offsets check; an added shard gets the lowest
+//!    `ingest_offsets` of the others (nothing below them can route to it); the move and its
+//!    target epoch go into the shard map in one transaction.
+//! 2. **cutover** — a cut-over record into every partition ([`crate::cutover`]); the workers
+//!    store each partition's cut-over as they reach it and route the records above it by the
+//!    target epoch, writing to the added shard (or no longer to the removed one). The phase
+//!    ends when every shard has applied every partition past its cut-over: from then on the
+//!    moving participants' rows on their old shards are final.
+//! 3. **copying → verified** — their history is copied and verified as offline (the copy
+//!    goes through a staging table, so its checksum covers exactly the copied rows, not the
+//!    new rows that already land beside them).
+//! 4. **verified → done** — the history is deleted from the old shards, as offline.
+//!
+//! **Offline** (`--offline`), with the ingest workers and the archiver stopped (they refuse to
+//! start while it is unfinished). Phases, each recorded in [`crate::state`] before the next
+//! starts:
 //!
 //! 1. **start** — the configuration must list the map's current epoch; the change must be
 //!    routable ([`crate::plan::next_shards`]); an added shard must answer and be empty; every
@@ -23,8 +39,10 @@
 //! no chunk is archived or dropped under a move; archivers that start later see the unfinished
 //! move and wait.
 //!
-//! This is Citus's and Vitess's order — copy, verify, switch, then clean up the source —
-//! without their online part: the cut-over while ingest keeps writing is issue 12's open work.
+//! Offline is Citus's and Vitess's order — copy, verify, switch, then clean up the source.
+//! Online switches first, at fixed positions of the Kafka log, and copies after: the log is
+//! the catch-up stream that Vitess replays from the binlog and Citus from logical
+//! replication.
 
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -43,6 +61,11 @@ use crate::state::{self, MoveRow, Phase};
 /// How a move runs.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
+    /// Run while ingest runs (cut-over records); `false` for `--offline`. A resumed move
+    /// keeps the mode it started in.
+    pub online: bool,
+    /// Online: how long to wait for the cut-over before stopping (a re-run waits again).
+    pub cutover_timeout: std::time::Duration,
     /// Copy throttle, bytes per second of COPY stream; 0 for none.
     pub bytes_per_second: u32,
     /// Rows per copy or delete batch (one transaction each); at least one participant.
@@ -147,12 +170,40 @@ pub async fn run(cfg: &Config, change: &Change, opts: Options) -> Result<Report>
             if let Change::Add { name, url } = change {
                 check_new_shard(shards.len(), name, url, &cfg.database, change).await?;
             }
-            offsets_agree(&shards, change).await?;
+            if !opts.online {
+                offsets_agree(&shards, change).await?;
+            }
             let target_id = match &added {
                 Some(s) => Some(state::database_id(s).await?),
                 None => None,
             };
-            let m = state::start(map_shard, map.epoch, kind, &name, target_id.as_deref()).await?;
+            let next = next_shards(&map, change)?;
+            let url = match change {
+                Change::Add { url, .. } => url.clone(),
+                Change::Remove { name } => cfg
+                    .shards
+                    .iter()
+                    .find(|s| &s.name == name)
+                    .map(|s| s.url.clone())
+                    .unwrap_or_default(),
+            };
+            if let (true, Some(s)) = (opts.online, &added) {
+                vitalsink_common::migrate::migrate(s, &cfg.database).await?;
+                seed_offsets(&shards, s).await?;
+            }
+            let reason = format!("reshard: {kind} shard {name} (online, cut-over per partition)");
+            let m = state::start(
+                map_shard,
+                &state::NewMove {
+                    from_epoch: map.epoch,
+                    kind,
+                    shard: &name,
+                    target_id: target_id.as_deref(),
+                    online: opts.online.then_some((next.as_slice(), url.as_str())),
+                    reason: &reason,
+                },
+            )
+            .await?;
             tracing::info!(
                 move_id = m.id,
                 from = m.from_epoch,
@@ -186,11 +237,26 @@ pub async fn run(cfg: &Config, change: &Change, opts: Options) -> Result<Report>
         ..Report::default()
     };
     let mut phase = mv.phase;
+    if phase == Phase::Cutover {
+        let partitions = crate::cutover::partitions(cfg)?;
+        let st = crate::cutover::standing(cfg, &all, mv.to_epoch, &partitions).await?;
+        if !st.waiting.is_empty() {
+            crate::cutover::publish(cfg, mv.id, mv.to_epoch, &st.waiting).await?;
+        }
+        crate::fault::point("cutover");
+        crate::cutover::wait(cfg, &all, mv.to_epoch, &partitions, opts.cutover_timeout).await?;
+        record(map_shard, &mv, Phase::Copying, &report).await?;
+        phase = Phase::Copying;
+    }
     if phase == Phase::Copying {
         copy_and_verify(&all, &from.shards, &next, change, &mv, opts, &mut report).await?;
         crate::fault::point("verify");
         record(map_shard, &mv, Phase::Verified, &report).await?;
         phase = Phase::Verified;
+    }
+    if phase == Phase::Verified && mv.online {
+        // The switch happened at the cut-over.
+        phase = Phase::Switched;
     }
     if phase == Phase::Verified {
         if let Change::Add { .. } = change {
@@ -350,6 +416,19 @@ async fn copy_and_verify(
             let source = sources.get(&m.participant_id);
             let copy = copies.get(&m.to).and_then(|c| c.get(&m.participant_id));
             crate::metrics::verified(copy == source);
+            if copy != source && mv.online {
+                // New rows of the participant land beside the copy: it cannot be told apart
+                // from them by participant, so it stays, and so do the old rows.
+                return Err(Error::Verify {
+                    participant: m.participant_id.clone(),
+                    message: format!(
+                        "{} holds {source:?} (rows, checksum) but {copy:?} was copied to {}: \
+                         rows changed on the old shard after its cut-over (a writer that does not \
+                         follow the shard map?). Nothing deleted; the move stops in phase copying",
+                        src.name, m.to
+                    ),
+                });
+            }
             if copy != source {
                 let copy = copy.cloned();
                 discard_copy(by_name(all, &m.to)?, mv.id, &m.participant_id).await?;
@@ -448,6 +527,43 @@ async fn offsets_agree(shards: &[Shard], change: &Change) -> Result<()> {
             bad.join("; ")
         ),
     })
+}
+
+/// Start of an online addition: the new shard gets, per partition, the lowest offset the
+/// old shards have applied. Nothing below it can route to the new shard (its cut-over comes
+/// later), so a partition resumes no lower than it would without the new shard.
+async fn seed_offsets(old: &[Shard], new: &Shard) -> Result<()> {
+    let mut low: BTreeMap<(String, String, i32), (i64, usize)> = BTreeMap::new();
+    for s in old {
+        let c = s.client().await?;
+        for r in c
+            .query(
+                "SELECT consumer_group, topic, kafka_partition, next_offset FROM ingest_offsets",
+                &[],
+            )
+            .await
+            .map_err(|e| s.err(e))?
+        {
+            let e = low.entry((r.get(0), r.get(1), r.get(2))).or_insert((i64::MAX, 0));
+            e.0 = e.0.min(r.get(3));
+            e.1 += 1;
+        }
+    }
+    let n = new.client().await?;
+    for ((g, t, p), (o, seen)) in low {
+        // A partition some old shard never applied resumes at its beginning anyway.
+        if seen < old.len() {
+            continue;
+        }
+        n.execute(
+            "INSERT INTO ingest_offsets (consumer_group, topic, kafka_partition, next_offset)
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            &[&g, &t, &p, &o],
+        )
+        .await
+        .map_err(|e| new.err(e))?;
+    }
+    Ok(())
 }
 
 /// Phase 3 of an addition: the new shard resumes every partition where the others do.

@@ -14,7 +14,10 @@ use crate::error::Result;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
-    /// Started: copying the moving participants' rows to their new shards.
+    /// Online only, started: the target epoch is in the map and cut-over records are in
+    /// the topic; waiting until every shard has applied every partition past its cut-over.
+    Cutover,
+    /// Copying the moving participants' rows to their new shards.
     Copying,
     /// Every copy verified against its source.
     Verified,
@@ -30,6 +33,7 @@ impl Phase {
             "verified" => Phase::Verified,
             "switched" => Phase::Switched,
             "done" => Phase::Done,
+            "cutover" => Phase::Cutover,
             _ => Phase::Copying,
         }
     }
@@ -37,6 +41,7 @@ impl Phase {
     /// The name stored in `shard_moves.phase`.
     pub fn as_str(self) -> &'static str {
         match self {
+            Phase::Cutover => "cutover",
             Phase::Copying => "copying",
             Phase::Verified => "verified",
             Phase::Switched => "switched",
@@ -62,6 +67,8 @@ pub struct MoveRow {
     pub target_id: Option<String>,
     /// Last phase finished.
     pub phase: Phase,
+    /// Run while ingest runs (cut-over records), or with the workers stopped.
+    pub online: bool,
     /// Participants that move (known once copied).
     pub participants: i32,
     /// Their rows (known once the copy phase has listed them).
@@ -75,7 +82,7 @@ pub struct MoveRow {
 }
 
 const COLUMNS: &str = "id, from_epoch, to_epoch, kind, shard, phase, participants, rows_total, \
-     rows_copied, rows_deleted, target_id";
+     rows_copied, rows_deleted, target_id, online";
 
 fn row(r: &tokio_postgres::Row) -> MoveRow {
     MoveRow {
@@ -91,6 +98,7 @@ fn row(r: &tokio_postgres::Row) -> MoveRow {
         rows_deleted: r.get(9),
         rows_left: (r.get::<_, i64>(7) - r.get::<_, i64>(8)).max(0),
         target_id: r.get(10),
+        online: r.get(11),
     }
 }
 
@@ -127,28 +135,55 @@ pub async fn all(map_shard: &Shard) -> Result<Vec<MoveRow>> {
     Ok(rows.iter().map(row).collect())
 }
 
-/// Records a new move from `from_epoch` (phase `copying`).
+/// What a new move is.
+#[derive(Debug, Clone)]
+pub struct NewMove<'a> {
+    /// The epoch it starts from.
+    pub from_epoch: i32,
+    /// `add` or `remove`.
+    pub kind: &'a str,
+    /// The shard added or removed.
+    pub shard: &'a str,
+    /// For an addition, the new shard's [`database_id`].
+    pub target_id: Option<&'a str>,
+    /// Online: the target epoch's shard list and the shard's connection string (written with
+    /// the move, so workers route by it from their partitions' cut-overs on). `None` offline.
+    pub online: Option<(&'a [String], &'a str)>,
+    /// Why, for the shard map's `reason`.
+    pub reason: &'a str,
+}
+
+/// Records a new move from `m.from_epoch` — offline in phase `copying`; online in phase
+/// `cutover`, in one transaction with its target epoch in the shard map.
 ///
 /// # Errors
 /// Database errors; a unique violation when another move to the same epoch raced it.
-pub async fn start(
-    map_shard: &Shard,
-    from_epoch: i32,
-    kind: &str,
-    shard: &str,
-    target_id: Option<&str>,
-) -> Result<MoveRow> {
-    let c = map_shard.client().await?;
-    let r = c
+pub async fn start(map_shard: &Shard, m: &NewMove<'_>) -> Result<MoveRow> {
+    let mut c = map_shard.client().await?;
+    let tx = c.transaction().await.map_err(|e| map_shard.err(e))?;
+    let (phase, online, url) = match m.online {
+        Some((_, url)) => ("cutover", true, Some(url)),
+        None => ("copying", false, None),
+    };
+    let r = tx
         .query_one(
             &format!(
-                "INSERT INTO shard_moves (from_epoch, to_epoch, kind, shard, target_id, phase)
-                 VALUES ($1, $1 + 1, $2, $3, $4, 'copying') RETURNING {COLUMNS}"
+                "INSERT INTO shard_moves (from_epoch, to_epoch, kind, shard, target_id, phase, online, target_url)
+                 VALUES ($1, $1 + 1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
             ),
-            &[&from_epoch, &kind, &shard, &target_id],
+            &[&m.from_epoch, &m.kind, &m.shard, &m.target_id, &phase, &online, &url],
         )
         .await
         .map_err(|e| map_shard.err(e))?;
+    if let Some((shards, _)) = m.online {
+        tx.execute(
+            "INSERT INTO shard_map (epoch, shards, reason) VALUES ($1 + 1, $2, $3)",
+            &[&m.from_epoch, &shards, &m.reason],
+        )
+        .await
+        .map_err(|e| map_shard.err(e))?;
+    }
+    tx.commit().await.map_err(|e| map_shard.err(e))?;
     Ok(row(&r))
 }
 

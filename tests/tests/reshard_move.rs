@@ -103,6 +103,7 @@ async fn two_to_three_and_back_exactly_once_through_a_kill_in_every_phase() {
     let new = extra_shard(&stack, 2).await;
     let add = [
         "add-shard",
+        "--offline",
         "--name",
         "shard2",
         "--url",
@@ -152,7 +153,9 @@ async fn two_to_three_and_back_exactly_once_through_a_kill_in_every_phase() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("give the first run's --url"), "{stderr}");
-    let out = Command::new(archiver_binary())
+    // An archiver started meanwhile waits for the move (and is stopped here).
+    let archiver_log = dir.path().join("archiver.log");
+    let mut archiver = Command::new(archiver_binary())
         .arg("--config")
         .arg(&setup.config)
         .arg(format!(
@@ -160,13 +163,19 @@ async fn two_to_three_and_back_exactly_once_through_a_kill_in_every_phase() {
             dir.path().join("archive").display()
         ))
         .args(["--older-than", "1h", "run"])
-        .output()
+        .stderr(std::fs::File::create(&archiver_log).unwrap())
+        .spawn()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(archiver.try_wait().unwrap().is_none(), "{}", log_tail(&archiver_log));
+    archiver.kill().unwrap();
+    let _ = archiver.wait();
     assert!(
-        stderr.contains("the archiver waits until it has finished"),
-        "{stderr}"
+        std::fs::read_to_string(&archiver_log)
+            .unwrap()
+            .contains("the archiver waits until it has finished"),
+        "{}",
+        log_tail(&archiver_log)
     );
     let report = move_through_crashes(&setup.config, &add, &["copy", "verify", "switch", "delete"]);
     eprintln!("2 -> 3: {report}");
@@ -195,7 +204,14 @@ async fn two_to_three_and_back_exactly_once_through_a_kill_in_every_phase() {
     idles_exactly(&with_three, dir.path(), data.readings).await;
 
     // 3 → 2: the last shard's participants go back.
-    let remove = ["remove-shard", "--name", "shard2", "--batch-rows", "5000"];
+    let remove = [
+        "remove-shard",
+        "--offline",
+        "--name",
+        "shard2",
+        "--batch-rows",
+        "5000",
+    ];
     let report = move_through_crashes(&with_three.config, &remove, &["copy", "delete"]);
     eprintln!("3 -> 2: {report}");
     assert_exactly_once(&dbs.shards, &data.expected).await;

@@ -123,28 +123,31 @@ impl Runner {
     /// Refuses to work over a shard list other than the shard map's current epoch
     /// ([`vitalsink_common::shardmap`]): migrates the map shard (the first) and checks the
     /// configured names against the map when there is one. A deployment without a map yet is
-    /// left for the first `ingest` to bootstrap. Refuses as well while a shard move
-    /// (`reshard`) has not finished.
+    /// left for the first `ingest` to bootstrap. While a shard move (`reshard`) has not
+    /// finished it waits (polling every second), then checks against the epoch the move
+    /// ended in.
     ///
     /// # Errors
-    /// [`vitalsink_common::Error::ShardMap`] naming both lists, or the unfinished move; the
-    /// map shard's errors.
+    /// [`vitalsink_common::Error::ShardMap`] naming both lists; the map shard's errors.
     pub async fn check_shard_map(&self) -> Result<()> {
         let Some(map_shard) = self.shards.first() else {
             return Ok(());
         };
         self.migrate(map_shard).await?;
+        // A move copies and deletes participants' rows: archiving meanwhile could put rows in
+        // the archive that the move also copies, or drop a chunk it copies from. The archiver
+        // waits for it (a move also holds every shard's bulk lock while it runs).
+        let mut logged: Option<std::time::Instant> = None;
+        while let Some(mv) = vitalsink_common::shardmap::unfinished_move(map_shard).await? {
+            if logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                tracing::info!("{mv}; the archiver waits until it has finished");
+                logged = Some(std::time::Instant::now());
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
         if let Some(map) = vitalsink_common::shardmap::current(map_shard).await? {
             let names: Vec<String> = self.shards.iter().map(|s| s.name.clone()).collect();
             vitalsink_common::shardmap::check(&map, &names)?;
-        }
-        // A move copies and deletes participants' rows: archiving meanwhile could put rows
-        // in the archive that the move also copies. The archiver waits for it.
-        if let Some(mv) = vitalsink_common::shardmap::unfinished_move(map_shard).await? {
-            return Err(vitalsink_common::Error::ShardMap(format!(
-                "{mv}; the archiver waits until it has finished"
-            ))
-            .into());
         }
         Ok(())
     }
