@@ -18,7 +18,7 @@ use vitalsink_common::config::{DatabaseConfig, ShardConfig};
 use vitalsink_common::db::Shard;
 use vitalsink_common::routing::ShardRouter;
 use vitalsink_tests::ingest_run::{extra_shard, peak_rss_bytes};
-use vitalsink_tests::{connect, ShardDbs, Stack};
+use vitalsink_tests::{connect, Stack};
 
 const PARTICIPANTS: usize = 2_000;
 const PER_PARTICIPANT: i64 = 500;
@@ -33,31 +33,11 @@ fn psql(url: &str, command: &str) -> Command {
 #[tokio::main]
 async fn main() {
     let stack = Stack::from_env();
-    let dbs = ShardDbs::create(&stack, "b_move").await;
-    let db = DatabaseConfig::default();
-    let shards: Vec<Shard> = Shard::all(&dbs.shards, &db).unwrap();
-    vitalsink_common::migrate::migrate_all(&shards, &db)
-        .await
-        .unwrap();
-    let router = ShardRouter::new(2);
-    let mut by_shard = vec![Vec::new(); 2];
-    for p in 0..PARTICIPANTS {
-        let pid = format!("P{p:05}");
-        by_shard[router.shard_for(&pid)].push(pid);
-    }
     let start = Instant::now();
-    for (s, pids) in dbs.shards.iter().zip(&by_shard) {
-        connect(&s.url)
-            .await
-            .execute(
-                "INSERT INTO measurements (participant_id, metric, ts, value, unit, device_id)
-                 SELECT p, 'heart_rate', now() - make_interval(secs => i * 60), (i % 4000) * 0.25, '/min', 'dev-' || p
-                   FROM unnest($1::text[]) p, generate_series(1, $2::bigint) i",
-                &[pids, &PER_PARTICIPANT],
-            )
-            .await
-            .unwrap();
-    }
+    let db = DatabaseConfig::default();
+    let (dbs, by_shard) =
+        vitalsink_benches::history::load(&stack, "b_move", PARTICIPANTS, PER_PARTICIPANT, "0 s")
+            .await;
     println!(
         "loaded {} rows in {:.1} s",
         PARTICIPANTS as i64 * PER_PARTICIPANT,
@@ -154,12 +134,7 @@ async fn main() {
 
     // Phase durations from the command's log lines (RFC 3339 timestamps).
     let log = String::from_utf8_lossy(&out.stderr);
-    let at = |marker: &str| {
-        log.lines()
-            .find(|l| l.contains(marker))
-            .and_then(|l| l.split_whitespace().next())
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-    };
+    let at = |marker: &str| vitalsink_benches::log_time(&log, marker);
     let phases = [
         (
             "start → copied and verified",

@@ -1,5 +1,6 @@
 //! Shared measuring helpers of the benchmarks: process CPU time and peak memory from `/proc`.
 
+pub mod history;
 pub mod placement;
 
 /// Path of the release build of binary `name` (`target/release/NAME`), which `dev/bench`
@@ -109,4 +110,13 @@ pub fn pids_matching(needle: &str) -> Vec<u32> {
                 .unwrap_or(false)
         })
         .collect()
+}
+
+/// The timestamp of the first line of a `tracing` log (RFC 3339 first, as the binaries write
+/// it without a terminal) that contains `marker`.
+pub fn log_time(log: &str, marker: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    log.lines()
+        .find(|l| l.contains(marker))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
 }

@@ -202,7 +202,9 @@ impl Routing {
 
     /// The highest epoch known (the pending one while a move runs).
     pub fn latest_epoch(&self) -> i32 {
-        self.pending.as_ref().map_or(self.base.epoch, |m| m.to.epoch)
+        self.pending
+            .as_ref()
+            .map_or(self.base.epoch, |m| m.to.epoch)
     }
 }
 
@@ -272,7 +274,9 @@ pub async fn routing(map_shard: &Shard) -> Result<Routing> {
         lists
             .remove(&e)
             .map(|shards| ShardMap { epoch: e, shards })
-            .ok_or_else(|| Error::ShardMap(format!("move {id} names epoch {e}, missing from the map")))
+            .ok_or_else(|| {
+                Error::ShardMap(format!("move {id} names epoch {e}, missing from the map"))
+            })
     };
     let from = epoch(from_epoch)?;
     let to = epoch(to_epoch)?;

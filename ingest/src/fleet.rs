@@ -52,7 +52,11 @@ impl Resolver {
     /// [`vitalsink_common::Error::ShardMap`] when a shard is neither configured nor the
     /// move's target; [`vitalsink_common::Error::Config`] when its connection string does
     /// not parse.
-    pub fn resolve(&self, routing: &Routing, live: &[Shard]) -> vitalsink_common::Result<Vec<Shard>> {
+    pub fn resolve(
+        &self,
+        routing: &Routing,
+        live: &[Shard],
+    ) -> vitalsink_common::Result<Vec<Shard>> {
         routing
             .union()
             .iter()
@@ -72,7 +76,10 @@ impl Resolver {
                         .filter(|t| &t.name == name && !t.url.is_empty()))
                     .ok_or_else(|| {
                         vitalsink_common::Error::ShardMap(format!(
-                            "shard {name} of the shard map is neither configured nor the target of the move in progress"
+                            "shard {name} of the shard map (epoch {} [{}]) is neither configured \
+                             nor the target of a shard move in progress",
+                            routing.latest_epoch(),
+                            routing.union().join(", ")
                         ))
                     })?;
                 Shard::new(i, cfg, &self.db)

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, Semaphore};
-use vitalsink_common::measurement::{decode_message, Limits, RejectReason, Rejection};
 use vitalsink_common::cutover::{CONTROL_CUTOVER, CONTROL_HEADER, EPOCH_HEADER};
+use vitalsink_common::measurement::{decode_message, Limits, RejectReason, Rejection};
 
 use crate::batch::{record_bytes, Batch, BatchLimits, ShardBuffer, Spares};
 use crate::context::Assignment;
@@ -146,7 +146,10 @@ impl Pipeline {
     /// # Errors
     /// The routing's shard list when it is not the list this pipeline feeds (the caller
     /// grows or retires shards first).
-    pub fn set_routing(&mut self, routing: vitalsink_common::shardmap::Routing) -> Result<(), String> {
+    pub fn set_routing(
+        &mut self,
+        routing: vitalsink_common::shardmap::Routing,
+    ) -> Result<(), String> {
         if routing.union() != self.shard_names.as_slice() {
             return Err(format!(
                 "routing over [{}] but feeding [{}]",

@@ -313,7 +313,11 @@ impl Control {
     /// writers, routes by it, and takes its stored cut-overs.
     async fn apply(&mut self, fresh: Fresh, pipeline: &mut Pipeline) {
         let pending = fresh.routing.pending.as_ref().map(|m| m.to.epoch);
-        if let Err(e) = self.fleet.apply(fresh.routing, fresh.shards, pipeline).await {
+        if let Err(e) = self
+            .fleet
+            .apply(fresh.routing, fresh.shards, pipeline)
+            .await
+        {
             self.fatal.raise("shard_map", "list", &e);
             return;
         }
@@ -336,10 +340,11 @@ impl Control {
             let live = snapshot(&self.fleet.live);
             let resolver = self.fleet.resolver.clone();
             let topic = self.topic.clone();
-            let Some(fresh) = with_retry("shard_map", self.backoff, &self.stop, &self.fatal, || {
-                read_fresh(&live, &resolver, &topic)
-            })
-            .await
+            let Some(fresh) =
+                with_retry("shard_map", self.backoff, &self.stop, &self.fatal, || {
+                    read_fresh(&live, &resolver, &topic)
+                })
+                .await
             else {
                 return;
             };
@@ -348,7 +353,12 @@ impl Control {
                 return;
             }
             if pipeline.epochs().pending_epoch() != Some(c.epoch) {
-                tracing::warn!(partition = c.partition, offset = c.offset, epoch = c.epoch, "cut-over record of an epoch no move in progress goes to; skipped");
+                tracing::warn!(
+                    partition = c.partition,
+                    offset = c.offset,
+                    epoch = c.epoch,
+                    "cut-over record of an epoch no move in progress goes to; skipped"
+                );
                 pipeline.cut_over(c, c.offset);
                 return;
             }
@@ -365,7 +375,12 @@ impl Control {
         else {
             return;
         };
-        tracing::info!(partition = c.partition, offset = stored, epoch = c.epoch, "partition cut over: later records route by the new epoch");
+        tracing::info!(
+            partition = c.partition,
+            offset = stored,
+            epoch = c.epoch,
+            "partition cut over: later records route by the new epoch"
+        );
         crate::metrics::cut_over(c.epoch);
         pipeline.cut_over(c, stored);
     }
@@ -551,7 +566,11 @@ fn spawn_map_watch(
             let fresh = match read_fresh(&snapshot(&live), &resolver, &topic).await {
                 Ok(f) => f,
                 Err(e) if e.class() == Class::Permanent => {
-                    fatal.raise("shard_map", &e.kind(), &format!("{e} (while this worker writes)"));
+                    fatal.raise(
+                        "shard_map",
+                        &e.kind(),
+                        &format!("{e} (while this worker writes)"),
+                    );
                     return;
                 }
                 Err(_) => continue,

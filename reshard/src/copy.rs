@@ -91,11 +91,9 @@ pub async fn copy_batch(
         .map_err(|e| from.err(e))?;
     // Through a staging table dropped at commit: the checksum recorded is of exactly the rows
     // copied, while an online move's new rows of the same participants land beside them.
-    tx.batch_execute(
-        "CREATE TEMP TABLE reshard_staging (LIKE measurements) ON COMMIT DROP",
-    )
-    .await
-    .map_err(|e| to.err(e))?;
+    tx.batch_execute("CREATE TEMP TABLE reshard_staging (LIKE measurements) ON COMMIT DROP")
+        .await
+        .map_err(|e| to.err(e))?;
     let sink = tx
         .copy_in(&format!(
             "COPY reshard_staging ({COLUMNS}) FROM STDIN (FORMAT binary)"

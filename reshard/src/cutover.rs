@@ -88,7 +88,11 @@ pub async fn publish(cfg: &Config, move_id: i64, epoch: i32, partitions: &[i32])
             return Err(e.into());
         }
     }
-    tracing::info!(epoch, partitions = partitions.len(), "cut-over records published");
+    tracing::info!(
+        epoch,
+        partitions = partitions.len(),
+        "cut-over records published"
+    );
     Ok(())
 }
 
@@ -173,7 +177,11 @@ pub async fn wait(
         let st = standing(cfg, shards, epoch, partitions).await?;
         crate::metrics::cutover(partitions.len() - st.waiting.len(), st.lag);
         if st.reached() {
-            tracing::info!(epoch, waited_ms = started.elapsed().as_millis() as u64, "cut-over reached: every shard applied every partition past its cut-over");
+            tracing::info!(
+                epoch,
+                waited_ms = started.elapsed().as_millis() as u64,
+                "cut-over reached: every shard applied every partition past its cut-over"
+            );
             return Ok(());
         }
         let detail = format!(

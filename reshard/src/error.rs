@@ -20,7 +20,9 @@ pub enum Error {
     Kafka(String),
     /// An online move's cut-over did not complete in time (ingest workers stopped or far
     /// behind); running the command again waits again. Nothing is lost.
-    #[error("cut-over not reached within {waited_s} s: {detail}; run the command again to keep waiting")]
+    #[error(
+        "cut-over not reached within {waited_s} s: {detail}; run the command again to keep waiting"
+    )]
     Stalled {
         /// Seconds waited.
         waited_s: u64,

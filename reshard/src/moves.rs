@@ -544,7 +544,9 @@ async fn seed_offsets(old: &[Shard], new: &Shard) -> Result<()> {
             .await
             .map_err(|e| s.err(e))?
         {
-            let e = low.entry((r.get(0), r.get(1), r.get(2))).or_insert((i64::MAX, 0));
+            let e = low
+                .entry((r.get(0), r.get(1), r.get(2)))
+                .or_insert((i64::MAX, 0));
             e.0 = e.0.min(r.get(3));
             e.1 += 1;
         }

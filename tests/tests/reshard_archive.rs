@@ -27,7 +27,14 @@ async fn restore_after_a_move_writes_to_the_shard_the_map_names_now() {
     let out = Command::new(reshard)
         .arg("--config")
         .arg(&setup.config)
-        .args(["add-shard", "--offline", "--name", "shard2", "--url", &new.url])
+        .args([
+            "add-shard",
+            "--offline",
+            "--name",
+            "shard2",
+            "--url",
+            &new.url,
+        ])
         .output()
         .unwrap();
     assert!(

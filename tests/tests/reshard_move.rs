@@ -167,7 +167,11 @@ async fn two_to_three_and_back_exactly_once_through_a_kill_in_every_phase() {
         .spawn()
         .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(archiver.try_wait().unwrap().is_none(), "{}", log_tail(&archiver_log));
+    assert!(
+        archiver.try_wait().unwrap().is_none(),
+        "{}",
+        log_tail(&archiver_log)
+    );
     archiver.kill().unwrap();
     let _ = archiver.wait();
     assert!(

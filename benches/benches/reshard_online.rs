@@ -1,0 +1,268 @@
+//! Online shard move benchmark (issue 12): live ingest throughput while `reshard add-shard`
+//! runs, as a ratio of the throughput just before it, in the same run, and the longest pause
+//! in rows landing — around the cut-over and over the whole move.
+//!
+//! Set-up: 2 shards already holding 1,000,000 rows of 2,000 participants (the history the
+//! move copies: about a third of it moves to the new shard), and a backlog of readings of the
+//! same participants in a 6-partition topic, large enough that two release `ingest` workers
+//! of one group drain at full speed before, during and after the move (checked: the backlog
+//! must outlast the move). Throughput is read from the shards' `ingest_offsets.rows_applied`
+//! (written in the same transaction as the rows) every 50 ms. The move is the release
+//! `reshard add-shard` with its default copy throttle (64 MiB/s); it also prints the rows/s
+//! it moved (history copied, verified and deleted, over the whole command).
+//! Target (issue 12): ingest during the move ≥ 0.7× ingest before it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use vitalsink_benches::{release_binary, report};
+use vitalsink_common::kafka::ensure_topic;
+use vitalsink_tests::dataset::generate;
+use vitalsink_tests::ingest_run::{extra_shard, IngestSetup};
+use vitalsink_tests::{connect, Stack};
+
+const PARTICIPANTS: usize = 2_000;
+const HISTORY_PER_PARTICIPANT: i64 = 500;
+/// Times the generated records are published (the same readings again: throughput only).
+const BACKLOG_COPIES: usize = 16;
+/// Ingest measured alone before the move starts, after a warm-up.
+const WARM_UP: Duration = Duration::from_secs(3);
+const BEFORE: Duration = Duration::from_secs(8);
+const SAMPLE: Duration = Duration::from_millis(50);
+
+/// Rows applied on all `shards` for this group (`ingest_offsets.rows_applied`).
+async fn applied(clients: &[tokio_postgres::Client], group: &str) -> i64 {
+    let mut n = 0;
+    for c in clients {
+        n += c
+            .query_one(
+                "SELECT coalesce(sum(rows_applied), 0)::int8 FROM ingest_offsets WHERE consumer_group = $1",
+                &[&group],
+            )
+            .await
+            .map(|r| r.get::<_, i64>(0))
+            .unwrap_or(0);
+    }
+    n
+}
+
+fn worker(config: &std::path::Path, log: &std::path::Path) -> Child {
+    Command::new(release_binary("ingest"))
+        .args(["--config", config.to_str().unwrap(), "run"])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// Rows/s between samples at `a` and `b` (seconds since the start).
+fn rate(samples: &[(f64, i64)], a: f64, b: f64) -> f64 {
+    let at = |t: f64| {
+        samples
+            .iter()
+            .rev()
+            .find(|(s, _)| *s <= t)
+            .or(samples.first())
+            .map_or(0, |s| s.1)
+    };
+    (at(b) - at(a)) as f64 / (b - a).max(1e-9)
+}
+
+/// Longest time between `a` and `b` during which no row landed, seconds.
+fn longest_pause(samples: &[(f64, i64)], a: f64, b: f64) -> f64 {
+    let mut longest = 0.0f64;
+    let mut since = a;
+    let mut last = None;
+    for &(t, n) in samples.iter().filter(|(t, _)| *t >= a && *t <= b) {
+        if last.is_some_and(|l| n > l) {
+            longest = longest.max(t - since);
+            since = t;
+        }
+        last = Some(n);
+    }
+    longest.max(b - since)
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let stack = Stack::from_env();
+    let (dbs, _) = vitalsink_benches::history::load(
+        &stack,
+        "b_online",
+        PARTICIPANTS,
+        HISTORY_PER_PARTICIPANT,
+        "2 days",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let setup = IngestSetup::with_batch_rows(&stack, &dbs.shards, dir.path(), 20_000);
+    ensure_topic(&stack.kafka(), &setup.topic, 6).await.unwrap();
+    ensure_topic(&stack.kafka(), &setup.dlq_topic, 6)
+        .await
+        .unwrap();
+
+    // The backlog: the same participants' readings in batch records.
+    let data = generate(
+        PARTICIPANTS,
+        0,
+        4,
+        60,
+        0,
+        chrono::Utc::now().timestamp_millis(),
+    );
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &stack.brokers)
+        .set("linger.ms", "20")
+        .set("message.max.bytes", "4000000")
+        .create()
+        .unwrap();
+    let started = Instant::now();
+    for _ in 0..BACKLOG_COPIES {
+        for chunk in data.records.chunks(5_000) {
+            let sends = chunk.iter().map(|r| {
+                producer.send(
+                    FutureRecord::to(&setup.topic)
+                        .key(&r.key)
+                        .payload(&r.payload),
+                    Duration::from_secs(60),
+                )
+            });
+            for res in futures::future::join_all(sends).await {
+                res.map_err(|(e, _)| e).unwrap();
+            }
+        }
+    }
+    let backlog = data.readings * BACKLOG_COPIES as i64;
+    println!(
+        "history {} rows on 2 shards; backlog {backlog} readings published in {:.1} s",
+        PARTICIPANTS as i64 * HISTORY_PER_PARTICIPANT,
+        started.elapsed().as_secs_f64()
+    );
+
+    // Two workers drain it; rows landing are sampled every 50 ms.
+    let w = [
+        worker(&setup.config, &dir.path().join("w1.log")),
+        worker(&setup.config, &dir.path().join("w2.log")),
+    ];
+    let t0 = Instant::now();
+    let t0_wall = chrono::Utc::now();
+    let samples: Arc<Mutex<Vec<(f64, i64)>>> = Arc::default();
+    let sampler = {
+        let samples = samples.clone();
+        let group = setup.group.clone();
+        let mut clients = Vec::new();
+        for s in &dbs.shards {
+            clients.push(connect(&s.url).await);
+        }
+        tokio::spawn(async move {
+            loop {
+                let n = applied(&clients, &group).await;
+                samples
+                    .lock()
+                    .unwrap()
+                    .push((t0.elapsed().as_secs_f64(), n));
+                if n >= backlog {
+                    return;
+                }
+                tokio::time::sleep(SAMPLE).await;
+            }
+        })
+    };
+    tokio::time::sleep(WARM_UP + BEFORE).await;
+
+    // The move, online.
+    let new = extra_shard(&stack, 2).await;
+    let move_start = t0.elapsed().as_secs_f64();
+    let out = Command::new(release_binary("reshard"))
+        .arg("--config")
+        .arg(&setup.config)
+        .args(["add-shard", "--name", "shard2", "--url", &new.url])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let move_end = t0.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "reshard failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    let at = |marker: &str| vitalsink_benches::log_time(&log, marker);
+    let s = samples.lock().unwrap().clone();
+    let landed_at_end = s.last().map_or(0, |x| x.1);
+    assert!(
+        landed_at_end < backlog,
+        "the backlog ran out before the move ended ({landed_at_end} of {backlog}): make it larger"
+    );
+    sampler.await.unwrap();
+    let s = samples.lock().unwrap().clone();
+    let drained = s.last().map_or(0.0, |x| x.0);
+    for mut c in w {
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let _ = c.wait();
+    }
+
+    let before = rate(&s, WARM_UP.as_secs_f64(), move_start);
+    let during = rate(&s, move_start, move_end);
+    let moved_rows = r["rows"].as_i64().unwrap_or(0);
+    println!(
+        "moved {} participants, {moved_rows} rows of history; move took {:.1} s; backlog drained at {drained:.1} s",
+        r["participants"],
+        move_end - move_start
+    );
+    if let (Some(a), Some(b)) = (at("cut-over records published"), at("cut-over reached")) {
+        report(
+            "cut-over (records published → reached)",
+            (b - a).num_milliseconds() as f64,
+            "ms",
+            None,
+        );
+    }
+    report(
+        "reshard online add-shard, history moved",
+        moved_rows as f64 / (move_end - move_start),
+        "rows/s",
+        None,
+    );
+    report("ingest before the move (2 workers)", before, "rows/s", None);
+    report(
+        "ingest during the move",
+        during,
+        "rows/s",
+        Some(("ingest before (target ≥ 0.70)", before)),
+    );
+    // The cut-over on the samples' clock (the command logs RFC 3339 wall-clock times), with
+    // half a second either side.
+    let secs = |t: chrono::DateTime<chrono::FixedOffset>| {
+        (t.with_timezone(&chrono::Utc) - t0_wall).num_milliseconds() as f64 / 1000.0
+    };
+    let cut = at("cut-over records published")
+        .zip(at("cut-over reached"))
+        .map(|(a, b)| (secs(a) - 0.5, secs(b) + 0.5))
+        .unwrap_or((move_start, move_end));
+    report(
+        "longest pause in rows landing, around the cut-over",
+        longest_pause(&s, cut.0.max(move_start), cut.1.min(move_end)) * 1000.0,
+        "ms",
+        None,
+    );
+    report(
+        "longest pause in rows landing, whole move",
+        longest_pause(&s, move_start, move_end) * 1000.0,
+        "ms",
+        None,
+    );
+    report(
+        "longest pause in rows landing, before the move",
+        longest_pause(&s, WARM_UP.as_secs_f64(), move_start) * 1000.0,
+        "ms",
+        None,
+    );
+    dbs.drop_all().await;
+}
