@@ -25,8 +25,13 @@ use vitalsink_tests::{connect, Stack};
 
 const PARTICIPANTS: usize = 2_000;
 const HISTORY_PER_PARTICIPANT: i64 = 500;
-/// Times the generated records are published (the same readings again: throughput only).
-const BACKLOG_COPIES: usize = 16;
+/// Readings per second of the live load (the same generated records again and again:
+/// throughput only).
+const RATE: i64 = 150_000;
+/// The producer's pacing.
+const TICK: Duration = Duration::from_millis(100);
+/// Ingest measured after the move.
+const AFTER: Duration = Duration::from_secs(5);
 /// Ingest measured alone before the move starts, after a warm-up.
 const WARM_UP: Duration = Duration::from_secs(3);
 const BEFORE: Duration = Duration::from_secs(8);
@@ -104,7 +109,9 @@ async fn main() {
         .await
         .unwrap();
 
-    // The backlog: the same participants' readings in batch records.
+    // The live load: the same participants' readings in batch records (60 samples each),
+    // published at a steady rate from a background task until the end, as a fleet of
+    // devices would.
     let data = generate(
         PARTICIPANTS,
         0,
@@ -113,48 +120,62 @@ async fn main() {
         0,
         chrono::Utc::now().timestamp_millis(),
     );
+    let per_record = data.readings as f64 / data.records.len() as f64;
     let producer: FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &stack.brokers)
-        .set("linger.ms", "20")
+        .set("linger.ms", "5")
         .set("message.max.bytes", "4000000")
         .create()
         .unwrap();
-    let started = Instant::now();
-    for _ in 0..BACKLOG_COPIES {
-        for chunk in data.records.chunks(5_000) {
-            let sends = chunk.iter().map(|r| {
-                producer.send(
-                    FutureRecord::to(&setup.topic)
-                        .key(&r.key)
-                        .payload(&r.payload),
-                    Duration::from_secs(60),
-                )
-            });
-            for res in futures::future::join_all(sends).await {
-                res.map_err(|(e, _)| e).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let published = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let load = {
+        let (stop, published, topic) = (stop.clone(), published.clone(), setup.topic.clone());
+        let records = data.records.clone();
+        let per_tick = ((RATE as f64 / per_record) * TICK.as_secs_f64()).ceil() as usize;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(TICK);
+            let mut next = records.iter().cycle();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tick.tick().await;
+                let batch: Vec<_> = (&mut next).take(per_tick).collect();
+                let sends = batch.iter().map(|r| {
+                    producer.send(
+                        FutureRecord::to(&topic).key(&r.key).payload(&r.payload),
+                        Duration::from_secs(60),
+                    )
+                });
+                for res in futures::future::join_all(sends).await {
+                    res.map_err(|(e, _)| e).unwrap();
+                }
+                published.fetch_add(
+                    (per_tick as f64 * per_record) as i64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
             }
-        }
-    }
-    let backlog = data.readings * BACKLOG_COPIES as i64;
+        })
+    };
     println!(
-        "history {} rows on 2 shards; backlog {backlog} readings published in {:.1} s",
-        PARTICIPANTS as i64 * HISTORY_PER_PARTICIPANT,
-        started.elapsed().as_secs_f64()
+        "history {} rows on 2 shards; live load {RATE} readings/s in records of {per_record:.0}",
+        PARTICIPANTS as i64 * HISTORY_PER_PARTICIPANT
     );
 
-    // Two workers drain it; rows landing are sampled every 50 ms.
+    // Two workers ingest it; rows landing are sampled every 50 ms.
     let w = [
         worker(&setup.config, &dir.path().join("w1.log")),
         worker(&setup.config, &dir.path().join("w2.log")),
     ];
+    // The shard the move adds (empty until then), sampled too.
+    let new = extra_shard(&stack, 2).await;
     let t0 = Instant::now();
     let t0_wall = chrono::Utc::now();
     let samples: Arc<Mutex<Vec<(f64, i64)>>> = Arc::default();
     let sampler = {
         let samples = samples.clone();
+        let stop = stop.clone();
         let group = setup.group.clone();
         let mut clients = Vec::new();
-        for s in &dbs.shards {
+        for s in dbs.shards.iter().chain([&new]) {
             clients.push(connect(&s.url).await);
         }
         tokio::spawn(async move {
@@ -164,7 +185,7 @@ async fn main() {
                     .lock()
                     .unwrap()
                     .push((t0.elapsed().as_secs_f64(), n));
-                if n >= backlog {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
                     return;
                 }
                 tokio::time::sleep(SAMPLE).await;
@@ -174,7 +195,6 @@ async fn main() {
     tokio::time::sleep(WARM_UP + BEFORE).await;
 
     // The move, online.
-    let new = extra_shard(&stack, 2).await;
     let move_start = t0.elapsed().as_secs_f64();
     let out = Command::new(release_binary("reshard"))
         .arg("--config")
@@ -192,15 +212,11 @@ async fn main() {
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
     let at = |marker: &str| vitalsink_benches::log_time(&log, marker);
-    let s = samples.lock().unwrap().clone();
-    let landed_at_end = s.last().map_or(0, |x| x.1);
-    assert!(
-        landed_at_end < backlog,
-        "the backlog ran out before the move ended ({landed_at_end} of {backlog}): make it larger"
-    );
+    tokio::time::sleep(AFTER).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.await.unwrap();
     sampler.await.unwrap();
     let s = samples.lock().unwrap().clone();
-    let drained = s.last().map_or(0.0, |x| x.0);
     for mut c in w {
         let _ = Command::new("kill")
             .args(["-TERM", &c.id().to_string()])
@@ -212,7 +228,7 @@ async fn main() {
     let during = rate(&s, move_start, move_end);
     let moved_rows = r["rows"].as_i64().unwrap_or(0);
     println!(
-        "moved {} participants, {moved_rows} rows of history; move took {:.1} s; backlog drained at {drained:.1} s",
+        "moved {} participants, {moved_rows} rows of history; the move took {:.1} s",
         r["participants"],
         move_end - move_start
     );
@@ -230,6 +246,7 @@ async fn main() {
         "rows/s",
         None,
     );
+    report("live load published", RATE as f64, "readings/s", None);
     report("ingest before the move (2 workers)", before, "rows/s", None);
     report(
         "ingest during the move",
@@ -263,6 +280,12 @@ async fn main() {
         longest_pause(&s, WARM_UP.as_secs_f64(), move_start) * 1000.0,
         "ms",
         None,
+    );
+    report(
+        "ingest after the move",
+        rate(&s, move_end, move_end + AFTER.as_secs_f64()),
+        "rows/s",
+        Some(("ingest before", before)),
     );
     dbs.drop_all().await;
 }

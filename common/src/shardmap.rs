@@ -152,6 +152,25 @@ pub async fn unfinished_move(map_shard: &Shard) -> Result<Option<String>> {
     }))
 }
 
+/// Whether every epoch after `from` up to `to` was reached by an online move that has
+/// finished: a worker that routed epoch `from` may then route `to` (it followed those moves'
+/// cut-overs, or owned no partition to follow them on).
+///
+/// # Errors
+/// Database errors of the map shard.
+pub async fn online_moves_done(map_shard: &Shard, from: i32, to: i32) -> Result<bool> {
+    let c = map_shard.client().await?;
+    let r = c
+        .query_one(
+            "SELECT count(*) FILTER (WHERE online AND phase = 'done') FROM shard_moves
+              WHERE to_epoch > $1 AND to_epoch <= $2",
+            &[&from, &to],
+        )
+        .await
+        .map_err(|e| map_shard.err(e))?;
+    Ok(r.get::<_, i64>(0) == i64::from(to - from))
+}
+
 /// A shard move in progress while ingest runs (`reshard add-shard|remove-shard` without
 /// `--offline`), as writers see it: records of a partition route by `from` up to and
 /// including the partition's cut-over record ([`crate::cutover`]), by `to` after it.

@@ -16,6 +16,7 @@ pub mod epochs;
 pub mod error;
 pub mod fatal;
 pub mod fleet;
+pub mod follow;
 pub mod metrics;
 pub mod offsets;
 pub mod pipeline;

@@ -32,12 +32,13 @@ use vitalsink_common::shardmap::{self, Routing};
 use vitalsink_common::{migrate, Config};
 
 use crate::batch::BatchLimits;
-use crate::context::{read_fresh, Assignment, Fresh, IngestContext};
+use crate::context::{Assignment, IngestContext};
 use crate::dlq::{DeadLetter, DeadLetters, Outcome};
-use crate::epochs::{Cutover, Epochs};
+use crate::epochs::Epochs;
 use crate::error::{Error, Result};
 use crate::fatal::Fatal;
-use crate::fleet::{snapshot, with_retry, Fleet, LiveShards, Resolver, WriterTemplate};
+use crate::fleet::{snapshot, Fleet, LiveShards, Resolver, WriterTemplate};
+use crate::follow::{spawn_map_watch, Control};
 use crate::pipeline::{Pipeline, Taken};
 use crate::writer::{Backoff, ShardProgress};
 /// How often buffers are checked for age, progress committed to Kafka and readiness updated.
@@ -113,11 +114,12 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     let shards_ok = spawn_shard_probe(fleet.live.clone(), stop.clone());
 
     let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (routed, routed_rx) = tokio::sync::watch::channel(routing.clone());
     spawn_map_watch(
         fleet.live.clone(),
         resolver.clone(),
         cfg.kafka.topic.clone(),
-        routing.clone(),
+        routed_rx,
         events_tx.clone(),
         fatal.clone(),
         stop.clone(),
@@ -152,6 +154,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     tracing::info!(topic = %cfg.kafka.topic, group = %cfg.kafka.group_id, shards = union.len(), epoch = routing.base.epoch, pending = ?routing.pending.as_ref().map(|m| m.to.epoch), "ingest running");
     let mut ctl = Control {
         fleet,
+        routed,
         topic: cfg.kafka.topic.clone(),
         backoff,
         stop: stop.clone(),
@@ -297,93 +300,6 @@ async fn take(
         since: Instant::now(),
         send: Box::pin(async move { dlq.send(&letter).await }),
     })
-}
-
-/// What the consume loop needs to follow the shard map: the writers, and how to retry.
-struct Control {
-    fleet: Fleet,
-    topic: String,
-    backoff: Backoff,
-    stop: CancellationToken,
-    fatal: Fatal,
-}
-
-impl Control {
-    /// Applies the shard map as read at an assignment or by the map watch: grows or retires
-    /// writers, routes by it, and takes its stored cut-overs.
-    async fn apply(&mut self, fresh: Fresh, pipeline: &mut Pipeline) {
-        let pending = fresh.routing.pending.as_ref().map(|m| m.to.epoch);
-        if let Err(e) = self
-            .fleet
-            .apply(fresh.routing, fresh.shards, pipeline)
-            .await
-        {
-            self.fatal.raise("shard_map", "list", &e);
-            return;
-        }
-        if let Some(epoch) = pending {
-            pipeline.known_cutovers(epoch, &fresh.cutovers);
-        }
-    }
-
-    /// Stores the consumed cut-over record `c` (insert-or-get on the map shard) and applies
-    /// the stored offset, first reading the map when `c` names an epoch this worker does not
-    /// route by yet. Returns without applying it when the worker stops meanwhile: the record
-    /// is not counted consumed, so it is read again.
-    async fn cut_over(&mut self, c: Cutover, pipeline: &mut Pipeline) {
-        if c.epoch <= pipeline.epochs().base_epoch() {
-            // A duplicate of a finished move's record: nothing to switch.
-            pipeline.cut_over(c, c.offset);
-            return;
-        }
-        if pipeline.epochs().pending_epoch() != Some(c.epoch) {
-            let live = snapshot(&self.fleet.live);
-            let resolver = self.fleet.resolver.clone();
-            let topic = self.topic.clone();
-            let Some(fresh) =
-                with_retry("shard_map", self.backoff, &self.stop, &self.fatal, || {
-                    read_fresh(&live, &resolver, &topic)
-                })
-                .await
-            else {
-                return;
-            };
-            self.apply(fresh, pipeline).await;
-            if self.stop.is_cancelled() {
-                return;
-            }
-            if pipeline.epochs().pending_epoch() != Some(c.epoch) {
-                tracing::warn!(
-                    partition = c.partition,
-                    offset = c.offset,
-                    epoch = c.epoch,
-                    "cut-over record of an epoch no move in progress goes to; skipped"
-                );
-                pipeline.cut_over(c, c.offset);
-                return;
-            }
-        }
-        let map_shard = match snapshot(&self.fleet.live).first() {
-            Some(s) => s.clone(),
-            None => return,
-        };
-        let topic = self.topic.clone();
-        let Some(stored) = with_retry("cutover", self.backoff, &self.stop, &self.fatal, || {
-            vitalsink_common::cutover::record(&map_shard, &topic, c.partition, c.epoch, c.offset)
-        })
-        .await
-        else {
-            return;
-        };
-        tracing::info!(
-            partition = c.partition,
-            offset = stored,
-            epoch = c.epoch,
-            "partition cut over: later records route by the new epoch"
-        );
-        crate::metrics::cut_over(c.epoch);
-        pipeline.cut_over(c, stored);
-    }
 }
 
 /// Drives the pending dead letter's send; never completes when there is none.
@@ -537,73 +453,6 @@ async fn shard_map_with_retry(
             }
         }
     }
-}
-
-/// How often a running worker re-reads the shard map.
-const MAP_WATCH: Duration = Duration::from_secs(5);
-
-/// Re-reads the shard map every [`MAP_WATCH`] and hands a changed one to the consume loop
-/// ([`Assignment::Routing`]): an online move that starts (writers for an added shard start
-/// before its first cut-over record arrives) or finishes (a removed shard's writer stops).
-/// Any other change — a new epoch no move of this worker's routing leads to, or an offline
-/// move started while this worker writes — stops the worker as a permanent error. Unreadable
-/// maps are left to the shard probe (`/readyz`).
-fn spawn_map_watch(
-    live: LiveShards,
-    resolver: Arc<Resolver>,
-    topic: String,
-    mut seen: Routing,
-    events: mpsc::UnboundedSender<Assignment>,
-    fatal: Fatal,
-    shutdown: CancellationToken,
-) {
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(MAP_WATCH) => {}
-            }
-            let fresh = match read_fresh(&snapshot(&live), &resolver, &topic).await {
-                Ok(f) => f,
-                Err(e) if e.class() == Class::Permanent => {
-                    fatal.raise(
-                        "shard_map",
-                        &e.kind(),
-                        &format!("{e} (while this worker writes)"),
-                    );
-                    return;
-                }
-                Err(_) => continue,
-            };
-            let now = &fresh.routing;
-            if *now == seen {
-                continue;
-            }
-            let started = now.base == seen.base && seen.pending.is_none();
-            let finished = seen
-                .pending
-                .as_ref()
-                .is_some_and(|m| now.base == m.to && now.pending.is_none());
-            let progressed = now.base == seen.base
-                && now.pending.as_ref().map(|m| m.id) == seen.pending.as_ref().map(|m| m.id);
-            if !(started || finished || progressed) {
-                let why = format!(
-                    "the shard map moved to epoch {} [{}] while this worker routes epoch {} [{}] \
-                     and no shard move leads there",
-                    now.latest_epoch(),
-                    now.union().join(", "),
-                    seen.latest_epoch(),
-                    seen.union().join(", ")
-                );
-                fatal.raise("shard_map", "epoch", &why);
-                return;
-            }
-            seen = now.clone();
-            if events.send(Assignment::Routing(Box::new(fresh))).is_err() {
-                return;
-            }
-        }
-    });
 }
 
 /// Reports the offsets every shard has applied as the group's committed offsets (progress

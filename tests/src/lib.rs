@@ -10,6 +10,7 @@ pub mod broker;
 pub mod dataset;
 pub mod ingest_run;
 pub mod replay_run;
+pub mod routing_reference;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};

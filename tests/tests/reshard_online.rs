@@ -20,12 +20,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use vitalsink_common::config::ShardConfig;
-use vitalsink_common::routing::ShardRouter;
 use vitalsink_tests::ingest_run::{
     extra_shard, ingest_binary, log_tail, prepare, stop_gracefully, total_rows, wait_exit,
     wait_for_rows, IngestSetup,
 };
 use vitalsink_tests::replay_run::{archive_config, fetch_data, stored_truth};
+use vitalsink_tests::routing_reference::python_routes;
 use vitalsink_tests::Stack;
 
 /// Per participant: rows and exact sum.
@@ -66,12 +66,14 @@ fn add_truth(want: &mut Want, path: &Path) {
 }
 
 /// Database (and `archive`) hold exactly `want`: per participant its rows and exact sum
-/// bits on its routed shard, nothing elsewhere, no other participant.
+/// bits on the shard `ROUTING.md`'s Python reference routes it to, nothing elsewhere, no
+/// other participant.
 async fn assert_exact(shards: &[ShardConfig], archive: Option<&Path>, want: &Want, what: &str) {
     let got = stored_truth(shards, archive).await;
-    let router = ShardRouter::new(shards.len());
+    let ids: Vec<&String> = want.keys().collect();
+    let routes = python_routes(&ids, shards.len());
     for (pid, (rows, sum)) in want {
-        let home = router.shard_for(pid);
+        let home = routes[pid];
         let p = got.shards[home]
             .get(pid)
             .unwrap_or_else(|| panic!("{what}: {pid} missing on its shard {home}"));
