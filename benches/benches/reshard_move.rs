@@ -5,9 +5,8 @@
 //! the bytes without verifying or deleting anything. Prints rows/s of both, their ratio, and
 //! the command's peak RSS (bounded by configuration, not by the rows moved).
 //!
-//! The move here is offline (no ingest runs during it); the online figures the issue asks
-//! for — ingest throughput during a move, the longest pause at the cut-over — need the
-//! online move, which is not built.
+//! The move here is offline (`--offline`, no ingest runs during it); `reshard_online` has the
+//! online figures (ingest throughput during a move, the longest pause at the cut-over).
 //! Data: 2,000 participants × 500 readings (1,000,000 rows) over 2 shards.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
