@@ -1,0 +1,136 @@
+//! The archive's part of a scan: the Parquet objects of chunks their shards have dropped
+//! ([`crate::snapshot`]), read with DataFusion's Parquet reader from the archive's object
+//! store.
+//!
+//! - Objects whose chunk's time range lies outside the query's `ts` bounds are not opened
+//!   (the range is the chunk's, which also names the object's Hive `date=` folder).
+//! - The query's filters go to the reader as its pruning predicate: row groups whose
+//!   statistics (the archiver writes them sorted by participant and time) cannot match are
+//!   skipped.
+//! - Rows of an object inside a window a restore brought back into a database are left out
+//!   (a filter on that object's scan only), since the database rows count.
+
+use arrow::datatypes::SchemaRef;
+use datafusion::catalog::Session;
+use datafusion::common::DFSchema;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::{col, lit, Expr};
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::scalar::ScalarValue;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::snapshot::{Archived, Restored};
+
+/// The URL the archive's store is registered under in the engine.
+pub const STORE_URL: &str = "vitalsink-archive://root";
+
+fn ts_lit(t: chrono::DateTime<chrono::Utc>) -> Expr {
+    lit(ScalarValue::TimestampMicrosecond(
+        Some(t.timestamp_micros()),
+        Some("UTC".into()),
+    ))
+}
+
+/// Whether an object of the chunk range `[start, end)` may hold rows with `lo <= ts <= hi`.
+fn overlaps(
+    range: &(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>),
+    lo: Option<i64>,
+    hi: Option<i64>,
+) -> bool {
+    let (s, e) = (range.0.timestamp_micros(), range.1.timestamp_micros());
+    lo.is_none_or(|lo| e > lo) && hi.is_none_or(|hi| s <= hi)
+}
+
+/// The rows of restored windows of one object: `NOT (w1 OR w2 …)`.
+fn not_restored(windows: &[&Restored]) -> Option<Expr> {
+    let any = windows
+        .iter()
+        .map(|w| {
+            let mut e = col("ts")
+                .gt_eq(ts_lit(w.window.0))
+                .and(col("ts").lt(ts_lit(w.window.1)));
+            if !w.participants.is_empty() {
+                e = e.and(col("participant_id").in_list(
+                    w.participants.iter().map(|p| lit(p.as_str())).collect(),
+                    false,
+                ));
+            }
+            e
+        })
+        .reduce(Expr::or)?;
+    Some(datafusion::logical_expr::not(any))
+}
+
+/// The plan reading the archived rows that count, in the full table schema, or `None` when
+/// no object can hold rows the query wants.
+///
+/// # Errors
+/// [`Error::Archive`] when an object is missing or unreadable; engine errors.
+pub async fn plan(
+    state: &dyn Session,
+    store: &Arc<dyn ObjectStore>,
+    schema: &SchemaRef,
+    archived: &[Archived],
+    restored: &[Restored],
+    filters: &[Expr],
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let (lo, hi) = crate::pushdown::time_range(filters);
+    let df_schema = DFSchema::try_from(schema.clone())?;
+    let predicate = filters
+        .iter()
+        .cloned()
+        .reduce(Expr::and)
+        .map(|e| state.create_physical_expr(e, &df_schema))
+        .transpose()?;
+    let url = ObjectStoreUrl::parse(STORE_URL)?;
+    let mut plain = Vec::new();
+    let mut held: Vec<(PartitionedFile, Expr)> = Vec::new();
+    for a in archived.iter().filter(|a| overlaps(&a.range, lo, hi)) {
+        let meta = store
+            .head(&Path::from(a.path.as_str()))
+            .await
+            .map_err(|e| Error::Archive(format!("{}: {e}", a.path)))?;
+        let file = PartitionedFile::new(a.path.clone(), meta.size);
+        let windows: Vec<&Restored> = restored.iter().filter(|r| r.path == a.path).collect();
+        match not_restored(&windows) {
+            Some(f) => held.push((file, f)),
+            None => plain.push(file),
+        }
+    }
+    let source = || {
+        let s = ParquetSource::new(schema.clone());
+        Arc::new(match &predicate {
+            Some(p) => s.with_predicate(p.clone()),
+            None => s,
+        })
+    };
+    let mut parts: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+    if !plain.is_empty() {
+        let mut b = FileScanConfigBuilder::new(url.clone(), source());
+        for f in plain {
+            b = b.with_file(f);
+        }
+        parts.push(DataSourceExec::from_data_source(b.build()));
+    }
+    for (file, keep) in held {
+        let scan = DataSourceExec::from_data_source(
+            FileScanConfigBuilder::new(url.clone(), source())
+                .with_file(file)
+                .build(),
+        );
+        let keep = state.create_physical_expr(keep, &df_schema)?;
+        parts.push(Arc::new(FilterExec::try_new(keep, scan)?));
+    }
+    Ok(match parts.len() {
+        0 => None,
+        1 => parts.pop(),
+        _ => Some(datafusion::physical_plan::union::UnionExec::try_new(parts)?),
+    })
+}

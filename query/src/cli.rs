@@ -1,0 +1,124 @@
+//! Command line of the `query` binary: one-off SQL over the `measurements` table.
+
+use arrow::record_batch::RecordBatch;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use vitalsink_common::cli::{self as common_cli, CommonArgs};
+use vitalsink_common::Config;
+
+use crate::engine::{collect, session, Limits};
+use crate::error::{Error, Result};
+
+/// One SQL table, `measurements`, over every shard and the Parquet archive.
+#[derive(Debug, Parser)]
+#[command(name = "query", version, about)]
+pub struct Cli {
+    /// Flags shared with the other binaries.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Memory for the query's operators, bytes (they spill beyond it where they can).
+    #[arg(long, env = "QUERY_MEMORY_BYTES", default_value_t = 512 << 20, global = true)]
+    pub memory_bytes: usize,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    /// An aligned text table.
+    Table,
+    /// CSV with a header.
+    Csv,
+    /// JSON lines, one object per row.
+    Json,
+    /// A Parquet file (needs --out).
+    Parquet,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one SQL statement and print its result.
+    Sql {
+        /// The statement, e.g. `SELECT participant_id, count(*) FROM measurements GROUP BY 1`.
+        sql: String,
+        /// Output format.
+        #[arg(long, env = "QUERY_FORMAT", value_enum, default_value = "table")]
+        format: Format,
+        /// Write to this file instead of standard output.
+        #[arg(long, env = "QUERY_OUT")]
+        out: Option<PathBuf>,
+    },
+}
+
+/// Runs the command; returns the exit code (0 success, 1 failure, 2 bad configuration).
+pub async fn main(cli: Cli) -> ExitCode {
+    let cfg = match common_cli::start("query", &cli.common) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    common_cli::exit_code("query", run(cli.command, cli.memory_bytes, cfg).await)
+}
+
+async fn run(command: Command, memory_bytes: usize, cfg: Config) -> Result<()> {
+    let ctx = session(
+        &cfg,
+        Limits {
+            memory_bytes,
+            ..Limits::default()
+        },
+    )?;
+    match command {
+        Command::Sql { sql, format, out } => {
+            let batches = collect(&ctx, &sql).await?;
+            write(&batches, format, out.as_deref())
+        }
+    }
+}
+
+fn write(batches: &[RecordBatch], format: Format, out: Option<&std::path::Path>) -> Result<()> {
+    let err = |e: &dyn std::fmt::Display| Error::Output(e.to_string());
+    let mut sink: Box<dyn std::io::Write> = match out {
+        Some(p) => Box::new(std::fs::File::create(p).map_err(|e| err(&e))?),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    match format {
+        Format::Table => {
+            let t = arrow::util::pretty::pretty_format_batches(batches).map_err(|e| err(&e))?;
+            writeln!(sink, "{t}").map_err(|e| err(&e))?;
+        }
+        Format::Csv => {
+            let mut w = arrow::csv::Writer::new(sink);
+            for b in batches {
+                w.write(b).map_err(|e| err(&e))?;
+            }
+        }
+        Format::Json => {
+            let mut w = arrow::json::LineDelimitedWriter::new(sink);
+            for b in batches {
+                w.write(b).map_err(|e| err(&e))?;
+            }
+            w.finish().map_err(|e| err(&e))?;
+        }
+        Format::Parquet => {
+            let Some(p) = out else {
+                return Err(Error::Output("--format parquet needs --out FILE".into()));
+            };
+            let schema = batches
+                .first()
+                .map(|b| b.schema())
+                .ok_or_else(|| Error::Output("no result to write".into()))?;
+            let f = std::fs::File::create(p).map_err(|e| err(&e))?;
+            let mut w =
+                parquet::arrow::ArrowWriter::try_new(f, schema, None).map_err(|e| err(&e))?;
+            for b in batches {
+                w.write(b).map_err(|e| err(&e))?;
+            }
+            w.close().map_err(|e| err(&e))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,346 @@
+//! What one query reads: one REPEATABLE READ, read-only transaction per shard, and what each
+//! shard's own tables say in that same snapshot — which archived chunks it has dropped (their
+//! rows are read from the Parquet object instead), which archived windows were restored
+//! into it (those rows are read from the database instead), and, during a shard move, which
+//! participants it has already received a copy of.
+//!
+//! **Each row once.** For every shard the database rows count; an archive object's rows
+//! count only when the shard that archived it says, in the snapshot read here, that the chunk
+//! is dropped (`archive_log`: newest step `dropped`, the object under its newest name); and
+//! of those, rows inside a window a restore brought back into some shard (a `restored` row
+//! naming the object) do not. A chunk written or verified but not dropped is read from the
+//! database only; a crash between verify and drop changes nothing.
+//!
+//! **During a shard move** a moving participant's history sits on its old shard until the
+//! move deletes it, and on its new shard from the moment its copy commits (with its `copied`
+//! record, in the same transaction). The snapshots of the shards that give participants away
+//! are taken **before** those of the shards that receive them; a receiving shard's `copied`
+//! records then say which participants' history it holds, and the giving shards' scans leave
+//! exactly those participants out. Had a copy committed after the giving shard's snapshot, the
+//! receiving snapshot (later) has it and the giver's rows are left out; had it not committed
+//! by then, the giver's earlier snapshot still holds the history, which is read. Either way
+//! each row once, without a lock.
+
+use chrono::{DateTime, Utc};
+use vitalsink_common::config::ShardConfig;
+use vitalsink_common::db::Shard;
+use vitalsink_common::Config;
+
+use crate::error::{Error, Result};
+
+/// An archived object whose chunk its shard has dropped.
+#[derive(Debug, Clone)]
+pub struct Archived {
+    /// Path relative to the archive root.
+    pub path: String,
+    /// The chunk's time range, `[start, end)`.
+    pub range: (DateTime<Utc>, DateTime<Utc>),
+}
+
+/// A window of an object a restore brought back into a shard's database.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    /// The object restored from.
+    pub path: String,
+    /// `[from, to)`.
+    pub window: (DateTime<Utc>, DateTime<Utc>),
+    /// Only these participants, or all when empty.
+    pub participants: Vec<String>,
+}
+
+/// One shard's open snapshot.
+pub struct ShardSnapshot {
+    /// The shard's name.
+    pub name: String,
+    /// The session holding the transaction (read by the shard's scan; dropping it ends the
+    /// transaction).
+    pub client: tokio_postgres::Client,
+    /// Participants whose rows this shard's scan leaves out: their history was copied to a
+    /// receiving shard, which counts it.
+    pub exclude: Vec<String>,
+}
+
+impl std::fmt::Debug for ShardSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardSnapshot")
+            .field("shard", &self.name)
+            .field("exclude", &self.exclude.len())
+            .finish()
+    }
+}
+
+/// Everything one query reads.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Shards in routing order (the longer list of a move in progress).
+    pub shards: Vec<ShardSnapshot>,
+    /// Routing lists in force: the current epoch's, plus the other list of a move in
+    /// progress (a participant may be on its shard in either).
+    pub lists: Vec<Vec<String>>,
+    /// Archived objects of dropped chunks, over all shards.
+    pub archived: Vec<Archived>,
+    /// Restored windows, over all shards.
+    pub restored: Vec<Restored>,
+}
+
+/// The shard move in progress, as read from the map shard.
+struct Move {
+    id: i64,
+    kind: String,
+    shard: String,
+    url: Option<String>,
+    from: Vec<String>,
+    to: Vec<String>,
+}
+
+const DROPPED_SQL: &str = "WITH last AS (
+        SELECT DISTINCT ON (chunk_schema, chunk_name) chunk_schema, chunk_name, step
+          FROM archive_log WHERE step NOT IN ('restored', 'renamed')
+         ORDER BY chunk_schema, chunk_name, id DESC),
+     path AS (
+        SELECT DISTINCT ON (chunk_schema, chunk_name) chunk_schema, chunk_name, object_path,
+               range_start, range_end
+          FROM archive_log WHERE step IN ('dropped', 'renamed') AND object_path IS NOT NULL
+         ORDER BY chunk_schema, chunk_name, id DESC)
+     SELECT p.object_path, p.range_start, p.range_end
+       FROM last l JOIN path p USING (chunk_schema, chunk_name) WHERE l.step = 'dropped'";
+
+const RESTORED_SQL: &str = "SELECT object_path, range_start, range_end, coalesce(detail, '{}')
+       FROM archive_log WHERE step = 'restored' AND object_path IS NOT NULL";
+
+fn shard_err(shard: &str) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
+    move |e| Error::Shard {
+        shard: shard.to_string(),
+        message: vitalsink_common::error::describe_postgres(&e),
+    }
+}
+
+async fn client(s: &Shard) -> Result<deadpool_postgres::Object> {
+    s.client().await.map_err(|e| Error::Shard {
+        shard: s.name.clone(),
+        message: e.to_string(),
+    })
+}
+
+/// A session of its own on shard `sc` (not from a pool: it holds a transaction for as long
+/// as the query reads).
+async fn session(
+    sc: &ShardConfig,
+    db: &vitalsink_common::config::DatabaseConfig,
+) -> Result<tokio_postgres::Client> {
+    let fail = |message: String| Error::Shard {
+        shard: sc.name.clone(),
+        message,
+    };
+    let mut pg: tokio_postgres::Config = sc
+        .url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| fail(e.to_string()))?;
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(db.connect_timeout);
+    }
+    pg.application_name("vitalsink-query");
+    let (c, conn) = pg
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| fail(vitalsink_common::error::describe_postgres(&e)))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(c)
+}
+
+/// Reads the shard map and any move in progress from the map shard (`cfg.shards[0]`).
+async fn layout(cfg: &Config, map_shard: &Shard) -> Result<(Vec<String>, Option<Move>)> {
+    let c = client(map_shard).await?;
+    let e = shard_err(&map_shard.name);
+    let current: Vec<String> = c
+        .query_opt(
+            "SELECT shards FROM shard_map ORDER BY epoch DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .map_err(&e)?
+        .map_or_else(
+            || cfg.shards.iter().map(|s| s.name.clone()).collect(),
+            |r| r.get(0),
+        );
+    let mv = c
+        .query_opt(
+            "SELECT m.id, m.kind, m.shard, m.target_url, f.shards, t.shards
+               FROM shard_moves m
+               JOIN shard_map f ON f.epoch = m.from_epoch
+               LEFT JOIN shard_map t ON t.epoch = m.to_epoch
+              WHERE m.phase <> 'done' ORDER BY m.id LIMIT 1",
+            &[],
+        )
+        .await
+        .map_err(&e)?;
+    let mv = match mv {
+        None => None,
+        Some(r) => {
+            let from: Vec<String> = r.get(4);
+            let kind: String = r.get(1);
+            let shard: String = r.get(2);
+            // An offline move writes its target epoch only at its switch.
+            let to: Vec<String> = r.get::<_, Option<Vec<String>>>(5).unwrap_or_else(|| {
+                let mut l = from.clone();
+                if kind == "add" {
+                    l.push(shard.clone());
+                } else {
+                    l.retain(|n| n != &shard);
+                }
+                l
+            });
+            Some(Move {
+                id: r.get(0),
+                kind,
+                shard,
+                url: r.get(3),
+                from,
+                to,
+            })
+        }
+    };
+    Ok((current, mv))
+}
+
+/// Opens the snapshot of every shard a row may be on — of `participants` only, when given:
+/// the shards any routing list in force names for them — (see the module documentation for
+/// the order) and reads their archive and move state in it.
+///
+/// # Errors
+/// [`Error::Shard`] naming a shard that does not answer or fails; configuration errors when
+/// the map names a shard neither configured nor the target of the move in progress.
+pub async fn open(
+    cfg: &Config,
+    participants: Option<&std::collections::BTreeSet<String>>,
+) -> Result<Snapshot> {
+    let configured = Shard::all(&cfg.shards, &cfg.database)?;
+    let Some(map_shard) = configured.first() else {
+        return Err(vitalsink_common::Error::ShardMap("no shards configured".into()).into());
+    };
+    let (current, mv) = layout(cfg, map_shard).await?;
+    let union: Vec<String> = match &mv {
+        Some(m) if m.to.len() > m.from.len() => m.to.clone(),
+        Some(m) => m.from.clone(),
+        None => current.clone(),
+    };
+    let mut lists = vec![current.clone()];
+    if let Some(m) = &mv {
+        for l in [&m.from, &m.to] {
+            if !lists.contains(l) {
+                lists.push(l.clone());
+            }
+        }
+    }
+    let wanted = |name: &str| match participants {
+        None => true,
+        Some(ps) => lists.iter().any(|l| {
+            let r = vitalsink_common::routing::ShardRouter::new(l.len());
+            ps.iter()
+                .any(|p| l.get(r.shard_for(p)).is_some_and(|n| n == name))
+        }),
+    };
+    let mut shards: Vec<ShardConfig> = Vec::new();
+    for name in union.iter().filter(|n| wanted(n)) {
+        let sc = cfg
+            .shards
+            .iter()
+            .find(|s| &s.name == name)
+            .cloned()
+            .or_else(|| {
+                mv.as_ref().and_then(|m| {
+                    (m.shard == *name).then(|| ShardConfig {
+                        name: name.clone(),
+                        url: m.url.clone().unwrap_or_default(),
+                    })
+                })
+            })
+            .filter(|s| !s.url.is_empty())
+            .ok_or_else(|| {
+                vitalsink_common::Error::ShardMap(format!(
+                    "shard {name} of the shard map is not configured"
+                ))
+            })?;
+        shards.push(sc);
+    }
+    // Giving shards first.
+    let gives = |name: &str| match &mv {
+        Some(m) if m.kind == "add" => m.from.iter().any(|n| n == name),
+        Some(m) => m.shard == name,
+        None => true,
+    };
+    let order: Vec<usize> = (0..shards.len())
+        .filter(|&i| gives(&shards[i].name))
+        .chain((0..shards.len()).filter(|&i| !gives(&shards[i].name)))
+        .collect();
+    let mut opened: Vec<Option<ShardSnapshot>> = (0..shards.len()).map(|_| None).collect();
+    let mut archived = Vec::new();
+    let mut restored = Vec::new();
+    let mut copied: Vec<String> = Vec::new();
+    for i in order {
+        let s = &shards[i];
+        let c = session(s, &cfg.database).await?;
+        let e = shard_err(&s.name);
+        c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(&e)?;
+        // The first query takes the snapshot.
+        for r in c.query(DROPPED_SQL, &[]).await.map_err(&e)? {
+            archived.push(Archived {
+                path: r.get(0),
+                range: (r.get(1), r.get(2)),
+            });
+        }
+        for r in c.query(RESTORED_SQL, &[]).await.map_err(&e)? {
+            let detail: String = r.get(3);
+            let participants = serde_json::from_str::<serde_json::Value>(&detail)
+                .ok()
+                .and_then(|v| {
+                    v["participants"].as_array().map(|a| {
+                        a.iter()
+                            .filter_map(|p| p.as_str().map(str::to_string))
+                            .collect()
+                    })
+                })
+                .unwrap_or_default();
+            restored.push(Restored {
+                path: r.get(0),
+                window: (r.get(1), r.get(2)),
+                participants,
+            });
+        }
+        if let Some(m) = mv.as_ref().filter(|_| !gives(&s.name)) {
+            for r in c
+                .query(
+                    "SELECT participant_id FROM shard_move_rows WHERE move_id = $1 AND side = 'copied'",
+                    &[&m.id],
+                )
+                .await
+                .map_err(&e)?
+            {
+                copied.push(r.get(0));
+            }
+        }
+        opened[i] = Some(ShardSnapshot {
+            name: s.name.clone(),
+            client: c,
+            exclude: Vec::new(),
+        });
+    }
+    let mut out: Vec<ShardSnapshot> = opened.into_iter().flatten().collect();
+    copied.sort();
+    copied.dedup();
+    for s in &mut out {
+        if mv.is_some() && gives(&s.name) {
+            s.exclude = copied.clone();
+        }
+    }
+    Ok(Snapshot {
+        shards: out,
+        lists,
+        archived,
+        restored,
+    })
+}

@@ -1,0 +1,177 @@
+//! The `measurements` table: every shard's hypertable plus the Parquet archive, each row
+//! once ([`crate::snapshot`]), as one DataFusion `TableProvider`.
+//!
+//! Reading order for one query: DataFusion plans the SQL and calls [`Measurements::scan`]
+//! with the projection and filters → [`crate::pushdown`] (which shards, which archive
+//! objects, what SQL) → [`crate::snapshot::open`] (one snapshot per shard, archive and move
+//! state read in it) → [`crate::shard_scan::ShardScanExec`] per shard and
+//! [`crate::archive_scan::plan`] → a union the engine aggregates, joins and sorts over.
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::datasource::TableType;
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::physical_plan::ExecutionPlan;
+use object_store::ObjectStore;
+use std::sync::Arc;
+use vitalsink_common::Config;
+
+use crate::pushdown::{participants, to_sql};
+use crate::shard_scan::{select_expr, ShardScanExec};
+
+/// The table's schema, the archive's Parquet schema (`archiver/src/export/format.rs`).
+pub fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("participant_id", DataType::Utf8, false),
+        Field::new("metric", DataType::Utf8, false),
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("value", DataType::Float64, false),
+        Field::new("unit", DataType::Utf8, true),
+        Field::new("device_id", DataType::Utf8, true),
+        Field::new("study_id", DataType::Utf8, true),
+    ]))
+}
+
+/// The `measurements` table of one deployment.
+#[derive(Debug)]
+pub struct Measurements {
+    cfg: Config,
+    schema: SchemaRef,
+    /// The archive's store (`None` when no archive is configured: the shards alone).
+    store: Option<Arc<dyn ObjectStore>>,
+}
+
+impl Measurements {
+    /// The table over `cfg`'s shards and, when given, the archive in `store`.
+    pub fn new(cfg: Config, store: Option<Arc<dyn ObjectStore>>) -> Self {
+        Self {
+            cfg,
+            schema: schema(),
+            store,
+        }
+    }
+}
+
+fn quote_list(ids: &[String]) -> String {
+    ids.iter()
+        .map(|p| format!("'{}'", p.replace('\'', "''")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[async_trait]
+impl datafusion::catalog::TableProvider for Measurements {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    /// Every filter is `Inexact`: pushed down where it can be (SQL to the shards, pruning of
+    /// archive objects and row groups), and applied again by the engine.
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let projected: SchemaRef = match projection {
+            Some(p) => Arc::new(self.schema.project(p)?),
+            None => self.schema.clone(),
+        };
+        let who = participants(filters);
+        let snap = crate::snapshot::open(&self.cfg, who.as_ref()).await?;
+        let terms: Vec<String> = filters.iter().filter_map(to_sql).collect();
+        if let Some(ps) = &who {
+            if ps.is_empty() {
+                return Ok(Arc::new(EmptyExec::new(projected)));
+            }
+        }
+        let select = if projected.fields().is_empty() {
+            "1".to_string()
+        } else {
+            projected
+                .fields()
+                .iter()
+                .map(|f| select_expr(f.name()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut parts: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        for s in snap.shards {
+            let mut where_ = terms.clone();
+            if !s.exclude.is_empty() {
+                where_.push(format!(
+                    "participant_id NOT IN ({})",
+                    quote_list(&s.exclude)
+                ));
+            }
+            let sql = if where_.is_empty() {
+                format!("SELECT {select} FROM measurements")
+            } else {
+                format!(
+                    "SELECT {select} FROM measurements WHERE {}",
+                    where_.join(" AND ")
+                )
+            };
+            parts.push(Arc::new(ShardScanExec::new(
+                s.name,
+                sql,
+                projected.clone(),
+                s.client,
+            )));
+        }
+        if let Some(store) = &self.store {
+            if let Some(a) = crate::archive_scan::plan(
+                state,
+                store,
+                &self.schema,
+                &snap.archived,
+                &snap.restored,
+                filters,
+            )
+            .await?
+            {
+                let exprs: Vec<(Arc<dyn datafusion::physical_expr::PhysicalExpr>, String)> =
+                    projected
+                        .fields()
+                        .iter()
+                        .map(|f| {
+                            let i = self.schema.index_of(f.name())?;
+                            Ok((
+                                Arc::new(Column::new(f.name(), i))
+                                    as Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+                                f.name().clone(),
+                            ))
+                        })
+                        .collect::<DfResult<_>>()?;
+                parts.push(Arc::new(ProjectionExec::try_new(exprs, a)?));
+            }
+        }
+        Ok(match parts.len() {
+            0 => Arc::new(EmptyExec::new(projected)),
+            1 => parts.remove(0),
+            _ => UnionExec::try_new(parts)?,
+        })
+    }
+}

@@ -1,0 +1,320 @@
+//! Issue 13, the query engine (`query`, DataFusion): after `dev/run`-style ingest of every
+//! real recording and archiving of the chunks older than 3 days, SQL over the one table
+//! `measurements` must match the replay's `truth.json` exactly (rows; sums to 1e-9
+//! relative): per participant, per participant, metric and UTC day (the daily means of
+//! `dev/report`), and one participant's time range; and again after a crash between the
+//! archiver's verify and drop (its fault hook), and after a restore. `EXPLAIN` of a
+//! one-participant, two-day query shows one shard scanned, its filters as SQL, and only the
+//! archive objects of those days. A shard that does not answer fails the query naming it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use vitalsink_tests::ingest_run::{
+    ingest_binary, log_tail, prepare, stop_gracefully, wait_for_rows,
+};
+use vitalsink_tests::replay_run::{archive_config, archiver_json, fetch_data};
+use vitalsink_tests::Stack;
+
+fn query(config: &Path, sql: &str) -> std::process::Output {
+    Command::new(ingest_binary().with_file_name("query"))
+        .arg("--config")
+        .arg(config)
+        .args(["sql", sql, "--format", "json"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+fn rows(config: &Path, sql: &str) -> Vec<serde_json::Value> {
+    let out = query(config, sql);
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+/// Key → (rows, sum).
+type Sums = BTreeMap<String, (i64, f64)>;
+
+fn assert_sums(got: &Sums, want: &Sums, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: keys");
+    for (k, (n, s)) in want {
+        let (gn, gs) = got.get(k).unwrap_or_else(|| panic!("{what}: {k} missing"));
+        assert_eq!(gn, n, "{what}: {k} rows");
+        assert!(close(*gs, *s), "{what}: {k} sum {gs} vs {s}");
+    }
+}
+
+struct Truth {
+    participants: Sums,
+    daily: Sums,
+}
+
+fn truth(path: &Path) -> Truth {
+    let t: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut participants = Sums::new();
+    for p in t["participants"].as_array().unwrap() {
+        participants.insert(
+            p["participant_id"].as_str().unwrap().into(),
+            (p["rows"].as_i64().unwrap(), p["sum"].as_f64().unwrap()),
+        );
+    }
+    let mut daily = Sums::new();
+    for d in t["daily"].as_array().unwrap() {
+        daily.insert(
+            format!(
+                "{}|{}|{}",
+                d["participant_id"].as_str().unwrap(),
+                d["metric"].as_str().unwrap(),
+                d["day"].as_str().unwrap()
+            ),
+            (d["rows"].as_i64().unwrap(), d["sum"].as_f64().unwrap()),
+        );
+    }
+    Truth {
+        participants,
+        daily,
+    }
+}
+
+fn per_participant(config: &Path) -> Sums {
+    rows(
+        config,
+        "SELECT participant_id, count(*) AS n, sum(value) AS s FROM measurements GROUP BY participant_id",
+    )
+    .iter()
+    .map(|r| {
+        (
+            r["participant_id"].as_str().unwrap().into(),
+            (r["n"].as_i64().unwrap(), r["s"].as_f64().unwrap()),
+        )
+    })
+    .collect()
+}
+
+fn daily(config: &Path) -> Sums {
+    rows(
+        config,
+        "SELECT participant_id, metric, CAST(date_trunc('day', ts) AS DATE) AS day, count(*) AS n, \
+         sum(value) AS s, avg(value) AS mean FROM measurements GROUP BY 1, 2, 3",
+    )
+    .iter()
+    .map(|r| {
+        (
+            format!(
+                "{}|{}|{}",
+                r["participant_id"].as_str().unwrap(),
+                r["metric"].as_str().unwrap(),
+                r["day"].as_str().unwrap()
+            ),
+            (r["n"].as_i64().unwrap(), r["s"].as_f64().unwrap()),
+        )
+    })
+    .collect()
+}
+
+/// The participant with the most days, and two consecutive days of it with rows.
+fn pick(t: &Truth) -> (String, String, String) {
+    let mut days: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for k in t.daily.keys() {
+        let mut it = k.split('|');
+        let (p, _m, d) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+        days.entry(p.to_string()).or_default().push(d.to_string());
+    }
+    let (p, mut ds) = days.into_iter().max_by_key(|(_, d)| d.len()).unwrap();
+    ds.sort();
+    ds.dedup();
+    let from = ds[ds.len() / 3].clone();
+    let to = ds[ds.len() / 3 + 1].clone();
+    (p, from, to)
+}
+
+/// One participant over whole UTC days `[from, to]`, against the daily truth.
+fn assert_range(config: &Path, t: &Truth, p: &str, from: &str, to: &str, what: &str) {
+    let got = rows(
+        config,
+        &format!(
+            "SELECT count(*) AS n, sum(value) AS s FROM measurements WHERE participant_id = '{p}' \
+             AND ts >= TIMESTAMP '{from}T00:00:00Z' AND ts < TIMESTAMP '{to}T00:00:00Z' + INTERVAL '1 day'"
+        ),
+    );
+    let (mut n, mut s) = (0i64, 0.0f64);
+    for (k, (kn, ks)) in &t.daily {
+        let mut it = k.split('|');
+        let (kp, _, d) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+        if kp == p && d >= from && d <= to {
+            n += kn;
+            s += ks;
+        }
+    }
+    assert!(n > 0);
+    assert_eq!(got[0]["n"].as_i64().unwrap(), n, "{what}: range rows");
+    assert!(close(got[0]["s"].as_f64().unwrap(), s), "{what}: range sum");
+}
+
+fn assert_all(config: &Path, t: &Truth, what: &str) {
+    assert_sums(
+        &per_participant(config),
+        &t.participants,
+        &format!("{what}: per participant"),
+    );
+    assert_sums(
+        &daily(config),
+        &t.daily,
+        &format!("{what}: per participant, metric and day"),
+    );
+    let (p, from, to) = pick(t);
+    assert_range(config, t, &p, &from, &to, what);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_table_over_shards_and_archive_counts_every_row_once() {
+    let stack = Stack::from_env();
+    let (dbs, setup, dir) = prepare(&stack, "t_query").await;
+    let d = dir.path();
+    let truth_path = d.join("truth.json");
+    let rlog = d.join("replay.log");
+    let st = Command::new(ingest_binary().with_file_name("replay"))
+        .arg("--config")
+        .arg(&setup.config)
+        .args([
+            "real",
+            "--data",
+            fetch_data().to_str().unwrap(),
+            "--truth-out",
+            truth_path.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&rlog).unwrap())
+        .status()
+        .unwrap();
+    assert!(st.success(), "{}", log_tail(&rlog));
+    let t = truth(&truth_path);
+    let total: i64 = t.participants.values().map(|(n, _)| n).sum();
+    let wlog = d.join("ingest.log");
+    let w = setup.spawn(&wlog);
+    assert_eq!(
+        wait_for_rows(&dbs.shards, total, Duration::from_secs(300)).await,
+        total,
+        "{}",
+        log_tail(&wlog)
+    );
+    stop_gracefully(w, &wlog).await;
+
+    let root = d.join("archive");
+    let config = archive_config(&setup.config, &root, "3d");
+    let alog = d.join("archiver.log");
+    // The first chunk is archived and verified, then the archiver dies before dropping it.
+    let crashed = Command::new(vitalsink_tests::archive_run::archiver_binary())
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .env("ARCHIVER_CRASH_AT", "after-verify")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&alog).unwrap())
+        .status()
+        .unwrap();
+    assert!(crashed.code().is_none(), "killed after verify: {crashed:?}");
+    assert_all(&config, &t, "after a crash between verify and drop");
+
+    let run = archiver_json(&config, &["run"], &alog);
+    assert!(run["archived"].as_i64().unwrap() > 0, "{run}");
+    assert_all(&config, &t, "after archiving");
+
+    // Pruning: one participant over two days touches one shard and those days' objects.
+    let (p, from, to) = pick(&t);
+    let explain = rows(
+        &config,
+        &format!(
+            "EXPLAIN SELECT count(*) FROM measurements WHERE participant_id = '{p}' \
+             AND ts >= TIMESTAMP '{from}T00:00:00Z' AND ts < TIMESTAMP '{to}T00:00:00Z' + INTERVAL '1 day'"
+        ),
+    );
+    let plan: String = explain
+        .iter()
+        .map(|r| r["plan"].as_str().unwrap_or_default().to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    eprintln!("{plan}");
+    assert_eq!(
+        plan.matches("ShardScanExec: shard=").count(),
+        1,
+        "one shard: {plan}"
+    );
+    assert!(
+        plan.contains(&format!("participant_id = '{p}'")),
+        "filter as SQL: {plan}"
+    );
+    assert!(plan.contains("ts >= '"), "time filter as SQL: {plan}");
+    for date in plan
+        .match_indices("date=")
+        .map(|(i, _)| &plan[i + 5..i + 15])
+    {
+        assert!(
+            date >= from.as_str() && date <= to.as_str(),
+            "object of {date} outside {from}..{to}: {plan}"
+        );
+    }
+
+    // A restore of two days brings their rows back into the database: still each once.
+    let out = Command::new(vitalsink_tests::archive_run::archiver_binary())
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "restore",
+            "--from",
+            &format!("{from}T00:00:00Z"),
+            "--to",
+            &format!("{to}T23:59:59Z"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_all(&config, &t, "after a restore");
+
+    // Loud failures.
+    let bad = query(&config, "SELECT nope FROM measurements");
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("nope"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let down = config.with_extension("down.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let port = dbs.shards[1]
+        .url
+        .split("port=")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    // shard1's server refusing connections (nothing listens on port 1).
+    std::fs::write(&down, text.replace(&format!("port={port} "), "port=1 ")).unwrap();
+    let out = query(&down, "SELECT count(*) FROM measurements");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("shard1"), "the shard is named: {err}");
+    dbs.drop_all().await;
+}
