@@ -52,6 +52,13 @@ pub enum Command {
         #[arg(long, env = "QUERY_OUT")]
         out: Option<PathBuf>,
     },
+    /// Serve Arrow Flight SQL (ADBC, JDBC) until SIGTERM; `/metrics`, `/healthz` and
+    /// `/readyz` on `observability.listen` (default 127.0.0.1:9467).
+    Serve {
+        /// Flight SQL address (`--listen` is the metrics server's, as for every binary).
+        #[arg(long, env = "QUERY_FLIGHT_LISTEN", default_value = crate::DEFAULT_FLIGHT_LISTEN)]
+        flight_listen: std::net::SocketAddr,
+    },
 }
 
 /// Runs the command; returns the exit code (0 success, 1 failure, 2 bad configuration).
@@ -75,6 +82,19 @@ async fn run(command: Command, memory_bytes: usize, cfg: Config) -> Result<()> {
         Command::Sql { sql, format, out } => {
             let batches = collect(&ctx, &sql).await?;
             write(&batches, format, out.as_deref())
+        }
+        Command::Serve { flight_listen } => {
+            let shutdown = vitalsink_common::observe::shutdown_on_signals();
+            let ready = vitalsink_common::observe::Readiness::new("starting");
+            vitalsink_common::observe::serve(
+                cfg.observability.listen_or(crate::DEFAULT_LISTEN),
+                vitalsink_common::observe::install_recorder(),
+                ready.clone(),
+                shutdown.clone(),
+            )
+            .await?;
+            ready.set(None);
+            crate::flight::serve(ctx, flight_listen, shutdown).await
         }
     }
 }

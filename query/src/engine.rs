@@ -68,8 +68,9 @@ pub async fn collect(
     df.collect().await.map_err(unwrap_external)
 }
 
-/// Our own errors come back wrapped by the engine; unwrap them so messages stay short.
-fn unwrap_external(e: datafusion::error::DataFusionError) -> Error {
+/// Our own errors come back wrapped by the engine; unwrap them so messages stay short (a
+/// shard that does not answer stays [`Error::Shard`]).
+pub fn unwrap_external(e: datafusion::error::DataFusionError) -> Error {
     match e.find_root() {
         datafusion::error::DataFusionError::External(inner) => {
             match inner.downcast_ref::<Error>() {

@@ -10,9 +10,16 @@ pub mod archive_scan;
 pub mod cli;
 pub mod engine;
 pub mod error;
+pub mod flight;
 pub mod pushdown;
 pub mod shard_scan;
 pub mod snapshot;
 pub mod table;
 
 pub use error::{Error, Result};
+
+/// Where `query serve` answers Flight SQL by default.
+pub const DEFAULT_FLIGHT_LISTEN: &str = "127.0.0.1:50051";
+/// Where `query serve` serves `/metrics`, `/healthz` and `/readyz` when
+/// `observability.listen` is unset (ingest 9464, archiver 9465, reshard 9466).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9467";

@@ -236,6 +236,82 @@ async fn one_table_over_shards_and_archive_counts_every_row_once() {
     assert!(run["archived"].as_i64().unwrap() > 0, "{run}");
     assert_all(&config, &t, "after archiving");
 
+    // The same numbers through a real client: ADBC Flight SQL into pandas.
+    let flog = d.join("flight.log");
+    let mut server = Command::new(ingest_binary().with_file_name("query"))
+        .arg("--config")
+        .arg(&config)
+        .args(["serve", "--flight-listen", "127.0.0.1:0"])
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&flog).unwrap())
+        .spawn()
+        .unwrap();
+    let mut addr = None;
+    for _ in 0..200 {
+        let text = std::fs::read_to_string(&flog).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains("Flight SQL up")) {
+            addr = l
+                .split("addr=")
+                .nth(1)
+                .map(|a| a.split_whitespace().next().unwrap().to_string());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let addr = addr.unwrap_or_else(|| panic!("no Flight SQL address\n{}", log_tail(&flog)));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/adbc_query.py");
+    let out = Command::new("python3")
+        .args([
+            script,
+            &addr,
+            "SELECT participant_id, count(*) AS n, sum(value) AS s FROM measurements GROUP BY participant_id",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "adbc: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        log_tail(&flog)
+    );
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        got["type"].as_str().unwrap().starts_with("pandas")
+            && got["type"].as_str().unwrap().ends_with("DataFrame"),
+        "{got}"
+    );
+    assert_eq!(got["dtypes"]["n"], "int64", "{got}");
+    let via_adbc: Sums = got["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["participant_id"].as_str().unwrap().into(),
+                (r["n"].as_i64().unwrap(), r["s"].as_f64().unwrap()),
+            )
+        })
+        .collect();
+    assert_sums(
+        &via_adbc,
+        &t.participants,
+        "through ADBC Flight SQL into pandas",
+    );
+    let bad = Command::new("python3")
+        .args([script, &addr, "SELECT nope FROM measurements"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("nope"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    server.kill().unwrap();
+    let _ = server.wait();
+
     // Pruning: one participant over two days touches one shard and those days' objects.
     let (p, from, to) = pick(&t);
     let explain = rows(
