@@ -50,10 +50,12 @@ impl Default for Config {
                 ShardConfig {
                     name: "shard0".into(),
                     url: "host=127.0.0.1 port=15432 user=postgres dbname=vitalsink".into(),
+                    replicas: Vec::new(),
                 },
                 ShardConfig {
                     name: "shard1".into(),
                     url: "host=127.0.0.1 port=15433 user=postgres dbname=vitalsink".into(),
+                    replicas: Vec::new(),
                 },
             ],
             database: DatabaseConfig::default(),
@@ -114,6 +116,11 @@ pub struct ShardConfig {
     /// listed (`host=a,b port=5432,5432 target_session_attrs=read-write`) so that a promoted
     /// standby is found after a failover.
     pub url: String,
+    /// Read-only streaming standbys of this shard (libpq connection strings). The query
+    /// engine reads from the first that answers, and from `url` when none does; writers never
+    /// use them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<String>,
 }
 
 /// `[database]`: settings applied to every shard.

@@ -308,6 +308,7 @@ pub async fn routing(map_shard: &Shard) -> Result<Routing> {
             target: crate::config::ShardConfig {
                 name: shard,
                 url: url.unwrap_or_default(),
+                replicas: Vec::new(),
             },
             phase,
         }),

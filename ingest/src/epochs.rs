@@ -124,6 +124,7 @@ mod tests {
                 target: ShardConfig {
                     name: "shard2".into(),
                     url: String::new(),
+                    replicas: Vec::new(),
                 },
                 phase: "cutover".into(),
             }),

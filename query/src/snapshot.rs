@@ -20,6 +20,11 @@
 //! receiving snapshot (later) has it and the giver's rows are left out; had it not committed
 //! by then, the giver's earlier snapshot still holds the history, which is read. Either way
 //! each row once, without a lock.
+//!
+//! **Replicas.** A shard's `replicas` (read-only streaming standbys) are read instead of its
+//! primary when one answers; a standby's snapshot is a consistent past state of its primary,
+//! archive log included. During a shard move all shards are read on their primaries, since
+//! the order of snapshots above must be an order in time.
 
 use chrono::{DateTime, Utc};
 use vitalsink_common::config::ShardConfig;
@@ -55,6 +60,8 @@ pub struct ShardSnapshot {
     /// The session holding the transaction (read by the shard's scan; dropping it ends the
     /// transaction).
     pub client: tokio_postgres::Client,
+    /// Where the session is: `primary` or `replica N`.
+    pub on: String,
     /// Participants whose rows this shard's scan leaves out: their history was copied to a
     /// receiving shard, which counts it.
     pub exclude: Vec<String>,
@@ -123,17 +130,36 @@ async fn client(s: &Shard) -> Result<deadpool_postgres::Object> {
 }
 
 /// A session of its own on shard `sc` (not from a pool: it holds a transaction for as long
-/// as the query reads).
+/// as the query reads): on the first of its replicas that answers, unless `primary_only`,
+/// else on the primary. Returns the session and where it is (`primary`, `replica N`).
 async fn session(
     sc: &ShardConfig,
     db: &vitalsink_common::config::DatabaseConfig,
+    primary_only: bool,
+) -> Result<(tokio_postgres::Client, String)> {
+    if !primary_only {
+        for (i, url) in sc.replicas.iter().enumerate() {
+            match connect(&sc.name, url, db).await {
+                Ok(c) => return Ok((c, format!("replica {i}"))),
+                Err(e) => {
+                    tracing::warn!(shard = %sc.name, replica = i, error = %e, "replica does not answer; trying the next, then the primary");
+                }
+            }
+        }
+    }
+    Ok((connect(&sc.name, &sc.url, db).await?, "primary".into()))
+}
+
+async fn connect(
+    name: &str,
+    url: &str,
+    db: &vitalsink_common::config::DatabaseConfig,
 ) -> Result<tokio_postgres::Client> {
     let fail = |message: String| Error::Shard {
-        shard: sc.name.clone(),
+        shard: name.to_string(),
         message,
     };
-    let mut pg: tokio_postgres::Config = sc
-        .url
+    let mut pg: tokio_postgres::Config = url
         .parse()
         .map_err(|e: tokio_postgres::Error| fail(e.to_string()))?;
     if pg.get_connect_timeout().is_none() {
@@ -254,6 +280,7 @@ pub async fn open(
                     (m.shard == *name).then(|| ShardConfig {
                         name: name.clone(),
                         url: m.url.clone().unwrap_or_default(),
+                        replicas: Vec::new(),
                     })
                 })
             })
@@ -281,7 +308,9 @@ pub async fn open(
     let mut copied: Vec<String> = Vec::new();
     for i in order {
         let s = &shards[i];
-        let c = session(s, &cfg.database).await?;
+        // During a move every shard is read on its primary: the snapshot order above is an
+        // order in time, which a lagging replica would not keep.
+        let (c, on) = session(s, &cfg.database, mv.is_some()).await?;
         let e = shard_err(&s.name);
         c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
@@ -326,6 +355,7 @@ pub async fn open(
         opened[i] = Some(ShardSnapshot {
             name: s.name.clone(),
             client: c,
+            on,
             exclude: Vec::new(),
         });
     }

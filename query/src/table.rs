@@ -135,7 +135,7 @@ impl datafusion::catalog::TableProvider for Measurements {
                 )
             };
             parts.push(Arc::new(ShardScanExec::new(
-                s.name,
+                format!("{} ({})", s.name, s.on),
                 sql,
                 projected.clone(),
                 s.client,

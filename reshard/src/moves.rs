@@ -114,6 +114,7 @@ pub async fn run(cfg: &Config, change: &Change, opts: Options) -> Result<Report>
                 &ShardConfig {
                     name: name.clone(),
                     url: url.clone(),
+                    replicas: Vec::new(),
                 },
                 &cfg.database,
             )?;

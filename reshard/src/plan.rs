@@ -228,6 +228,7 @@ pub(crate) async fn check_new_shard(
     let cfg = ShardConfig {
         name: name.to_string(),
         url: url.to_string(),
+        replicas: Vec::new(),
     };
     let shard = Shard::new(index, &cfg, db)?;
     let c = shard.client().await?;

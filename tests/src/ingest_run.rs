@@ -412,6 +412,7 @@ pub async fn extra_shard(stack: &Stack, n: usize) -> ShardConfig {
     ShardConfig {
         name: format!("shard{n}"),
         url: format!("{} dbname={name}", url.replace("dbname=vitalsink", "")),
+        replicas: Vec::new(),
     }
 }
 

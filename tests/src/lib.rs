@@ -118,6 +118,7 @@ impl ShardDbs {
             shards.push(ShardConfig {
                 name: format!("shard{i}"),
                 url: format!("{} dbname={name}", url.replace("dbname=vitalsink", "")),
+                replicas: Vec::new(),
             });
         }
         Self {

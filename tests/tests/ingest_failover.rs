@@ -83,6 +83,7 @@ async fn promoted_standby_is_found_through_the_multi_host_url() {
         ShardConfig {
             name: dbs.shards[1].name.clone(),
             url: on_port(shard1, standby_port),
+            replicas: Vec::new(),
         },
     ];
     producing.await.unwrap();

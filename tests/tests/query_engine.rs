@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use vitalsink_tests::ingest_run::{
-    ingest_binary, log_tail, prepare, stop_gracefully, wait_for_rows,
+    ingest_binary, log_tail, prepare, stack_script, stop_gracefully, wait_for_rows,
 };
 use vitalsink_tests::replay_run::{archive_config, archiver_json, fetch_data};
 use vitalsink_tests::Stack;
@@ -45,6 +45,18 @@ fn rows(config: &Path, sql: &str) -> Vec<serde_json::Value> {
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+fn plan_text(explain: &[serde_json::Value]) -> String {
+    explain
+        .iter()
+        .map(|r| r["plan"].as_str().unwrap_or_default().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn explain_text(config: &Path, sql: &str) -> String {
+    plan_text(&rows(config, &format!("EXPLAIN {sql}")))
 }
 
 /// Key → (rows, sum).
@@ -321,11 +333,7 @@ async fn one_table_over_shards_and_archive_counts_every_row_once() {
              AND ts >= TIMESTAMP '{from}T00:00:00Z' AND ts < TIMESTAMP '{to}T00:00:00Z' + INTERVAL '1 day'"
         ),
     );
-    let plan: String = explain
-        .iter()
-        .map(|r| r["plan"].as_str().unwrap_or_default().to_string())
-        .collect::<Vec<_>>()
-        .join("\n");
+    let plan: String = plan_text(&explain);
     eprintln!("{plan}");
     assert_eq!(
         plan.matches("ShardScanExec: shard=").count(),
@@ -366,6 +374,61 @@ async fn one_table_over_shards_and_archive_counts_every_row_once() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_all(&config, &t, "after a restore");
+
+    // A read replica: shard0 is read from its streaming standby while it answers, and from
+    // its primary once it is gone.
+    stack_script(&["standby-up", "0"]);
+    let primary = dbs.shards[0].url.clone();
+    let port: u16 = primary
+        .split("port=")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let standby = primary.replace(&format!("port={port} "), &format!("port={} ", port + 10));
+    let replica_cfg = config.with_extension("replica.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let line = format!("url = \"{primary}\"\n");
+    assert!(text.contains(&line));
+    std::fs::write(
+        &replica_cfg,
+        text.replace(&line, &format!("{line}replicas = [\"{standby}\"]\n")),
+    )
+    .unwrap();
+    let standby_xacts = || async {
+        vitalsink_tests::connect(&standby)
+            .await
+            .query_one("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let before = standby_xacts().await;
+    assert_sums(
+        &per_participant(&replica_cfg),
+        &t.participants,
+        "read from the replica",
+    );
+    let plan = explain_text(&replica_cfg, "SELECT count(*) FROM measurements");
+    assert!(plan.contains("shard0 (replica 0)"), "{plan}");
+    assert!(plan.contains("shard1 (primary)"), "{plan}");
+    tokio::time::sleep(Duration::from_millis(800)).await; // statistics are flushed about every 0.5 s
+    let after = standby_xacts().await;
+    assert!(
+        after > before + 1,
+        "the standby served the queries: {before} -> {after} transactions"
+    );
+    stack_script(&["standby-down", "0"]);
+    assert_sums(
+        &per_participant(&replica_cfg),
+        &t.participants,
+        "replica down: from the primary",
+    );
+    let plan = explain_text(&replica_cfg, "SELECT count(*) FROM measurements");
+    assert!(plan.contains("shard0 (primary)"), "{plan}");
 
     // Loud failures.
     let bad = query(&config, "SELECT nope FROM measurements");

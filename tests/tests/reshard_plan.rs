@@ -128,6 +128,7 @@ async fn plan_moves_what_the_documented_routing_says_and_refuses_the_rest() {
     three.push(vitalsink_common::config::ShardConfig {
         name: "shard2".into(),
         url: new_url.clone(),
+        replicas: Vec::new(),
     });
     let stale = IngestSetup::for_group(&setup, &three, dir.path());
     let out = reshard(&[
