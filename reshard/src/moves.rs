@@ -201,6 +201,7 @@ pub async fn run(cfg: &Config, change: &Change, opts: Options) -> Result<Report>
                     shard: &name,
                     target_id: target_id.as_deref(),
                     online: opts.online.then_some((next.as_slice(), url.as_str())),
+                    url: url.as_str(),
                     reason: &reason,
                 },
             )

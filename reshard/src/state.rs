@@ -149,6 +149,9 @@ pub struct NewMove<'a> {
     /// Online: the target epoch's shard list and the shard's connection string (written with
     /// the move, so workers route by it from their partitions' cut-overs on). `None` offline.
     pub online: Option<(&'a [String], &'a str)>,
+    /// The shard's connection string, recorded in both modes (readers such as the query
+    /// engine reach a shard being added through it).
+    pub url: &'a str,
     /// Why, for the shard map's `reason`.
     pub reason: &'a str,
 }
@@ -163,7 +166,7 @@ pub async fn start(map_shard: &Shard, m: &NewMove<'_>) -> Result<MoveRow> {
     let tx = c.transaction().await.map_err(|e| map_shard.err(e))?;
     let (phase, online, url) = match m.online {
         Some((_, url)) => ("cutover", true, Some(url)),
-        None => ("copying", false, None),
+        None => ("copying", false, Some(m.url)),
     };
     let r = tx
         .query_one(

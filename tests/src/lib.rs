@@ -143,3 +143,14 @@ impl ShardDbs {
         }
     }
 }
+
+/// Runs `cmd` to completion and asserts it succeeded, showing its stderr otherwise.
+pub fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}

@@ -356,22 +356,17 @@ async fn one_table_over_shards_and_archive_counts_every_row_once() {
     }
 
     // A restore of two days brings their rows back into the database: still each once.
-    let out = Command::new(vitalsink_tests::archive_run::archiver_binary())
-        .arg("--config")
-        .arg(&config)
-        .args([
-            "restore",
-            "--from",
-            &format!("{from}T00:00:00Z"),
-            "--to",
-            &format!("{to}T23:59:59Z"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    vitalsink_tests::run_ok(
+        Command::new(vitalsink_tests::archive_run::archiver_binary())
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "restore",
+                "--from",
+                &format!("{from}T00:00:00Z"),
+                "--to",
+                &format!("{to}T23:59:59Z"),
+            ]),
     );
     assert_all(&config, &t, "after a restore");
 
@@ -455,5 +450,53 @@ async fn one_table_over_shards_and_archive_counts_every_row_once() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("shard1"), "the shard is named: {err}");
+
+    // During a shard move (2 -> 3, offline: the worker is stopped): the command killed after
+    // a copy batch, then after a delete batch; each time, and after, every row once.
+    let new = vitalsink_tests::ingest_run::extra_shard(&stack, 2).await;
+    let add = [
+        "add-shard",
+        "--offline",
+        "--name",
+        "shard2",
+        "--url",
+        new.url.as_str(),
+        "--batch-rows",
+        "5000",
+    ];
+    for (point, what) in [
+        ("copy", "during a move, copying"),
+        ("delete", "during a move, deleting"),
+    ] {
+        let out = Command::new(ingest_binary().with_file_name("reshard"))
+            .arg("--config")
+            .arg(&config)
+            .args(add)
+            .env("RESHARD_CRASH_AT", point)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.code().is_none(),
+            "killed at {point}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_all(&config, &t, what);
+    }
+    vitalsink_tests::run_ok(
+        Command::new(ingest_binary().with_file_name("reshard"))
+            .arg("--config")
+            .arg(&config)
+            .args(add),
+    );
+    // (Three shards' batches must fit the configuration's ingest memory cap.)
+    let mut text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("batch_max_bytes = 8388608", "batch_max_bytes = 4194304");
+    text.push_str(&format!(
+        "[[shards]]\nname = \"shard2\"\nurl = \"{}\"\n",
+        new.url
+    ));
+    std::fs::write(&config, text).unwrap();
+    assert_all(&config, &t, "after the move");
     dbs.drop_all().await;
 }
