@@ -1,6 +1,7 @@
 //! History for the shard move benchmarks: fresh, migrated shard databases holding
-//! `per_participant` heart-rate rows (one a minute, ending `ends_ago` before now) of
-//! participants `P00000…`, each on its routed shard.
+//! `per_participant` heart-rate rows (one a minute, or every `every_s` seconds with
+//! [`load_spaced`], ending `ends_ago` before now) of participants `P00000…`, each on its
+//! routed shard.
 
 use vitalsink_common::config::DatabaseConfig;
 use vitalsink_common::db::Shard;
@@ -18,6 +19,21 @@ pub async fn load(
     participants: usize,
     per_participant: i64,
     ends_ago: &str,
+) -> (ShardDbs, Vec<Vec<String>>) {
+    load_spaced(stack, prefix, participants, per_participant, ends_ago, 60).await
+}
+
+/// As [`load`], a row every `every_s` seconds.
+///
+/// # Panics
+/// As [`load`].
+pub async fn load_spaced(
+    stack: &Stack,
+    prefix: &str,
+    participants: usize,
+    per_participant: i64,
+    ends_ago: &str,
+    every_s: i32,
 ) -> (ShardDbs, Vec<Vec<String>>) {
     let dbs = ShardDbs::create(stack, prefix).await;
     let db = DatabaseConfig::default();
@@ -39,9 +55,9 @@ pub async fn load(
             .await
             .execute(
                 "INSERT INTO measurements (participant_id, metric, ts, value, unit, device_id)
-                 SELECT p, 'heart_rate', now() - $3::text::interval - make_interval(secs => i * 60), (i % 4000) * 0.25, '/min', 'dev-' || p
+                 SELECT p, 'heart_rate', now() - $3::text::interval - make_interval(secs => i * $4::float8), (i % 4000) * 0.25, '/min', 'dev-' || p
                    FROM unnest($1::text[]) p, generate_series(1, $2::bigint) i",
-                &[pids, &per_participant, &ends_ago],
+                &[pids, &per_participant, &ends_ago, &f64::from(every_s)],
             )
             .await
             .unwrap();
