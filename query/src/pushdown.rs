@@ -14,16 +14,8 @@ use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 use datafusion::scalar::ScalarValue;
 use std::collections::BTreeSet;
 
-/// The table's columns, the only names written into SQL.
-pub const COLUMNS: [&str; 7] = [
-    "participant_id",
-    "metric",
-    "ts",
-    "value",
-    "unit",
-    "device_id",
-    "study_id",
-];
+/// The table's columns (the archive's, in file order), the only names written into SQL.
+pub use vitalsink_archiver::export::format::COLUMNS;
 
 fn column(e: &Expr) -> Option<&str> {
     match e {

@@ -28,7 +28,6 @@
 
 use chrono::{DateTime, Utc};
 use vitalsink_common::config::ShardConfig;
-use vitalsink_common::db::Shard;
 use vitalsink_common::Config;
 
 use crate::error::{Error, Result};
@@ -122,13 +121,6 @@ fn shard_err(shard: &str) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
     }
 }
 
-async fn client(s: &Shard) -> Result<deadpool_postgres::Object> {
-    s.client().await.map_err(|e| Error::Shard {
-        shard: s.name.clone(),
-        message: e.to_string(),
-    })
-}
-
 /// A session of its own on shard `sc` (not from a pool: it holds a transaction for as long
 /// as the query reads): on the first of its replicas that answers, unless `primary_only`,
 /// else on the primary. Returns the session and where it is (`primary`, `replica N`).
@@ -177,8 +169,8 @@ async fn connect(
 }
 
 /// Reads the shard map and any move in progress from the map shard (`cfg.shards[0]`).
-async fn layout(cfg: &Config, map_shard: &Shard) -> Result<(Vec<String>, Option<Move>)> {
-    let c = client(map_shard).await?;
+async fn layout(cfg: &Config, map_shard: &ShardConfig) -> Result<(Vec<String>, Option<Move>)> {
+    let c = connect(&map_shard.name, &map_shard.url, &cfg.database).await?;
     let e = shard_err(&map_shard.name);
     let current: Vec<String> = c
         .query_opt(
@@ -242,8 +234,7 @@ pub async fn open(
     cfg: &Config,
     participants: Option<&std::collections::BTreeSet<String>>,
 ) -> Result<Snapshot> {
-    let configured = Shard::all(&cfg.shards, &cfg.database)?;
-    let Some(map_shard) = configured.first() else {
+    let Some(map_shard) = cfg.shards.first() else {
         return Err(vitalsink_common::Error::ShardMap("no shards configured".into()).into());
     };
     let (current, mv) = layout(cfg, map_shard).await?;

@@ -7,7 +7,7 @@
 //! state read in it) → [`crate::shard_scan::ShardScanExec`] per shard and
 //! [`crate::archive_scan::plan`] → a union the engine aggregates, joins and sorts over.
 
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::datasource::TableType;
@@ -25,21 +25,9 @@ use vitalsink_common::Config;
 use crate::pushdown::{participants, to_sql};
 use crate::shard_scan::{select_expr, ShardScanExec};
 
-/// The table's schema, the archive's Parquet schema (`archiver/src/export/format.rs`).
+/// The table's schema: the archive's Parquet schema, which the shards' rows are read into.
 pub fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("participant_id", DataType::Utf8, false),
-        Field::new("metric", DataType::Utf8, false),
-        Field::new(
-            "ts",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        ),
-        Field::new("value", DataType::Float64, false),
-        Field::new("unit", DataType::Utf8, true),
-        Field::new("device_id", DataType::Utf8, true),
-        Field::new("study_id", DataType::Utf8, true),
-    ]))
+    vitalsink_archiver::export::format::schema()
 }
 
 /// The `measurements` table of one deployment.

@@ -493,22 +493,28 @@ async fn discard_copy(shard: &Shard, id: i64, participant: &str) -> Result<()> {
     Ok(())
 }
 
+/// A shard's `ingest_offsets`: (group, topic, partition) → next offset.
+async fn shard_offsets(s: &Shard) -> Result<Vec<((String, String, i32), i64)>> {
+    let c = s.client().await?;
+    let rows = c
+        .query(
+            "SELECT consumer_group, topic, kafka_partition, next_offset FROM ingest_offsets",
+            &[],
+        )
+        .await
+        .map_err(|e| s.err(e))?;
+    Ok(rows
+        .iter()
+        .map(|r| ((r.get(0), r.get(1), r.get(2)), r.get(3)))
+        .collect())
+}
+
 /// Phase 1's check: every `ingest_offsets` key has one offset on every shard.
 async fn offsets_agree(shards: &[Shard], change: &Change) -> Result<()> {
     let mut seen: BTreeMap<(String, String, i32), Vec<(String, i64)>> = BTreeMap::new();
     for s in shards {
-        let c = s.client().await?;
-        for r in c
-            .query(
-                "SELECT consumer_group, topic, kafka_partition, next_offset FROM ingest_offsets",
-                &[],
-            )
-            .await
-            .map_err(|e| s.err(e))?
-        {
-            seen.entry((r.get(0), r.get(1), r.get(2)))
-                .or_default()
-                .push((s.name.clone(), r.get(3)));
+        for (key, o) in shard_offsets(s).await? {
+            seen.entry(key).or_default().push((s.name.clone(), o));
         }
     }
     let bad: Vec<String> = seen
@@ -537,19 +543,9 @@ async fn offsets_agree(shards: &[Shard], change: &Change) -> Result<()> {
 async fn seed_offsets(old: &[Shard], new: &Shard) -> Result<()> {
     let mut low: BTreeMap<(String, String, i32), (i64, usize)> = BTreeMap::new();
     for s in old {
-        let c = s.client().await?;
-        for r in c
-            .query(
-                "SELECT consumer_group, topic, kafka_partition, next_offset FROM ingest_offsets",
-                &[],
-            )
-            .await
-            .map_err(|e| s.err(e))?
-        {
-            let e = low
-                .entry((r.get(0), r.get(1), r.get(2)))
-                .or_insert((i64::MAX, 0));
-            e.0 = e.0.min(r.get(3));
+        for (key, o) in shard_offsets(s).await? {
+            let e = low.entry(key).or_insert((i64::MAX, 0));
+            e.0 = e.0.min(o);
             e.1 += 1;
         }
     }
@@ -575,17 +571,8 @@ async fn copy_offsets(old: &[Shard], new: &Shard) -> Result<()> {
     let Some(first) = old.first() else {
         return Ok(());
     };
-    let c = first.client().await?;
-    let rows = c
-        .query(
-            "SELECT consumer_group, topic, kafka_partition, next_offset FROM ingest_offsets",
-            &[],
-        )
-        .await
-        .map_err(|e| first.err(e))?;
     let n = new.client().await?;
-    for r in rows {
-        let (g, t, p, o): (String, String, i32, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
+    for ((g, t, p), o) in shard_offsets(first).await? {
         n.execute(
             "INSERT INTO ingest_offsets (consumer_group, topic, kafka_partition, next_offset)
              VALUES ($1, $2, $3, $4)
