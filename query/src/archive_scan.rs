@@ -14,7 +14,7 @@ use arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
 use datafusion::common::DFSchema;
 use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::{FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{col, lit, Expr};
@@ -113,10 +113,15 @@ pub async fn plan(
     };
     let mut parts: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
     if !plain.is_empty() {
-        let mut b = FileScanConfigBuilder::new(url.clone(), source());
-        for f in plain {
-            b = b.with_file(f);
+        // The engine's partitions read the files between them (one group per partition, not
+        // one per file: each partition of a sort or join above holds memory of its own).
+        let n = state.config().target_partitions().clamp(1, plain.len());
+        let mut groups: Vec<Vec<PartitionedFile>> = (0..n).map(|_| Vec::new()).collect();
+        for (i, f) in plain.into_iter().enumerate() {
+            groups[i % n].push(f);
         }
+        let b = FileScanConfigBuilder::new(url.clone(), source())
+            .with_file_groups(groups.into_iter().map(FileGroup::new).collect());
         parts.push(DataSourceExec::from_data_source(b.build()));
     }
     for (file, keep) in held {

@@ -43,9 +43,15 @@ pub fn session(cfg: &Config, limits: Limits) -> Result<SessionContext> {
     let url = url::Url::parse(crate::archive_scan::STORE_URL)
         .map_err(|e| Error::Archive(e.to_string()))?;
     runtime.register_object_store(&url, archive.store.clone());
-    let config = SessionConfig::new()
+    let mut config = SessionConfig::new()
         .with_target_partitions(limits.partitions.max(1))
         .with_information_schema(true);
+    // Each sort holds this much back for merging its spill files. DataFusion's default
+    // (10 MiB) assumes a large pool; with a small one, four partitions' sorts would take it
+    // all before spilling once. A sixteenth of the pool, at most the default.
+    let opts = config.options_mut();
+    opts.execution.sort_spill_reservation_bytes = (limits.memory_bytes / 16)
+        .min(opts.execution.sort_spill_reservation_bytes);
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     ctx.register_table(
         "measurements",
@@ -72,6 +78,7 @@ pub async fn collect(
 /// shard that does not answer stays [`Error::Shard`]).
 pub fn unwrap_external(e: datafusion::error::DataFusionError) -> Error {
     match e.find_root() {
+        datafusion::error::DataFusionError::ResourcesExhausted(m) => Error::Memory(m.clone()),
         datafusion::error::DataFusionError::External(inner) => {
             match inner.downcast_ref::<Error>() {
                 Some(Error::Shard { shard, message }) => Error::Shard {

@@ -21,6 +21,11 @@ pub enum Error {
     /// The engine's error: invalid SQL, an unknown column, a memory limit.
     #[error(transparent)]
     Engine(#[from] datafusion::error::DataFusionError),
+    /// The query needed more memory than the pool has, in an operator that cannot spill (a
+    /// hash join's build side, for one) or cannot spill enough (a pool smaller than one
+    /// working batch per partition); sorts and aggregations spill otherwise.
+    #[error("the query needs more memory than --memory-bytes (QUERY_MEMORY_BYTES) allows: sorts and aggregations spill to disk, but a join's build side and each operator's working batch must fit; raise it or narrow the query ({0})")]
+    Memory(String),
     /// Writing the result failed.
     #[error("output: {0}")]
     Output(String),

@@ -30,6 +30,32 @@ fn query(config: &Path, sql: &str) -> std::process::Output {
         .unwrap()
 }
 
+/// `query sql` under a memory pool of `bytes`.
+fn query_in(config: &Path, sql: &str, bytes: usize) -> std::process::Output {
+    Command::new(ingest_binary().with_file_name("query"))
+        .arg("--config")
+        .arg(config)
+        .args(["sql", sql, "--format", "json"])
+        .env("NO_COLOR", "1")
+        .env("QUERY_MEMORY_BYTES", bytes.to_string())
+        .output()
+        .unwrap()
+}
+
+fn json_lines(out: &std::process::Output, sql: &str) -> Vec<serde_json::Value> {
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone())
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn rows(config: &Path, sql: &str) -> Vec<serde_json::Value> {
     let out = query(config, sql);
     assert!(
@@ -250,12 +276,49 @@ async fn one_table_over_shards_and_archive_counts_every_row_once() {
     assert!(run["archived"].as_i64().unwrap() > 0, "{run}");
     assert_all(&config, &t, "after archiving");
 
+    // Memory is bounded by the pool. A window over the whole table sorted by value needs a
+    // full sort: under 64 MiB it spills to disk and still ranks every row once (the ranks sum
+    // to n(n+1)/2). A hash join's build side cannot spill: it fails with the memory error,
+    // naming the setting.
+    let ranked = "SELECT count(*) AS n, sum(rn) AS s FROM (SELECT row_number() OVER \
+                  (ORDER BY value, ts, participant_id, metric) AS rn FROM measurements)";
+    let got = json_lines(&query_in(&config, ranked, 64 << 20), ranked);
+    assert_eq!(got[0]["n"].as_i64(), Some(total), "{got:?}");
+    assert_eq!(
+        got[0]["s"].as_i64(),
+        Some(total * (total + 1) / 2),
+        "{got:?}"
+    );
+    let analyzed = plan_text(&json_lines(
+        &query_in(&config, &format!("EXPLAIN ANALYZE {ranked}"), 64 << 20),
+        ranked,
+    ));
+    let spills: u64 = analyzed
+        .match_indices("spill_count=")
+        .filter_map(|(i, m)| {
+            analyzed[i + m.len()..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|d| d.parse::<u64>().ok())
+        })
+        .sum();
+    assert!(spills > 0, "the sort spilled under 64 MiB: {analyzed}");
+    let join = "SELECT count(*) FROM measurements a JOIN measurements b \
+                ON a.participant_id = b.participant_id AND a.metric = b.metric AND a.ts = b.ts";
+    let out = query_in(&config, join, 4 << 20);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--memory-bytes") && err.contains("HashJoin"),
+        "{err}"
+    );
+
     // The same numbers through a real client: ADBC Flight SQL into pandas.
     let flog = d.join("flight.log");
     let mut server = Command::new(ingest_binary().with_file_name("query"))
         .arg("--config")
         .arg(&config)
-        .args(["serve", "--flight-listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "serve", "--flight-listen", "127.0.0.1:0"])
         .env("NO_COLOR", "1")
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -276,11 +339,13 @@ async fn one_table_over_shards_and_archive_counts_every_row_once() {
     }
     let addr = addr.unwrap_or_else(|| panic!("no Flight SQL address\n{}", log_tail(&flog)));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/adbc_query.py");
+    let (p, from, to) = pick(&t);
     let out = Command::new("python3")
         .args([
             script,
             &addr,
             "SELECT participant_id, count(*) AS n, sum(value) AS s FROM measurements GROUP BY participant_id",
+            &p,
         ])
         .output()
         .unwrap();
@@ -313,6 +378,33 @@ async fn one_table_over_shards_and_archive_counts_every_row_once() {
         &t.participants,
         "through ADBC Flight SQL into pandas",
     );
+    // What a tool does on connecting, and a prepared statement with a bound `$1`.
+    let (want_n, want_s) = t.participants[&p];
+    let prepared = &got["prepared"][0];
+    assert_eq!(prepared["n"].as_i64(), Some(want_n), "prepared: {got}");
+    assert!(close(prepared["s"].as_f64().unwrap(), want_s), "prepared: {got}");
+    let columns: Vec<String> = got["table_schema"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    for c in ["participant_id", "metric", "ts", "value"] {
+        assert!(columns.iter().any(|x| x == c), "table schema {columns:?}");
+    }
+    let listed: Vec<&serde_json::Value> = got["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["table"] == "measurements")
+        .collect();
+    assert_eq!(listed.len(), 1, "get_objects: {got}");
+    assert_eq!(listed[0]["type"], "TABLE", "{got}");
+    assert_eq!(listed[0]["columns"], got["table_schema"], "{got}");
+    assert!(
+        got["info"].as_object().unwrap().values().any(|v| v == "vitalsink-query"),
+        "get_info: {got}"
+    );
     let bad = Command::new("python3")
         .args([script, &addr, "SELECT nope FROM measurements"])
         .output()
@@ -323,11 +415,27 @@ async fn one_table_over_shards_and_archive_counts_every_row_once() {
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
+    // Statements show in the server's metrics: the good ones and the refused one.
+    let maddr = vitalsink_tests::ingest_run::endpoints_addr(&flog).await;
+    let metrics = vitalsink_tests::ingest_run::http_get(&maddr, "/metrics").await.1;
+    let counter = |outcome: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("vitalsink_query_statements_total")
+                    && l.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(counter("ok") >= 2.0, "{metrics}");
+    assert!(counter("invalid") >= 1.0, "{metrics}");
     server.kill().unwrap();
     let _ = server.wait();
 
     // Pruning: one participant over two days touches one shard and those days' objects.
-    let (p, from, to) = pick(&t);
+
     let explain = rows(
         &config,
         &format!(
