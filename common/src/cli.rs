@@ -78,7 +78,8 @@ pub fn start(bin: &str, args: &CommonArgs) -> std::result::Result<Config, std::p
         }
         std::process::ExitCode::from(2)
     };
-    let cfg = args.load().map_err(fail)?;
+    let mut cfg = args.load().map_err(fail)?;
+    cfg.use_role(bin).map_err(fail)?;
     crate::telemetry::init_logging(&cfg.observability).map_err(fail)?;
     Ok(cfg)
 }
@@ -102,11 +103,20 @@ pub fn exit_code<E: std::fmt::Display>(
 /// # Errors
 /// As [`crate::migrate::migrate_all`].
 pub async fn migrate(cfg: &Config) -> Result<()> {
+    // Migrations run as the owner: `database.credentials.migrate` when configured.
+    let mut cfg = cfg.clone();
+    if cfg.database.credentials.contains_key("migrate") {
+        cfg.use_role("migrate")?;
+    }
     let shards = crate::db::Shard::all(&cfg.shards, &cfg.database)?;
     crate::migrate::migrate_all(&shards, &cfg.database).await
 }
 
-/// The `check-config` subcommand: the effective configuration as pretty JSON.
+/// The `check-config` subcommand: the effective configuration as pretty JSON, with every
+/// inline secret masked ([`crate::secret::redact_config`]). Passwords read from files or
+/// variables are not part of it at all.
 pub fn config_json(cfg: &Config) -> String {
-    serde_json::to_string_pretty(cfg).unwrap_or_default()
+    let mut v = serde_json::to_value(cfg).unwrap_or_default();
+    crate::secret::redact_config(&mut v);
+    serde_json::to_string_pretty(&v).unwrap_or_default()
 }

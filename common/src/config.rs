@@ -83,6 +83,18 @@ pub struct KafkaConfig {
     /// of it on the local broker; the broker bounds it by its group min/max session timeout.
     #[serde(with = "humantime_serde")]
     pub session_timeout: Duration,
+    /// File holding the SASL password (librdkafka `sasl.password`), e.g. a Docker secret.
+    /// The rest of SASL/TLS is set in `properties`: `security.protocol = "SASL_SSL"`,
+    /// `sasl.mechanisms = "SCRAM-SHA-512"`, `sasl.username`, `ssl.ca.location`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<std::path::PathBuf>,
+    /// Environment variable holding the SASL password (instead of `password_file`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// The SASL password resolved at start-up from `password_file` / `password_env`; not
+    /// configuration.
+    #[serde(skip)]
+    pub sasl_password: Option<crate::secret::Secret>,
     /// Extra librdkafka properties, passed through verbatim (e.g. `security.protocol`).
     pub properties: BTreeMap<String, String>,
     /// librdkafka properties of the dead-letter producer only, applied after `properties`:
@@ -100,6 +112,9 @@ impl Default for KafkaConfig {
             dlq_topic: "measurements.dlq".into(),
             group_id: "vitalsink-ingest".into(),
             session_timeout: Duration::from_secs(10),
+            password_file: None,
+            password_env: None,
+            sasl_password: None,
             properties: BTreeMap::new(),
             dlq_properties: BTreeMap::new(),
         }
@@ -137,6 +152,18 @@ pub struct DatabaseConfig {
     /// Timeout for establishing one connection.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// `[database.tls]`: TLS to every shard, replica and move target
+    /// ([`crate::pgconn`]; libpq's `sslmode` semantics).
+    pub tls: crate::pgconn::PgTlsConfig,
+    /// `[database.credentials.<binary>]`: the role each binary logs in as (`ingest`,
+    /// `archiver`, `query`, `reshard`, and `migrate` for the `migrate` subcommands), with its
+    /// password from a file or an environment variable (`schemas/ROLES.md`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub credentials: BTreeMap<String, crate::pgconn::LoginConfig>,
+    /// The login in use by this process, resolved at start-up from `credentials`
+    /// ([`Config::use_role`]); not configuration.
+    #[serde(skip)]
+    pub login: crate::pgconn::Login,
 }
 
 impl Default for DatabaseConfig {
@@ -145,6 +172,9 @@ impl Default for DatabaseConfig {
             chunk_interval: Duration::from_secs(86_400),
             pool_size: 4,
             connect_timeout: Duration::from_secs(5),
+            tls: crate::pgconn::PgTlsConfig::default(),
+            credentials: BTreeMap::new(),
+            login: crate::pgconn::Login::default(),
         }
     }
 }
@@ -322,6 +352,23 @@ impl Config {
         let cfg: Config = fig.extract().map_err(|e| Error::from_figment(&e))?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Resolves this process's secrets: the PostgreSQL login of `role`
+    /// (`database.credentials.<role>`; none configured leaves the connection strings' own)
+    /// and the Kafka SASL password. Called at start-up by every binary with its name, and by
+    /// the `migrate` subcommands with `migrate`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the key whose password file or variable cannot be read.
+    pub fn use_role(&mut self, role: &str) -> Result<()> {
+        self.database.login = crate::pgconn::Login::resolve(&self.database, role)?;
+        self.kafka.sasl_password = crate::secret::PasswordSource {
+            password_file: self.kafka.password_file.clone(),
+            password_env: self.kafka.password_env.clone(),
+        }
+        .resolve("kafka")?;
+        Ok(())
     }
 
     /// Checks values that serde cannot: non-empty strings, positive sizes, unique shard names.

@@ -3,7 +3,6 @@
 use crate::config::{DatabaseConfig, ShardConfig};
 use crate::error::{Error, Result};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
 
 /// Key of the session advisory lock held on a shard by whoever changes its rows in bulk: the
 /// archiver while it works on the shard (`archiver run`, `migrate-archive`) and `reshard`
@@ -33,26 +32,17 @@ impl std::fmt::Debug for Shard {
 impl Shard {
     /// Builds the pool for `cfg`. No connection is made until one is needed.
     ///
+    /// Connections use TLS and the process's login as [`crate::pgconn::settings`] makes them.
+    ///
     /// # Errors
-    /// [`Error::Config`] when the connection string does not parse or the pool cannot be built.
+    /// [`Error::Config`] when the connection string does not parse, a TLS file cannot be
+    /// used, or the pool cannot be built.
     pub fn new(index: usize, cfg: &ShardConfig, db: &DatabaseConfig) -> Result<Self> {
         let key = format!("shards[{index}].url");
-        let mut pg: tokio_postgres::Config =
-            cfg.url
-                .parse()
-                .map_err(|e: tokio_postgres::Error| Error::Config {
-                    key: key.clone(),
-                    message: e.to_string(),
-                })?;
-        if pg.get_connect_timeout().is_none() {
-            pg.connect_timeout(db.connect_timeout);
-        }
-        if pg.get_application_name().is_none() {
-            pg.application_name("vitalsink");
-        }
+        let (pg, tls) = crate::pgconn::settings(&cfg.url, &key, db, "vitalsink")?;
         let mgr = Manager::from_config(
             pg,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },

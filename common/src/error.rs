@@ -55,9 +55,41 @@ pub enum Error {
         /// Newest version this binary ships.
         known: i32,
     },
+    /// Migrations are pending on a shard and the connected role may not apply them
+    /// (SQLSTATE 42501): a least-privileged role of schemas/ROLES.md started before the
+    /// schema's owner migrated the shard.
+    #[error(
+        "shard {shard}: schema migrations are pending (the shard is at version {found}, this \
+         binary needs {needed}) and role {role} may not apply them ({}); they must be applied \
+         by the schema's owner, e.g. with the `migrate` subcommand connected as the owner (see \
+         schemas/ROLES.md)",
+        describe_postgres(source)
+    )]
+    MigrationsPending {
+        /// Name of the shard.
+        shard: String,
+        /// Version recorded on the shard (0: none).
+        found: i32,
+        /// Newest version this binary ships.
+        needed: i32,
+        /// The role connected (`current_user`).
+        role: String,
+        /// The refused statement's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
     /// A Kafka client operation failed.
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// The Kafka cluster refused or could not be reached at start-up (TLS handshake, SASL
+    /// authentication, brokers down), with librdkafka's own reason.
+    #[error("kafka {brokers}: {message}")]
+    KafkaConnect {
+        /// `kafka.brokers`, the connection that failed.
+        brokers: String,
+        /// librdkafka's reason, e.g. `SASL authentication error: …` or `SSL handshake failed: …`.
+        message: String,
+    },
     /// Creating a Kafka topic failed.
     #[error("kafka: creating topic {topic}: {message}")]
     TopicCreate {
@@ -101,7 +133,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Whether retrying can fix this error ([`crate::retry`] gives the rule): a driver error
     /// by its SQLSTATE, a pool that could not connect as transient, a bad configuration, a
-    /// too-new schema or a refused topic as permanent.
+    /// too-new schema, migrations the role may not apply or a refused topic as permanent.
     pub fn class(&self) -> crate::retry::Class {
         use crate::retry::{kafka_class, postgres_class, Class, ProduceClass};
         match self {
@@ -115,7 +147,9 @@ impl Error {
             },
             Error::Config { .. }
             | Error::SchemaTooNew { .. }
+            | Error::MigrationsPending { .. }
             | Error::TopicCreate { .. }
+            | Error::KafkaConnect { .. }
             | Error::Telemetry(_)
             | Error::ShardMap(_) => Class::Permanent,
         }
@@ -134,7 +168,9 @@ impl Error {
                 .map_or_else(|| "kafka".to_string(), |c| format!("{c:?}")),
             Error::Config { .. } => "config".into(),
             Error::SchemaTooNew { .. } => "schema_too_new".into(),
+            Error::MigrationsPending { .. } => "migrations_pending".into(),
             Error::TopicCreate { .. } => "topic_create".into(),
+            Error::KafkaConnect { .. } => "kafka_connect".into(),
             Error::Telemetry(_) => "telemetry".into(),
             Error::ShardMap(_) => "shard_map".into(),
         }

@@ -3,18 +3,24 @@
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
 use rdkafka::config::ClientConfig;
 use rdkafka::types::RDKafkaErrorCode;
 use std::time::Duration;
 
-/// A librdkafka configuration with `bootstrap.servers` and the extra
-/// `kafka.properties` of `cfg`. Callers add their role's settings (group, acks, …).
+/// A librdkafka configuration with `bootstrap.servers`, the extra `kafka.properties` of
+/// `cfg` and the SASL password resolved from `kafka.password_file` / `password_env`.
+/// Never log it with `Debug`: it holds the password. Callers add their role's settings (group, acks, …).
 pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.brokers);
     for (k, v) in &cfg.properties {
         c.set(k, v);
+    }
+    if let Some(p) = &cfg.sasl_password {
+        c.set("sasl.password", p.expose());
     }
     c
 }
@@ -59,4 +65,71 @@ pub async fn ensure_topic_with(client: ClientConfig, topic: &str, partitions: i3
         }
     }
     Ok(())
+}
+
+/// Collects what librdkafka reports while a [`preflight`] client connects: the reasons of its
+/// error callbacks (a failed TLS handshake or SASL authentication arrives only there).
+#[derive(Default)]
+struct Reasons(std::sync::Mutex<Vec<String>>);
+
+impl ClientContext for Reasons {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(%error, reason, "kafka client error");
+        if let Ok(mut v) = self.0.lock() {
+            if v.len() < 8 && !v.iter().any(|r| r == reason) {
+                v.push(reason.to_string());
+            }
+        }
+    }
+}
+
+impl ConsumerContext for Reasons {}
+
+/// Connects to the cluster with `client` (TLS, SASL and all) and asks for its metadata, so a
+/// binary fails at start-up, naming the brokers and librdkafka's reason, instead of retrying
+/// in the background: a plain-text client on a TLS listener, an unknown CA, a certificate
+/// for another host name, a wrong SASL password.
+///
+/// # Errors
+/// [`Error::KafkaConnect`] when no metadata arrives within `timeout` (ms resolution), with
+/// every distinct reason librdkafka reported meanwhile.
+pub fn preflight(client: &ClientConfig, timeout: Duration) -> Result<()> {
+    let brokers = client.get("bootstrap.servers").unwrap_or_default().to_string();
+    let mut c = client.clone();
+    // A consumer without a group: it only fetches metadata.
+    c.remove("group.id");
+    let consumer: BaseConsumer<Reasons> = c.create_with_context(Reasons::default())?;
+    match consumer.fetch_metadata(None, timeout) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let reasons = consumer
+                .context()
+                .0
+                .lock()
+                .map(|v| v.join("; "))
+                .unwrap_or_default();
+            Err(Error::KafkaConnect {
+                brokers,
+                message: if reasons.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("{reasons} ({e})")
+                },
+            })
+        }
+    }
+}
+
+/// [`preflight`] of `cfg`'s connection, off the async runtime, with a 15 s timeout.
+///
+/// # Errors
+/// As [`preflight`].
+pub async fn check_connection(cfg: &KafkaConfig) -> Result<()> {
+    let client = client_config(cfg);
+    tokio::task::spawn_blocking(move || preflight(&client, Duration::from_secs(15)))
+        .await
+        .map_err(|e| Error::KafkaConnect {
+            brokers: cfg.brokers.clone(),
+            message: e.to_string(),
+        })?
 }

@@ -15,8 +15,10 @@ pub mod kafka;
 pub mod measurement;
 pub mod migrate;
 pub mod observe;
+pub mod pgconn;
 pub mod retry;
 pub mod routing;
+pub mod secret;
 pub mod shardmap;
 pub mod telemetry;
 

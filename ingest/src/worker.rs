@@ -85,6 +85,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     let Some(routing) = shard_map_with_retry(&shards, backoff, &stop, &fatal).await? else {
         return Ok(()); // shut down while the map shard did not answer
     };
+    // TLS and SASL are checked here, so a refused connection fails the start naming it.
+    vitalsink_common::kafka::check_connection(&cfg.kafka).await?;
     ensure_topic(&cfg.kafka, &cfg.kafka.topic, cfg.ingest.topic_partitions).await?;
     ensure_topic_with(
         dlq_client_config(&cfg.kafka),

@@ -151,15 +151,15 @@ async fn connect(
         shard: name.to_string(),
         message,
     };
-    let mut pg: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e: tokio_postgres::Error| fail(e.to_string()))?;
-    if pg.get_connect_timeout().is_none() {
-        pg.connect_timeout(db.connect_timeout);
-    }
-    pg.application_name("vitalsink-query");
+    // TLS and login as every binary's ([`vitalsink_common::pgconn`]).
+    let (pg, tls) = vitalsink_common::pgconn::settings(
+        url,
+        &format!("shard {name} connection string"),
+        db,
+        "vitalsink-query",
+    )?;
     let (c, conn) = pg
-        .connect(tokio_postgres::NoTls)
+        .connect(tls)
         .await
         .map_err(|e| fail(vitalsink_common::error::describe_postgres(&e)))?;
     tokio::spawn(async move {

@@ -225,6 +225,8 @@ async fn run(command: Command, cfg: Config) -> Result<()> {
 }
 
 async fn prepare(cfg: &Config, publish: &PublishArgs) -> Result<()> {
+    // TLS and SASL are checked here, so a refused connection fails the start naming it.
+    vitalsink_common::kafka::check_connection(&cfg.kafka).await?;
     if publish.create_topic {
         vitalsink_common::kafka::ensure_topic(
             &cfg.kafka,

@@ -55,6 +55,7 @@ pub fn partitions(cfg: &Config) -> Result<Vec<i32>> {
 /// [`Error::Kafka`] with the first failed delivery; the move stays in phase `cutover` and a
 /// re-run publishes again where no cut-over is stored.
 pub async fn publish(cfg: &Config, move_id: i64, epoch: i32, partitions: &[i32]) -> Result<()> {
+    vitalsink_common::kafka::check_connection(&cfg.kafka).await?;
     let mut c = client_config(&cfg.kafka);
     c.set("acks", "all").set("message.timeout.ms", "30000");
     let producer: FutureProducer = c.create()?;

@@ -148,7 +148,29 @@ pub fn open(cfg: &ArchiveConfig) -> Result<Archive> {
             max_retries: cfg.max_retries,
             retry_timeout: cfg.retry_timeout,
         };
-        let mut b = AmazonS3Builder::from_env()
+        let mut b = AmazonS3Builder::from_env();
+        if let Some(ca) = &cfg.s3_ca_file {
+            // A private CA for an HTTPS endpoint, trusted beside the system's roots. (This
+            // replaces client options read from the environment, hence before the rest.)
+            let bad_ca = |message: String| {
+                Error::Common(vitalsink_common::Error::Config {
+                    key: "archive.s3_ca_file".into(),
+                    message: format!("{}: {message}", ca.display()),
+                })
+            };
+            let pem = std::fs::read(ca).map_err(|e| bad_ca(e.to_string()))?;
+            let certs = object_store::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| bad_ca(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(bad_ca("no certificate in the file".into()));
+            }
+            let mut opts = object_store::ClientOptions::new();
+            for c in certs {
+                opts = opts.with_root_certificate(c);
+            }
+            b = b.with_client_options(opts);
+        }
+        let mut b = b
             .with_bucket_name(bucket)
             .with_region(&cfg.s3_region)
             .with_allow_http(cfg.s3_allow_http)

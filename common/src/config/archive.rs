@@ -21,6 +21,10 @@ pub struct ArchiveConfig {
     pub s3_region: String,
     /// Allow a plain-HTTP S3 endpoint (local object stores).
     pub s3_allow_http: bool,
+    /// PEM file of a private CA to trust for an HTTPS S3 endpoint, in addition to the
+    /// system's roots (object_store `ClientOptions::with_root_certificate`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3_ca_file: Option<std::path::PathBuf>,
     /// Retention window: chunks whose time range ends before `now() - older_than` (the
     /// database's clock) are archived.
     #[serde(with = "humantime_serde")]
@@ -58,6 +62,7 @@ impl Default for ArchiveConfig {
             s3_endpoint: String::new(),
             s3_region: "us-east-1".into(),
             s3_allow_http: false,
+            s3_ca_file: None,
             older_than: Duration::from_secs(30 * 86_400),
             batch_rows: 65_536,
             row_group_rows: 1 << 20,

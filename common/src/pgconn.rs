@@ -1,0 +1,425 @@
+//! How every binary connects to PostgreSQL: TLS with libpq's `sslmode` semantics, and the
+//! login of the binary's own role.
+//!
+//! **TLS.** tokio-postgres itself knows `sslmode` disable, prefer and require, and leaves the
+//! certificate check to the connector. The connector here is `postgres-openssl` (released from
+//! tokio-postgres's own repository, and the same system OpenSSL that librdkafka's `ssl`
+//! feature links, so one TLS library checks every hop). Modes, as libpq defines them
+//! (PostgreSQL docs, "SSL Support", table "SSL Mode Descriptions"):
+//! - `disable`: plain TCP; `allow`/`prefer`: TLS if the server offers it, no checks;
+//! - `require`: TLS, no certificate check;
+//! - `verify-ca`: TLS, the server's chain must lead to the configured CA;
+//! - `verify-full`: as verify-ca, and the certificate must name the host connected to.
+//!
+//! With `ca_file` the CA file is the **only** trust anchor (libpq's `sslrootcert`); without it
+//! the system's store is used. The section `[database.tls]` applies to every shard, replica
+//! and move target; a connection string's own `sslmode`, `sslrootcert`, `sslcert` and
+//! `sslkey` (libpq's parameter names, URL or key-value form) take precedence for it.
+//!
+//! **Login.** `[database.credentials.<binary>]` (`ingest`, `archiver`, `query`, `reshard`,
+//! `migrate`) gives the user and password source of that binary's role (`schemas/ROLES.md`);
+//! they replace the connection string's `user` and `password`. Without one, the connection
+//! string's own apply, then the `PGPASSWORD` environment variable (as libpq).
+
+use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
+use openssl::x509::store::X509StoreBuilder;
+use openssl::x509::X509;
+use postgres_openssl::MakeTlsConnector;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+use crate::config::DatabaseConfig;
+use crate::error::{Error, Result};
+use crate::secret::{PasswordSource, Secret};
+
+/// libpq's `sslmode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    /// Plain TCP only.
+    Disable,
+    /// TLS when the server insists (treated as `prefer`: tokio-postgres has no `allow`).
+    Allow,
+    /// TLS when the server offers it, unchecked; plain otherwise (libpq's default).
+    #[default]
+    Prefer,
+    /// TLS, certificate unchecked.
+    Require,
+    /// TLS, chain checked against the CA.
+    VerifyCa,
+    /// TLS, chain and host name checked.
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "disable" => Self::Disable,
+            "allow" => Self::Allow,
+            "prefer" => Self::Prefer,
+            "require" => Self::Require,
+            "verify-ca" => Self::VerifyCa,
+            "verify-full" => Self::VerifyFull,
+            _ => return None,
+        })
+    }
+
+    fn verifies(self) -> bool {
+        matches!(self, Self::VerifyCa | Self::VerifyFull)
+    }
+}
+
+/// `[database.tls]`: TLS to every shard, replica and move target.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PgTlsConfig {
+    /// `sslmode` (default `prefer`, as libpq). Production: `verify-full`.
+    pub mode: SslMode,
+    /// PEM file of the CA(s) the server's certificate must chain to (libpq `sslrootcert`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM), for `cert` authentication (libpq `sslcert`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM, unencrypted; libpq `sslkey`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+/// `[database.credentials.<binary>]`: the role one binary logs in as.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoginConfig {
+    /// PostgreSQL user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// File holding the password (a Docker/Kubernetes secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding the password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+}
+
+/// The login this process uses, resolved from a [`LoginConfig`] at start-up.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Login {
+    /// The binary whose entry was used (`ingest`, …), for messages.
+    pub role: Option<String>,
+    /// User, replacing the connection string's.
+    pub user: Option<String>,
+    /// Password, replacing the connection string's.
+    pub password: Option<Secret>,
+}
+
+impl Login {
+    /// Resolves `database.credentials.<role>`; a missing entry gives the empty login.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the key when its password file or variable cannot be read.
+    pub fn resolve(db: &DatabaseConfig, role: &str) -> Result<Self> {
+        let Some(c) = db.credentials.get(role) else {
+            return Ok(Self::default());
+        };
+        let password = PasswordSource {
+            password_file: c.password_file.clone(),
+            password_env: c.password_env.clone(),
+        }
+        .resolve(&format!("database.credentials.{role}"))?;
+        Ok(Self {
+            role: Some(role.to_string()),
+            user: c.user.clone(),
+            password,
+        })
+    }
+}
+
+/// TLS parameters a connection string carries in libpq's names.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct UrlTls {
+    mode: Option<String>,
+    root: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+}
+
+impl UrlTls {
+    fn take(&mut self, k: &str, v: String) -> bool {
+        let slot = match k {
+            "sslmode" => &mut self.mode,
+            "sslrootcert" => &mut self.root,
+            "sslcert" => &mut self.cert,
+            "sslkey" => &mut self.key,
+            _ => return false,
+        };
+        *slot = Some(v);
+        true
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Splits libpq's TLS parameters (which tokio-postgres does not know beyond three `sslmode`
+/// values) off a connection string, URL or key-value form; returns the rest and them.
+fn split_tls(url: &str) -> (String, UrlTls) {
+    let mut tls = UrlTls::default();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let Some((base, query)) = url.split_once('?') else {
+            return (url.to_string(), tls);
+        };
+        let kept: Vec<&str> = query
+            .split('&')
+            .filter(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                !tls.take(k, percent_decode(v))
+            })
+            .collect();
+        let rest = if kept.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        return (rest, tls);
+    }
+    // Key-value form: `key = value` pairs, values optionally single-quoted with `\` escapes.
+    let mut kept: Vec<String> = Vec::new();
+    let mut chars = url.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            break;
+        }
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
+            }
+            key.push(c);
+            chars.next();
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut raw = String::new();
+        let mut value = String::new();
+        if chars.peek() == Some(&'=') {
+            chars.next();
+            while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                chars.next();
+            }
+            if chars.peek() == Some(&'\'') {
+                raw.push('\'');
+                chars.next();
+                while let Some(c) = chars.next() {
+                    raw.push(c);
+                    match c {
+                        '\\' => {
+                            if let Some(n) = chars.next() {
+                                raw.push(n);
+                                value.push(n);
+                            }
+                        }
+                        '\'' => break,
+                        _ => value.push(c),
+                    }
+                }
+            } else {
+                while let Some(&c) = chars.peek() {
+                    if c.is_whitespace() {
+                        break;
+                    }
+                    raw.push(c);
+                    value.push(c);
+                    chars.next();
+                }
+            }
+        }
+        if !tls.take(&key, value) {
+            kept.push(format!("{key}={raw}"));
+        }
+    }
+    (kept.join(" "), tls)
+}
+
+/// The connection settings and TLS connector for one connection string.
+///
+/// `key` names the string in errors (`shards[1].url`, `shards[0].replicas[0]`); `app` is the
+/// `application_name` shown in `pg_stat_activity` unless the string sets one.
+///
+/// # Errors
+/// [`Error::Config`] naming `key` for a string that does not parse or an unknown `sslmode`,
+/// and `database.tls.*` (or `key`, for the string's own `sslrootcert` …) for a CA,
+/// certificate or key file that cannot be read or used.
+pub fn settings(
+    url: &str,
+    key: &str,
+    db: &DatabaseConfig,
+    app: &str,
+) -> Result<(tokio_postgres::Config, MakeTlsConnector)> {
+    let (rest, own) = split_tls(url);
+    let mut pg: tokio_postgres::Config =
+        rest.parse().map_err(|e: tokio_postgres::Error| Error::Config {
+            key: key.to_string(),
+            message: e.to_string(),
+        })?;
+    let mode = match &own.mode {
+        Some(m) => SslMode::parse(m).ok_or_else(|| Error::Config {
+            key: key.to_string(),
+            message: format!(
+                "sslmode {m:?}: expected disable, allow, prefer, require, verify-ca or verify-full"
+            ),
+        })?,
+        None => db.tls.mode,
+    };
+    pg.ssl_mode(match mode {
+        SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+        SslMode::Allow | SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+        _ => tokio_postgres::config::SslMode::Require,
+    });
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(db.connect_timeout);
+    }
+    if pg.get_application_name().is_none() {
+        pg.application_name(app);
+    }
+    if let Some(u) = &db.login.user {
+        pg.user(u);
+    }
+    if let Some(p) = &db.login.password {
+        pg.password(p.expose());
+    } else if pg.get_password().is_none() {
+        if let Ok(p) = std::env::var("PGPASSWORD") {
+            pg.password(p);
+        }
+    }
+    let file = |own: &Option<String>, conf: &Option<PathBuf>, name: &str| {
+        match (own, conf) {
+            (Some(p), _) => Some((PathBuf::from(p), key.to_string())),
+            (None, Some(p)) => Some((p.clone(), format!("database.tls.{name}"))),
+            (None, None) => None,
+        }
+    };
+    let connector = connector(
+        mode,
+        file(&own.root, &db.tls.ca_file, "ca_file"),
+        file(&own.cert, &db.tls.cert_file, "cert_file"),
+        file(&own.key, &db.tls.key_file, "key_file"),
+    )?;
+    Ok((pg, connector))
+}
+
+/// An OpenSSL connector for `mode`: each file comes with the configuration key it is from.
+fn connector(
+    mode: SslMode,
+    ca: Option<(PathBuf, String)>,
+    cert: Option<(PathBuf, String)>,
+    key: Option<(PathBuf, String)>,
+) -> Result<MakeTlsConnector> {
+    let bad = |k: &str, p: &Path, e: &dyn std::fmt::Display| Error::Config {
+        key: k.to_string(),
+        message: format!("{}: {e}", p.display()),
+    };
+    let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(|e| Error::Config {
+        key: "database.tls".into(),
+        message: e.to_string(),
+    })?;
+    if mode.verifies() {
+        b.set_verify(SslVerifyMode::PEER);
+        if let Some((p, k)) = &ca {
+            let pem = std::fs::read(p).map_err(|e| bad(k, p, &e))?;
+            let certs = X509::stack_from_pem(&pem).map_err(|e| bad(k, p, &e))?;
+            if certs.is_empty() {
+                return Err(bad(k, p, &"no certificate in the file"));
+            }
+            let mut store = X509StoreBuilder::new().map_err(|e| bad(k, p, &e))?;
+            for c in certs {
+                store.add_cert(c).map_err(|e| bad(k, p, &e))?;
+            }
+            b.set_cert_store(store.build());
+        }
+    } else {
+        b.set_verify(SslVerifyMode::NONE);
+    }
+    match (&cert, &key) {
+        (Some((c, ck)), Some((k, kk))) => {
+            b.set_certificate_chain_file(c)
+                .map_err(|e| bad(ck, c, &e))?;
+            b.set_private_key_file(k, SslFiletype::PEM)
+                .map_err(|e| bad(kk, k, &e))?;
+        }
+        (None, None) => {}
+        (Some((c, ck)), None) => return Err(bad(ck, c, &"a client certificate needs its key")),
+        (None, Some((k, kk))) => return Err(bad(kk, k, &"a client key needs its certificate")),
+    }
+    let mut m = MakeTlsConnector::new(b.build());
+    if mode != SslMode::VerifyFull {
+        m.set_callback(|c, _| {
+            c.set_verify_hostname(false);
+            Ok(())
+        });
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libpq_tls_parameters_are_split_off_both_forms() {
+        let (rest, t) = split_tls(
+            "postgresql://u@localhost:5432/db?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem&application_name=x",
+        );
+        assert_eq!(rest, "postgresql://u@localhost:5432/db?application_name=x");
+        assert_eq!(t.mode.as_deref(), Some("verify-full"));
+        assert_eq!(t.root.as_deref(), Some("/etc/ca.pem"));
+        let (rest, t) = split_tls(
+            "host=localhost port=5432 sslmode = verify-ca sslrootcert='/a b/ca.pem' password='x y'",
+        );
+        assert_eq!(rest, "host=localhost port=5432 password='x y'");
+        assert_eq!(t.mode.as_deref(), Some("verify-ca"));
+        assert_eq!(t.root.as_deref(), Some("/a b/ca.pem"));
+        let (rest, t) = split_tls("postgresql://h/db");
+        assert_eq!(rest, "postgresql://h/db");
+        assert_eq!(t, UrlTls::default());
+    }
+
+    #[test]
+    fn bad_tls_settings_name_their_key() {
+        let db = DatabaseConfig::default();
+        let e = settings("host=h sslmode=verify-everything", "shards[0].url", &db, "t")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("shards[0].url") && e.contains("verify-everything"), "{e}");
+        let mut db = DatabaseConfig::default();
+        db.tls.mode = SslMode::VerifyFull;
+        db.tls.ca_file = Some("/nonexistent/ca.pem".into());
+        let e = settings("host=h", "shards[0].url", &db, "t")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("database.tls.ca_file"), "{e}");
+        assert!(settings("host=h sslmode=require user=u", "k", &DatabaseConfig::default(), "t").is_ok());
+    }
+}
