@@ -2,6 +2,7 @@
 
 use arrow::record_batch::RecordBatch;
 use clap::{Parser, Subcommand, ValueEnum};
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use vitalsink_common::cli::{self as common_cli, CommonArgs};
@@ -52,6 +53,8 @@ pub enum Command {
         #[arg(long, env = "QUERY_OUT")]
         out: Option<PathBuf>,
     },
+    /// Print the effective configuration as JSON (secrets masked) and exit.
+    CheckConfig,
     /// Serve Arrow Flight SQL (ADBC, JDBC) until SIGTERM; `/metrics`, `/healthz` and
     /// `/readyz` on `observability.listen` (default 127.0.0.1:9467).
     Serve {
@@ -71,6 +74,11 @@ pub async fn main(cli: Cli) -> ExitCode {
 }
 
 async fn run(command: Command, memory_bytes: usize, cfg: Config) -> Result<()> {
+    if let Command::CheckConfig = command {
+        let text = common_cli::config_json(&cfg);
+        let mut out = std::io::stdout().lock();
+        return writeln!(out, "{text}").map_err(|e| Error::Output(e.to_string()));
+    }
     let ctx = session(
         &cfg,
         Limits {
@@ -83,6 +91,7 @@ async fn run(command: Command, memory_bytes: usize, cfg: Config) -> Result<()> {
             let batches = collect(&ctx, &sql).await?;
             write(&batches, format, out.as_deref())
         }
+        Command::CheckConfig => Ok(()),
         Command::Serve { flight_listen } => {
             let shutdown = vitalsink_common::observe::shutdown_on_signals();
             let ready = vitalsink_common::observe::Readiness::new("starting");

@@ -78,6 +78,8 @@ pub enum Command {
         #[arg(long, env = "REPLAY_TRUTH_OUT", default_value = "-")]
         out: PathBuf,
     },
+    /// Print the effective configuration as JSON (secrets masked) and exit.
+    CheckConfig,
     /// List the files under --data: parsed (with readings) or skipped (with the reason).
     List {
         /// Where the recordings are.
@@ -220,6 +222,11 @@ async fn run(command: Command, cfg: Config) -> Result<()> {
             crate::run::write_truth(&t, &out)?;
         }
         Command::List { source } => list(&source)?,
+        Command::CheckConfig => {
+            use std::io::Write;
+            writeln!(std::io::stdout().lock(), "{}", common_cli::config_json(&cfg))
+                .map_err(|e| Error::io("<stdout>", e))?;
+        }
     }
     Ok(())
 }
