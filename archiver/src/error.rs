@@ -7,8 +7,13 @@ pub enum Error {
     /// Configuration or database set-up failed.
     #[error(transparent)]
     Common(#[from] vitalsink_common::Error),
-    /// A PostgreSQL statement failed on a shard.
-    #[error("shard {shard}: {source}")]
+    /// A PostgreSQL statement failed on a shard. Shown with the server's message and SQLSTATE
+    /// ([`vitalsink_common::error::describe_postgres`]), e.g. `permission denied for table
+    /// ingest_offsets (SQLSTATE 42501)` for a role lacking a privilege (schemas/ROLES.md).
+    #[error(
+        "shard {shard}: {}",
+        vitalsink_common::error::describe_postgres(source)
+    )]
     Postgres {
         /// Name of the shard.
         shard: String,

@@ -4,6 +4,12 @@
 //! it has applied in `vitalsink_schema_version`. Concurrent starts are serialised with a
 //! transaction-level advisory lock, and each run applies every pending migration in one
 //! transaction, so a shard is always at a recorded version.
+//!
+//! Migrations are applied by the schema's owner (schemas/ROLES.md). When nothing is pending
+//! a run only reads (the version table, the hypertable's chunk interval) and takes the
+//! advisory lock, so the least-privileged roles of migration 9 start on a current schema;
+//! when something is pending and the role may not apply it, [`Error::MigrationsPending`]
+//! says so, naming the shard.
 
 use crate::config::DatabaseConfig;
 use crate::db::Shard;
@@ -62,6 +68,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0008_online_moves.sql",
         sql: include_str!("../../schemas/sql/0008_online_moves.sql"),
     },
+    Migration {
+        version: 9,
+        name: "0009_roles.sql",
+        sql: include_str!("../../schemas/sql/0009_roles.sql"),
+    },
 ];
 
 /// The newest schema version this binary ships.
@@ -72,35 +83,50 @@ pub fn latest_version() -> i32 {
 /// Advisory-lock key serialising migrations ("vitalsnk" as a big-endian integer).
 const LOCK_KEY: i64 = 0x7669_7461_6c73_6e6b;
 
+/// SQLSTATE `insufficient_privilege`: what a least-privileged role gets for DDL.
+const INSUFFICIENT_PRIVILEGE: &tokio_postgres::error::SqlState =
+    &tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE;
+
 /// Brings `shard` to [`latest_version`] and sets the hypertable's chunk interval to
 /// `db.chunk_interval`. Returns the version the shard was at before.
 ///
+/// With nothing pending, no DDL runs: the version table is only read, and the chunk interval
+/// is changed only when it differs from `db.chunk_interval` and the role may act as the
+/// hypertable's owner (TimescaleDB's `set_chunk_time_interval` requires it); another role
+/// keeps the shard's interval and logs a warning.
+///
 /// # Errors
-/// [`Error::SchemaTooNew`] when the shard is ahead of this binary, [`Error::Migration`] when a
-/// statement fails (nothing of that run is kept), [`Error::Pool`]/[`Error::Postgres`] when the
-/// shard cannot be reached.
+/// [`Error::SchemaTooNew`] when the shard is ahead of this binary,
+/// [`Error::MigrationsPending`] when migrations are pending and the role lacks the privilege
+/// to apply them (SQLSTATE 42501), [`Error::Migration`] when a statement fails otherwise
+/// (nothing of that run is kept), [`Error::Pool`]/[`Error::Postgres`] when the shard cannot
+/// be reached.
 pub async fn migrate(shard: &Shard, db: &DatabaseConfig) -> Result<i32> {
     let mut client = shard.client().await?;
     let tx = client.transaction().await.map_err(|e| shard.err(e))?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
         .await
         .map_err(|e| shard.err(e))?;
-    tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS vitalsink_schema_version (
-             version    integer     PRIMARY KEY,
-             name       text        NOT NULL,
-             applied_at timestamptz NOT NULL DEFAULT now())",
-    )
-    .await
-    .map_err(|e| shard.err(e))?;
     let row = tx
         .query_one(
-            "SELECT coalesce(max(version), 0) FROM vitalsink_schema_version",
+            "SELECT current_user::text, to_regclass('vitalsink_schema_version') IS NOT NULL",
             &[],
         )
         .await
         .map_err(|e| shard.err(e))?;
-    let before: i32 = row.get(0);
+    let role: String = row.get(0);
+    let has_versions: bool = row.get(1);
+    let before: i32 = if has_versions {
+        tx.query_one(
+            "SELECT coalesce(max(version), 0) FROM vitalsink_schema_version",
+            &[],
+        )
+        .await
+        .map_err(|e| shard.err(e))?
+        .get(0)
+    } else {
+        0
+    };
     if before > latest_version() {
         return Err(Error::SchemaTooNew {
             shard: shard.name.clone(),
@@ -108,12 +134,40 @@ pub async fn migrate(shard: &Shard, db: &DatabaseConfig) -> Result<i32> {
             known: latest_version(),
         });
     }
+    let pending = |source: tokio_postgres::Error| Error::MigrationsPending {
+        shard: shard.name.clone(),
+        found: before,
+        needed: latest_version(),
+        role: role.clone(),
+        source,
+    };
+    if !has_versions {
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS vitalsink_schema_version (
+                 version    integer     PRIMARY KEY,
+                 name       text        NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await
+        .map_err(|e| {
+            if e.code() == Some(INSUFFICIENT_PRIVILEGE) {
+                pending(e)
+            } else {
+                shard.err(e)
+            }
+        })?;
+    }
     for m in MIGRATIONS.iter().filter(|m| m.version > before) {
-        let fail = |source| Error::Migration {
-            shard: shard.name.clone(),
-            version: m.version,
-            name: m.name,
-            source,
+        let fail = |source: tokio_postgres::Error| {
+            if source.code() == Some(INSUFFICIENT_PRIVILEGE) {
+                return pending(source);
+            }
+            Error::Migration {
+                shard: shard.name.clone(),
+                version: m.version,
+                name: m.name,
+                source,
+            }
         };
         tx.batch_execute(m.sql).await.map_err(fail)?;
         tx.execute(
@@ -124,15 +178,56 @@ pub async fn migrate(shard: &Shard, db: &DatabaseConfig) -> Result<i32> {
         .map_err(fail)?;
         tracing::info!(shard = %shard.name, version = m.version, name = m.name, "applied migration");
     }
+    set_chunk_interval(&tx, shard, &role, db).await?;
+    tx.commit().await.map_err(|e| shard.err(e))?;
+    Ok(before)
+}
+
+/// Sets the hypertable's chunk interval to `db.chunk_interval` when it differs and `role`
+/// may act as the hypertable's owner; otherwise, when it differs, logs a warning and keeps it.
+async fn set_chunk_interval(
+    tx: &tokio_postgres::Transaction<'_>,
+    shard: &Shard,
+    role: &str,
+    db: &DatabaseConfig,
+) -> Result<()> {
     let interval = format!("{} microseconds", db.chunk_interval.as_micros());
+    let row = tx
+        .query_opt(
+            "SELECT d.time_interval = $1::text::interval, d.time_interval::text,
+                    pg_has_role(c.relowner, 'USAGE')
+               FROM timescaledb_information.dimensions d
+               JOIN pg_class c ON c.oid = format('%I.%I', d.hypertable_schema, d.hypertable_name)::regclass
+              WHERE d.hypertable_schema = current_schema() AND d.hypertable_name = 'measurements'
+                AND d.dimension_number = 1",
+            &[&interval],
+        )
+        .await
+        .map_err(|e| shard.err(e))?;
+    let Some(row) = row else {
+        return Ok(());
+    };
+    let (same, current, owner): (Option<bool>, Option<String>, bool) =
+        (row.get(0), row.get(1), row.get(2));
+    if same == Some(true) {
+        return Ok(());
+    }
+    if !owner {
+        tracing::warn!(
+            shard = %shard.name, %role, current = ?current,
+            configured = %humantime::format_duration(db.chunk_interval),
+            "database.chunk_interval differs from the hypertable's, which only its owner may \
+             change (run `migrate` as the owner); keeping the hypertable's"
+        );
+        return Ok(());
+    }
     tx.execute(
         "SELECT set_chunk_time_interval('measurements', $1::text::interval)",
         &[&interval],
     )
     .await
     .map_err(|e| shard.err(e))?;
-    tx.commit().await.map_err(|e| shard.err(e))?;
-    Ok(before)
+    Ok(())
 }
 
 /// Runs [`migrate`] on every shard, in order.

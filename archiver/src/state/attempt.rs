@@ -11,7 +11,10 @@
 //! Crash safety: a chunk's rows leave the database only in the transaction that drops it,
 //! which first locks the chunk, re-checks its count and ts range against the verified
 //! object's, and commits the `dropped` row with the drop. Before that commit every row is in
-//! the database; after it, in an object that was read back and matched.
+//! the database; after it, in an object that was read back and matched. The lock and the
+//! drop go through the SECURITY DEFINER functions `vitalsink_lock_chunk`/`vitalsink_drop_chunk`
+//! (migration 9, schemas/ROLES.md), so the archiver's role needs neither table ownership nor
+//! DELETE.
 
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
@@ -34,6 +37,15 @@ use crate::storage::store::Archive;
 /// How long the drop may wait for its lock on the chunk before giving up for this run
 /// (ingest writing late rows into the chunk holds conflicting locks).
 const DROP_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Locks a chunk (given as a quoted `schema.name`) in ACCESS EXCLUSIVE mode until the end of
+/// the transaction. `vitalsink_lock_chunk` is migration 9's SECURITY DEFINER function: it
+/// refuses any relation that is not a chunk of `measurements` (schemas/ROLES.md).
+const LOCK_CHUNK_SQL: &str = "SELECT vitalsink_lock_chunk($1::text::regclass)";
+
+/// Drops a chunk (a quoted `schema.name`) with `DROP TABLE`, which TimescaleDB allows the
+/// hypertable's owner only, through migration 9's SECURITY DEFINER `vitalsink_drop_chunk`.
+const DROP_CHUNK_SQL: &str = "SELECT vitalsink_drop_chunk($1::text::regclass)";
 
 /// Everything a chunk's archiving needs.
 #[derive(Debug)]
@@ -293,12 +305,16 @@ impl ChunkJob<'_> {
         }
         let tx = client.transaction().await.map_err(pg(self.shard))?;
         tx.batch_execute(&format!(
-            "SET LOCAL lock_timeout = '{}ms'; LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
-            DROP_LOCK_TIMEOUT.as_millis(),
-            chunk.ident()
+            "SET LOCAL lock_timeout = '{}ms'",
+            DROP_LOCK_TIMEOUT.as_millis()
         ))
         .await
         .map_err(pg(self.shard))?;
+        // ACCESS EXCLUSIVE, through the owner's SECURITY DEFINER function (schemas/ROLES.md):
+        // the archiver's role has no privilege that allows this lock mode on a chunk.
+        tx.execute(LOCK_CHUNK_SQL, &[&chunk.ident()])
+            .await
+            .map_err(pg(self.shard))?;
         let now = catalog::extent(&tx, self.shard, chunk).await?;
         if let Err(e) = check_extent(&path, &now, verified) {
             tx.rollback().await.map_err(pg(self.shard))?;
@@ -308,7 +324,7 @@ impl ChunkJob<'_> {
                 .await?;
             return Err(e);
         }
-        tx.batch_execute(&format!("DROP TABLE {}", chunk.ident()))
+        tx.execute(DROP_CHUNK_SQL, &[&chunk.ident()])
             .await
             .map_err(pg(self.shard))?;
         let mut d = verified.next(Step::Dropped);
