@@ -61,6 +61,22 @@ pub enum Command {
         /// Flight SQL address (`--listen` is the metrics server's, as for every binary).
         #[arg(long, env = "QUERY_FLIGHT_LISTEN", default_value = crate::DEFAULT_FLIGHT_LISTEN)]
         flight_listen: std::net::SocketAddr,
+        /// PEM certificate (chain) for TLS on the Flight SQL port; with --flight-tls-key.
+        #[arg(long, env = "QUERY_FLIGHT_TLS_CERT", requires = "flight_tls_key")]
+        flight_tls_cert: Option<PathBuf>,
+        /// PEM private key of --flight-tls-cert.
+        #[arg(long, env = "QUERY_FLIGHT_TLS_KEY", requires = "flight_tls_cert")]
+        flight_tls_key: Option<PathBuf>,
+        /// User analysts log in as (Flight SQL basic auth, then a bearer token).
+        #[arg(long, env = "QUERY_FLIGHT_USER", default_value = "analyst")]
+        flight_user: String,
+        /// File holding that user's password; without it (or --flight-password-env) every
+        /// caller is accepted.
+        #[arg(long, env = "QUERY_FLIGHT_PASSWORD_FILE")]
+        flight_password_file: Option<PathBuf>,
+        /// Environment variable holding that user's password.
+        #[arg(long, env = "QUERY_FLIGHT_PASSWORD_ENV")]
+        flight_password_env: Option<String>,
     },
 }
 
@@ -92,7 +108,38 @@ async fn run(command: Command, memory_bytes: usize, cfg: Config) -> Result<()> {
             write(&batches, format, out.as_deref())
         }
         Command::CheckConfig => Ok(()),
-        Command::Serve { flight_listen } => {
+        Command::Serve {
+            flight_listen,
+            flight_tls_cert,
+            flight_tls_key,
+            flight_user,
+            flight_password_file,
+            flight_password_env,
+        } => {
+            let password = vitalsink_common::secret::PasswordSource {
+                password_file: flight_password_file,
+                password_env: flight_password_env,
+            }
+            .resolve("--flight")?;
+            let read = |flag: &str, p: &PathBuf| {
+                std::fs::read(p).map_err(|e| {
+                    Error::Common(vitalsink_common::Error::Config {
+                        key: flag.to_string(),
+                        message: format!("{}: {e}", p.display()),
+                    })
+                })
+            };
+            let tls = match (&flight_tls_cert, &flight_tls_key) {
+                (Some(c), Some(k)) => {
+                    Some((read("--flight-tls-cert", c)?, read("--flight-tls-key", k)?))
+                }
+                _ => None,
+            };
+            let listen = crate::flight::Listen {
+                addr: flight_listen,
+                tls,
+                auth: crate::flight::auth::Auth::new(flight_user, password),
+            };
             let shutdown = vitalsink_common::observe::shutdown_on_signals();
             let ready = vitalsink_common::observe::Readiness::new("starting");
             vitalsink_common::observe::serve(
@@ -103,7 +150,7 @@ async fn run(command: Command, memory_bytes: usize, cfg: Config) -> Result<()> {
             )
             .await?;
             ready.set(None);
-            crate::flight::serve(ctx, flight_listen, shutdown).await
+            crate::flight::serve(ctx, listen, shutdown).await
         }
     }
 }

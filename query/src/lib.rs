@@ -23,3 +23,9 @@ pub const DEFAULT_FLIGHT_LISTEN: &str = "127.0.0.1:50051";
 /// Where `query serve` serves `/metrics`, `/healthz` and `/readyz` when
 /// `observability.listen` is unset (ingest 9464, archiver 9465, reshard 9466).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9467";
+
+/// Compares two secrets in time independent of where they differ.
+pub(crate) fn secret_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

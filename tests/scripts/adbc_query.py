@@ -7,9 +7,13 @@ Runs SQL against grpc://ADDR and prints the result as JSON records, plus the pan
 so the Rust test can compare it with the CLI's answer. With PARTICIPANT it also does what a
 tool does on connecting and what JDBC's PreparedStatement does: the catalog calls
 (adbc_get_info, adbc_get_objects, adbc_get_table_schema) and a prepared statement with a
-bound `$1` (count and sum of that participant's rows)."""
+bound `$1` (count and sum of that participant's rows).
+
+Environment: ADBC_TLS_CA (a PEM file) connects with grpc+tls and trusts only that CA;
+ADBC_USER with ADBC_PASSWORD_FILE logs in (Flight SQL basic auth, then the bearer token)."""
 
 import json
+import os
 import sys
 
 import adbc_driver_flightsql.dbapi as flightsql
@@ -17,7 +21,17 @@ import adbc_driver_flightsql.dbapi as flightsql
 addr, sql = sys.argv[1], sys.argv[2]
 participant = sys.argv[3] if len(sys.argv) > 3 else None
 out = {}
-with flightsql.connect(f"grpc://{addr}") as conn:
+kwargs = {}
+scheme = "grpc"
+if os.environ.get("ADBC_TLS_CA"):
+    scheme = "grpc+tls"
+    with open(os.environ["ADBC_TLS_CA"]) as f:
+        kwargs["adbc.flight.sql.client_option.tls_root_certs"] = f.read()
+if os.environ.get("ADBC_USER"):
+    kwargs["username"] = os.environ["ADBC_USER"]
+    with open(os.environ["ADBC_PASSWORD_FILE"]) as f:
+        kwargs["password"] = f.read().strip()
+with flightsql.connect(f"{scheme}://{addr}", db_kwargs=kwargs) as conn:
     with conn.cursor() as cur:
         cur.execute(sql)
         df = cur.fetch_df()

@@ -285,6 +285,12 @@ impl Deployment {
     }
 }
 
+fn wrong_pw_file(d: &Deployment) -> PathBuf {
+    let p = d.path("wrong.password");
+    std::fs::write(&p, "not-the-password\n").unwrap();
+    p
+}
+
 fn query_binary() -> PathBuf {
     ingest_binary().with_file_name("query")
 }
@@ -400,12 +406,76 @@ async fn every_hop_over_tls_with_scram_each_binary_its_own_role_and_no_secret_in
         assert!((gs - sum).abs() <= 1e-9 * sum.abs().max(1.0), "{p}: {gs} vs {sum}");
     }
 
+    // The query server over TLS with a password, through ADBC Flight SQL into pandas.
+    let analyst_pw = random_secret("analyst");
+    let analyst_file = d.path("analyst.password");
+    std::fs::write(&analyst_file, &analyst_pw).unwrap();
+    let flog = d.path("flight.log");
+    let mut c = d.cmd(query_binary(), &d.config, &["serve", "--flight-listen", "127.0.0.1:0"]);
+    let mut server = c
+        .env("QUERY_FLIGHT_TLS_CERT", format!("{}/server.pem", var("VITALSINK_SECURE_DIR")))
+        .env("QUERY_FLIGHT_TLS_KEY", format!("{}/server.key", var("VITALSINK_SECURE_DIR")))
+        .env("QUERY_FLIGHT_PASSWORD_FILE", &analyst_file)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&flog).unwrap())
+        .spawn()
+        .unwrap();
+    let mut port = None;
+    for _ in 0..200 {
+        let text = std::fs::read_to_string(&flog).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains("Flight SQL up")) {
+            port = l
+                .split("addr=127.0.0.1:")
+                .nth(1)
+                .and_then(|a| a.split_whitespace().next())
+                .map(str::to_string);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let port = port.unwrap_or_else(|| panic!("no Flight SQL port\n{}", log_tail(&flog)));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/adbc_query.py");
+    let adbc = |ca: &str, pw_file: &Path, name: &str| {
+        let out = Command::new("python3")
+            .args([
+                script,
+                &format!("localhost:{port}"),
+                "SELECT participant_id, count(*) AS n, sum(value) AS s FROM measurements GROUP BY 1",
+            ])
+            .env("ADBC_TLS_CA", ca)
+            .env("ADBC_USER", "analyst")
+            .env("ADBC_PASSWORD_FILE", pw_file)
+            .output()
+            .unwrap();
+        std::fs::write(d.path(&format!("{name}.out")), &out.stdout).unwrap();
+        std::fs::write(d.path(&format!("{name}.err")), &out.stderr).unwrap();
+        out
+    };
+    let out = adbc(&s.ca, &analyst_file, "adbc");
+    assert!(out.status.success(), "adbc: {}\n{}", String::from_utf8_lossy(&out.stderr), log_tail(&flog));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), want.len());
+    for r in rows {
+        let p = r["participant_id"].as_str().unwrap();
+        assert_eq!(r["n"].as_i64(), Some(want[p].0), "{p} through ADBC over TLS");
+    }
+    let out = adbc(&s.ca, &wrong_pw_file(&d), "adbc_password");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nauthenticated"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = adbc(&s.other_ca, &analyst_file, "adbc_ca");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("certificate"), "{}", String::from_utf8_lossy(&out.stderr));
+    server.kill().unwrap();
+    let _ = server.wait();
+    let mut d = d;
+    d.secrets.push(analyst_pw);
+
     // Refusals, each naming the connection.
     // PostgreSQL: plain text, wrong password, unknown CA, wrong host name.
     let plain = d.variant("pg_plain", &[("mode = \"verify-full\"", "mode = \"disable\"")]);
     d.refused(query_binary(), &plain, &["sql", "SELECT 1 FROM measurements"], "pg_plain", &["shard0", "no encryption"]);
-    let wrong_pw = d.path("wrong.password");
-    std::fs::write(&wrong_pw, "not-the-password\n").unwrap();
+    let wrong_pw = wrong_pw_file(&d);
     let ingest_pw = d.path("ingest.password");
     let bad_pw = d.variant(
         "pg_password",

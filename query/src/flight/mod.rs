@@ -18,6 +18,7 @@
 //! `vitalsink_query_rows_total`, `vitalsink_query_seconds` (histogram, from `DoGet` to the
 //! last batch).
 
+pub mod auth;
 pub mod catalog;
 pub mod prepared;
 
@@ -31,14 +32,17 @@ use arrow_flight::sql::{
     CommandStatementQuery, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
     TicketStatementQuery,
 };
-use arrow_flight::{Action, FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
+use arrow_flight::{
+    Action, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
+    Ticket,
+};
 use datafusion::dataframe::DataFrame;
 use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use std::net::SocketAddr;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::Error;
 
@@ -46,6 +50,18 @@ use crate::error::Error;
 /// snapshot).
 pub struct Service {
     ctx: SessionContext,
+    auth: auth::Auth,
+}
+
+/// How the server listens: TLS identity and who may connect.
+#[derive(Debug)]
+pub struct Listen {
+    /// Address to bind.
+    pub addr: SocketAddr,
+    /// PEM certificate chain and private key for TLS; `None` serves plain gRPC.
+    pub tls: Option<(Vec<u8>, Vec<u8>)>,
+    /// Accounts ([`auth::Auth`]).
+    pub auth: auth::Auth,
 }
 
 type DoGetStream = <Service as FlightService>::DoGetStream;
@@ -122,6 +138,28 @@ impl Service {
 #[tonic::async_trait]
 impl FlightSqlService for Service {
     type FlightService = Service;
+
+    async fn do_handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<
+        Response<std::pin::Pin<Box<dyn futures::Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
+        Status,
+    > {
+        let bearer = self.auth.handshake(&request)?;
+        let token = bearer.trim_start_matches("Bearer ").as_bytes().to_vec();
+        let out = futures::stream::iter(vec![Ok(HandshakeResponse {
+            protocol_version: 0,
+            payload: token.into(),
+        })]);
+        let mut resp: Response<std::pin::Pin<Box<dyn futures::Stream<Item = _> + Send>>> =
+            Response::new(Box::pin(out));
+        let value = bearer
+            .parse()
+            .map_err(|_| Status::internal("token is not a header value"))?;
+        resp.metadata_mut().insert("authorization", value);
+        Ok(resp)
+    }
 
     async fn get_flight_info_statement(
         &self,
@@ -287,25 +325,47 @@ impl FlightSqlService for Service {
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
 }
 
-/// Serves Flight SQL on `addr` until `shutdown`.
+/// Serves Flight SQL as `listen` says until `shutdown`.
 ///
 /// # Errors
-/// [`Error::Output`] when the address cannot be bound.
+/// [`Error::Output`] when the address cannot be bound or the TLS identity is not usable.
 pub async fn serve(
     ctx: SessionContext,
-    addr: SocketAddr,
+    listen: Listen,
     shutdown: CancellationToken,
 ) -> crate::Result<()> {
+    let addr = listen.addr;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Error::Output(format!("cannot listen on {addr}: {e}")))?;
     let local = listener
         .local_addr()
         .map_err(|e| Error::Output(e.to_string()))?;
-    tracing::info!(listen = %addr, addr = %local, "Flight SQL up");
+    let mut builder = tonic::transport::Server::builder();
+    if let Some((cert, key)) = &listen.tls {
+        let identity = tonic::transport::Identity::from_pem(cert, key);
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| Error::Output(format!("Flight SQL TLS: {e}")))?;
+    }
+    tracing::info!(
+        listen = %addr,
+        addr = %local,
+        tls = listen.tls.is_some(),
+        password = listen.auth.required(),
+        "Flight SQL up"
+    );
+    let check = listen.auth.clone();
+    let service = FlightServiceServer::with_interceptor(
+        Service {
+            ctx,
+            auth: listen.auth,
+        },
+        move |r| check.check(r),
+    );
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
-    tonic::transport::Server::builder()
-        .add_service(FlightServiceServer::new(Service { ctx }))
+    builder
+        .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
         .map_err(|e| Error::Output(e.to_string()))
