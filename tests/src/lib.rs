@@ -11,6 +11,7 @@ pub mod dataset;
 pub mod ingest_run;
 pub mod replay_run;
 pub mod routing_reference;
+pub mod secure;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
