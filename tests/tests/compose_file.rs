@@ -1,7 +1,9 @@
 //! `compose/docker-compose.yml` cannot run here (no Docker engine), so it is checked for
 //! what would break `docker compose up`: every service has an image or a build, every
 //! `depends_on` and named volume exists, and the vitalsink services' configuration (the TOML
-//! file plus their `VITALSINK_*` environment) loads and validates.
+//! file plus their `VITALSINK_*` environment) loads and validates. It is also checked for the
+//! secure settings: TLS verify-full to the shards, Kafka SASL_SSL, S3 over HTTPS, and every
+//! password a Docker secret (a file the service mounts), none written in the files.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::{Map, Value};
@@ -10,8 +12,10 @@ use vitalsink_common::Config;
 
 fn compose() -> Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../compose/docker-compose.yml");
-    let yaml: serde_norway::Value =
+    let mut yaml: serde_norway::Value =
         serde_norway::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    // `<<: *anchor` merge keys, as docker compose resolves them.
+    yaml.apply_merge().unwrap();
     serde_json::to_value(yaml).unwrap()
 }
 
@@ -74,7 +78,13 @@ fn compose_file_is_consistent() {
                 let toml = Path::new(env!("CARGO_MANIFEST_DIR")).join("../compose/vitalsink.toml");
                 let cfg = Config::load(Some(&toml), &env_to_overrides(env))
                     .unwrap_or_else(|e| panic!("{name}: configuration does not load: {e}"));
-                assert_eq!(cfg.kafka.brokers, "kafka:9092");
+                assert_eq!(cfg.kafka.brokers, "kafka:9093");
+                check_secure(
+                    name,
+                    svc,
+                    &cfg,
+                    doc["secrets"].as_object().expect("secrets"),
+                );
                 for s in &cfg.shards {
                     let host = s
                         .url
@@ -91,4 +101,184 @@ fn compose_file_is_consistent() {
         }
     }
     assert_eq!(vitalsink_services, 3, "migrate, ingest and archiver");
+}
+
+/// The names of the Docker secrets `svc` mounts.
+fn mounted_secrets(svc: &Value) -> Vec<String> {
+    svc.get("secrets")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|s| s.as_str().expect("short secret syntax").to_string())
+        .collect()
+}
+
+/// `/run/secrets/NAME` must be a secret the service mounts.
+fn assert_mounted(name: &str, svc: &Value, path: &Path) {
+    let secret = path
+        .strip_prefix("/run/secrets")
+        .unwrap_or_else(|_| panic!("{name}: {} is not a Docker secret", path.display()));
+    assert!(
+        mounted_secrets(svc).contains(&secret.display().to_string()),
+        "{name}: uses {} but does not mount that secret",
+        path.display()
+    );
+}
+
+fn check_secure(name: &str, svc: &Value, cfg: &Config, declared: &Map<String, Value>) {
+    use vitalsink_common::pgconn::SslMode;
+    assert_eq!(
+        cfg.database.tls.mode,
+        SslMode::VerifyFull,
+        "{name}: shards verify-full"
+    );
+    assert_mounted(
+        name,
+        svc,
+        cfg.database
+            .tls
+            .ca_file
+            .as_deref()
+            .expect("database.tls.ca_file"),
+    );
+    for s in &cfg.shards {
+        assert!(
+            !s.url.contains("password"),
+            "{name}: a password in shard {}'s url",
+            s.name
+        );
+        assert!(
+            !s.url.contains("sslmode=disable"),
+            "{name}: shard {} without TLS",
+            s.name
+        );
+    }
+    for role in ["migrate", "ingest", "archiver"] {
+        let login = cfg
+            .database
+            .credentials
+            .get(role)
+            .unwrap_or_else(|| panic!("{name}: no database.credentials.{role}"));
+        assert!(
+            login.user.is_some(),
+            "{name}: database.credentials.{role}.user"
+        );
+        assert_mounted(
+            name,
+            svc,
+            login.password_file.as_deref().expect("password_file"),
+        );
+    }
+    let p = &cfg.kafka.properties;
+    assert_eq!(
+        p.get("security.protocol").map(String::as_str),
+        Some("SASL_SSL"),
+        "{name}"
+    );
+    assert!(
+        p.get("sasl.mechanisms")
+            .is_some_and(|m| m.starts_with("SCRAM-SHA-")),
+        "{name}"
+    );
+    assert!(p.get("sasl.username").is_some(), "{name}: sasl.username");
+    assert!(
+        !p.contains_key("sasl.password"),
+        "{name}: the SASL password belongs in a file"
+    );
+    assert_mounted(
+        name,
+        svc,
+        Path::new(p.get("ssl.ca.location").expect("ssl.ca.location")),
+    );
+    assert_mounted(
+        name,
+        svc,
+        cfg.kafka
+            .password_file
+            .as_deref()
+            .expect("kafka.password_file"),
+    );
+    assert!(
+        cfg.archive.s3_endpoint.starts_with("https://"),
+        "{name}: S3 over HTTPS"
+    );
+    assert!(!cfg.archive.s3_allow_http, "{name}: s3_allow_http");
+    assert_mounted(
+        name,
+        svc,
+        cfg.archive
+            .s3_ca_file
+            .as_deref()
+            .expect("archive.s3_ca_file"),
+    );
+    for secret in mounted_secrets(svc) {
+        assert!(
+            declared.contains_key(&secret),
+            "{name}: undeclared secret {secret}"
+        );
+    }
+}
+
+#[test]
+fn compose_secrets_are_files_and_no_password_is_written_down() {
+    let doc = compose();
+    let declared = doc["secrets"].as_object().expect("top-level secrets");
+    let script = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../compose/make-secrets"
+    ))
+    .unwrap();
+    for (secret, def) in declared {
+        let file = def["file"]
+            .as_str()
+            .unwrap_or_else(|| panic!("secret {secret}: a file"));
+        let base = file
+            .strip_prefix("./secrets/")
+            .unwrap_or_else(|| panic!("{secret}: {file} outside compose/secrets/"));
+        let stem = base.split('.').next().unwrap();
+        assert!(
+            script.contains(stem),
+            "compose/make-secrets does not make {file}"
+        );
+    }
+    for (name, svc) in doc["services"].as_object().unwrap() {
+        for secret in mounted_secrets(svc) {
+            assert!(
+                declared.contains_key(&secret),
+                "{name}: undeclared secret {secret}"
+            );
+        }
+        let Some(env) = svc.get("environment").and_then(Value::as_object) else {
+            continue;
+        };
+        for (k, v) in env {
+            let upper = k.to_uppercase();
+            if upper.contains("PASSWORD")
+                || upper.contains("SECRET")
+                || upper.contains("ACCESS_KEY")
+            {
+                assert!(
+                    upper.ends_with("_FILE"),
+                    "{name}: {k} is a value, not a *_FILE secret"
+                );
+                assert!(
+                    v.as_str().unwrap().starts_with("/run/secrets/"),
+                    "{name}: {k}"
+                );
+                let secret = v.as_str().unwrap().trim_start_matches("/run/secrets/");
+                assert!(
+                    mounted_secrets(svc).iter().any(|s| s == secret),
+                    "{name}: {k} names an unmounted secret"
+                );
+            }
+        }
+    }
+    let toml = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../compose/vitalsink.toml"),
+    )
+    .unwrap();
+    assert!(
+        !toml.contains("password="),
+        "a password in compose/vitalsink.toml"
+    );
 }
