@@ -21,8 +21,10 @@ pub enum Error {
         #[source]
         source: tokio_postgres::Error,
     },
-    /// An object-store request failed (after object_store's own retries).
-    #[error("object store: {0}")]
+    /// An object-store request failed (after object_store's own retries). Shown with its
+    /// causes (`… error sending request: … invalid peer certificate: UnknownIssuer`): the
+    /// client's own text stops at "error sending request".
+    #[error("object store: {}", with_causes(.0))]
     Store(#[from] object_store::Error),
     /// Writing or reading Parquet failed.
     #[error("parquet: {0}")]
@@ -89,4 +91,20 @@ pub fn pg(shard: &str) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
         shard: shard.to_string(),
         source,
     }
+}
+
+/// `e` and each of its sources, `: `-separated, skipping a source whose text the previous
+/// already contains.
+pub fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        cur = c.source();
+    }
+    out
 }

@@ -347,7 +347,16 @@ impl Config {
             fig = fig.merge(Toml::file(p));
         }
         fig = fig
-            .merge(Env::prefixed("VITALSINK_").ignore(&["CONFIG"]).split("__"))
+            // `VITALSINK_CONFIG` is the file itself; `VITALSINK_SECURE_*` are the secure local
+            // stack's coordinates (`STACK_SECURE=1 dev/stack env`), not configuration.
+            .merge(
+                Env::prefixed("VITALSINK_")
+                    .filter(|k| {
+                        let k = k.as_str().to_ascii_lowercase();
+                        k != "config" && !k.starts_with("secure_")
+                    })
+                    .split("__"),
+            )
             .merge(Serialized::defaults(overrides));
         let cfg: Config = fig.extract().map_err(|e| Error::from_figment(&e))?;
         cfg.validate()?;

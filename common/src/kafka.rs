@@ -72,13 +72,31 @@ pub async fn ensure_topic_with(client: ClientConfig, topic: &str, partitions: i3
 #[derive(Default)]
 struct Reasons(std::sync::Mutex<Vec<String>>);
 
-impl ClientContext for Reasons {
-    fn error(&self, error: KafkaError, reason: &str) {
-        tracing::debug!(%error, reason, "kafka client error");
+impl Reasons {
+    fn push(&self, reason: &str) {
         if let Ok(mut v) = self.0.lock() {
             if v.len() < 8 && !v.iter().any(|r| r == reason) {
                 v.push(reason.to_string());
             }
+        }
+    }
+}
+
+impl ClientContext for Reasons {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(%error, reason, "kafka client error");
+        self.push(reason);
+    }
+
+    // A failed TLS handshake is reported in librdkafka's log only (level error/warning,
+    // facility FAIL), e.g. "SSL handshake failed: … certificate verify failed".
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        if matches!(level, L::Emerg | L::Alert | L::Critical | L::Error | L::Warning) {
+            tracing::debug!(fac, message, "kafka client log");
+            // Drop librdkafka's "host:port/bootstrap: " prefix; the error names the brokers.
+            let m = message.split_once(": ").map_or(message, |(_, m)| m);
+            self.push(m);
         }
     }
 }
@@ -96,26 +114,43 @@ impl ConsumerContext for Reasons {}
 pub fn preflight(client: &ClientConfig, timeout: Duration) -> Result<()> {
     let brokers = client.get("bootstrap.servers").unwrap_or_default().to_string();
     let mut c = client.clone();
-    // A consumer without a group: it only fetches metadata.
+    // A consumer without a group: it only fetches metadata. Warnings and errors of
+    // librdkafka's log reach [`Reasons`] whatever the process's log level.
     c.remove("group.id");
+    c.set_log_level(rdkafka::config::RDKafkaLogLevel::Warning);
     let consumer: BaseConsumer<Reasons> = c.create_with_context(Reasons::default())?;
-    match consumer.fetch_metadata(None, timeout) {
-        Ok(_) => Ok(()),
-        Err(e) => {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let err = match consumer.fetch_metadata(None, Duration::from_secs(1)) {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        // Serves the error callbacks (a failed SASL authentication arrives there).
+        let _ = consumer.poll(Duration::from_millis(100));
+        // A refused handshake or login does not heal by waiting: report it at once.
+        let refused = consumer.context().0.lock().is_ok_and(|v| {
+            v.iter().any(|r| {
+                r.contains("SSL handshake failed")
+                    || r.contains("SASL authentication error")
+                    || r.contains("Authentication failed")
+                    || r.contains("Disconnected while requesting ApiVersion")
+            })
+        });
+        if refused || std::time::Instant::now() >= deadline {
             let reasons = consumer
                 .context()
                 .0
                 .lock()
                 .map(|v| v.join("; "))
                 .unwrap_or_default();
-            Err(Error::KafkaConnect {
+            return Err(Error::KafkaConnect {
                 brokers,
                 message: if reasons.is_empty() {
-                    e.to_string()
+                    err.to_string()
                 } else {
-                    format!("{reasons} ({e})")
+                    format!("{reasons} ({err})")
                 },
-            })
+            });
         }
     }
 }
