@@ -25,6 +25,8 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Print the effective configuration as JSON (secrets masked) and exit.
+    CheckConfig,
     /// Show the shard map's current epoch (JSON).
     Map,
     /// Show every move and its phase (JSON lines).
@@ -128,6 +130,7 @@ pub async fn main(cli: Cli) -> ExitCode {
 async fn run(command: Command, cfg: Config) -> Result<()> {
     let shards = Shard::all(&cfg.shards, &cfg.database)?;
     match command {
+        Command::CheckConfig => println!("{}", common_cli::config_json(&cfg)),
         Command::Map => {
             let map_shard = shards
                 .first()

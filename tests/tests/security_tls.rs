@@ -532,10 +532,21 @@ async fn every_hop_over_tls_with_scram_each_binary_its_own_role_and_no_secret_in
         (archiver_binary(), "archiver_check"),
         (query_binary(), "query_check"),
         (replay_binary(), "replay_check"),
+        (ingest_binary().with_file_name("reshard"), "reshard_check"),
     ] {
         let out = d.run_with(bin, &d.config, &["check-config"], name);
         assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
     }
+    // A password written inline (allowed, never required) is masked too.
+    let inline_pw = random_secret("inline");
+    let inline = d.variant(
+        "inline",
+        &[("host=localhost port=", &format!("host=localhost password={inline_pw} port="))],
+    );
+    let out = d.run_with(ingest_binary(), &inline, &["check-config"], "inline_check");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("password=***"));
+    d.secrets.push(inline_pw);
     let searched = d.assert_no_secret(&[("ingest /metrics", metrics)]);
     assert!(searched > 100_000, "searched {searched} bytes of output");
 }
