@@ -10,6 +10,7 @@ pub mod broker;
 pub mod dataset;
 pub mod ingest_run;
 pub mod replay_run;
+pub mod roles;
 pub mod routing_reference;
 pub mod secure;
 
