@@ -66,6 +66,14 @@ pub enum Error {
     /// Some chunks could not be archived in this run (they stay in the database).
     #[error("{0} chunk(s) failed; they stay in the database and are retried by the next run")]
     ChunksFailed(usize),
+    /// A shard's task of a run ended without a result (it panicked); the other shards go on.
+    #[error("shard {shard}: its task ended abnormally: {message}")]
+    ShardTask {
+        /// Name of the shard.
+        shard: String,
+        /// The task's join error.
+        message: String,
+    },
     /// A bad command-line argument.
     #[error("argument {arg}: {message}")]
     Arg {

@@ -606,6 +606,29 @@ pub async fn log_steps(shard: &ShardConfig) -> Vec<(String, String, String, i64)
         .collect()
 }
 
+/// Asserts that every chunk in a shard's archive log went planned → written → verified →
+/// dropped, in that order, in one attempt; returns the log ([`log_steps`]).
+pub async fn assert_each_chunk_archived_once(
+    shard: &ShardConfig,
+) -> Vec<(String, String, String, i64)> {
+    let steps = log_steps(shard).await;
+    let chunks: std::collections::BTreeSet<&String> = steps.iter().map(|s| &s.0).collect();
+    for c in chunks {
+        let seq: Vec<&str> = steps
+            .iter()
+            .filter(|s| &s.0 == c)
+            .map(|s| s.2.as_str())
+            .collect();
+        assert_eq!(
+            seq,
+            ["planned", "written", "verified", "dropped"],
+            "{}: {c}",
+            shard.name
+        );
+    }
+    steps
+}
+
 /// The archive log of a shard with paths: (chunk, attempt, step, object path, renamed from),
 /// restores left out, in id order.
 pub async fn log_paths(
@@ -755,22 +778,7 @@ pub async fn round_trip(s3: bool) {
     assert_eq!(report["failed"].as_i64(), Some(0), "{report}");
     for s in &setup.dbs.shards {
         assert_eq!(aged_chunk_count(s).await, 0, "{}: aged chunks left", s.name);
-        // Every chunk went planned → written → verified → dropped, in that order, one attempt.
-        let steps = log_steps(s).await;
-        let chunks: std::collections::BTreeSet<&String> = steps.iter().map(|s| &s.0).collect();
-        for c in chunks {
-            let seq: Vec<&str> = steps
-                .iter()
-                .filter(|s| &s.0 == c)
-                .map(|s| s.2.as_str())
-                .collect();
-            assert_eq!(
-                seq,
-                ["planned", "written", "verified", "dropped"],
-                "{}: {c}",
-                s.name
-            );
-        }
+        assert_each_chunk_archived_once(s).await;
     }
     let left = db_totals(&setup.dbs.shards).await;
     assert!(

@@ -1,12 +1,17 @@
 //! `run`: every shard, every chunk older than the window; and [`Runner`], the working set
 //! every command uses.
 //!
-//! Shards are done one after the other; on each, a session advisory lock keeps two archivers
-//! (an overlapping cron start) from working on the same shard; the second skips it. Before
-//! anything else the shard's log rows not yet in the manifest are mirrored.
+//! Up to `archive.shard_concurrency` shards are archived at once, each on a task of its own
+//! and one chunk at a time; they share the process's rate limit (`archive.rows_per_second`).
+//! On each shard a session advisory lock keeps two archivers (an overlapping cron start) from
+//! working on the same shard; the second skips it. Before anything else the shard's log rows
+//! not yet in the manifest are mirrored. A shard that fails counts as one failure and does not
+//! stop the others; the run's [`Report`] adds the shards up in configuration order.
 
 use serde::Serialize;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use vitalsink_common::db::Shard;
 use vitalsink_common::observe::{self, Readiness};
@@ -68,10 +73,27 @@ pub struct Report {
     pub bytes: u64,
 }
 
-/// The archiver's working set: configuration, shards, archive, rate limit.
-#[derive(Debug)]
+impl Report {
+    /// Adds another (shard's) report to this one.
+    fn add(&mut self, o: &Report) {
+        self.archived += o.archived;
+        self.failed += o.failed;
+        self.held += o.held;
+        self.busy_shards += o.busy_shards;
+        self.rows += o.rows;
+        self.bytes += o.bytes;
+    }
+}
+
+/// What one shard's task of a run returns: its index in the shard list, the report of what it
+/// did (also when it stopped early) and how it ended.
+type ShardDone = (usize, Report, Result<()>);
+
+/// The archiver's working set: configuration, shards, archive, rate limit. A clone shares
+/// the shards' pools, the archive and the rate limit (each shard's task of a run holds one).
+#[derive(Debug, Clone)]
 pub struct Runner {
-    cfg: Config,
+    cfg: Arc<Config>,
     shards: Vec<Shard>,
     archive: Archive,
     limiter: RowLimiter,
@@ -101,7 +123,7 @@ impl Runner {
             shards: Shard::all(&cfg.shards, &cfg.database)?,
             archive: store::open(&cfg.archive)?,
             limiter: RowLimiter::new(cfg.archive.rows_per_second, cfg.archive.batch_rows),
-            cfg: cfg.clone(),
+            cfg: Arc::new(cfg.clone()),
         })
     }
 
@@ -161,21 +183,70 @@ impl Runner {
         Ok(version.max(vitalsink_common::migrate::latest_version()))
     }
 
-    /// Archives every aged chunk of every shard once.
+    /// Archives every aged chunk of every shard once, up to `archive.shard_concurrency`
+    /// shards at a time, each on a task of its own. Dropping the returned future (the
+    /// daemon's shutdown) aborts every shard's task; what they left is resumed by the next run
+    /// from the archive log.
     ///
     /// # Errors
     /// [`Error::ChunksFailed`] when some chunks failed (the others are archived); a shard
-    /// that cannot be reached counts as one failure. Before any shard is touched: the shard
-    /// list disagrees with the shard map, or the map shard cannot be read
-    /// ([`Runner::check_shard_map`]).
+    /// that cannot be reached, or whose task panicked, counts as one failure and the other
+    /// shards go on. Before any shard is touched: the shard list disagrees with the shard
+    /// map, or the map shard cannot be read ([`Runner::check_shard_map`]).
     pub async fn run_once(&self) -> Result<Report> {
         self.check_shard_map().await?;
-        let run_id = crate::storage::layout::new_attempt();
-        tracing::info!(%run_id, root = %self.archive.root, older_than = %humantime::format_duration(self.cfg.archive.older_than), "archive run");
+        let run_id: Arc<str> = crate::storage::layout::new_attempt().into();
+        let at_once = self
+            .cfg
+            .archive
+            .shard_concurrency
+            .clamp(1, self.shards.len().max(1));
+        tracing::info!(%run_id, root = %self.archive.root, older_than = %humantime::format_duration(self.cfg.archive.older_than), shards_at_once = at_once, "archive run");
+        let mut done: Vec<Option<(Report, Result<()>)>> = Vec::new();
+        done.resize_with(self.shards.len(), || None);
+        let mut tasks: JoinSet<ShardDone> = JoinSet::new();
+        let mut index_of = std::collections::HashMap::new();
+        let mut next = 0;
+        loop {
+            while tasks.len() < at_once && next < self.shards.len() {
+                let (runner, run_id, i) = (self.clone(), run_id.clone(), next);
+                let handle = tasks.spawn(async move {
+                    let mut report = Report::default();
+                    let res = runner.shard(&runner.shards[i], &run_id, &mut report).await;
+                    (i, report, res)
+                });
+                index_of.insert(handle.id(), i);
+                next += 1;
+            }
+            let Some(joined) = tasks.join_next_with_id().await else {
+                break;
+            };
+            let (i, report, res) = match joined {
+                Ok((_, d)) => d,
+                Err(e) => {
+                    // A panic (an abort only comes from dropping the JoinSet, which ends the run).
+                    let Some(&i) = index_of.get(&e.id()) else {
+                        continue;
+                    };
+                    let shard = self.shards[i].name.clone();
+                    let err = Error::ShardTask {
+                        shard,
+                        message: e.to_string(),
+                    };
+                    (i, Report::default(), Err(err))
+                }
+            };
+            let name = &self.shards[i].name;
+            match &res {
+                Ok(()) => tracing::info!(shard = %name, ?report, "shard done"),
+                Err(e) => tracing::error!(shard = %name, error = %e, ?report, "shard failed"),
+            }
+            done[i] = Some((report, res));
+        }
         let mut report = Report::default();
-        for shard in &self.shards {
-            if let Err(e) = self.shard(shard, &run_id, &mut report).await {
-                tracing::error!(shard = %shard.name, error = %e, "shard failed");
+        for (r, res) in done.iter().flatten() {
+            report.add(r);
+            if res.is_err() {
                 report.failed += 1;
             }
         }

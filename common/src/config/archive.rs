@@ -8,7 +8,9 @@ use std::time::Duration;
 ///
 /// Memory of one export is bounded by configuration, never by the chunk's size: about
 /// `sort_buffer_rows` rows being sorted, `3 × batch_rows` decoded rows, one encoded row group of at most `row_group_rows` rows, and
-/// `part_size_bytes × (upload_concurrency + 1)` bytes of multipart upload buffers.
+/// `part_size_bytes × (upload_concurrency + 1)` bytes of multipart upload buffers. Each shard
+/// being archived runs one export at a time with its own buffers, so the archiver's memory is
+/// that bound `× shard_concurrency`; `rows_per_second` stays one limit for all of them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ArchiveConfig {
@@ -50,6 +52,12 @@ pub struct ArchiveConfig {
     /// Give up retrying one request after this long.
     #[serde(with = "humantime_serde")]
     pub retry_timeout: Duration,
+    /// Shards archived at once by one `run` (shards; at least 1, 1 = one after the other).
+    /// Each works on its own shard under that shard's bulk advisory lock, one chunk at a time,
+    /// and holds its own export buffers: memory is the per-export bound above
+    /// `× shard_concurrency`, and each export reads with up to 4 connections of its own shard.
+    /// `rows_per_second` is not multiplied: the shards share it.
+    pub shard_concurrency: usize,
     /// `run` repeats every this long as a daemon; absent means run once (cron, systemd timer).
     #[serde(with = "humantime_serde")]
     pub every: Option<Duration>,
@@ -72,6 +80,7 @@ impl Default for ArchiveConfig {
             upload_concurrency: 4,
             max_retries: 8,
             retry_timeout: Duration::from_secs(180),
+            shard_concurrency: 2,
             every: None,
         }
     }
@@ -120,6 +129,9 @@ impl ArchiveConfig {
         }
         if self.upload_concurrency == 0 {
             return Err(("archive.upload_concurrency", "must be at least 1"));
+        }
+        if self.shard_concurrency == 0 {
+            return Err(("archive.shard_concurrency", "must be at least 1"));
         }
         if self.every.is_some_and(|d| d < Duration::from_secs(1)) {
             return Err(("archive.every", "must be at least 1s"));
