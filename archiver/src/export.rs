@@ -126,9 +126,18 @@ pub async fn export(
         message: format!("encoder task: {e}"),
     })?;
     let finished = match (read, encoded) {
-        (Ok(summary), Ok(())) => finish(&mut writer, &summary)
-            .await
-            .map(|bytes| (summary, bytes)),
+        (Ok(summary), Ok(())) => match finish(&mut writer, &summary).await {
+            Ok(bytes) => Ok((summary, bytes)),
+            Err(e) => {
+                // Finishing shuts the upload down; once that started, object_store's abort
+                // panics ("Already shut down"). The attempt fails as it is: the archive log
+                // records no `written` step, the next run writes the object again under a new
+                // attempt, and an S3 lifecycle rule for incomplete multipart uploads removes
+                // any parts left behind.
+                tracing::warn!(object = %t.path, error = %e, "completing the upload failed; not aborting it");
+                return Err(e);
+            }
+        },
         (Err(e), _) | (Ok(_), Err(e)) => Err(e),
     };
     match finished {
