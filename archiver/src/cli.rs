@@ -120,10 +120,11 @@ impl Cli {
 
 /// Runs the command; returns the exit code (0 success, 1 failure, 2 bad configuration).
 pub async fn main(cli: Cli) -> ExitCode {
-    let loaded = Config::load(cli.common.config.as_deref(), &cli.overrides()).and_then(|mut cfg| {
-        cfg.use_role("archiver")?;
-        vitalsink_common::telemetry::init_logging(&cfg.observability).map(|()| cfg)
-    });
+    let loaded =
+        Config::load(cli.common.config.as_deref(), &cli.overrides()).and_then(|mut cfg| {
+            cfg.use_role("archiver")?;
+            vitalsink_common::telemetry::init_logging(&cfg.observability).map(|()| cfg)
+        });
     let cfg = match loaded {
         Ok(c) => c,
         Err(e) => {

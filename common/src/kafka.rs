@@ -4,9 +4,9 @@ use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::config::ClientConfig;
 use rdkafka::types::RDKafkaErrorCode;
 use std::time::Duration;
 
@@ -92,7 +92,10 @@ impl ClientContext for Reasons {
     // facility FAIL), e.g. "SSL handshake failed: … certificate verify failed".
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
         use rdkafka::config::RDKafkaLogLevel as L;
-        if matches!(level, L::Emerg | L::Alert | L::Critical | L::Error | L::Warning) {
+        if matches!(
+            level,
+            L::Emerg | L::Alert | L::Critical | L::Error | L::Warning
+        ) {
             tracing::debug!(fac, message, "kafka client log");
             // Drop librdkafka's "host:port/bootstrap: " prefix; the error names the brokers.
             let m = message.split_once(": ").map_or(message, |(_, m)| m);
@@ -112,7 +115,10 @@ impl ConsumerContext for Reasons {}
 /// [`Error::KafkaConnect`] when no metadata arrives within `timeout` (ms resolution), with
 /// every distinct reason librdkafka reported meanwhile.
 pub fn preflight(client: &ClientConfig, timeout: Duration) -> Result<()> {
-    let brokers = client.get("bootstrap.servers").unwrap_or_default().to_string();
+    let brokers = client
+        .get("bootstrap.servers")
+        .unwrap_or_default()
+        .to_string();
     let mut c = client.clone();
     // A consumer without a group: it only fetches metadata. Warnings and errors of
     // librdkafka's log reach [`Reasons`] whatever the process's log level.

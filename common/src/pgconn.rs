@@ -163,7 +163,11 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         let hex = |c: u8| (c as char).to_digit(16);
-        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
             (b'%', Some(h), Some(l)) => {
                 out.push((h * 16 + l) as u8);
                 i += 3;
@@ -278,10 +282,11 @@ pub fn settings(
 ) -> Result<(tokio_postgres::Config, MakeTlsConnector)> {
     let (rest, own) = split_tls(url);
     let mut pg: tokio_postgres::Config =
-        rest.parse().map_err(|e: tokio_postgres::Error| Error::Config {
-            key: key.to_string(),
-            message: e.to_string(),
-        })?;
+        rest.parse()
+            .map_err(|e: tokio_postgres::Error| Error::Config {
+                key: key.to_string(),
+                message: e.to_string(),
+            })?;
     let mode = match &own.mode {
         Some(m) => SslMode::parse(m).ok_or_else(|| Error::Config {
             key: key.to_string(),
@@ -312,12 +317,10 @@ pub fn settings(
             pg.password(p);
         }
     }
-    let file = |own: &Option<String>, conf: &Option<PathBuf>, name: &str| {
-        match (own, conf) {
-            (Some(p), _) => Some((PathBuf::from(p), key.to_string())),
-            (None, Some(p)) => Some((p.clone(), format!("database.tls.{name}"))),
-            (None, None) => None,
-        }
+    let file = |own: &Option<String>, conf: &Option<PathBuf>, name: &str| match (own, conf) {
+        (Some(p), _) => Some((PathBuf::from(p), key.to_string())),
+        (None, Some(p)) => Some((p.clone(), format!("database.tls.{name}"))),
+        (None, None) => None,
     };
     let connector = connector(
         mode,
@@ -407,11 +410,19 @@ mod tests {
     #[test]
     fn bad_tls_settings_name_their_key() {
         let db = DatabaseConfig::default();
-        let e = settings("host=h sslmode=verify-everything", "shards[0].url", &db, "t")
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(e.contains("shards[0].url") && e.contains("verify-everything"), "{e}");
+        let e = settings(
+            "host=h sslmode=verify-everything",
+            "shards[0].url",
+            &db,
+            "t",
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(
+            e.contains("shards[0].url") && e.contains("verify-everything"),
+            "{e}"
+        );
         let mut db = DatabaseConfig::default();
         db.tls.mode = SslMode::VerifyFull;
         db.tls.ca_file = Some("/nonexistent/ca.pem".into());
@@ -420,6 +431,12 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("database.tls.ca_file"), "{e}");
-        assert!(settings("host=h sslmode=require user=u", "k", &DatabaseConfig::default(), "t").is_ok());
+        assert!(settings(
+            "host=h sslmode=require user=u",
+            "k",
+            &DatabaseConfig::default(),
+            "t"
+        )
+        .is_ok());
     }
 }

@@ -224,7 +224,10 @@ mod tests {
                 "host=h password = 'se cr\\'et' user=u",
                 "host=h password = *** user=u",
             ),
-            ("host=h sslpassword=k user=u", "host=h sslpassword=*** user=u"),
+            (
+                "host=h sslpassword=k user=u",
+                "host=h sslpassword=*** user=u",
+            ),
             ("host=h user=u", "host=h user=u"),
             ("postgresql://u@h/db", "postgresql://u@h/db"),
         ] {
@@ -246,7 +249,10 @@ mod tests {
         redact_config(&mut v);
         let text = v.to_string();
         assert!(!text.contains("hunter2"), "{text}");
-        assert!(text.contains("/run/secrets/k") && text.contains("\"u\""), "{text}");
+        assert!(
+            text.contains("/run/secrets/k") && text.contains("\"u\""),
+            "{text}"
+        );
     }
 
     #[test]
@@ -263,8 +269,14 @@ mod tests {
             password_file: Some(dir.path().join("nope")),
             password_env: None,
         };
-        let e = missing.resolve("database.credentials.ingest").unwrap_err().to_string();
-        assert!(e.contains("database.credentials.ingest.password_file"), "{e}");
+        let e = missing
+            .resolve("database.credentials.ingest")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("database.credentials.ingest.password_file"),
+            "{e}"
+        );
         let unset = PasswordSource {
             password_file: None,
             password_env: Some("VITALSINK_TEST_SURELY_UNSET_PW".into()),

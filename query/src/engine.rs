@@ -50,8 +50,8 @@ pub fn session(cfg: &Config, limits: Limits) -> Result<SessionContext> {
     // (10 MiB) assumes a large pool; with a small one, four partitions' sorts would take it
     // all before spilling once. A sixteenth of the pool, at most the default.
     let opts = config.options_mut();
-    opts.execution.sort_spill_reservation_bytes = (limits.memory_bytes / 16)
-        .min(opts.execution.sort_spill_reservation_bytes);
+    opts.execution.sort_spill_reservation_bytes =
+        (limits.memory_bytes / 16).min(opts.execution.sort_spill_reservation_bytes);
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     ctx.register_table(
         "measurements",

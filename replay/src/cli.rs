@@ -224,8 +224,12 @@ async fn run(command: Command, cfg: Config) -> Result<()> {
         Command::List { source } => list(&source)?,
         Command::CheckConfig => {
             use std::io::Write;
-            writeln!(std::io::stdout().lock(), "{}", common_cli::config_json(&cfg))
-                .map_err(|e| Error::io("<stdout>", e))?;
+            writeln!(
+                std::io::stdout().lock(),
+                "{}",
+                common_cli::config_json(&cfg)
+            )
+            .map_err(|e| Error::io("<stdout>", e))?;
         }
     }
     Ok(())

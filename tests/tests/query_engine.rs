@@ -318,7 +318,13 @@ async fn one_table_over_shards_and_archive_counts_every_row_once() {
     let mut server = Command::new(ingest_binary().with_file_name("query"))
         .arg("--config")
         .arg(&config)
-        .args(["--listen", "127.0.0.1:0", "serve", "--flight-listen", "127.0.0.1:0"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "serve",
+            "--flight-listen",
+            "127.0.0.1:0",
+        ])
         .env("NO_COLOR", "1")
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -382,7 +388,10 @@ async fn one_table_over_shards_and_archive_counts_every_row_once() {
     let (want_n, want_s) = t.participants[&p];
     let prepared = &got["prepared"][0];
     assert_eq!(prepared["n"].as_i64(), Some(want_n), "prepared: {got}");
-    assert!(close(prepared["s"].as_f64().unwrap(), want_s), "prepared: {got}");
+    assert!(
+        close(prepared["s"].as_f64().unwrap(), want_s),
+        "prepared: {got}"
+    );
     let columns: Vec<String> = got["table_schema"]
         .as_array()
         .unwrap()
@@ -402,7 +411,11 @@ async fn one_table_over_shards_and_archive_counts_every_row_once() {
     assert_eq!(listed[0]["type"], "TABLE", "{got}");
     assert_eq!(listed[0]["columns"], got["table_schema"], "{got}");
     assert!(
-        got["info"].as_object().unwrap().values().any(|v| v == "vitalsink-query"),
+        got["info"]
+            .as_object()
+            .unwrap()
+            .values()
+            .any(|v| v == "vitalsink-query"),
         "get_info: {got}"
     );
     let bad = Command::new("python3")
@@ -417,7 +430,9 @@ async fn one_table_over_shards_and_archive_counts_every_row_once() {
     );
     // Statements show in the server's metrics: the good ones and the refused one.
     let maddr = vitalsink_tests::ingest_run::endpoints_addr(&flog).await;
-    let metrics = vitalsink_tests::ingest_run::http_get(&maddr, "/metrics").await.1;
+    let metrics = vitalsink_tests::ingest_run::http_get(&maddr, "/metrics")
+        .await
+        .1;
     let counter = |outcome: &str| -> f64 {
         metrics
             .lines()

@@ -38,38 +38,18 @@ const ARCHIVER: &str = "vs_test_archiver";
 const READER: &str = "vs_test_reader";
 const MOVER: &str = "vs_test_mover";
 
-/// Creates the login users on every server of the stack, each IN ROLE its group role
-/// (which the migrations created). Idempotent and safe against a concurrent test doing the
-/// same.
+/// Creates the login users on every server of the stack, each IN ROLE its group role.
 async fn ensure_login_users(stack: &Stack) {
-    let users = [
-        (INGEST, "vitalsink_ingest"),
-        (ARCHIVER, "vitalsink_archiver"),
-        (READER, "vitalsink_reader"),
-        (MOVER, "vitalsink_mover"),
-    ];
-    for url in &stack.shard_urls {
-        let admin = connect(url).await;
-        for (user, group) in users {
-            admin
-                .batch_execute(&format!(
-                    "DO $$ BEGIN
-                         IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{user}') THEN
-                             BEGIN
-                                 CREATE ROLE {user} LOGIN;
-                             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
-                             END;
-                         END IF;
-                         BEGIN
-                             GRANT {group} TO {user};
-                         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
-                         END;
-                     END $$"
-                ))
-                .await
-                .unwrap();
-        }
-    }
+    vitalsink_tests::roles::ensure_login_users(
+        stack,
+        &[
+            (INGEST, "vitalsink_ingest"),
+            (ARCHIVER, "vitalsink_archiver"),
+            (READER, "vitalsink_reader"),
+            (MOVER, "vitalsink_mover"),
+        ],
+    )
+    .await;
 }
 
 /// `shards` with the login `user` instead of the owner (`user=postgres`) in their URLs.
@@ -86,25 +66,10 @@ fn as_user(shards: &[ShardConfig], user: &str) -> Vec<ShardConfig> {
         .collect()
 }
 
-/// The SQLSTATE `sql` fails with, `None` when it succeeds. A failed explicit transaction is
-/// rolled back.
-async fn sqlstate(c: &Client, sql: &str) -> Option<String> {
-    match c.batch_execute(sql).await {
-        Ok(()) => None,
-        Err(e) => {
-            c.batch_execute("ROLLBACK").await.unwrap();
-            Some(
-                e.code()
-                    .map_or_else(|| format!("{e}"), |s| s.code().to_string()),
-            )
-        }
-    }
-}
-
 /// Asserts `sql`, run by `who`, is refused with SQLSTATE 42501 (insufficient_privilege).
 async fn refused(c: &Client, who: &str, sql: &str) {
     assert_eq!(
-        sqlstate(c, sql).await.as_deref(),
+        vitalsink_tests::roles::sqlstate(c, sql).await.as_deref(),
         Some("42501"),
         "{who} must be refused: {sql}"
     );
@@ -112,7 +77,11 @@ async fn refused(c: &Client, who: &str, sql: &str) {
 
 /// Asserts `sql`, run by `who`, succeeds.
 async fn allowed(c: &Client, who: &str, sql: &str) {
-    assert_eq!(sqlstate(c, sql).await, None, "{who} must be allowed: {sql}");
+    assert_eq!(
+        vitalsink_tests::roles::sqlstate(c, sql).await,
+        None,
+        "{who} must be allowed: {sql}"
+    );
 }
 
 /// Runs `bin --config config migrate` (as whoever the config's URLs name).

@@ -255,7 +255,10 @@ impl Deployment {
             .collect::<Vec<_>>()
             .join("\n");
         for n in names {
-            assert!(last.contains(n), "{name}: the error names {n:?}: {last}\n{err}");
+            assert!(
+                last.contains(n),
+                "{name}: the error names {n:?}: {last}\n{err}"
+            );
         }
     }
 
@@ -270,7 +273,10 @@ impl Deployment {
             let p = e.unwrap().path();
             let n = p.file_name().unwrap().to_string_lossy().to_string();
             if n.ends_with(".out") || n.ends_with(".err") || n.ends_with(".log") {
-                texts.push((n, String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into()));
+                texts.push((
+                    n,
+                    String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into(),
+                ));
             }
         }
         for (n, t) in &texts {
@@ -367,8 +373,13 @@ async fn every_hop_over_tls_with_scram_each_binary_its_own_role_and_no_secret_in
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let maddr = vitalsink_tests::ingest_run::endpoints_addr(&wlog).await;
-    let metrics = vitalsink_tests::ingest_run::http_get(&maddr, "/metrics").await.1;
-    assert!(metrics.contains("vitalsink_ingest_rows_written_total"), "{metrics}");
+    let metrics = vitalsink_tests::ingest_run::http_get(&maddr, "/metrics")
+        .await
+        .1;
+    assert!(
+        metrics.contains("vitalsink_ingest_rows_written_total"),
+        "{metrics}"
+    );
     stop_gracefully(w, &wlog).await;
     assert_eq!(total_rows(&s, &d.dbs).await, total, "each row once");
     // archiver (role vitalsink_archiver) → S3 over HTTPS with the private CA.
@@ -402,7 +413,10 @@ async fn every_hop_over_tls_with_scram_each_binary_its_own_role_and_no_secret_in
     for (p, (n, sum)) in &want {
         let (gn, gs) = got[p];
         assert_eq!(gn, *n, "{p}");
-        assert!((gs - sum).abs() <= 1e-9 * sum.abs().max(1.0), "{p}: {gs} vs {sum}");
+        assert!(
+            (gs - sum).abs() <= 1e-9 * sum.abs().max(1.0),
+            "{p}: {gs} vs {sum}"
+        );
     }
 
     // The query server over TLS with a password, through ADBC Flight SQL into pandas.
@@ -410,10 +424,20 @@ async fn every_hop_over_tls_with_scram_each_binary_its_own_role_and_no_secret_in
     let analyst_file = d.path("analyst.password");
     std::fs::write(&analyst_file, &analyst_pw).unwrap();
     let flog = d.path("flight.log");
-    let mut c = d.cmd(query_binary(), &d.config, &["serve", "--flight-listen", "127.0.0.1:0"]);
+    let mut c = d.cmd(
+        query_binary(),
+        &d.config,
+        &["serve", "--flight-listen", "127.0.0.1:0"],
+    );
     let mut server = c
-        .env("QUERY_FLIGHT_TLS_CERT", format!("{}/server.pem", var("VITALSINK_SECURE_DIR")))
-        .env("QUERY_FLIGHT_TLS_KEY", format!("{}/server.key", var("VITALSINK_SECURE_DIR")))
+        .env(
+            "QUERY_FLIGHT_TLS_CERT",
+            format!("{}/server.pem", var("VITALSINK_SECURE_DIR")),
+        )
+        .env(
+            "QUERY_FLIGHT_TLS_KEY",
+            format!("{}/server.key", var("VITALSINK_SECURE_DIR")),
+        )
         .env("QUERY_FLIGHT_PASSWORD_FILE", &analyst_file)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&flog).unwrap())
@@ -451,20 +475,37 @@ async fn every_hop_over_tls_with_scram_each_binary_its_own_role_and_no_secret_in
         out
     };
     let out = adbc(&s.ca, &analyst_file, "adbc");
-    assert!(out.status.success(), "adbc: {}\n{}", String::from_utf8_lossy(&out.stderr), log_tail(&flog));
+    assert!(
+        out.status.success(),
+        "adbc: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        log_tail(&flog)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = v["rows"].as_array().unwrap();
     assert_eq!(rows.len(), want.len());
     for r in rows {
         let p = r["participant_id"].as_str().unwrap();
-        assert_eq!(r["n"].as_i64(), Some(want[p].0), "{p} through ADBC over TLS");
+        assert_eq!(
+            r["n"].as_i64(),
+            Some(want[p].0),
+            "{p} through ADBC over TLS"
+        );
     }
     let out = adbc(&s.ca, &wrong_pw_file(&d), "adbc_password");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("nauthenticated"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nauthenticated"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = adbc(&s.other_ca, &analyst_file, "adbc_ca");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("certificate"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("certificate"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     server.kill().unwrap();
     let _ = server.wait();
     let mut d = d;
@@ -472,58 +513,163 @@ async fn every_hop_over_tls_with_scram_each_binary_its_own_role_and_no_secret_in
 
     // Refusals, each naming the connection.
     // PostgreSQL: plain text, wrong password, unknown CA, wrong host name.
-    let plain = d.variant("pg_plain", &[("mode = \"verify-full\"", "mode = \"disable\"")]);
-    d.refused(query_binary(), &plain, &["sql", "SELECT 1 FROM measurements"], "pg_plain", &["shard0", "no encryption"]);
+    let plain = d.variant(
+        "pg_plain",
+        &[("mode = \"verify-full\"", "mode = \"disable\"")],
+    );
+    d.refused(
+        query_binary(),
+        &plain,
+        &["sql", "SELECT 1 FROM measurements"],
+        "pg_plain",
+        &["shard0", "no encryption"],
+    );
     let wrong_pw = wrong_pw_file(&d);
     let ingest_pw = d.path("ingest.password");
     let bad_pw = d.variant(
         "pg_password",
         &[(ingest_pw.to_str().unwrap(), wrong_pw.to_str().unwrap())],
     );
-    d.refused(ingest_binary(), &bad_pw, &["run"], "pg_password", &["shard0", "password authentication failed"]);
+    d.refused(
+        ingest_binary(),
+        &bad_pw,
+        &["run"],
+        "pg_password",
+        &["shard0", "password authentication failed"],
+    );
     let other_ca = d.variant(
         "pg_ca",
-        &[(&format!("[database.tls]\nmode = \"verify-full\"\nca_file = \"{}\"", s.ca), &format!("[database.tls]\nmode = \"verify-full\"\nca_file = \"{}\"", s.other_ca))],
+        &[(
+            &format!(
+                "[database.tls]\nmode = \"verify-full\"\nca_file = \"{}\"",
+                s.ca
+            ),
+            &format!(
+                "[database.tls]\nmode = \"verify-full\"\nca_file = \"{}\"",
+                s.other_ca
+            ),
+        )],
     );
-    d.refused(query_binary(), &other_ca, &["sql", "SELECT 1 FROM measurements"], "pg_ca", &["shard0", "certificate verify failed"]);
-    let wrong_host = d.variant("pg_host", &[("host=localhost port=", "host=127.0.0.1 port=")]);
-    d.refused(query_binary(), &wrong_host, &["sql", "SELECT 1 FROM measurements"], "pg_host", &["shard0", "certificate verify failed"]);
+    d.refused(
+        query_binary(),
+        &other_ca,
+        &["sql", "SELECT 1 FROM measurements"],
+        "pg_ca",
+        &["shard0", "certificate verify failed"],
+    );
+    let wrong_host = d.variant(
+        "pg_host",
+        &[("host=localhost port=", "host=127.0.0.1 port=")],
+    );
+    d.refused(
+        query_binary(),
+        &wrong_host,
+        &["sql", "SELECT 1 FROM measurements"],
+        "pg_host",
+        &["shard0", "certificate verify failed"],
+    );
 
     // Kafka: plain text on the TLS listener, unknown CA, wrong host name, wrong password.
     let publish = ["synthetic", "--participants", "1", "--days", "1"];
     let k_plain = d.variant("kafka_plain", &[("\"SASL_SSL\"", "\"SASL_PLAINTEXT\"")]);
-    d.refused(replay_binary(), &k_plain, &publish, "kafka_plain", &[&format!("kafka {}", s.kafka)]);
+    d.refused(
+        replay_binary(),
+        &k_plain,
+        &publish,
+        "kafka_plain",
+        &[&format!("kafka {}", s.kafka)],
+    );
     let k_ca = d.variant(
         "kafka_ca",
-        &[(&format!("\"ssl.ca.location\" = \"{}\"", s.ca), &format!("\"ssl.ca.location\" = \"{}\"", s.other_ca))],
+        &[(
+            &format!("\"ssl.ca.location\" = \"{}\"", s.ca),
+            &format!("\"ssl.ca.location\" = \"{}\"", s.other_ca),
+        )],
     );
-    d.refused(replay_binary(), &k_ca, &publish, "kafka_ca", &[&format!("kafka {}", s.kafka), "certificate verify failed"]);
+    d.refused(
+        replay_binary(),
+        &k_ca,
+        &publish,
+        "kafka_ca",
+        &[&format!("kafka {}", s.kafka), "certificate verify failed"],
+    );
     let k_host_addr = s.kafka.replace("localhost", "127.0.0.1");
-    let k_host = d.variant("kafka_host", &[(&format!("brokers = \"{}\"", s.kafka), &format!("brokers = \"{k_host_addr}\""))]);
-    d.refused(replay_binary(), &k_host, &publish, "kafka_host", &[&format!("kafka {k_host_addr}")]);
-    let k_pw = d.variant("kafka_password", &[(&s.kafka_password_file, wrong_pw.to_str().unwrap())]);
+    let k_host = d.variant(
+        "kafka_host",
+        &[(
+            &format!("brokers = \"{}\"", s.kafka),
+            &format!("brokers = \"{k_host_addr}\""),
+        )],
+    );
+    d.refused(
+        replay_binary(),
+        &k_host,
+        &publish,
+        "kafka_host",
+        &[&format!("kafka {k_host_addr}")],
+    );
+    let k_pw = d.variant(
+        "kafka_password",
+        &[(&s.kafka_password_file, wrong_pw.to_str().unwrap())],
+    );
     // librdkafka is refused ("invalid-proof") by this broker build too. Tansu 0.6.0 still
     // answers a client that ignores that refusal and carries on (fixed upstream in PR #696);
     // tests/tests/stack_secure.rs checks that case against VITALSINK_SECURE_TANSU_REFUSES_WRONG_PASSWORD
     // and the README says so.
-    d.refused(replay_binary(), &k_pw, &publish, "kafka_password", &[&format!("kafka {}", s.kafka), "SASL authentication error"]);
+    d.refused(
+        replay_binary(),
+        &k_pw,
+        &publish,
+        "kafka_password",
+        &[&format!("kafka {}", s.kafka), "SASL authentication error"],
+    );
 
     // S3: an unknown CA.
     let s3_ca = d.variant(
         "s3_ca",
-        &[(&format!("s3_ca_file = \"{}\"", s.ca), &format!("s3_ca_file = \"{}\"", s.other_ca))],
+        &[(
+            &format!("s3_ca_file = \"{}\"", s.ca),
+            &format!("s3_ca_file = \"{}\"", s.other_ca),
+        )],
     );
-    d.refused(archiver_binary(), &s3_ca, &["verify"], "s3_ca", &["localhost", "certificate"]);
+    d.refused(
+        archiver_binary(),
+        &s3_ca,
+        &["verify"],
+        "s3_ca",
+        &["localhost", "certificate"],
+    );
     // S3: the wrong host name, and plain HTTP to the HTTPS endpoint.
     let s3_host = s.s3.replace("localhost", "127.0.0.1");
-    let bad_host = d.variant("s3_host", &[(&format!("s3_endpoint = \"{}\"", s.s3), &format!("s3_endpoint = \"{s3_host}\""))]);
-    d.refused(archiver_binary(), &bad_host, &["verify"], "s3_host", &["127.0.0.1", "certificate"]);
+    let bad_host = d.variant(
+        "s3_host",
+        &[(
+            &format!("s3_endpoint = \"{}\"", s.s3),
+            &format!("s3_endpoint = \"{s3_host}\""),
+        )],
+    );
+    d.refused(
+        archiver_binary(),
+        &bad_host,
+        &["verify"],
+        "s3_host",
+        &["127.0.0.1", "certificate"],
+    );
     let s3_plain = s.s3.replace("https://", "http://");
     let plain_s3 = d.variant(
         "s3_plain",
-        &[(&format!("s3_endpoint = \"{}\"", s.s3), &format!("s3_endpoint = \"{s3_plain}\"\ns3_allow_http = true"))],
+        &[(
+            &format!("s3_endpoint = \"{}\"", s.s3),
+            &format!("s3_endpoint = \"{s3_plain}\"\ns3_allow_http = true"),
+        )],
     );
-    d.refused(archiver_binary(), &plain_s3, &["verify"], "s3_plain", &[&s3_plain]);
+    d.refused(
+        archiver_binary(),
+        &plain_s3,
+        &["verify"],
+        "s3_plain",
+        &[&s3_plain],
+    );
 
     // No secret anywhere: every binary's check-config, all logs at debug, /metrics, and the
     // error exits above.
@@ -535,13 +681,20 @@ async fn every_hop_over_tls_with_scram_each_binary_its_own_role_and_no_secret_in
         (ingest_binary().with_file_name("reshard"), "reshard_check"),
     ] {
         let out = d.run_with(bin, &d.config, &["check-config"], name);
-        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     // A password written inline (allowed, never required) is masked too.
     let inline_pw = random_secret("inline");
     let inline = d.variant(
         "inline",
-        &[("host=localhost port=", &format!("host=localhost password={inline_pw} port="))],
+        &[(
+            "host=localhost port=",
+            &format!("host=localhost password={inline_pw} port="),
+        )],
     );
     let out = d.run_with(ingest_binary(), &inline, &["check-config"], "inline_check");
     assert!(out.status.success());

@@ -20,7 +20,9 @@ use tonic::{Response, Status};
 
 use super::DoGetStream;
 
-fn one_batch<E: std::fmt::Display>(batch: Result<RecordBatch, E>) -> Result<Response<DoGetStream>, Status> {
+fn one_batch<E: std::fmt::Display>(
+    batch: Result<RecordBatch, E>,
+) -> Result<Response<DoGetStream>, Status> {
     let batch = batch.map_err(|e| Status::internal(e.to_string()))?;
     let stream = FlightDataEncoderBuilder::new()
         .with_schema(batch.schema())

@@ -118,15 +118,17 @@ impl Service {
                 Err(_) => seen.store(true, std::sync::atomic::Ordering::Relaxed),
             })
             .map_err(|e| arrow_flight::error::FlightError::Tonic(Box::new(engine_status(e))))
-            .chain(futures::stream::once(async move {
-                if !failed.load(std::sync::atomic::Ordering::Relaxed) {
-                    metrics::counter!("vitalsink_query_statements_total", "outcome" => "ok")
-                        .increment(1);
-                }
-                metrics::histogram!("vitalsink_query_seconds")
-                    .record(started.elapsed().as_secs_f64());
-            })
-            .filter_map(|()| async { None }));
+            .chain(
+                futures::stream::once(async move {
+                    if !failed.load(std::sync::atomic::Ordering::Relaxed) {
+                        metrics::counter!("vitalsink_query_statements_total", "outcome" => "ok")
+                            .increment(1);
+                    }
+                    metrics::histogram!("vitalsink_query_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                })
+                .filter_map(|()| async { None }),
+            );
         let flight = FlightDataEncoderBuilder::new()
             .with_schema(std::sync::Arc::new(schema))
             .build(batches)
@@ -143,7 +145,11 @@ impl FlightSqlService for Service {
         &self,
         request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<
-        Response<std::pin::Pin<Box<dyn futures::Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
+        Response<
+            std::pin::Pin<
+                Box<dyn futures::Stream<Item = Result<HandshakeResponse, Status>> + Send>,
+            >,
+        >,
         Status,
     > {
         let bearer = self.auth.handshake(&request)?;
@@ -243,7 +249,11 @@ impl FlightSqlService for Service {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.into_builder().schema();
-        info_for(&schema, query.as_any().encode_to_vec(), request.into_inner())
+        info_for(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
     }
 
     async fn do_get_catalogs(
@@ -260,7 +270,11 @@ impl FlightSqlService for Service {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.clone().into_builder().schema();
-        info_for(&schema, query.as_any().encode_to_vec(), request.into_inner())
+        info_for(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
     }
 
     async fn do_get_schemas(
@@ -277,7 +291,11 @@ impl FlightSqlService for Service {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.clone().into_builder().schema();
-        info_for(&schema, query.as_any().encode_to_vec(), request.into_inner())
+        info_for(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
     }
 
     async fn do_get_tables(
@@ -294,7 +312,11 @@ impl FlightSqlService for Service {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.into_builder().schema();
-        info_for(&schema, query.as_any().encode_to_vec(), request.into_inner())
+        info_for(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
     }
 
     async fn do_get_table_types(
@@ -311,7 +333,11 @@ impl FlightSqlService for Service {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.clone().into_builder(catalog::sql_info()?).schema();
-        info_for(&schema, query.as_any().encode_to_vec(), request.into_inner())
+        info_for(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
     }
 
     async fn do_get_sql_info(

@@ -8,13 +8,13 @@
 use arrow::datatypes::{Field, Schema};
 use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow::record_batch::RecordBatch;
+use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::server::PeekableFlightDataStream;
 use arrow_flight::sql::{
     ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult,
     CommandPreparedStatementQuery, DoPutPreparedStatementResult,
 };
-use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::{IpcMessage, SchemaAsIpc};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::dataframe::DataFrame;
@@ -48,9 +48,13 @@ fn decode(handle: &[u8]) -> Result<(String, Vec<ScalarValue>), Status> {
     let rest = handle
         .strip_prefix(MAGIC)
         .ok_or_else(|| bad("unknown handle"))?;
-    let (len, rest) = rest.split_at_checked(4).ok_or_else(|| bad("short handle"))?;
+    let (len, rest) = rest
+        .split_at_checked(4)
+        .ok_or_else(|| bad("short handle"))?;
     let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
-    let (sql, ipc) = rest.split_at_checked(len).ok_or_else(|| bad("short handle"))?;
+    let (sql, ipc) = rest
+        .split_at_checked(len)
+        .ok_or_else(|| bad("short handle"))?;
     let sql = String::from_utf8(sql.to_vec()).map_err(|_| bad("statement is not UTF-8"))?;
     let mut params = Vec::new();
     if !ipc.is_empty() {
@@ -88,7 +92,10 @@ pub async fn create(
         .map_err(super::engine_status)?
         .into_iter()
         .map(|(name, t)| {
-            let n = name.trim_start_matches('$').parse::<usize>().unwrap_or(usize::MAX);
+            let n = name
+                .trim_start_matches('$')
+                .parse::<usize>()
+                .unwrap_or(usize::MAX);
             (
                 n,
                 Field::new(name, t.unwrap_or(arrow::datatypes::DataType::Null), true),
@@ -121,11 +128,12 @@ pub async fn bind(
     data: PeekableFlightDataStream,
 ) -> Result<DoPutPreparedStatementResult, Status> {
     let (sql, _) = decode(&query.prepared_statement_handle)?;
-    let batches: Vec<RecordBatch> =
-        FlightRecordBatchStream::new_from_flight_data(data.map_err(|s| FlightError::Tonic(Box::new(s))))
-            .try_collect()
-            .await
-            .map_err(|e| bad(&e.to_string()))?;
+    let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(
+        data.map_err(|s| FlightError::Tonic(Box::new(s))),
+    )
+    .try_collect()
+    .await
+    .map_err(|e| bad(&e.to_string()))?;
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let batch = match (rows, batches.into_iter().find(|b| b.num_rows() > 0)) {
         (0, _) | (_, None) => None,
@@ -148,8 +156,10 @@ pub async fn plan(ctx: &SessionContext, handle: &[u8]) -> Result<DataFrame, Stat
     if params.is_empty() {
         return Ok(df);
     }
-    df.with_param_values(ParamValues::List(params.into_iter().map(Into::into).collect()))
-        .map_err(super::engine_status)
+    df.with_param_values(ParamValues::List(
+        params.into_iter().map(Into::into).collect(),
+    ))
+    .map_err(super::engine_status)
 }
 
 #[cfg(test)]
@@ -177,9 +187,15 @@ mod tests {
         assert_eq!(sql, "SELECT $1, $2");
         assert_eq!(
             params,
-            vec![ScalarValue::Utf8(Some("p-1".into())), ScalarValue::Int64(Some(7))]
+            vec![
+                ScalarValue::Utf8(Some("p-1".into())),
+                ScalarValue::Int64(Some(7))
+            ]
         );
-        assert_eq!(decode(&encode("SELECT 1", None).unwrap()).unwrap().1, vec![]);
+        assert_eq!(
+            decode(&encode("SELECT 1", None).unwrap()).unwrap().1,
+            vec![]
+        );
         assert!(decode(b"nope").is_err());
     }
 }
