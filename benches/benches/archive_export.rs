@@ -23,7 +23,7 @@ use vitalsink_archiver::export::ratelimit::RowLimiter;
 use vitalsink_archiver::export::readers;
 use vitalsink_archiver::export::{export, Target};
 use vitalsink_archiver::progress::Progress;
-use vitalsink_benches::report;
+use vitalsink_benches::{duckdb_timed, report};
 use vitalsink_common::config::ArchiveConfig;
 use vitalsink_tests::ingest_run::peak_rss_bytes;
 use vitalsink_tests::{connect, unique, ShardDbs, Stack};
@@ -199,29 +199,16 @@ secs = time.time() - t
 print(json.dumps({"secs": secs, "bytes": os.path.getsize(out),
                   "threads": con.execute("SELECT current_setting('threads')").fetchone()[0]}))
 "#;
-    let res = std::process::Command::new("python3")
-        .args(["-c", script, dsn, &chunk.schema, &chunk.name])
-        .arg(&out)
-        .output()
-        .expect("python3");
-    assert!(
-        res.status.success(),
-        "DuckDB export failed (dev/setup installs duckdb and duckdb-extension-postgres): {}",
-        String::from_utf8_lossy(&res.stderr)
-    );
-    // DuckDB may print progress first: the result is the last line.
-    let stdout = String::from_utf8_lossy(&res.stdout);
-    let last = stdout
-        .lines()
-        .rfind(|l| l.starts_with('{'))
-        .unwrap_or_default();
-    let v: serde_json::Value = serde_json::from_str(last).unwrap();
-    let (secs, bytes) = (v["secs"].as_f64().unwrap(), v["bytes"].as_u64().unwrap());
-    println!(
-        "DuckDB export: {secs:.2} s, {bytes} bytes, {} threads",
-        v["threads"]
-    );
-    (secs, bytes)
+    duckdb_timed(
+        "DuckDB export",
+        script,
+        &[
+            dsn.as_ref(),
+            chunk.schema.as_ref(),
+            chunk.name.as_ref(),
+            out.as_os_str(),
+        ],
+    )
 }
 
 /// The archiver's export, in process, unthrottled, with as many helper connections as

@@ -31,7 +31,8 @@ use rdkafka::message::Message;
 use std::time::{Duration, Instant};
 use vitalsink_benches::placement::{parent, CoreSplit};
 use vitalsink_benches::{
-    cores, cpu_seconds, cpu_seconds_matching, machine_busy_seconds, pids_matching, report,
+    applied_rows, connect_all, cores, cpu_seconds, cpu_seconds_matching, machine_busy_seconds,
+    pids_matching, report,
 };
 use vitalsink_common::kafka::ensure_topic;
 use vitalsink_common::measurement::{decode, Limits};
@@ -491,31 +492,4 @@ async fn copy_only_rate(
     );
     dbs.drop_all().await;
     (rows as f64 / secs, busy / rows as f64 * 1e6)
-}
-
-/// One open connection per shard.
-async fn connect_all(
-    shards: &[vitalsink_common::config::ShardConfig],
-) -> Vec<tokio_postgres::Client> {
-    let mut out = Vec::new();
-    for s in shards {
-        out.push(connect(&s.url).await);
-    }
-    out
-}
-
-/// Rows the shards' `ingest_offsets` say were applied, summed (a few rows, not a scan).
-async fn applied_rows(clients: &[tokio_postgres::Client]) -> i64 {
-    let mut n = 0;
-    for c in clients {
-        n += c
-            .query_one(
-                "SELECT coalesce(sum(rows_applied), 0)::int8 FROM ingest_offsets",
-                &[],
-            )
-            .await
-            .map(|r| r.get::<_, i64>(0))
-            .unwrap_or(0);
-    }
-    n
 }

@@ -120,3 +120,70 @@ pub fn log_time(log: &str, marker: &str) -> Option<chrono::DateTime<chrono::Fixe
         .and_then(|l| l.split_whitespace().next())
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
 }
+
+/// Runs a Python `script` (with `args`) that prints one JSON object with the keys `secs`,
+/// `bytes` and `threads` as its last `{`-line (DuckDB may print progress before it):
+/// (seconds, bytes), printed with `label`.
+///
+/// # Panics
+/// When the script fails (`dev/setup` installs duckdb and duckdb-extension-postgres).
+pub fn duckdb_timed(label: &str, script: &str, args: &[&std::ffi::OsStr]) -> (f64, u64) {
+    let res = std::process::Command::new("python3")
+        .args(["-c", script])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("python3: {e}"));
+    assert!(
+        res.status.success(),
+        "{label} failed (dev/setup installs duckdb and duckdb-extension-postgres): {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    let last = stdout
+        .lines()
+        .rfind(|l| l.starts_with('{'))
+        .unwrap_or_default();
+    let v: serde_json::Value =
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("{label}: {e}: {stdout}"));
+    let secs = v["secs"].as_f64().unwrap_or(f64::NAN);
+    let bytes = v["bytes"].as_u64().unwrap_or(0);
+    #[allow(clippy::print_stdout)]
+    {
+        println!(
+            "{label}: {secs:.2} s, {bytes} bytes, {} threads",
+            v["threads"]
+        );
+    }
+    (secs, bytes)
+}
+
+/// One open connection per shard.
+///
+/// # Panics
+/// When a shard cannot be reached.
+pub async fn connect_all(
+    shards: &[vitalsink_common::config::ShardConfig],
+) -> Vec<tokio_postgres::Client> {
+    let mut out = Vec::new();
+    for s in shards {
+        out.push(vitalsink_tests::connect(&s.url).await);
+    }
+    out
+}
+
+/// Rows the shards' `ingest_offsets` say were applied (every group and topic), summed: a few
+/// rows read, not a scan of the growing hypertables.
+pub async fn applied_rows(clients: &[tokio_postgres::Client]) -> i64 {
+    let mut n = 0;
+    for c in clients {
+        n += c
+            .query_one(
+                "SELECT coalesce(sum(rows_applied), 0)::int8 FROM ingest_offsets",
+                &[],
+            )
+            .await
+            .map(|r| r.get::<_, i64>(0))
+            .unwrap_or(0);
+    }
+    n
+}

@@ -42,6 +42,11 @@ pub const PPG: Metric = Metric {
     name: "ppg",
     unit: "a.u.",
 };
+/// Heart rate, beats per minute (UCUM `/min`), as wrist wearables report it once a second.
+pub const HEART_RATE: Metric = Metric {
+    name: "heart_rate",
+    unit: "/min",
+};
 /// Mean acceleration per epoch (ENMO), milli-g (biobankAccelerometerAnalysis `acc`).
 pub const ACCELERATION: Metric = Metric {
     name: "acceleration",

@@ -13,6 +13,8 @@
 //! | `acceleration` (mg) | 30 s | biobankAccelerometerAnalysis `acc`: awake log-normal median ≈ 20 mg, asleep 0–5 mg; 3 decimals |
 //! | `met` (MET) | 30 s | biobankAccelerometerAnalysis `MET`: 0.9–8; 3 decimals |
 //! | `ppg` (a.u.) | 10 ms | heartpy PPG at 100 Hz: 500 ± 80 pulse wave at 50–100 /min plus noise; integers |
+//! | `ppg` (a.u.), bursts | 10 ms for 60 s every 3 h | the same wave, recorded in 8 one-minute bursts a day (48,000 samples), as wrist devices take spot PPG readings |
+//! | `heart_rate` (/min) | 1 s | the PPG model's resting pulse (50–100 /min for the day), +0–40 /min awake, ±2 noise; integers |
 //!
 //! Reproducibility: every (participant, metric, day) draws from its own generator seeded by
 //! `(seed, participant, metric, day)` (`rand`'s `StdRng`, fixed by Cargo.lock), so the values
@@ -40,7 +42,17 @@ pub enum SynthMetric {
     Met,
     /// `ppg`, 100 Hz.
     Ppg,
+    /// `ppg`, 100 Hz in one-minute bursts every 3 hours ([`PPG_BURST_MICROS`],
+    /// [`PPG_BURST_EVERY_MICROS`]).
+    PpgBursts,
+    /// `heart_rate`, 1 Hz.
+    HeartRate,
 }
+
+/// Length of one PPG burst of [`SynthMetric::PpgBursts`], microseconds (60 s).
+pub const PPG_BURST_MICROS: i64 = 60_000_000;
+/// Start-to-start spacing of the PPG bursts, microseconds (3 h: 8 bursts a day).
+pub const PPG_BURST_EVERY_MICROS: i64 = 3 * 3_600_000_000;
 
 impl SynthMetric {
     /// Metric name and unit.
@@ -51,22 +63,42 @@ impl SynthMetric {
             Self::SkinTemperature => mapping::SKIN_TEMPERATURE,
             Self::Acceleration => mapping::ACCELERATION,
             Self::Met => mapping::MET,
-            Self::Ppg => mapping::PPG,
+            Self::Ppg | Self::PpgBursts => mapping::PPG,
+            Self::HeartRate => mapping::HEART_RATE,
         }
     }
 
-    /// Sampling period, microseconds.
+    /// Sampling period, microseconds (within a burst, for [`SynthMetric::PpgBursts`]).
     pub fn period_micros(self) -> i64 {
         match self {
             Self::ActivityCount | Self::Light | Self::SkinTemperature => 60_000_000,
             Self::Acceleration | Self::Met => 30_000_000,
-            Self::Ppg => 10_000,
+            Self::Ppg | Self::PpgBursts => 10_000,
+            Self::HeartRate => 1_000_000,
         }
     }
 
     /// Readings per participant and day.
     pub fn per_day(self) -> u64 {
-        (DAY_MICROS / self.period_micros()) as u64
+        match self {
+            Self::PpgBursts => {
+                ((DAY_MICROS / PPG_BURST_EVERY_MICROS) * (PPG_BURST_MICROS / self.period_micros()))
+                    as u64
+            }
+            _ => (DAY_MICROS / self.period_micros()) as u64,
+        }
+    }
+
+    /// Offset from the start of the day of reading `k` of a day, microseconds.
+    fn offset_micros(self, k: i64) -> i64 {
+        let period = self.period_micros();
+        match self {
+            Self::PpgBursts => {
+                let per_burst = PPG_BURST_MICROS / period;
+                (k / per_burst) * PPG_BURST_EVERY_MICROS + (k % per_burst) * period
+            }
+            _ => k * period,
+        }
     }
 
     fn index(self) -> u64 {
@@ -126,12 +158,12 @@ impl Spec {
             u64::from(day),
         ));
         let day_start = self.start_micros() + i64::from(day) * DAY_MICROS;
-        let period = metric.period_micros();
+        let per_day = metric.per_day() as i64;
         // Per-participant-day constants: resting pulse and temperature baseline.
         let pulse_hz = rng.random_range(50.0..100.0) / 60.0;
         let temp_base = rng.random_range(32.0..34.0);
-        (0..DAY_MICROS / period).map(move |k| {
-            let ts = day_start + k * period;
+        (0..per_day).map(move |k| {
+            let ts = day_start + metric.offset_micros(k);
             let hour = ts.rem_euclid(DAY_MICROS) as f64 / 3.6e9;
             let awake = (7.0..23.0).contains(&hour);
             let v = match metric {
@@ -175,7 +207,15 @@ impl Spec {
                     };
                     round(x, 1000.0)
                 }
-                SynthMetric::Ppg => {
+                SynthMetric::HeartRate => {
+                    let effort = if awake {
+                        40.0 * rng.random_range(0.0..1.0f64).powi(3)
+                    } else {
+                        0.0
+                    };
+                    (pulse_hz * 60.0 + effort + 2.0 * normal(&mut rng)).round()
+                }
+                SynthMetric::Ppg | SynthMetric::PpgBursts => {
                     let t = ts as f64 / 1e6;
                     (500.0
                         + 80.0 * (std::f64::consts::TAU * pulse_hz * t).sin()
@@ -226,6 +266,8 @@ mod tests {
                 SynthMetric::Acceleration,
                 SynthMetric::Met,
                 SynthMetric::Ppg,
+                SynthMetric::PpgBursts,
+                SynthMetric::HeartRate,
             ],
             seed: 7,
             end_at_micros: 1_700_000_000_000_000,
@@ -258,12 +300,18 @@ mod tests {
         let s = spec();
         assert_eq!(
             s.total_readings(),
-            3 * 2 * (1440 * 3 + 2880 * 2 + 8_640_000)
+            3 * 2 * (1440 * 3 + 2880 * 2 + 8_640_000 + 8 * 6_000 + 86_400)
         );
         for m in s.metrics.clone() {
             let v: Vec<_> = s.series(0, m, 0).collect();
             assert_eq!(v.len() as u64, m.per_day());
-            assert!(v.windows(2).all(|w| w[1].0 - w[0].0 == m.period_micros()));
+            let gaps_ok = |w: &[(i64, f64)]| {
+                let gap = w[1].0 - w[0].0;
+                gap == m.period_micros()
+                    || (m == SynthMetric::PpgBursts
+                        && gap == PPG_BURST_EVERY_MICROS - PPG_BURST_MICROS + m.period_micros())
+            };
+            assert!(v.windows(2).all(gaps_ok));
             assert_eq!(v[0].0, s.start_micros());
             let (lo, hi) = v.iter().fold((f64::MAX, f64::MIN), |(lo, hi), x| {
                 (lo.min(x.1), hi.max(x.1))
@@ -274,7 +322,8 @@ mod tests {
                 SynthMetric::SkinTemperature => (31.0, 36.0),
                 SynthMetric::Acceleration => (0.0, 2_000.0),
                 SynthMetric::Met => (0.9, 8.0),
-                SynthMetric::Ppg => (350.0, 650.0),
+                SynthMetric::Ppg | SynthMetric::PpgBursts => (350.0, 650.0),
+                SynthMetric::HeartRate => (40.0, 150.0),
             };
             assert!(
                 lo >= want_lo && hi <= want_hi && hi > lo,

@@ -71,6 +71,9 @@ impl IngestSetup {
         topic: String,
     ) -> Self {
         let memory_cap = 64 << 20;
+        // Half the memory cap must hold two full batches per shard: 8 MiB batches up to
+        // 2 shards, smaller ones for more.
+        let batch_bytes = (memory_cap / 4 / shards.len().max(1)).min(8 << 20);
         let s = Self {
             dlq_topic: format!("{topic}.dlq"),
             group: unique("ingest"),
@@ -82,7 +85,7 @@ impl IngestSetup {
         let mut toml = format!(
             "[kafka]\nbrokers = \"{}\"\ntopic = \"{}\"\ndlq_topic = \"{}\"\ngroup_id = \"{}\"\nsession_timeout = \"6s\"\n\
              [validation]\nmax_message_bytes = {OVERSIZE_LIMIT_BYTES}\n\
-             [ingest]\nbatch_max_rows = {batch_max_rows}\nbatch_max_bytes = 8388608\nbatch_max_age = \"200ms\"\nmemory_cap_bytes = {memory_cap}\n\
+             [ingest]\nbatch_max_rows = {batch_max_rows}\nbatch_max_bytes = {batch_bytes}\nbatch_max_age = \"200ms\"\nmemory_cap_bytes = {memory_cap}\n\
              topic_partitions = 6\nretry_initial = \"50ms\"\nretry_max = \"1s\"\nshutdown_deadline = \"20s\"\n\
              [observability]\nlisten = \"127.0.0.1:0\"\n",
             stack.brokers, s.topic, s.dlq_topic, s.group
@@ -105,10 +108,16 @@ impl IngestSetup {
         // Half the memory cap must hold two full batches per shard: smaller batches for
         // more shards.
         let batch = (other.memory_cap / 4 / shards.len().max(1)).min(8 << 20);
-        let mut toml = head.replace(
-            "batch_max_bytes = 8388608",
-            &format!("batch_max_bytes = {batch}"),
-        );
+        let mut toml: String = head
+            .lines()
+            .map(|l| {
+                if l.starts_with("batch_max_bytes = ") {
+                    format!("batch_max_bytes = {batch}\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
         for sh in shards {
             toml.push_str(&format!(
                 "[[shards]]\nname = \"{}\"\nurl = \"{}\"\n",

@@ -67,6 +67,9 @@ pub struct ChunkJob<'a> {
     /// The shard's pool, from which an export borrows helper connections to read a chunk in
     /// parallel ([`crate::export::readers`]); `None`: read on the job's connection only.
     pub pool: Option<&'a deadpool_postgres::Pool>,
+    /// Connections reading one chunk at most, the job's own included (1 to
+    /// [`crate::export::readers::max_readers`]).
+    pub readers: usize,
 }
 
 /// What archiving a chunk did.
@@ -76,8 +79,6 @@ pub struct Outcome {
     pub rows: u64,
     /// Parquet bytes of the chunk's object.
     pub bytes: u64,
-    /// Whether a new object was exported (false when an earlier one was adopted).
-    pub exported: bool,
 }
 
 impl ChunkJob<'_> {
@@ -110,7 +111,8 @@ impl ChunkJob<'_> {
         }
     }
 
-    /// Archives `chunk`: resumes or starts an attempt, verifies, drops.
+    /// Archives `chunk`: resumes or starts an attempt, verifies, drops
+    /// ([`Self::export_verified`], then [`Self::drop_verified`] on the same connection).
     ///
     /// # Errors
     /// Any failure; the chunk then stays in the database and the attempt is logged as
@@ -120,9 +122,24 @@ impl ChunkJob<'_> {
         client: &mut tokio_postgres::Client,
         chunk: &Chunk,
     ) -> Result<Outcome> {
-        let c: &tokio_postgres::Client = client;
+        let verified = self.export_verified(client, chunk).await?;
+        self.drop_verified(client, chunk, &verified).await
+    }
+
+    /// The first half of archiving `chunk`: resumes an earlier attempt or exports a new
+    /// object, reads it back and verifies it. Returns the `verified` log row, which
+    /// [`Self::drop_verified`] takes (on this or another connection to the shard: the drop
+    /// re-checks the chunk under its lock, so nothing depends on which).
+    ///
+    /// # Errors
+    /// Any failure; the chunk then stays in the database and the attempt is logged as
+    /// failed (and discarded when its object is unusable).
+    pub async fn export_verified(
+        &self,
+        c: &tokio_postgres::Client,
+        chunk: &Chunk,
+    ) -> Result<LogRow> {
         let mut adopted = self.resume(c, chunk).await?;
-        let mut outcome = Outcome::default();
         if let Some(written) = adopted.take_if(|r| r.step == Step::Written) {
             match self.verify(c, chunk, &written).await {
                 Ok(v) => adopted = Some(v),
@@ -137,7 +154,6 @@ impl ChunkJob<'_> {
             Some(v) => v,
             None => {
                 let written = self.export(c, chunk).await?;
-                outcome.exported = true;
                 match self.verify(c, chunk, &written).await {
                     Ok(v) => v,
                     Err(e) => {
@@ -149,10 +165,25 @@ impl ChunkJob<'_> {
             }
         };
         fault::maybe_crash(CrashPoint::AfterVerify).await;
-        self.drop_chunk(client, chunk, &verified).await?;
-        outcome.rows = verified.rows.unwrap_or(0) as u64;
-        outcome.bytes = verified.bytes.unwrap_or(0) as u64;
-        Ok(outcome)
+        Ok(verified)
+    }
+
+    /// The second half: drops the chunk whose object `verified` (from
+    /// [`Self::export_verified`]) was verified, after re-checking it under the chunk's lock.
+    ///
+    /// # Errors
+    /// As [`Self::archive`].
+    pub async fn drop_verified(
+        &self,
+        client: &mut tokio_postgres::Client,
+        chunk: &Chunk,
+        verified: &LogRow,
+    ) -> Result<Outcome> {
+        self.drop_chunk(client, chunk, verified).await?;
+        Ok(Outcome {
+            rows: verified.rows.unwrap_or(0) as u64,
+            bytes: verified.bytes.unwrap_or(0) as u64,
+        })
     }
 
     /// Looks at the chunk's earlier attempts: returns the one to adopt (newest `written` or
@@ -186,8 +217,8 @@ impl ChunkJob<'_> {
         Ok(adopted)
     }
 
-    /// Up to [`crate::export::readers::max_readers`] − 1 idle or new connections from the pool, for
-    /// reading a chunk in parallel; fewer (none) when the pool has no free slot.
+    /// Up to `readers` − 1 idle or new connections from the pool, for reading a chunk in
+    /// parallel; fewer (none) when the pool has no free slot.
     async fn helpers(&self) -> Vec<deadpool_postgres::Object> {
         let Some(pool) = self.pool else {
             return Vec::new();
@@ -198,7 +229,7 @@ impl ChunkJob<'_> {
             recycle: Some(Duration::from_secs(10)),
         };
         let mut got = Vec::new();
-        for _ in 1..crate::export::readers::max_readers() {
+        for _ in 1..self.readers {
             match pool.timeout_get(&now).await {
                 Ok(c) => got.push(c),
                 Err(e) => {
@@ -263,7 +294,8 @@ impl ChunkJob<'_> {
         Ok(written)
     }
 
-    /// Reads the object back and re-checks the chunk: logs `verified` when both match.
+    /// Reads the object back and compares it with what the export logged (rows, checksum, ts
+    /// range, size): logs `verified` when they match.
     async fn verify(
         &self,
         c: &tokio_postgres::Client,
@@ -273,8 +305,8 @@ impl ChunkJob<'_> {
         let path = written.object_path.clone().unwrap_or_default();
         let rb = readback::read(self.archive, &Path::from(path.as_str())).await?;
         readback::compare(&path, &rb, written)?;
-        let now = catalog::extent(c, self.shard, chunk).await?;
-        check_extent(&path, &now, written)?;
+        // The chunk itself is re-checked against the object once, under its lock, just
+        // before the drop (`drop_chunk`): a check here as well would scan it twice.
         let mut v = written.next(Step::Verified);
         v.run_id = self.run_id.to_string();
         let v = self.record(c, &v).await?;
