@@ -118,6 +118,13 @@ impl Spares {
             .unwrap_or_default()
     }
 
+    /// Frees every idle buffer, giving its share of the budget back.
+    pub fn clear(&self) {
+        if let Ok(mut l) = self.list.lock() {
+            l.clear();
+        }
+    }
+
     /// Takes back a batch's data if no slice of it is still held elsewhere and the budget has
     /// room for its capacity.
     fn put(&self, data: Bytes) {
