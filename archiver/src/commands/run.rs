@@ -331,35 +331,49 @@ impl Runner {
             readers: readers_per_chunk(self.cfg.archive.shard_concurrency, self.shards.len()),
         };
         tracing::info!(shard = name, chunks = chunks.len(), "aged chunks found");
-        let mut drop_conn = shard.client().await?;
-        let mut pending: Option<(&Chunk, LogRow)> = None;
-        for chunk in &chunks {
-            if held(chunk, &windows) {
-                tracing::info!(shard = name, chunk = %chunk.name, "held: a restore brought rows of this range back");
+        let aged = chunks.iter().filter(|c| {
+            let h = held(c, &windows);
+            if h {
+                tracing::info!(shard = name, chunk = %c.name, "held: a restore brought rows of this range back");
                 crate::metrics::chunk(name, "held");
-                report.held += 1;
-                continue;
             }
-            let previous = pending.take();
-            let drop_previous = async {
-                match previous {
-                    Some((ch, v)) => Some((ch, job.drop_verified(&mut drop_conn, ch, &v).await)),
-                    None => None,
+            !h
+        });
+        if shard.pool.status().max_size < 2 {
+            // `database.pool_size = 1`: one chunk after the other on the one connection.
+            for chunk in aged {
+                let res = job.archive(client, chunk).await;
+                tally(name, chunk, res, report);
+            }
+        } else {
+            let mut drop_conn = shard.client().await?;
+            let mut pending: Option<(&Chunk, LogRow)> = None;
+            for chunk in aged {
+                let previous = pending.take();
+                let drop_previous = async {
+                    match previous {
+                        Some((ch, v)) => {
+                            Some((ch, job.drop_verified(&mut drop_conn, ch, &v).await))
+                        }
+                        None => None,
+                    }
+                };
+                let (next, dropped) =
+                    tokio::join!(job.export_verified(client, chunk), drop_previous);
+                if let Some((ch, res)) = dropped {
+                    tally(name, ch, res, report);
                 }
-            };
-            let (next, dropped) = tokio::join!(job.export_verified(client, chunk), drop_previous);
-            if let Some((ch, res)) = dropped {
+                match next {
+                    Ok(v) => pending = Some((chunk, v)),
+                    Err(e) => tally(name, chunk, Err(e), report),
+                }
+            }
+            if let Some((ch, v)) = pending {
+                let res = job.drop_verified(&mut drop_conn, ch, &v).await;
                 tally(name, ch, res, report);
             }
-            match next {
-                Ok(v) => pending = Some((chunk, v)),
-                Err(e) => tally(name, chunk, Err(e), report),
-            }
         }
-        if let Some((ch, v)) = pending {
-            let res = job.drop_verified(&mut drop_conn, ch, &v).await;
-            tally(name, ch, res, report);
-        }
+        report.held += chunks.iter().filter(|c| held(c, &windows)).count();
         progress.finish();
         Ok(())
     }
