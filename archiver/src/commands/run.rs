@@ -331,14 +331,13 @@ impl Runner {
             readers: readers_per_chunk(self.cfg.archive.shard_concurrency, self.shards.len()),
         };
         tracing::info!(shard = name, chunks = chunks.len(), "aged chunks found");
-        let aged = chunks.iter().filter(|c| {
-            let h = held(c, &windows);
-            if h {
-                tracing::info!(shard = name, chunk = %c.name, "held: a restore brought rows of this range back");
-                crate::metrics::chunk(name, "held");
-            }
-            !h
-        });
+        let (held_back, aged): (Vec<&Chunk>, Vec<&Chunk>) =
+            chunks.iter().partition(|c| held(c, &windows));
+        for c in &held_back {
+            tracing::info!(shard = name, chunk = %c.name, "held: a restore brought rows of this range back");
+            crate::metrics::chunk(name, "held");
+        }
+        report.held += held_back.len();
         if shard.pool.status().max_size < 2 {
             // `database.pool_size = 1`: one chunk after the other on the one connection.
             for chunk in aged {
@@ -373,7 +372,6 @@ impl Runner {
                 tally(name, ch, res, report);
             }
         }
-        report.held += chunks.iter().filter(|c| held(c, &windows)).count();
         progress.finish();
         Ok(())
     }
