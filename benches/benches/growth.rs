@@ -20,7 +20,8 @@
 //!
 //! The same data is replayed at each `database.chunk_interval` of `BENCH_GROWTH_INTERVALS`
 //! (default `1d,1h,7d`); after the first, the archiver moves everything older than 7 days.
-//! `BENCH_GROWTH_WAVES` (default 10) shortens a trial run. Run with
+//! `BENCH_GROWTH_WAVES` (default 10) shortens a trial run; `BENCH_GROWTH_ARCHIVE_ONLY` reruns
+//! only the archiver phase over databases a failed run left. Run with
 //! `dev/bench --bench growth` (about an hour; 13 GB of disk per interval, freed after it).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -30,7 +31,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use vitalsink_archiver::export::catalog::{aged_chunks, Chunk};
 use vitalsink_benches::{
-    applied_rows, connect_all, cpu_seconds, cpu_seconds_matching, duckdb_timed,
+    applied_rows, connect_all, cpu_seconds, cpu_seconds_matching, duckdb_json,
     machine_busy_seconds, release_binary, report,
 };
 use vitalsink_common::kafka::ensure_topic;
@@ -112,6 +113,17 @@ async fn main() {
         end.format("%Y-%m-%d %H:%M"),
         gib(ram)
     );
+    // BENCH_GROWTH_ARCHIVE_ONLY=DATABASE: only the archiver phase, over the databases a
+    // failed run left behind (named in `SELECT datname FROM pg_database`); drops them after.
+    if let Ok(name) = std::env::var("BENCH_GROWTH_ARCHIVE_ONLY") {
+        let dbs = ShardDbs::existing(&stack, &name);
+        let dir = std::env::temp_dir().join(unique("bench-growth"));
+        std::fs::create_dir_all(&dir).unwrap();
+        archive(&dbs, &dir).await;
+        dbs.drop_all().await;
+        std::fs::remove_dir_all(&dir).ok();
+        return;
+    }
     let mut summaries = Vec::new();
     for (i, interval) in intervals.split(',').enumerate() {
         println!();
@@ -221,6 +233,7 @@ async fn wave(
         .spawn()
         .unwrap();
     let broker_cpu0 = cpu_seconds_matching(BROKER);
+    let host0 = Host::now();
     let deadline = Instant::now() + Duration::from_secs(900);
     let mut first: Option<(Instant, i64)> = None;
     let mut n = 0;
@@ -239,6 +252,7 @@ async fn wave(
     let cpu = cpu_seconds(child.id()).unwrap_or(f64::NAN);
     let rss = peak_rss_bytes(child.id()).unwrap_or(0);
     let broker_cpu = cpu_seconds_matching(BROKER) - broker_cpu0;
+    let host = Host::now().since(&host0);
     stop(&mut child);
     assert_eq!(
         n,
@@ -252,7 +266,7 @@ async fn wave(
     let total = table + index;
     if w == 0 {
         println!(
-            "{:>4} {:>10} {:>9} {:>10} {:>10} {:>10} {:>9} {:>10} {:>9} {:>7} {:>6} {:>8} {:>8}",
+            "{:>4} {:>10} {:>9} {:>10} {:>10} {:>10} {:>9} {:>10} {:>9} {:>7} {:>6} {:>8} {:>8} {:>6} {:>6} {:>11} {:>9}",
             "wave",
             "rows",
             "publish s",
@@ -265,11 +279,15 @@ async fn wave(
             "RSS MiB",
             "chunks",
             "ckpt req",
-            "autovac"
+            "autovac",
+            "steal",
+            "iowait",
+            "reclaim MiB",
+            "free GiB"
         );
     }
     println!(
-        "{:>4} {:>10} {:>9.1} {:>10.0} {:>10.2} {:>10.2} {:>8.1}% {:>10.2} {:>9.2} {:>7.1} {:>6} {:>8} {:>8}",
+        "{:>4} {:>10} {:>9.1} {:>10.0} {:>10.2} {:>10.2} {:>8.1}% {:>10.2} {:>9.2} {:>7.1} {:>6} {:>8} {:>8} {:>5.1}% {:>5.1}% {:>11.0} {:>9.1}",
         w + 1,
         want,
         publish_secs,
@@ -282,7 +300,11 @@ async fn wave(
         rss as f64 / 1048576.0,
         chunks,
         after.0 - before.0,
-        after.1 - before.1
+        after.1 - before.1,
+        host.steal_pct(),
+        host.iowait_pct(),
+        host.reclaimed_pages as f64 * 4096.0 / 1048576.0,
+        gib(mem_free_bytes())
     );
     delete_topics(stack, &[topic.clone(), format!("{topic}.dlq")]).await;
     Wave {
@@ -401,6 +423,75 @@ fn mem_total_bytes() -> u64 {
     kb * 1024
 }
 
+/// What the host did during a wave, to tell the database's growth from the machine's own
+/// slowdowns: CPU ticks (`/proc/stat`, all CPUs: total, steal = time the hypervisor gave to
+/// other guests, iowait) and pages the kernel reclaimed (`/proc/vmstat` `pgsteal_kswapd` +
+/// `pgsteal_direct`: the page cache is full, so every new page costs an eviction).
+#[derive(Debug, Clone, Copy, Default)]
+struct Host {
+    total_ticks: u64,
+    steal_ticks: u64,
+    iowait_ticks: u64,
+    reclaimed_pages: u64,
+}
+
+impl Host {
+    fn now() -> Host {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let f: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal (guest time is inside user)
+        let vmstat = std::fs::read_to_string("/proc/vmstat").unwrap_or_default();
+        let reclaimed_pages = vmstat
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .filter(|(k, _)| *k == "pgsteal_kswapd" || *k == "pgsteal_direct")
+            .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
+            .sum();
+        Host {
+            total_ticks: f.iter().take(8).sum(),
+            steal_ticks: f.get(7).copied().unwrap_or(0),
+            iowait_ticks: f.get(4).copied().unwrap_or(0),
+            reclaimed_pages,
+        }
+    }
+
+    fn since(&self, before: &Host) -> Host {
+        Host {
+            total_ticks: self.total_ticks.saturating_sub(before.total_ticks),
+            steal_ticks: self.steal_ticks.saturating_sub(before.steal_ticks),
+            iowait_ticks: self.iowait_ticks.saturating_sub(before.iowait_ticks),
+            reclaimed_pages: self.reclaimed_pages.saturating_sub(before.reclaimed_pages),
+        }
+    }
+
+    fn steal_pct(&self) -> f64 {
+        self.steal_ticks as f64 / self.total_ticks.max(1) as f64 * 100.0
+    }
+
+    fn iowait_pct(&self) -> f64 {
+        self.iowait_ticks as f64 / self.total_ticks.max(1) as f64 * 100.0
+    }
+}
+
+/// `MemFree` of `/proc/meminfo`, bytes: memory neither used nor page cache (near 0, every
+/// new page costs the kernel a reclaim).
+fn mem_free_bytes() -> u64 {
+    let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("MemFree:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
 fn gib(b: u64) -> f64 {
     b as f64 / (1u64 << 30) as f64
 }
@@ -408,11 +499,30 @@ fn gib(b: u64) -> f64 {
 /// The archiver over the grown data set: everything older than [`ARCHIVE_OLDER_THAN`], both
 /// shards at once (`archive.shard_concurrency = 2`), unthrottled, to a local directory;
 /// against DuckDB's PostgreSQL → Parquet export of the same chunks, measured first. Both
-/// start warm: every aged chunk is read (and counted) once before.
+/// start from settled, warm chunks: vacuumed and checkpointed, then read (and counted) once.
 async fn archive(dbs: &ShardDbs, dir: &std::path::Path) {
     println!();
     println!("== archiver: every chunk older than {ARCHIVE_OLDER_THAN}");
     let older = humantime::parse_duration(ARCHIVE_OLDER_THAN).unwrap();
+    // An archive run meets chunks days old, which autovacuum has vacuumed (PostgreSQL 13+
+    // vacuums after inserts, `autovacuum_vacuum_insert_threshold`) and whose pages are
+    // written out. The chunks here were written minutes ago: settle them first, so that
+    // neither contender pays for hint bits, visibility-map writes or the other's dirty pages.
+    let t = Instant::now();
+    let settle = dbs.shards.iter().map(|s| async move {
+        let c = connect(&s.url).await;
+        // Two statements: VACUUM cannot run in the implicit transaction of a multi-statement
+        // query.
+        c.batch_execute("VACUUM (ANALYZE) measurements")
+            .await
+            .unwrap();
+        c.batch_execute("CHECKPOINT").await.unwrap();
+    });
+    futures::future::join_all(settle).await;
+    println!(
+        "settled: VACUUM (ANALYZE) and CHECKPOINT on both shards at once, {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     let mut all: Vec<(String, Chunk)> = Vec::new();
     let mut rows = 0i64;
     let mut disk = 0i64;
@@ -438,16 +548,22 @@ async fn archive(dbs: &ShardDbs, dir: &std::path::Path) {
         all.len(),
         gib(disk as u64)
     );
+    // Machine CPU less the contender's own process: the shards' backends (which come and go
+    // with the connections, so their own counters cannot be summed) and the kernel's work.
     let busy0 = machine_busy_seconds().unwrap_or(f64::NAN);
-    let (duck_secs, duck_bytes) = duckdb_export(&all, dir);
+    let (duck_secs, duck_bytes, duck_cpu) = duckdb_export(&all, dir);
     let busy1 = machine_busy_seconds().unwrap_or(f64::NAN);
     let (run_secs, run_rss, archived_bytes, run_cpu) = archiver_run(&dbs.shards, dir);
     let busy2 = machine_busy_seconds().unwrap_or(f64::NAN);
+    let per_row = |s: f64| s / rows as f64 * 1e6;
     println!(
-        "machine CPU-µs per row: DuckDB export {:.2} (shards and DuckDB), archiver run {:.2} (shards and archiver; the archiver process alone {:.2})",
-        (busy1 - busy0) / rows as f64 * 1e6,
-        (busy2 - busy1) / rows as f64 * 1e6,
-        run_cpu / rows as f64 * 1e6
+        "machine CPU-µs per row: DuckDB export {:.2} (DuckDB {:.2}, the rest {:.2}), archiver run {:.2} (the archiver {:.2}, the rest {:.2})",
+        per_row(busy1 - busy0),
+        per_row(duck_cpu),
+        per_row(busy1 - busy0 - duck_cpu),
+        per_row(busy2 - busy1),
+        per_row(run_cpu),
+        per_row(busy2 - busy1 - run_cpu)
     );
     let rows_f = rows as f64;
     let duck_rate = rows_f / duck_secs;
@@ -484,8 +600,8 @@ async fn archive(dbs: &ShardDbs, dir: &std::path::Path) {
 }
 
 /// DuckDB's export of every chunk of `chunks` (shard URL, chunk), one after the other in one
-/// process with its default threads: (seconds, Parquet bytes).
-fn duckdb_export(chunks: &[(String, Chunk)], dir: &std::path::Path) -> (f64, u64) {
+/// process with its default threads: (seconds, Parquet bytes, the process's CPU-seconds).
+fn duckdb_export(chunks: &[(String, Chunk)], dir: &std::path::Path) -> (f64, u64, f64) {
     let out = dir.join("duckdb");
     std::fs::create_dir_all(&out).unwrap();
     let list: Vec<serde_json::Value> = chunks
@@ -501,7 +617,7 @@ chunks, out = json.load(open(sys.argv[1])), sys.argv[2]
 con = duckdb.connect()
 import_extension("postgres", con=con)
 con.execute("LOAD postgres")
-t = time.time()
+t, cpu = time.time(), time.process_time()
 size = 0
 for i, (dsn, schema, table) in enumerate(chunks):
     path = f"{out}/{i}.parquet"
@@ -511,16 +627,20 @@ for i, (dsn, schema, table) in enumerate(chunks):
                   TO '{path}' (FORMAT parquet, COMPRESSION zstd)""")
     size += os.path.getsize(path)
 secs = time.time() - t
-print(json.dumps({"secs": secs, "bytes": size,
+print(json.dumps({"secs": secs, "bytes": size, "cpu": time.process_time() - cpu,
                   "threads": con.execute("SELECT current_setting('threads')").fetchone()[0]}))
 "#;
-    let (secs, bytes) = duckdb_timed(
+    let v = duckdb_json(
         "DuckDB export",
         script,
         &[list_file.as_os_str(), out.as_os_str()],
     );
     std::fs::remove_dir_all(&out).ok();
-    (secs, bytes)
+    (
+        v["secs"].as_f64().unwrap_or(f64::NAN),
+        v["bytes"].as_u64().unwrap_or(0),
+        v["cpu"].as_f64().unwrap_or(f64::NAN),
+    )
 }
 
 /// `archiver run` (release binary) over both shards at once: (seconds, peak RSS bytes,

@@ -128,6 +128,19 @@ pub fn log_time(log: &str, marker: &str) -> Option<chrono::DateTime<chrono::Fixe
 /// # Panics
 /// When the script fails (`dev/setup` installs duckdb and duckdb-extension-postgres).
 pub fn duckdb_timed(label: &str, script: &str, args: &[&std::ffi::OsStr]) -> (f64, u64) {
+    let v = duckdb_json(label, script, args);
+    (
+        v["secs"].as_f64().unwrap_or(f64::NAN),
+        v["bytes"].as_u64().unwrap_or(0),
+    )
+}
+
+/// [`duckdb_timed`], returning the script's whole JSON line (for fields of its own, such as
+/// `cpu`: the process's CPU-seconds, `time.process_time()`, printed when present).
+///
+/// # Panics
+/// As [`duckdb_timed`].
+pub fn duckdb_json(label: &str, script: &str, args: &[&std::ffi::OsStr]) -> serde_json::Value {
     let res = std::process::Command::new("python3")
         .args(["-c", script])
         .args(args)
@@ -147,14 +160,18 @@ pub fn duckdb_timed(label: &str, script: &str, args: &[&std::ffi::OsStr]) -> (f6
         serde_json::from_str(last).unwrap_or_else(|e| panic!("{label}: {e}: {stdout}"));
     let secs = v["secs"].as_f64().unwrap_or(f64::NAN);
     let bytes = v["bytes"].as_u64().unwrap_or(0);
+    let cpu = v["cpu"]
+        .as_f64()
+        .map(|c| format!(", {c:.1} CPU-s"))
+        .unwrap_or_default();
     #[allow(clippy::print_stdout)]
     {
         println!(
-            "{label}: {secs:.2} s, {bytes} bytes, {} threads",
+            "{label}: {secs:.2} s, {bytes} bytes, {} threads{cpu}",
             v["threads"]
         );
     }
-    (secs, bytes)
+    v
 }
 
 /// One open connection per shard.

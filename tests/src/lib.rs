@@ -130,6 +130,26 @@ impl ShardDbs {
         }
     }
 
+    /// The databases `name` that an earlier [`ShardDbs::create`] left on every shard of
+    /// `stack` (a benchmark that failed after its load phase, rerun from there).
+    pub fn existing(stack: &Stack, name: &str) -> Self {
+        let shards = stack
+            .shard_urls
+            .iter()
+            .enumerate()
+            .map(|(i, url)| ShardConfig {
+                name: format!("shard{i}"),
+                url: format!("{} dbname={name}", url.replace("dbname=vitalsink", "")),
+                replicas: Vec::new(),
+            })
+            .collect();
+        Self {
+            shards,
+            admin_urls: stack.shard_urls.clone(),
+            name: name.to_string(),
+        }
+    }
+
     /// Drops the databases (call at the end of a passing test; a failing one leaves them for
     /// inspection until `dev/stack reset`).
     pub async fn drop_all(self) {

@@ -33,6 +33,7 @@ use vitalsink_common::db::Shard;
 
 use crate::commands::run::{try_lock_shard, unlock_shard, Runner};
 use crate::error::{Error, Result};
+use crate::export::checksum::Algorithm;
 use crate::fault::{self, CrashPoint};
 use crate::state::log::{self, LogRow, Step};
 use crate::state::manifest;
@@ -294,7 +295,12 @@ impl Job<'_> {
     /// Reads `to` back and compares it with the record, as `verify` does (size, rows,
     /// checksum, ts range, footer).
     async fn check_copy(&self, to: &Path, row: &LogRow) -> Result<()> {
-        let rb = readback::read(self.runner.archive(), to).await?;
+        let rb = readback::read(
+            self.runner.archive(),
+            to,
+            Algorithm::of(row.checksum.as_deref()),
+        )
+        .await?;
         readback::compare(to.as_ref(), &rb, row)
     }
 

@@ -27,6 +27,7 @@ use std::collections::BTreeSet;
 
 use crate::commands::run::Runner;
 use crate::error::Result;
+use crate::export::checksum::Algorithm;
 use crate::state::manifest;
 use crate::storage::layout;
 use crate::storage::readback;
@@ -108,7 +109,8 @@ pub async fn verify(runner: &Runner, quick: bool) -> Result<Report> {
                 Err(e) => Err(e.to_string()),
             }
         } else {
-            match readback::read(archive, &p).await {
+            match readback::read(archive, &p, Algorithm::of(st.last.row.checksum.as_deref())).await
+            {
                 Ok(rb) => readback::compare(path, &rb, &st.last.row).map_err(|e| e.to_string()),
                 Err(crate::Error::Store(object_store::Error::NotFound { .. })) => {
                     Err("not found".to_string())

@@ -24,6 +24,7 @@ use vitalsink_common::config::ArchiveConfig;
 
 use crate::error::{pg, Error, Result};
 use crate::export::catalog::{self, Chunk, Extent};
+use crate::export::checksum::Algorithm;
 use crate::export::ratelimit::RowLimiter;
 use crate::export::{self, Target};
 use crate::fault::{self, CrashPoint};
@@ -303,7 +304,12 @@ impl ChunkJob<'_> {
         written: &LogRow,
     ) -> Result<LogRow> {
         let path = written.object_path.clone().unwrap_or_default();
-        let rb = readback::read(self.archive, &Path::from(path.as_str())).await?;
+        let rb = readback::read(
+            self.archive,
+            &Path::from(path.as_str()),
+            Algorithm::of(written.checksum.as_deref()),
+        )
+        .await?;
         readback::compare(&path, &rb, written)?;
         // The chunk itself is re-checked against the object once, under its lock, just
         // before the drop (`drop_chunk`): a check here as well would scan it twice.
@@ -336,8 +342,11 @@ impl ChunkJob<'_> {
             return Err(e);
         }
         let tx = client.transaction().await.map_err(pg(self.shard))?;
+        // The re-check's count runs without parallel workers: on a busy shard starting them
+        // costs more CPU than they save, and the lock is held for tens of milliseconds either
+        // way.
         tx.batch_execute(&format!(
-            "SET LOCAL lock_timeout = '{}ms'",
+            "SET LOCAL lock_timeout = '{}ms'; SET LOCAL max_parallel_workers_per_gather = 0",
             DROP_LOCK_TIMEOUT.as_millis()
         ))
         .await

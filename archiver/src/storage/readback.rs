@@ -9,7 +9,7 @@ use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
-use crate::export::checksum::{Digester, Summary};
+use crate::export::checksum::{Algorithm, Digester, Summary};
 use crate::export::format::keys;
 use crate::state::log::LogRow;
 use crate::storage::store::Archive;
@@ -28,12 +28,13 @@ pub struct ReadBack {
     pub summary: Summary,
 }
 
-/// Reads `path` completely.
+/// Reads `path` completely, hashing its rows with `algorithm` (the one the recorded
+/// checksum names: [`Algorithm::of`]).
 ///
 /// # Errors
 /// [`Error::Store`] (e.g. `NotFound`), [`Error::Parquet`] for an unreadable file,
 /// [`Error::Verify`] for columns of the wrong type.
-pub async fn read(archive: &Archive, path: &Path) -> Result<ReadBack> {
+pub async fn read(archive: &Archive, path: &Path, algorithm: Algorithm) -> Result<ReadBack> {
     let meta = archive.store.head(path).await?;
     let reader = crate::storage::objreader::ObjectReader::new(
         archive.store.clone(),
@@ -52,7 +53,7 @@ pub async fn read(archive: &Archive, path: &Path) -> Result<ReadBack> {
         })
         .unwrap_or_default();
     let mut stream = builder.with_batch_size(READ_BATCH_ROWS).build()?;
-    let mut d = Digester::default();
+    let mut d = Digester::new(algorithm);
     while let Some(b) = stream.try_next().await? {
         d.update(&b)?;
     }
