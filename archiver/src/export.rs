@@ -206,7 +206,7 @@ async fn read_chunk(
     let runs = res?;
     end?;
     let what = t.chunk.qualified();
-    tracing::debug!(shard = t.shard, chunk = %what, runs = runs.len(), "read into sorted runs");
+    tracing::debug!(shard = t.shard, chunk = %what, in_memory = matches!(runs, readers::Sorted::InMemory(_)), "read into sorted runs");
     let thread = |name: &'static str| {
         let chunk = what.clone();
         move |e: tokio::task::JoinError| Error::Copy {
@@ -226,9 +226,10 @@ async fn read_chunk(
     hashed
 }
 
-/// Merges `runs` into batches of `batch_rows` rows and sends them to `tx`.
+/// Merges the sorted runs into batches of `batch_rows` rows and sends them to `tx`; a chunk
+/// sorted in one run in memory is cut into batches directly.
 fn merge_batches(
-    runs: Vec<merge::Run>,
+    sorted: readers::Sorted,
     what: &str,
     batch_rows: usize,
     tx: &mpsc::Sender<RecordBatch>,
@@ -239,19 +240,25 @@ fn merge_batches(
         let _ = tx.blocking_send(b.finish()?);
         Ok(())
     };
-    merge::merge(runs, what, |r| {
+    let mut push = |s: [Option<&str>; 5], ts: i64, value: u64| -> Result<()> {
         builder.append(
-            r.str(0).unwrap_or_default(),
-            r.str(1).unwrap_or_default(),
-            r.ts,
-            f64::from_bits(r.value),
-            [r.str(2), r.str(3), r.str(4)],
+            s[0].unwrap_or_default(),
+            s[1].unwrap_or_default(),
+            ts,
+            f64::from_bits(value),
+            [s[2], s[3], s[4]],
         );
         if builder.len() >= batch_rows {
             emit(&mut builder)?;
         }
         Ok(())
-    })?;
+    };
+    match sorted {
+        readers::Sorted::InMemory(run) => run.for_each(|(s, ts, value)| push(s, ts, value))?,
+        readers::Sorted::Runs(runs) => merge::merge(runs, what, |r| {
+            push(std::array::from_fn(|k| r.str(k)), r.ts, r.value)
+        })?,
+    }
     if !builder.is_empty() {
         emit(&mut builder)?;
     }

@@ -12,7 +12,8 @@
 //!   and hands them over a bounded channel to a blocking thread of its own, which decodes
 //!   them into a [`RunBuffer`] of at most `sort_buffer_rows / readers` rows, sorts it and
 //!   writes it to a temporary file (`TMPDIR`) each time it fills; its last run stays in
-//!   memory. So the shard's backends and the archiver's decoding and sorting all run at once.
+//!   memory, sorted but not encoded ([`SortedRun`]). A chunk read whole into one such run
+//!   (one reader, nothing spilled) needs no merge: [`Sorted::InMemory`]. So the shard's backends and the archiver's decoding and sorting all run at once.
 //!
 //! The rate limit is taken in the async task for the rows its thread has decoded, so the
 //! reading never gets more than the channel (a few thousand rows) ahead of it.
@@ -31,7 +32,7 @@ use crate::export::format;
 use crate::export::merge::Run;
 use crate::export::pgcopy::CopyDecoder;
 use crate::export::ratelimit::RowLimiter;
-use crate::export::sort::RunBuffer;
+use crate::export::sort::{RunBuffer, SortedRun};
 
 /// Bytes of COPY messages gathered before they are handed to the decoding thread.
 const BLOCK_BYTES: usize = 64 << 10;
@@ -121,6 +122,16 @@ fn ctid_range(i: usize, n: usize, pages: i64) -> String {
     }
 }
 
+/// What reading a chunk produced.
+#[derive(Debug)]
+pub enum Sorted {
+    /// The whole chunk in one run sorted in memory: it fit in the sort buffer and one reader
+    /// read it. Goes straight into batches.
+    InMemory(SortedRun),
+    /// Sorted runs to merge ([`crate::export::merge`]).
+    Runs(Vec<Run>),
+}
+
 /// Reads `chunk` on `conns` (inside the snapshot of [`begin`]) into sorted runs of at most
 /// `sort_buffer_rows` rows in all at any time.
 ///
@@ -132,9 +143,9 @@ pub async fn read_runs(
     chunk: &Chunk,
     sort_buffer_rows: usize,
     limiter: &RowLimiter,
-) -> Result<Vec<Run>> {
+) -> Result<Sorted> {
     let Some(main) = conns.first() else {
-        return Ok(Vec::new());
+        return Ok(Sorted::Runs(Vec::new()));
     };
     let ident = chunk.ident();
     let pages: i64 = main
@@ -170,6 +181,7 @@ pub async fn read_runs(
     }
     let forwarded = futures::future::join_all(forwards).await;
     let mut runs = Vec::new();
+    let mut last = Vec::new();
     let mut first_err = None;
     for (f, w) in forwarded.into_iter().zip(workers) {
         let w = w.await.map_err(|e| Error::Copy {
@@ -180,7 +192,9 @@ pub async fn read_runs(
             (Ok((acquired, decoded)), Ok(Ok(r))) => {
                 let left = decoded.load(Ordering::Relaxed).saturating_sub(acquired);
                 limiter.acquire(left as usize).await;
-                runs.extend(r);
+                let (spilled, rest) = r;
+                runs.extend(spilled);
+                last.extend(rest);
             }
             // The reading error comes first: a worker whose input stopped only reports the
             // missing end marker.
@@ -189,10 +203,16 @@ pub async fn read_runs(
             }
         }
     }
-    match first_err {
-        Some(e) => Err(e),
-        None => Ok(runs),
+    if let Some(e) = first_err {
+        return Err(e);
     }
+    if runs.is_empty() && last.len() == 1 {
+        return Ok(Sorted::InMemory(last.remove(0)));
+    }
+    for r in last {
+        runs.push(Run::Memory(Cursor::new(r.write(Vec::new())?)));
+    }
+    Ok(Sorted::Runs(runs))
 }
 
 /// Streams one COPY into blocks for the decoding thread; returns the rows it acquired from
@@ -228,13 +248,14 @@ async fn forward(
     Ok((acquired, decoded))
 }
 
-/// The decoding thread of one reader: COPY blocks → run buffer → sorted runs.
+/// The decoding thread of one reader: COPY blocks → run buffer → sorted runs. Returns the
+/// runs it spilled and its last run, sorted in memory (none when it read no rows).
 fn sort_runs(
     mut rx: mpsc::Receiver<Bytes>,
     what: &str,
     run_rows: usize,
     decoded: &AtomicU64,
-) -> Result<Vec<Run>> {
+) -> Result<(Vec<Run>, Option<SortedRun>)> {
     let mut dec = CopyDecoder::new(what);
     let mut buf = RunBuffer::default();
     let mut runs = Vec::new();
@@ -255,10 +276,8 @@ fn sort_runs(
             message: "stream ended without the end-of-data marker".into(),
         });
     }
-    if !buf.is_empty() {
-        runs.push(Run::Memory(Cursor::new(buf.write_sorted(Vec::new())?)));
-    }
-    Ok(runs)
+    let last = (!buf.is_empty()).then(|| buf.take_sorted());
+    Ok((runs, last))
 }
 
 #[cfg(test)]

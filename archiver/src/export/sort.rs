@@ -5,9 +5,12 @@
 //!
 //! Strings are interned per run: each distinct value is stored once and a row holds its
 //! ids, so a row is 40 bytes whatever its strings. Before sorting, the distinct
-//! participant ids and metrics (few, compared with rows) are sorted once and each row's key
-//! becomes `(participant rank << 32 | metric rank, ts)`: integer comparisons only. Rows with
-//! equal keys keep no particular order.
+//! participant ids and metrics (few, compared with rows) are sorted once; the rows are then
+//! counted into their (participant, metric) groups in rank order and each group is sorted
+//! by ts only if its rows did not arrive in ts order ([`sort_by_groups`]), or, with more
+//! groups than rows, sorted by the key `(participant rank << 32 | metric rank, ts)`
+//! ([`sort_by_keys`]): integer comparisons only either way. Rows with equal keys keep no
+//! particular order.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -91,10 +94,6 @@ impl Dict {
             rank[id as usize] = r as u32;
         }
         rank
-    }
-
-    fn get(&self, id: u32) -> Option<&[u8]> {
-        (id != NULL).then(|| &*self.values[id as usize])
     }
 }
 
@@ -180,21 +179,140 @@ impl RunBuffer {
     /// # Errors
     /// [`Error::Io`] from `out`.
     pub fn write_sorted<W: Write>(&mut self, out: W) -> Result<W> {
+        self.take_sorted().write(out)
+    }
+
+    /// Sorts the rows by (participant_id, metric, ts) and hands them over as a [`SortedRun`];
+    /// the buffer is empty afterwards.
+    pub fn take_sorted(&mut self) -> SortedRun {
         let (pr, mr) = (self.dicts[0].ranks(), self.dicts[1].ranks());
-        let mut keys: Vec<(u64, i64, u32)> = self
-            .rows
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let k = (u64::from(pr[r.ids[0] as usize]) << 32) | u64::from(mr[r.ids[1] as usize]);
-                (k, r.ts, i as u32)
-            })
-            .collect();
-        keys.sort_unstable();
+        let groups = pr.len().saturating_mul(mr.len());
+        let rows = if groups <= self.rows.len().max(MIN_GROUP_SLOTS) {
+            sort_by_groups(&self.rows, &pr, &mr)
+        } else {
+            sort_by_keys(&self.rows, &pr, &mr)
+        };
+        let taken = std::mem::take(self);
+        SortedRun {
+            // Every value was checked to be UTF-8 when it was added (`Dict::id`).
+            values: taken.dicts.map(|d| {
+                d.values
+                    .iter()
+                    .map(|v| String::from_utf8_lossy(v).into())
+                    .collect()
+            }),
+            rows,
+        }
+    }
+}
+
+/// Fewest group slots [`sort_by_groups`] may use whatever the rows (a run of few rows with
+/// many distinct participants still takes the linear path).
+const MIN_GROUP_SLOTS: usize = 1 << 16;
+
+/// `rows` in (participant rank, metric rank, ts) order by a counting sort on the
+/// (participant, metric) group, stable, so each group keeps the rows' arrival order; a group
+/// whose rows did not arrive in ts order is then sorted by ts. Rows of a chunk arrive in
+/// time order (TimescaleDB appends to the heap in insert order, and producers send in time
+/// order), so most groups need no second pass and the sort is two passes over the rows.
+/// Needs `pr.len() × mr.len()` counters ([`RunBuffer::take_sorted`] bounds that by the rows).
+fn sort_by_groups(rows: &[Row], pr: &[u32], mr: &[u32]) -> Vec<Row> {
+    let m = mr.len();
+    let group = |r: &Row| pr[r.ids[0] as usize] as usize * m + mr[r.ids[1] as usize] as usize;
+    let mut start = vec![0usize; pr.len() * m + 1];
+    for r in rows {
+        start[group(r) + 1] += 1;
+    }
+    for g in 1..start.len() {
+        start[g] += start[g - 1];
+    }
+    let mut next = start.clone();
+    let mut out = vec![
+        Row {
+            ts: 0,
+            value: 0,
+            ids: [NULL; STRINGS],
+        };
+        rows.len()
+    ];
+    for r in rows {
+        let g = group(r);
+        out[next[g]] = *r;
+        next[g] += 1;
+    }
+    for w in start.windows(2) {
+        let g = &mut out[w[0]..w[1]];
+        if !g.windows(2).all(|p| p[0].ts <= p[1].ts) {
+            g.sort_unstable_by_key(|r| r.ts);
+        }
+    }
+    out
+}
+
+/// `rows` in (participant rank, metric rank, ts) order by comparison: for runs with more
+/// (participant, metric) combinations than rows to count them in.
+fn sort_by_keys(rows: &[Row], pr: &[u32], mr: &[u32]) -> Vec<Row> {
+    let mut keys: Vec<(u64, i64, u32)> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let k = (u64::from(pr[r.ids[0] as usize]) << 32) | u64::from(mr[r.ids[1] as usize]);
+            (k, r.ts, i as u32)
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.into_iter().map(|(_, _, i)| rows[i as usize]).collect()
+}
+
+/// One row of a [`SortedRun`]: participant_id, metric, unit, device_id, study_id (in
+/// [`crate::export::runfile::STRINGS`] order, `None` for NULL), ts (µs since the Unix epoch)
+/// and the `f64::to_bits` of value.
+pub type SortedRow<'a> = ([Option<&'a str>; STRINGS], i64, u64);
+
+/// A run sorted in memory and not encoded. A chunk that fits in the sort buffer (the usual
+/// case) is read into exactly one, which goes straight into record batches: no run
+/// encoding, no merge. Holds 40 bytes a row plus each distinct string once.
+#[derive(Debug, Default)]
+pub struct SortedRun {
+    values: [Vec<Box<str>>; STRINGS],
+    rows: Vec<Row>,
+}
+
+impl SortedRun {
+    /// Rows.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Calls `f` with each row in order.
+    ///
+    /// # Errors
+    /// `f`'s first error, which ends the walk.
+    pub fn for_each(&self, mut f: impl FnMut(SortedRow<'_>) -> Result<()>) -> Result<()> {
+        for r in &self.rows {
+            let strs = std::array::from_fn(|k| {
+                let id = r.ids[k];
+                (id != NULL).then(|| &*self.values[k][id as usize])
+            });
+            f((strs, r.ts, r.value))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the rows to `out` in the run encoding ([`crate::export::runfile`]), for a
+    /// merge with other runs. Returns the writer.
+    ///
+    /// # Errors
+    /// [`Error::Io`] from `out`.
+    pub fn write<W: Write>(&self, out: W) -> Result<W> {
         let mut w = RunWriter::new(out);
         let mut prev = [NULL; STRINGS];
-        for (_, _, i) in keys {
-            let r = self.rows[i as usize];
+        for r in &self.rows {
             // Equal ids are equal strings within a run.
             let mask = (0..STRINGS)
                 .filter(|&k| r.ids[k] != prev[k])
@@ -202,14 +320,15 @@ impl RunBuffer {
             prev = r.ids;
             w.push_masked(
                 &RowRef {
-                    strs: std::array::from_fn(|k| self.dicts[k].get(r.ids[k])),
+                    strs: std::array::from_fn(|k| {
+                        (r.ids[k] != NULL).then(|| self.values[k][r.ids[k] as usize].as_bytes())
+                    }),
                     ts: r.ts,
                     value: r.value,
                 },
                 mask,
             )?;
         }
-        *self = Self::default();
         w.finish()
     }
 }
@@ -221,6 +340,89 @@ mod tests {
     use crate::export::pgcopy::tests::tuple_of;
     use crate::export::pgcopy::{tuple_at, Next};
     use crate::export::runfile::RunReader;
+
+    #[test]
+    fn counting_by_group_and_comparing_keys_agree() {
+        // Rows partly in ts order, partly not, over 7 participants × 3 metrics.
+        let (pr, mr) = (vec![3, 0, 6, 1, 5, 2, 4], vec![2, 0, 1]);
+        let rows: Vec<Row> = (0..5_000u32)
+            .map(|i| {
+                let x = i.wrapping_mul(2_654_435_761);
+                let ts = if i % 7 == 3 {
+                    i64::from(x % 1000)
+                } else {
+                    i64::from(i)
+                };
+                Row {
+                    ts,
+                    value: u64::from(i),
+                    ids: [x % 7, (x >> 8) % 3, NULL, NULL, NULL],
+                }
+            })
+            .collect();
+        let key = |r: &Row| (pr[r.ids[0] as usize], mr[r.ids[1] as usize], r.ts);
+        let by_groups = sort_by_groups(&rows, &pr, &mr);
+        let a: Vec<_> = by_groups.iter().map(key).collect();
+        let b: Vec<_> = sort_by_keys(&rows, &pr, &mr).iter().map(key).collect();
+        assert_eq!(a.len(), rows.len());
+        assert!(a.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(a, b);
+        // The same rows, not only the same keys.
+        let mut values: Vec<u64> = by_groups.iter().map(|r| r.value).collect();
+        values.sort_unstable();
+        assert_eq!(values, (0..5_000).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    fn an_in_memory_run_holds_the_same_rows_as_an_encoded_one() {
+        let mut b = RunBuffer::default();
+        for (p, m, ts, unit) in [
+            ("P2", "hr", 5, None),
+            ("P1", "spo2", 1, Some("%")),
+            ("P1", "hr", 9, Some("bpm")),
+        ] {
+            let t = tuple_of(p, m, ts, unit);
+            let Next::Tuple(spans, _) = tuple_at(&t, "t").unwrap() else {
+                panic!()
+            };
+            b.push_tuple(&t, &spans, "t").unwrap();
+        }
+        let sorted = b.take_sorted();
+        assert!(b.is_empty());
+        assert_eq!(sorted.len(), 3);
+        let mut direct = Vec::new();
+        sorted
+            .for_each(|(s, ts, _)| {
+                direct.push((
+                    s[0].unwrap().to_string(),
+                    s[1].unwrap().to_string(),
+                    ts - PG_EPOCH_MICROS,
+                    s[2].map(str::to_string),
+                ));
+                Ok(())
+            })
+            .unwrap();
+        let bytes = sorted.write(Vec::new()).unwrap();
+        let mut r = RunReader::new(bytes.as_slice(), "t");
+        let mut encoded = Vec::new();
+        while r.advance().unwrap() {
+            encoded.push((
+                r.str(0).unwrap().to_string(),
+                r.str(1).unwrap().to_string(),
+                r.ts - PG_EPOCH_MICROS,
+                r.str(2).map(str::to_string),
+            ));
+        }
+        assert_eq!(direct, encoded);
+        assert_eq!(
+            direct,
+            vec![
+                ("P1".into(), "hr".into(), 9, Some("bpm".into())),
+                ("P1".into(), "spo2".into(), 1, Some("%".into())),
+                ("P2".into(), "hr".into(), 5, None),
+            ]
+        );
+    }
 
     #[test]
     fn sorts_by_participant_metric_ts_in_byte_order() {
