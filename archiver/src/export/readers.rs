@@ -12,8 +12,9 @@
 //!   and hands them over a bounded channel to a blocking thread of its own, which decodes
 //!   them into a [`RunBuffer`] of at most `sort_buffer_rows / readers` rows, sorts it and
 //!   writes it to a temporary file (`TMPDIR`) each time it fills; its last run stays in
-//!   memory, sorted but not encoded ([`SortedRun`]). A chunk read whole into one such run
-//!   (one reader, nothing spilled) needs no merge: [`Sorted::InMemory`]. So the shard's backends and the archiver's decoding and sorting all run at once.
+//!   memory. A chunk that one reader reads without spilling stays one run sorted in memory
+//!   and not encoded, which needs no merge ([`Sorted::InMemory`]). So the shard's backends
+//!   and the archiver's decoding and sorting all run at once.
 //!
 //! The rate limit is taken in the async task for the rows its thread has decoded, so the
 //! reading never gets more than the channel (a few thousand rows) ahead of it.
@@ -174,14 +175,14 @@ pub async fn read_runs(
         let (tx, rx) = mpsc::channel(CHANNEL_BLOCKS);
         let decoded = Arc::new(AtomicU64::new(0));
         let (w, d) = (what.clone(), decoded.clone());
+        let alone = n == 1;
         workers.push(tokio::task::spawn_blocking(move || {
-            sort_runs(rx, &w, run_rows, &d)
+            sort_runs(rx, &w, run_rows, &d, alone)
         }));
         forwards.push(forward(c, sql, shard, tx, limiter, decoded));
     }
     let forwarded = futures::future::join_all(forwards).await;
     let mut runs = Vec::new();
-    let mut last = Vec::new();
     let mut first_err = None;
     for (f, w) in forwarded.into_iter().zip(workers) {
         let w = w.await.map_err(|e| Error::Copy {
@@ -192,9 +193,11 @@ pub async fn read_runs(
             (Ok((acquired, decoded)), Ok(Ok(r))) => {
                 let left = decoded.load(Ordering::Relaxed).saturating_sub(acquired);
                 limiter.acquire(left as usize).await;
-                let (spilled, rest) = r;
-                runs.extend(spilled);
-                last.extend(rest);
+                match r {
+                    // Only a reader that read the whole chunk keeps its run unencoded.
+                    Sorted::InMemory(one) => return Ok(Sorted::InMemory(one)),
+                    Sorted::Runs(r) => runs.extend(r),
+                }
             }
             // The reading error comes first: a worker whose input stopped only reports the
             // missing end marker.
@@ -203,16 +206,10 @@ pub async fn read_runs(
             }
         }
     }
-    if let Some(e) = first_err {
-        return Err(e);
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(Sorted::Runs(runs)),
     }
-    if runs.is_empty() && last.len() == 1 {
-        return Ok(Sorted::InMemory(last.remove(0)));
-    }
-    for r in last {
-        runs.push(Run::Memory(Cursor::new(r.write(Vec::new())?)));
-    }
-    Ok(Sorted::Runs(runs))
 }
 
 /// Streams one COPY into blocks for the decoding thread; returns the rows it acquired from
@@ -248,14 +245,17 @@ async fn forward(
     Ok((acquired, decoded))
 }
 
-/// The decoding thread of one reader: COPY blocks → run buffer → sorted runs. Returns the
-/// runs it spilled and its last run, sorted in memory (none when it read no rows).
+/// The decoding thread of one reader: COPY blocks → run buffer → sorted runs. When it is
+/// `alone` (reads the whole chunk) and spilled nothing, its one run stays unencoded
+/// ([`Sorted::InMemory`]); otherwise its last run is encoded in memory for the merge, here
+/// on the blocking thread.
 fn sort_runs(
     mut rx: mpsc::Receiver<Bytes>,
     what: &str,
     run_rows: usize,
     decoded: &AtomicU64,
-) -> Result<(Vec<Run>, Option<SortedRun>)> {
+    alone: bool,
+) -> Result<Sorted> {
     let mut dec = CopyDecoder::new(what);
     let mut buf = RunBuffer::default();
     let mut runs = Vec::new();
@@ -276,8 +276,15 @@ fn sort_runs(
             message: "stream ended without the end-of-data marker".into(),
         });
     }
-    let last = (!buf.is_empty()).then(|| buf.take_sorted());
-    Ok((runs, last))
+    if buf.is_empty() {
+        return Ok(Sorted::Runs(runs));
+    }
+    let last = buf.take_sorted();
+    if alone && runs.is_empty() {
+        return Ok(Sorted::InMemory(last));
+    }
+    runs.push(Run::Memory(Cursor::new(last.write(Vec::new())?)));
+    Ok(Sorted::Runs(runs))
 }
 
 #[cfg(test)]
