@@ -15,8 +15,9 @@
 //! Per wave it prints: rows/s from the drain's first row to its last; the shards' table and
 //! index bytes (`hypertable_detailed_size`), also as a fraction of RAM; the worker's CPU-µs
 //! per row and peak RSS; and what could explain a slowdown: chunks, checkpoints requested
-//! (`pg_stat_checkpointer`), autovacuum runs. At the end: the last wave's rate over the first
-//! (target ≥ 0.8×).
+//! (`pg_stat_checkpointer`), autovacuum runs, and the host's own state ([`Host`]: CPU steal
+//! and iowait during the drain, pages the kernel reclaimed, `MemFree` after it). At the end:
+//! the last wave's rate over the first (target ≥ 0.8×).
 //!
 //! The same data is replayed at each `database.chunk_interval` of `BENCH_GROWTH_INTERVALS`
 //! (default `1d,1h,7d`); after the first, the archiver moves everything older than 7 days.
