@@ -100,7 +100,7 @@ async fn main() {
     );
     let waves: u32 = env_or("BENCH_GROWTH_WAVES", "10").parse().unwrap();
     let intervals = env_or("BENCH_GROWTH_INTERVALS", "1d,1h,7d");
-    let ram = mem_total_bytes();
+    let ram = meminfo_bytes("MemTotal");
     // The data ends now (rounded to the minute by replay) and starts waves × 6 days earlier.
     let end = chrono::Utc::now();
     let start = end - chrono::Duration::days(i64::from(waves * DAYS_PER_WAVE));
@@ -305,7 +305,7 @@ async fn wave(
         host.steal_pct(),
         host.iowait_pct(),
         host.reclaimed_pages as f64 * 4096.0 / 1048576.0,
-        gib(mem_free_bytes())
+        gib(meminfo_bytes("MemFree"))
     );
     delete_topics(stack, &[topic.clone(), format!("{topic}.dlq")]).await;
     Wave {
@@ -413,14 +413,15 @@ async fn sizes(clients: &[tokio_postgres::Client]) -> (i64, i64, i64) {
     (table, index, chunks)
 }
 
-fn mem_total_bytes() -> u64 {
+/// A `/proc/meminfo` field (`MemTotal`, `MemFree`, …), bytes.
+fn meminfo_bytes(field: &str) -> u64 {
     let info = std::fs::read_to_string("/proc/meminfo").unwrap();
     let kb: u64 = info
         .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .unwrap();
+        .unwrap_or_else(|| panic!("/proc/meminfo has no {field}"));
     kb * 1024
 }
 
@@ -479,18 +480,6 @@ impl Host {
     fn iowait_pct(&self) -> f64 {
         self.iowait_ticks as f64 / self.total_ticks.max(1) as f64 * 100.0
     }
-}
-
-/// `MemFree` of `/proc/meminfo`, bytes: memory neither used nor page cache (near 0, every
-/// new page costs the kernel a reclaim).
-fn mem_free_bytes() -> u64 {
-    let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    info.lines()
-        .find_map(|l| l.strip_prefix("MemFree:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0)
-        * 1024
 }
 
 fn gib(b: u64) -> f64 {
