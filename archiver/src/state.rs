@@ -1,7 +1,8 @@
 //! What the archiver knows about each chunk and object: the state machine of one chunk
-//! ([`attempt`]), the shards' `archive_log` ([`log`]) and its mirror in the archive
-//! ([`manifest`]).
+//! ([`attempt`]) and the chunk lock it holds from export to drop ([`guard`]), the shards'
+//! `archive_log` ([`log`]) and its mirror in the archive ([`manifest`]).
 
 pub mod attempt;
+pub mod guard;
 pub mod log;
 pub mod manifest;

@@ -73,6 +73,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0009_roles.sql",
         sql: include_str!("../../schemas/sql/0009_roles.sql"),
     },
+    Migration {
+        version: 10,
+        name: "0010_share_lock.sql",
+        sql: include_str!("../../schemas/sql/0010_share_lock.sql"),
+    },
 ];
 
 /// The newest schema version this binary ships.

@@ -27,7 +27,7 @@ use vitalsink_tests::{connect, Stack};
 /// its steps, the run ids, the rows left in the shards, what DuckDB reads from the archive.
 struct Outcome {
     report: serde_json::Value,
-    steps: Vec<Vec<(String, String)>>,
+    steps: Vec<Vec<(String, Vec<String>)>>,
     spans: Vec<(DateTime<Utc>, DateTime<Utc>)>,
     run_ids: Vec<String>,
     left: Totals,
@@ -63,7 +63,16 @@ async fn archive_with(stack: &Stack, n: usize) -> Outcome {
         assert_eq!(aged_chunk_count(s).await, 0, "{}: aged chunks left", s.name);
         let rows = assert_each_chunk_archived_once(s).await;
         assert!(!rows.is_empty(), "{}: no archive log", s.name);
-        steps.push(rows.into_iter().map(|r| (r.0, r.2)).collect());
+        // Per chunk, in the order the chunks started: chunk k's drop runs while chunk k+1
+        // is exported, so how their log rows interleave is timing, not order.
+        let mut per_chunk: Vec<(String, Vec<String>)> = Vec::new();
+        for r in rows {
+            match per_chunk.iter_mut().find(|(c, _)| *c == r.0) {
+                Some((_, seq)) => seq.push(r.2),
+                None => per_chunk.push((r.0, vec![r.2])),
+            }
+        }
+        steps.push(per_chunk);
         let c = connect(&s.url).await;
         let span = c
             .query_one("SELECT min(at), max(at) FROM archive_log", &[])

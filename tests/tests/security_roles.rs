@@ -231,7 +231,9 @@ async fn each_role_is_refused_what_it_must_not_do() {
         format!("DROP TABLE {chunk}"),
         format!("SELECT vitalsink_drop_chunk('{chunk}')"),
         format!("BEGIN; SELECT vitalsink_lock_chunk('{chunk}')"),
+        format!("BEGIN; SELECT vitalsink_share_lock_chunk('{chunk}')"),
         format!("BEGIN; LOCK TABLE {chunk} IN ACCESS EXCLUSIVE MODE"),
+        format!("BEGIN; LOCK TABLE {chunk} IN SHARE MODE"),
         format!("DELETE FROM {chunk}"),
         "DELETE FROM ingest_offsets".into(),
         "TRUNCATE ingest_offsets".into(),
@@ -271,6 +273,7 @@ async fn each_role_is_refused_what_it_must_not_do() {
         format!("DELETE FROM {chunk}"),
         format!("DROP TABLE {chunk}"),
         format!("SELECT vitalsink_drop_chunk('{chunk}')"),
+        format!("BEGIN; SELECT vitalsink_share_lock_chunk('{chunk}')"),
         "SELECT drop_chunks('measurements', older_than => now())".into(),
         "SELECT * FROM ingest_offsets".into(),
     ] {
@@ -296,13 +299,29 @@ async fn each_role_is_refused_what_it_must_not_do() {
         "SELECT vitalsink_drop_chunk('archive_log')",
         "SELECT vitalsink_drop_chunk(NULL)",
         "BEGIN; SELECT vitalsink_lock_chunk('ingest_offsets')",
+        "BEGIN; SELECT vitalsink_share_lock_chunk('ingest_offsets')",
+        "BEGIN; SELECT vitalsink_share_lock_chunk('measurements')",
+        "BEGIN; SELECT vitalsink_share_lock_chunk(NULL)",
         "UPDATE shard_map SET reason = 'x'",
     ] {
         refused(&arc, ARCHIVER, sql).await;
     }
     refused(&arc, ARCHIVER, &format!("DROP TABLE {chunk}")).await;
     refused(&arc, ARCHIVER, &format!("DELETE FROM {chunk}")).await;
+    // SHARE mode itself needs UPDATE, DELETE, TRUNCATE or MAINTAIN; only the function gives it.
+    refused(
+        &arc,
+        ARCHIVER,
+        &format!("BEGIN; LOCK TABLE {chunk} IN SHARE MODE"),
+    )
+    .await;
     allowed(&arc, ARCHIVER, &format!("SELECT count(*) FROM {chunk}")).await;
+    allowed(
+        &arc,
+        ARCHIVER,
+        &format!("BEGIN; SELECT vitalsink_share_lock_chunk('{chunk}'); ROLLBACK"),
+    )
+    .await;
 
     // mover: moves rows of participants, nothing wholesale, no chunk drops, no archive log.
     let mv = connect(&user_url(MOVER)).await;
@@ -379,9 +398,9 @@ async fn each_role_is_refused_what_it_must_not_do() {
         .get(0);
     assert!(untouched, "the refused start created nothing");
 
-    // A shard at version 8 (migration 9 pending): refused, still at 8; the owner migrates.
+    // A shard at version 8 (migrations 9 and 10 pending): refused, still at 8; the owner migrates.
     owner
-        .batch_execute("DELETE FROM vitalsink_schema_version WHERE version = 9")
+        .batch_execute("DELETE FROM vitalsink_schema_version WHERE version >= 9")
         .await
         .unwrap();
     let v8_ingest = IngestSetup::new(&stack, &as_user(&dbs.shards, INGEST), dir.path());

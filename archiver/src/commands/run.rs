@@ -4,8 +4,13 @@
 //! Up to `archive.shard_concurrency` shards are archived at once, each on a task of its own;
 //! they share the process's rate limit (`archive.rows_per_second`). On a shard, chunk k's
 //! drop (a transaction whose commit waits on the shard's disk: 0.1–0.3 s a chunk in the growth
-//! benchmark) runs on a second connection while chunk k+1 is exported and verified, so at most
-//! one chunk per shard waits for its drop.
+//! benchmark) runs while chunk k+1 is exported and verified, so at most one chunk per shard
+//! waits for its drop. Each chunk is exported under a [`Guard`] (its SHARE lock, held until its
+//! drop, which then needs no re-count of the chunk): two guard connections take turns, one
+//! holding chunk k until its drop while the other takes chunk k+1. With `database.pool_size`
+//! = 2 there is room for one guard only, and a chunk whose predecessor still holds it is
+//! exported without one (its drop re-checks it); with 1, chunks go one after the other on the
+//! one connection, each re-checked.
 //! On each shard a session advisory lock keeps two archivers (an overlapping cron start) from
 //! working on the same shard; the second skips it. Before anything else the shard's log rows
 //! not yet in the manifest are mirrored. A shard that fails counts as one failure and does not
@@ -25,6 +30,7 @@ use crate::export::catalog::{self, Chunk};
 use crate::export::ratelimit::RowLimiter;
 use crate::progress::Progress;
 use crate::state::attempt::{ChunkJob, Outcome};
+use crate::state::guard::Guard;
 use crate::state::log::{self, LogRow};
 use crate::state::manifest;
 use crate::storage::store::{self, Archive};
@@ -37,6 +43,24 @@ use crate::storage::store::{self, Archive};
 fn readers_per_chunk(shard_concurrency: usize, shards: usize) -> usize {
     let at_once = shard_concurrency.min(shards).max(1);
     (crate::export::readers::max_readers() / at_once).max(1)
+}
+
+/// The guard to export the next chunk on (with its index) and the one the previous chunk's
+/// drop runs on (index `dropping`): different guards, or no export guard when there is only
+/// the one the drop needs.
+fn split(
+    guards: &mut [Guard],
+    dropping: Option<usize>,
+) -> (Option<(usize, &mut Guard)>, Option<&mut Guard>) {
+    let (mut export, mut drop) = (None, None);
+    for (i, g) in guards.iter_mut().enumerate() {
+        if Some(i) == dropping {
+            drop = Some(g);
+        } else if export.is_none() {
+            export = Some((i, g));
+        }
+    }
+    (export, drop)
 }
 
 /// Counts one chunk's outcome in `report` and the metrics; a failure is logged (the chunk
@@ -345,31 +369,47 @@ impl Runner {
                 tally(name, chunk, res, report);
             }
         } else {
-            let mut drop_conn = shard.client().await?;
-            let mut pending: Option<(&Chunk, LogRow)> = None;
+            // The job's connection and one or two guards.
+            let n = if shard.pool.status().max_size >= 3 {
+                2
+            } else {
+                1
+            };
+            let mut guards = Vec::with_capacity(n);
+            for _ in 0..n {
+                guards.push(Guard::new(shard.client().await?));
+            }
+            // The chunk verified last, waiting for its drop, and the guard it was exported on
+            // (or, exported without one, the guard its drop runs on).
+            let mut pending: Option<(&Chunk, LogRow, usize)> = None;
             for chunk in aged {
                 let previous = pending.take();
+                let (exporting, dropping) = split(&mut guards, previous.as_ref().map(|p| p.2));
+                let at = exporting.as_ref().map_or(0, |(i, _)| *i);
                 let drop_previous = async {
-                    match previous {
-                        Some((ch, v)) => {
-                            Some((ch, job.drop_verified(&mut drop_conn, ch, &v).await))
+                    match (previous, dropping) {
+                        (Some((ch, v, _)), Some(g)) => {
+                            Some((ch, job.drop_guarded(g, ch, &v).await))
                         }
-                        None => None,
+                        _ => None,
                     }
                 };
+                let guard = exporting.map(|(_, g)| g);
                 let (next, dropped) =
-                    tokio::join!(job.export_verified(client, chunk), drop_previous);
+                    tokio::join!(job.export_verified(client, guard, chunk), drop_previous);
                 if let Some((ch, res)) = dropped {
                     tally(name, ch, res, report);
                 }
                 match next {
-                    Ok(v) => pending = Some((chunk, v)),
+                    Ok(v) => pending = Some((chunk, v, at)),
                     Err(e) => tally(name, chunk, Err(e), report),
                 }
             }
-            if let Some((ch, v)) = pending {
-                let res = job.drop_verified(&mut drop_conn, ch, &v).await;
-                tally(name, ch, res, report);
+            if let Some((ch, v, at)) = pending {
+                if let Some(g) = guards.get_mut(at) {
+                    let res = job.drop_guarded(g, ch, &v).await;
+                    tally(name, ch, res, report);
+                }
             }
         }
         progress.finish();

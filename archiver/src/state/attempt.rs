@@ -9,12 +9,18 @@
 //! has two live objects, and the next step always starts from a known object.
 //!
 //! Crash safety: a chunk's rows leave the database only in the transaction that drops it,
-//! which first locks the chunk, re-checks its count and ts range against the verified
-//! object's, and commits the `dropped` row with the drop. Before that commit every row is in
-//! the database; after it, in an object that was read back and matched. The lock and the
-//! drop go through the SECURITY DEFINER functions `vitalsink_lock_chunk`/`vitalsink_drop_chunk`
-//! (migration 9, schemas/ROLES.md), so the archiver's role needs neither table ownership nor
-//! DELETE.
+//! which locks the chunk (ACCESS EXCLUSIVE) and commits the `dropped` row with the drop.
+//! Before that commit every row is in the database; after it, in an object that was read back
+//! and matched. That the chunk still holds exactly the exported rows is known one of two ways:
+//! - a new export under a [`Guard`]: the drop's transaction is the guard's, which took the
+//!   chunk's SHARE lock before the export's snapshot, so no row can have changed since;
+//! - otherwise (an attempt adopted from an earlier run, no guard, or the SHARE lock not
+//!   granted): the drop re-checks the chunk's count and ts range against the verified
+//!   object's under its lock.
+//!
+//! The locks and the drop go through the SECURITY DEFINER functions `vitalsink_lock_chunk`,
+//! `vitalsink_drop_chunk` (migration 9) and `vitalsink_share_lock_chunk` (migration 10;
+//! schemas/ROLES.md), so the archiver's role needs neither table ownership nor DELETE.
 
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
@@ -29,15 +35,12 @@ use crate::export::ratelimit::RowLimiter;
 use crate::export::{self, Target};
 use crate::fault::{self, CrashPoint};
 use crate::progress::Progress;
+use crate::state::guard::{Guard, LOCK_TIMEOUT};
 use crate::state::log::{self, LogRow, Step};
 use crate::state::manifest;
 use crate::storage::layout;
 use crate::storage::readback;
 use crate::storage::store::Archive;
-
-/// How long the drop may wait for its lock on the chunk before giving up for this run
-/// (ingest writing late rows into the chunk holds conflicting locks).
-const DROP_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Locks a chunk (given as a quoted `schema.name`) in ACCESS EXCLUSIVE mode until the end of
 /// the transaction. `vitalsink_lock_chunk` is migration 9's SECURITY DEFINER function: it
@@ -123,14 +126,15 @@ impl ChunkJob<'_> {
         client: &mut tokio_postgres::Client,
         chunk: &Chunk,
     ) -> Result<Outcome> {
-        let verified = self.export_verified(client, chunk).await?;
+        let verified = self.export_verified(client, None, chunk).await?;
         self.drop_verified(client, chunk, &verified).await
     }
 
     /// The first half of archiving `chunk`: resumes an earlier attempt or exports a new
     /// object, reads it back and verifies it. Returns the `verified` log row, which
-    /// [`Self::drop_verified`] takes (on this or another connection to the shard: the drop
-    /// re-checks the chunk under its lock, so nothing depends on which).
+    /// [`Self::drop_guarded`] takes with the same `guard`, or [`Self::drop_verified`] on any
+    /// connection when there is none. A new export takes the chunk's SHARE lock on `guard`
+    /// first ([`Guard::lock`]); on failure the guard's transaction is ended.
     ///
     /// # Errors
     /// Any failure; the chunk then stays in the database and the attempt is logged as
@@ -138,6 +142,24 @@ impl ChunkJob<'_> {
     pub async fn export_verified(
         &self,
         c: &tokio_postgres::Client,
+        mut guard: Option<&mut Guard>,
+        chunk: &Chunk,
+    ) -> Result<LogRow> {
+        let res = self
+            .export_verified_in(c, guard.as_deref_mut(), chunk)
+            .await;
+        if res.is_err() {
+            if let Some(g) = guard {
+                g.release(self.shard).await;
+            }
+        }
+        res
+    }
+
+    async fn export_verified_in(
+        &self,
+        c: &tokio_postgres::Client,
+        guard: Option<&mut Guard>,
         chunk: &Chunk,
     ) -> Result<LogRow> {
         let mut adopted = self.resume(c, chunk).await?;
@@ -154,7 +176,7 @@ impl ChunkJob<'_> {
         let verified = match adopted {
             Some(v) => v,
             None => {
-                let written = self.export(c, chunk).await?;
+                let written = self.export(c, guard, chunk).await?;
                 match self.verify(c, chunk, &written).await {
                     Ok(v) => v,
                     Err(e) => {
@@ -180,11 +202,47 @@ impl ChunkJob<'_> {
         chunk: &Chunk,
         verified: &LogRow,
     ) -> Result<Outcome> {
-        self.drop_chunk(client, chunk, verified).await?;
-        Ok(Outcome {
-            rows: verified.rows.unwrap_or(0) as u64,
-            bytes: verified.bytes.unwrap_or(0) as u64,
-        })
+        self.drop_chunk(client, chunk, verified, false).await?;
+        Ok(outcome(verified))
+    }
+
+    /// The second half on the `guard` given to [`Self::export_verified`]: when it holds the
+    /// chunk's SHARE lock, drops the chunk in the guard's transaction without a re-check;
+    /// otherwise as [`Self::drop_verified`] on the guard's connection. The guard holds
+    /// nothing afterwards.
+    ///
+    /// # Errors
+    /// As [`Self::archive`].
+    pub async fn drop_guarded(
+        &self,
+        guard: &mut Guard,
+        chunk: &Chunk,
+        verified: &LogRow,
+    ) -> Result<Outcome> {
+        let mut held = guard.holds(chunk);
+        if held {
+            match guard.has_waiters(self.shard, chunk).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    tracing::info!(shard = self.shard, chunk = %chunk.name, "a writer waits for the chunk: letting it in, the drop re-checks the chunk");
+                    held = false;
+                }
+                Err(e) => {
+                    guard.release(self.shard).await;
+                    return Err(e);
+                }
+            }
+        }
+        if !held {
+            // Not carried into a drop that re-checks: a late writer goes in first.
+            guard.release(self.shard).await;
+        }
+        let res = self
+            .drop_chunk(guard.client_mut(), chunk, verified, held)
+            .await;
+        // drop_chunk ended the guard's transaction, by COMMIT or ROLLBACK.
+        guard.ended();
+        res.map(|()| outcome(verified))
     }
 
     /// Looks at the chunk's earlier attempts: returns the one to adopt (newest `written` or
@@ -242,13 +300,24 @@ impl ChunkJob<'_> {
         got
     }
 
-    /// A new attempt: logs `planned`, exports, logs `written`.
-    async fn export(&self, c: &tokio_postgres::Client, chunk: &Chunk) -> Result<LogRow> {
+    /// A new attempt: logs `planned`, takes the chunk's SHARE lock on `guard` (when there is
+    /// one), exports, logs `written`.
+    async fn export(
+        &self,
+        c: &tokio_postgres::Client,
+        guard: Option<&mut Guard>,
+        chunk: &Chunk,
+    ) -> Result<LogRow> {
         let attempt = layout::new_attempt();
         let path = layout::data_object(self.shard, &chunk.name, chunk.range_start, &attempt);
         let mut planned = LogRow::new(self.run_id, &attempt, chunk, Step::Planned);
         planned.object_path = Some(path.to_string());
         let planned = self.record(c, &planned).await?;
+        // Before the export's snapshot (taken by its first query), so that the snapshot has
+        // every row the chunk holds until the guard's transaction drops it.
+        if let Some(g) = guard {
+            g.lock(self.shard, chunk).await;
+        }
         self.progress
             .label(format!("{} {}", self.shard, chunk.name));
         let target = Target {
@@ -320,13 +389,16 @@ impl ChunkJob<'_> {
         Ok(v)
     }
 
-    /// Locks the chunk, re-checks it against the verified object, drops it and logs
-    /// `dropped`, all in one transaction.
+    /// Locks the chunk, drops it and logs `dropped`, all in one transaction: when `held`, the
+    /// one open on `client` ([`Guard`]), which has held the chunk's SHARE lock since before
+    /// the export's snapshot; otherwise a new one, which re-checks the chunk against the
+    /// verified object first. A `held` transaction is ended either way.
     async fn drop_chunk(
         &self,
         client: &mut tokio_postgres::Client,
         chunk: &Chunk,
         verified: &LogRow,
+        held: bool,
     ) -> Result<()> {
         let path = verified.object_path.clone().unwrap_or_default();
         let head = self.archive.store.head(&Path::from(path.as_str())).await;
@@ -336,18 +408,73 @@ impl ChunkJob<'_> {
                 message: format!("object missing or resized before the drop: {head:?}"),
             };
             let c: &tokio_postgres::Client = client;
+            if held {
+                c.batch_execute("ROLLBACK").await.map_err(pg(self.shard))?;
+            }
             self.fail(c, verified, &e).await;
             self.discard(c, verified, "object missing before the drop")
                 .await?;
             return Err(e);
         }
+        let d = if held {
+            self.drop_held(client, chunk, verified).await?
+        } else {
+            self.drop_checked(client, chunk, verified, &path).await?
+        };
+        let c: &tokio_postgres::Client = client;
+        if let Err(e) = manifest::mirror(self.archive, c, self.shard, &d).await {
+            tracing::warn!(shard = self.shard, error = %e, "manifest mirror failed; retried next run");
+        }
+        tracing::info!(shard = self.shard, chunk = %chunk.name, object = %path, rows = ?d.rows, held, "dropped chunk");
+        Ok(())
+    }
+
+    /// The drop in the guard's open transaction on `c`: ACCESS EXCLUSIVE on top of the SHARE
+    /// lock, `DROP`, the `dropped` row, COMMIT; ROLLBACK on any failure (the attempt stays
+    /// `verified`, and the next run adopts it and re-checks the chunk).
+    async fn drop_held(
+        &self,
+        c: &tokio_postgres::Client,
+        chunk: &Chunk,
+        verified: &LogRow,
+    ) -> Result<LogRow> {
+        let res = async {
+            c.execute(LOCK_CHUNK_SQL, &[&chunk.ident()])
+                .await
+                .map_err(pg(self.shard))?;
+            c.execute(DROP_CHUNK_SQL, &[&chunk.ident()])
+                .await
+                .map_err(pg(self.shard))?;
+            let mut d = verified.next(Step::Dropped);
+            d.run_id = self.run_id.to_string();
+            let d = log::insert(c, self.shard, &d).await?;
+            c.batch_execute("COMMIT").await.map_err(pg(self.shard))?;
+            Ok(d)
+        }
+        .await;
+        if res.is_err() {
+            // After a failed COMMIT there is no transaction left; the server only warns.
+            let _ = c.batch_execute("ROLLBACK").await;
+        }
+        res
+    }
+
+    /// The drop in a new transaction on `client`, after re-checking the chunk's count and ts
+    /// range against the verified object under the lock.
+    async fn drop_checked(
+        &self,
+        client: &mut tokio_postgres::Client,
+        chunk: &Chunk,
+        verified: &LogRow,
+        path: &str,
+    ) -> Result<LogRow> {
         let tx = client.transaction().await.map_err(pg(self.shard))?;
         // The re-check's count runs without parallel workers: on a busy shard starting them
         // costs more CPU than they save, and the lock is held for tens of milliseconds either
         // way.
         tx.batch_execute(&format!(
             "SET LOCAL lock_timeout = '{}ms'; SET LOCAL max_parallel_workers_per_gather = 0",
-            DROP_LOCK_TIMEOUT.as_millis()
+            LOCK_TIMEOUT.as_millis()
         ))
         .await
         .map_err(pg(self.shard))?;
@@ -357,7 +484,7 @@ impl ChunkJob<'_> {
             .await
             .map_err(pg(self.shard))?;
         let now = catalog::extent(&tx, self.shard, chunk).await?;
-        if let Err(e) = check_extent(&path, &now, verified) {
+        if let Err(e) = check_extent(path, &now, verified) {
             tx.rollback().await.map_err(pg(self.shard))?;
             let c: &tokio_postgres::Client = client;
             self.fail(c, verified, &e).await;
@@ -372,12 +499,15 @@ impl ChunkJob<'_> {
         d.run_id = self.run_id.to_string();
         let d = log::insert(&tx, self.shard, &d).await?;
         tx.commit().await.map_err(pg(self.shard))?;
-        let c: &tokio_postgres::Client = client;
-        if let Err(e) = manifest::mirror(self.archive, c, self.shard, &d).await {
-            tracing::warn!(shard = self.shard, error = %e, "manifest mirror failed; retried next run");
-        }
-        tracing::info!(shard = self.shard, chunk = %chunk.name, object = %path, rows = ?d.rows, "dropped chunk");
-        Ok(())
+        Ok(d)
+    }
+}
+
+/// What archiving the chunk of `verified` moved.
+fn outcome(verified: &LogRow) -> Outcome {
+    Outcome {
+        rows: verified.rows.unwrap_or(0) as u64,
+        bytes: verified.bytes.unwrap_or(0) as u64,
     }
 }
 
