@@ -7,10 +7,11 @@
 //! benchmark) runs while chunk k+1 is exported and verified, so at most one chunk per shard
 //! waits for its drop. Each chunk is exported under a [`Guard`] (its SHARE lock, held until its
 //! drop, which then needs no re-count of the chunk): two guard connections take turns, one
-//! holding chunk k until its drop while the other takes chunk k+1. With `database.pool_size`
-//! = 2 there is room for one guard only, and a chunk whose predecessor still holds it is
-//! exported without one (its drop re-checks it); with 1, chunks go one after the other on the
-//! one connection, each re-checked.
+//! holding chunk k until its drop while the other takes chunk k+1. They come from the shard's
+//! pool (`database.pool_size`, default 4) with the job's connection and the chunk's helper
+//! readers: when two guards and the helpers do not fit, there is one guard, and a chunk whose
+//! predecessor still holds it is exported without one (its drop re-checks it); with a pool of
+//! 1, chunks go one after the other on the one connection, each re-checked.
 //! On each shard a session advisory lock keeps two archivers (an overlapping cron start) from
 //! working on the same shard; the second skips it. Before anything else the shard's log rows
 //! not yet in the manifest are mirrored. A shard that fails counts as one failure and does not
@@ -369,8 +370,9 @@ impl Runner {
                 tally(name, chunk, res, report);
             }
         } else {
-            // The job's connection and one or two guards.
-            let n = if shard.pool.status().max_size >= 3 {
+            // The job's connection, one or two guards and the helper readers, all from the
+            // pool: two guards only when they leave the readers their helpers.
+            let n = if shard.pool.status().max_size >= 2 + job.readers {
                 2
             } else {
                 1

@@ -22,7 +22,11 @@
 //! read back. One function serves both, so any difference is in the bytes stored, not in the
 //! code.
 
-use arrow::array::{Array, RecordBatch};
+use arrow::array::{
+    Array, ArrayAccessor, AsArray, Float64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use arrow::datatypes::{DataType, Int32Type};
 use sha2::{Digest, Sha256};
 
 use crate::error::Result;
@@ -147,26 +151,57 @@ impl Digester {
         }
     }
 
-    /// Adds a batch of the archive schema ([`crate::export::format::schema`]).
+    /// Adds a batch of the archive schema ([`crate::export::format::schema`]), its string
+    /// columns either plain (`Utf8`) or, as verification reads them back,
+    /// `Dictionary(Int32, Utf8)`: the same rows hash the same either way.
     ///
     /// # Errors
-    /// [`crate::Error::Verify`] when a column has another type than the schema's.
+    /// [`crate::Error::Verify`] when a column has another type than these.
     pub fn update(&mut self, batch: &RecordBatch) -> Result<()> {
-        let crate::export::format::Columns {
-            pid,
-            metric,
-            ts,
-            value,
-            opt,
-        } = crate::export::format::Columns::of(batch, "batch")?;
+        if matches!(batch.column(0).data_type(), DataType::Dictionary(..)) {
+            let bad = || crate::Error::Verify {
+                object: "batch".into(),
+                message: "columns do not have the archive schema's types".into(),
+            };
+            if batch.num_columns() != crate::export::format::COLUMNS.len() {
+                return Err(bad());
+            }
+            let d = |i: usize| {
+                batch
+                    .column(i)
+                    .as_dictionary_opt::<Int32Type>()
+                    .and_then(|a| a.downcast_dict::<StringArray>())
+                    .ok_or_else(bad)
+            };
+            let ts = batch.column(2).as_primitive_opt().ok_or_else(bad)?;
+            let value = batch.column(3).as_primitive_opt().ok_or_else(bad)?;
+            self.hash_rows(d(0)?, d(1)?, ts, value, [d(4)?, d(5)?, d(6)?]);
+        } else {
+            let c = crate::export::format::Columns::of(batch, "batch")?;
+            self.hash_rows(c.pid, c.metric, c.ts, c.value, c.opt);
+        }
+        Ok(())
+    }
+
+    /// Hashes the rows of one batch's columns, given as plain or dictionary string arrays.
+    fn hash_rows<'a, S>(
+        &mut self,
+        pid: S,
+        metric: S,
+        ts: &TimestampMicrosecondArray,
+        value: &Float64Array,
+        opt: [S; 3],
+    ) where
+        S: ArrayAccessor<Item = &'a str> + Array,
+    {
         self.scratch.clear();
-        for i in 0..batch.num_rows() {
+        for i in 0..ts.len() {
             let out = &mut self.scratch;
             put_str(out, pid.value(i));
             put_str(out, metric.value(i));
             out.extend_from_slice(&ts.value(i).to_le_bytes());
             out.extend_from_slice(&value.value(i).to_bits().to_le_bytes());
-            for col in opt {
+            for col in &opt {
                 if col.is_null(i) {
                     out.push(0);
                 } else {
@@ -186,8 +221,7 @@ impl Digester {
             self.min_ts = Some(self.min_ts.map_or(lo, |m| m.min(lo)));
             self.max_ts = Some(self.max_ts.map_or(hi, |m| m.max(hi)));
         }
-        self.rows += batch.num_rows() as u64;
-        Ok(())
+        self.rows += ts.len() as u64;
     }
 
     /// The summary so far.
@@ -308,6 +342,63 @@ mod tests {
                 (20_000, Some(0), Some(19_999))
             );
         }
+    }
+
+    /// `batch`'s schema with `cols` and their types.
+    fn with_columns(batch: &RecordBatch, cols: Vec<arrow::array::ArrayRef>) -> RecordBatch {
+        let fields: Vec<arrow::datatypes::Field> = batch
+            .schema()
+            .fields()
+            .iter()
+            .zip(&cols)
+            .map(|(f, c)| f.as_ref().clone().with_data_type(c.data_type().clone()))
+            .collect();
+        RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), cols).unwrap()
+    }
+
+    #[test]
+    fn dictionary_string_columns_hash_as_plain_ones() {
+        // What verification reads back: every Utf8 column as Dictionary(Int32, Utf8), NULLs
+        // (unit) as null keys.
+        let rows = rows(5_000);
+        let want = format!("blake3:{}", blake3::hash(&canonical(&rows)).to_hex());
+        let plain = batch_of(&rows);
+        let dict_type = arrow::datatypes::DataType::Dictionary(
+            Box::new(arrow::datatypes::DataType::Int32),
+            Box::new(arrow::datatypes::DataType::Utf8),
+        );
+        let cols: Vec<arrow::array::ArrayRef> = plain
+            .columns()
+            .iter()
+            .map(|c| match c.data_type() {
+                arrow::datatypes::DataType::Utf8 => arrow::compute::cast(c, &dict_type).unwrap(),
+                _ => c.clone(),
+            })
+            .collect();
+        let dict = with_columns(&plain, cols);
+        assert!(matches!(
+            dict.column(4).data_type(),
+            arrow::datatypes::DataType::Dictionary(..)
+        ));
+        assert!(dict.column(4).null_count() > 0);
+        let mut d = Digester::default();
+        d.update(&dict).unwrap();
+        let s = d.finish();
+        assert_eq!(s.checksum, want);
+        assert_eq!((s.rows, s.min_ts, s.max_ts), (5_000, Some(0), Some(4_999)));
+        // A dictionary of another value type is refused, not hashed.
+        let other = arrow::compute::cast(
+            plain.column(0),
+            &arrow::datatypes::DataType::Dictionary(
+                Box::new(arrow::datatypes::DataType::Int32),
+                Box::new(arrow::datatypes::DataType::LargeUtf8),
+            ),
+        )
+        .unwrap();
+        let mut cols = dict.columns().to_vec();
+        cols[0] = other;
+        let bad = with_columns(&dict, cols);
+        assert!(Digester::default().update(&bad).is_err());
     }
 
     #[test]

@@ -162,6 +162,10 @@ pub async fn read_runs(
         .get(0);
     let n = (pages / MIN_PAGES_PER_READER).clamp(1, conns.len() as i64) as usize;
     let run_rows = (sort_buffer_rows / n).max(1);
+    // Room for the reader's share of the chunk's estimated rows (`reltuples`, -1 before the
+    // first ANALYZE) plus 1/16, at most a run: the buffer then fills without regrowing.
+    let share = usize::try_from(chunk.est_rows).unwrap_or(0) / n;
+    let capacity = (share + share / 16).min(run_rows);
     let what = chunk.qualified();
     tracing::debug!(shard, chunk = %what, pages, readers = n, run_rows, "reading");
     let cols = format::COLUMNS.join(", ");
@@ -177,7 +181,7 @@ pub async fn read_runs(
         let (w, d) = (what.clone(), decoded.clone());
         let alone = n == 1;
         workers.push(tokio::task::spawn_blocking(move || {
-            sort_runs(rx, &w, run_rows, &d, alone)
+            sort_runs(rx, &w, run_rows, capacity, &d, alone)
         }));
         forwards.push(forward(c, sql, shard, tx, limiter, decoded));
     }
@@ -245,7 +249,8 @@ async fn forward(
     Ok((acquired, decoded))
 }
 
-/// The decoding thread of one reader: COPY blocks → run buffer → sorted runs. When it is
+/// The decoding thread of one reader: COPY blocks → run buffer (room for `capacity` rows
+/// from the start) → sorted runs. When it is
 /// `alone` (reads the whole chunk) and spilled nothing, its one run stays unencoded
 /// ([`Sorted::InMemory`]); otherwise its last run is encoded in memory for the merge, here
 /// on the blocking thread.
@@ -253,11 +258,12 @@ fn sort_runs(
     mut rx: mpsc::Receiver<Bytes>,
     what: &str,
     run_rows: usize,
+    capacity: usize,
     decoded: &AtomicU64,
     alone: bool,
 ) -> Result<Sorted> {
     let mut dec = CopyDecoder::new(what);
-    let mut buf = RunBuffer::default();
+    let mut buf = RunBuffer::with_capacity(capacity);
     let mut runs = Vec::new();
     while let Some(block) = rx.blocking_recv() {
         dec.push(&block);

@@ -120,6 +120,15 @@ fn bad(what: &str, message: String) -> Error {
 }
 
 impl RunBuffer {
+    /// An empty buffer with room for `rows` rows, so that it does not grow by copying while
+    /// it fills (the caller bounds `rows` by the run size).
+    pub fn with_capacity(rows: usize) -> Self {
+        Self {
+            dicts: Default::default(),
+            rows: Vec::with_capacity(rows),
+        }
+    }
+
     /// Rows collected.
     pub fn len(&self) -> usize {
         self.rows.len()
