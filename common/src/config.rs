@@ -147,7 +147,8 @@ pub struct DatabaseConfig {
     /// chunks and their indexes fit in about 25% of memory).
     #[serde(with = "humantime_serde")]
     pub chunk_interval: Duration,
-    /// Connections per shard pool.
+    /// Connections per shard pool. The archiver takes up to 3 + one per extra reader of a
+    /// chunk from it (its job, two chunk locks, helper readers: archiver/src/commands/run.rs).
     pub pool_size: usize,
     /// Timeout for establishing one connection.
     #[serde(with = "humantime_serde")]

@@ -13,8 +13,10 @@
 //! - the next run archives the chunk with the late row, and archive (DuckDB) + shards = the
 //!   original + the late row, the late row archived once.
 //!
-//! Without the lock the insert would not wait (the poll for a waiting insert fails) and would
-//! go into the chunk while it is exported; the drop without a re-check would then lose it.
+//! Controls: without the lock the insert does not wait, and the test fails at "did not wait
+//! for the chunk's lock"; had the guard dropped the chunk under a waiting writer instead of
+//! letting it in, the two would deadlock (PostgreSQL aborts one) or the insert would return
+//! after the drop, and the test fails at the log steps seen when the insert returned.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};

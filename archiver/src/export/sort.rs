@@ -7,9 +7,9 @@
 //! ids, so a row is 40 bytes whatever its strings. Before sorting, the distinct
 //! participant ids and metrics (few, compared with rows) are sorted once; the rows are then
 //! counted into their (participant, metric) groups in rank order and each group is sorted
-//! by ts only if its rows did not arrive in ts order ([`sort_by_groups`]), or, with more
+//! by ts only if its rows did not arrive in ts order (`sort_by_groups`), or, with more
 //! groups than rows, sorted by the key `(participant rank << 32 | metric rank, ts)`
-//! ([`sort_by_keys`]): integer comparisons only either way. Rows with equal keys keep no
+//! (`sort_by_keys`): integer comparisons only either way. Rows with equal keys keep no
 //! particular order.
 
 use std::collections::HashMap;
