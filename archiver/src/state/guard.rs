@@ -13,10 +13,10 @@
 //!
 //! A late row for the chunk (older than `archive.older_than`) waits while the chunk is
 //! exported and verified, seconds, where before it waited for the drop alone. It must not wait
-//! through the drop: its INSERT holds TimescaleDB's tuple lock on the chunk's catalog rows
-//! (its dimension slice) while it waits for the chunk, and `DROP` deletes those rows, so the two
-//! would deadlock (seen on this stack: "deadlock detected", the drop waiting for the insert's
-//! transaction, the insert for the chunk's lock). So before the drop, [`Guard::has_waiters`]
+//! through the drop: by then its INSERT has locked rows of TimescaleDB's catalog for the chunk
+//! (a tuple lock, so it has a transaction id) and waits for the chunk, and `DROP` deletes or
+//! updates those rows, so the two deadlock (seen on this stack with psql: "deadlock detected",
+//! the drop waiting for the insert's transaction, the insert for the chunk's lock). So before the drop, [`Guard::has_waiters`]
 //! looks for a session waiting on the chunk; if there is one, the guard lets go (ROLLBACK),
 //! the late row goes in, and the drop takes the re-checking path, which finds the chunk changed
 //! and leaves it for the next run, as it did for a late row before. A writer that arrives
