@@ -9,9 +9,10 @@
 //! drop, which then needs no re-count of the chunk): two guard connections take turns, one
 //! holding chunk k until its drop while the other takes chunk k+1. They come from the shard's
 //! pool (`database.pool_size`, default 4) with the job's connection and the chunk's helper
-//! readers: when two guards and the helpers do not fit, there is one guard, and a chunk whose
-//! predecessor still holds it is exported without one (its drop re-checks it); with a pool of
-//! 1, chunks go one after the other on the one connection, each re-checked.
+//! readers: when two guards and the helpers do not fit, there is one guard, which the previous
+//! chunk's drop always has in use when the next export starts, so only a shard's first chunk
+//! is exported under its lock and the others are re-checked at their drops; with a pool of 1,
+//! chunks go one after the other on the one connection, each re-checked.
 //! On each shard a session advisory lock keeps two archivers (an overlapping cron start) from
 //! working on the same shard; the second skips it. Before anything else the shard's log rows
 //! not yet in the manifest are mirrored. A shard that fails counts as one failure and does not
