@@ -22,11 +22,8 @@
 //! read back. One function serves both, so any difference is in the bytes stored, not in the
 //! code.
 
-use arrow::array::{
-    Array, ArrayAccessor, AsArray, Float64Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray,
-};
-use arrow::datatypes::{DataType, Int32Type};
+use arrow::array::{Array, ArrayAccessor, Float64Array, RecordBatch, TimestampMicrosecondArray};
+use arrow::datatypes::DataType;
 use sha2::{Digest, Sha256};
 
 use crate::error::Result;
@@ -158,26 +155,12 @@ impl Digester {
     /// # Errors
     /// [`crate::Error::Verify`] when a column has another type than these.
     pub fn update(&mut self, batch: &RecordBatch) -> Result<()> {
+        use crate::export::format::Columns;
         if matches!(batch.column(0).data_type(), DataType::Dictionary(..)) {
-            let bad = || crate::Error::Verify {
-                object: "batch".into(),
-                message: "columns do not have the archive schema's types".into(),
-            };
-            if batch.num_columns() != crate::export::format::COLUMNS.len() {
-                return Err(bad());
-            }
-            let d = |i: usize| {
-                batch
-                    .column(i)
-                    .as_dictionary_opt::<Int32Type>()
-                    .and_then(|a| a.downcast_dict::<StringArray>())
-                    .ok_or_else(bad)
-            };
-            let ts = batch.column(2).as_primitive_opt().ok_or_else(bad)?;
-            let value = batch.column(3).as_primitive_opt().ok_or_else(bad)?;
-            self.hash_rows(d(0)?, d(1)?, ts, value, [d(4)?, d(5)?, d(6)?]);
+            let c = Columns::of_dict(batch, "batch")?;
+            self.hash_rows(c.pid, c.metric, c.ts, c.value, c.opt);
         } else {
-            let c = crate::export::format::Columns::of(batch, "batch")?;
+            let c = Columns::of(batch, "batch")?;
             self.hash_rows(c.pid, c.metric, c.ts, c.value, c.opt);
         }
         Ok(())

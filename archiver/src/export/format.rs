@@ -110,50 +110,80 @@ pub fn kv(key: &str, value: impl Into<String>) -> KeyValue {
     KeyValue::new(key.to_string(), value.into())
 }
 
-/// Typed views of the columns of one batch of the archive schema.
+/// Typed views of the columns of one batch of the archive schema; the string columns as `S`:
+/// plain `Utf8` arrays ([`Columns::of`]) or `Dictionary(Int32, Utf8)` ones, as verification
+/// reads them back ([`Columns::of_dict`]).
 #[derive(Debug)]
-pub struct Columns<'a> {
+pub struct Columns<'a, S = &'a arrow::array::StringArray> {
     /// `participant_id`.
-    pub pid: &'a arrow::array::StringArray,
+    pub pid: S,
     /// `metric`.
-    pub metric: &'a arrow::array::StringArray,
+    pub metric: S,
     /// `ts`, µs since the Unix epoch.
     pub ts: &'a arrow::array::TimestampMicrosecondArray,
     /// `value`.
     pub value: &'a arrow::array::Float64Array,
     /// `unit`, `device_id`, `study_id`.
-    pub opt: [&'a arrow::array::StringArray; 3],
+    pub opt: [S; 3],
 }
 
+/// A dictionary-encoded string column of a batch.
+pub type DictStrings<'a> =
+    arrow::array::TypedDictionaryArray<'a, arrow::datatypes::Int32Type, arrow::array::StringArray>;
+
 impl<'a> Columns<'a> {
-    /// The columns of `batch`.
+    /// The columns of `batch`, strings plain.
     ///
     /// # Errors
     /// [`crate::Error::Verify`] naming `what` when the batch does not have the archive
     /// schema's column types.
     pub fn of(batch: &'a arrow::array::RecordBatch, what: &str) -> crate::Result<Self> {
         use arrow::array::AsArray;
-        use arrow::datatypes::{Float64Type, TimestampMicrosecondType};
-        let bad = || crate::Error::Verify {
-            object: what.to_string(),
-            message: "columns do not have the archive schema's types".into(),
-        };
-        if batch.num_columns() != COLUMNS.len() {
-            return Err(bad());
-        }
-        let s = |i: usize| batch.column(i).as_string_opt::<i32>().ok_or_else(bad);
-        Ok(Self {
-            pid: s(0)?,
-            metric: s(1)?,
-            ts: batch
-                .column(2)
-                .as_primitive_opt::<TimestampMicrosecondType>()
-                .ok_or_else(bad)?,
-            value: batch
-                .column(3)
-                .as_primitive_opt::<Float64Type>()
-                .ok_or_else(bad)?,
-            opt: [s(4)?, s(5)?, s(6)?],
+        typed(batch, what, |a| a.as_string_opt::<i32>())
+    }
+}
+
+impl<'a> Columns<'a, DictStrings<'a>> {
+    /// The columns of `batch`, strings as `Dictionary(Int32, Utf8)`.
+    ///
+    /// # Errors
+    /// As [`Columns::of`].
+    pub fn of_dict(batch: &'a arrow::array::RecordBatch, what: &str) -> crate::Result<Self> {
+        use arrow::array::AsArray;
+        typed(batch, what, |a| {
+            a.as_dictionary_opt::<arrow::datatypes::Int32Type>()
+                .and_then(|d| d.downcast_dict::<arrow::array::StringArray>())
         })
     }
+}
+
+/// The columns of `batch` with the string columns taken by `strings`.
+fn typed<'a, S>(
+    batch: &'a arrow::array::RecordBatch,
+    what: &str,
+    strings: impl Fn(&'a arrow::array::ArrayRef) -> Option<S>,
+) -> crate::Result<Columns<'a, S>> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Float64Type, TimestampMicrosecondType};
+    let bad = || crate::Error::Verify {
+        object: what.to_string(),
+        message: "columns do not have the archive schema's types".into(),
+    };
+    if batch.num_columns() != COLUMNS.len() {
+        return Err(bad());
+    }
+    let s = |i: usize| strings(batch.column(i)).ok_or_else(bad);
+    Ok(Columns {
+        pid: s(0)?,
+        metric: s(1)?,
+        ts: batch
+            .column(2)
+            .as_primitive_opt::<TimestampMicrosecondType>()
+            .ok_or_else(bad)?,
+        value: batch
+            .column(3)
+            .as_primitive_opt::<Float64Type>()
+            .ok_or_else(bad)?,
+        opt: [s(4)?, s(5)?, s(6)?],
+    })
 }
