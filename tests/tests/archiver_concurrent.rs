@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use std::time::Instant;
 use vitalsink_tests::archive_run::{
     add, aged_chunk_count, archiver_binary, assert_each_chunk_archived_once, assert_totals_eq,
-    db_totals, load, parquet_objects, ArchiveSetup, DuckRead, ROUND_TRIP,
+    db_totals, load, parquet_objects, ArchiveSetup, DuckRead, Root, ROUND_TRIP,
 };
 use vitalsink_tests::dataset::Totals;
 use vitalsink_tests::{connect, Stack};
@@ -74,6 +74,33 @@ async fn archive_with(stack: &Stack, n: usize) -> Outcome {
         }
         steps.push(per_chunk);
         let c = connect(&s.url).await;
+        // Every log row mirrored and marked by the run itself (the marks ride in the drops'
+        // transactions, the last ones at the end of the shard), before `verify` below would
+        // mirror what it left.
+        let unmarked: i64 = c
+            .query_one(
+                "SELECT count(*) FROM archive_log WHERE NOT in_manifest",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(unmarked, 0, "{}: log rows not marked mirrored", s.name);
+        let logged: i64 = c
+            .query_one("SELECT count(*) FROM archive_log", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if let Root::Local(dir) = &setup.root {
+            let entries = std::fs::read_dir(dir.join(format!("manifest/shard={}", s.name)))
+                .unwrap()
+                .count();
+            assert_eq!(
+                entries as i64, logged,
+                "{}: one manifest entry per log row",
+                s.name
+            );
+        }
         let span = c
             .query_one("SELECT min(at), max(at) FROM archive_log", &[])
             .await

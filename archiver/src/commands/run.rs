@@ -355,6 +355,7 @@ impl Runner {
             progress: &progress,
             pool: Some(&shard.pool),
             readers: readers_per_chunk(self.cfg.archive.shard_concurrency, self.shards.len()),
+            unmarked: Default::default(),
         };
         tracing::info!(shard = name, chunks = chunks.len(), "aged chunks found");
         let (held_back, aged): (Vec<&Chunk>, Vec<&Chunk>) =
@@ -415,6 +416,8 @@ impl Runner {
                 }
             }
         }
+        // What the last drop left unmarked: its own `dropped` row, a failure's rows.
+        job.mark_mirrored(&*client).await;
         progress.finish();
         Ok(())
     }

@@ -18,6 +18,12 @@
 //!   granted): the drop re-checks the chunk's count and ts range against the verified
 //!   object's under its lock.
 //!
+//! A new attempt costs the shard three commits, each waiting for a WAL flush: `planned`
+//! before the upload (so that a crash finds the object), `written` with
+//! `verified` in one transaction after the read-back matched (a crash before it leaves the
+//! attempt `planned`: the object is deleted and exported again), and the drop's, which also
+//! marks the rows' manifest entries mirrored ([`ChunkJob::unmarked`]).
+//!
 //! The locks and the drop go through the SECURITY DEFINER functions `vitalsink_lock_chunk`,
 //! `vitalsink_drop_chunk` (migration 9) and `vitalsink_share_lock_chunk` (migration 10;
 //! schemas/ROLES.md), so the archiver's role needs neither table ownership nor DELETE.
@@ -74,6 +80,11 @@ pub struct ChunkJob<'a> {
     /// Connections reading one chunk at most, the job's own included (1 to
     /// [`crate::export::readers::max_readers`]).
     pub readers: usize,
+    /// Ids of log rows whose manifest entries are written but which are not marked
+    /// `in_manifest` yet: the next drop's transaction marks them, and [`Self::mark_mirrored`]
+    /// what is left (start empty). A crash before that only has the next run write the same
+    /// entries again ([`manifest::put`]).
+    pub unmarked: std::sync::Mutex<Vec<i64>>,
 }
 
 /// What archiving a chunk did.
@@ -86,8 +97,59 @@ pub struct Outcome {
 }
 
 impl ChunkJob<'_> {
+    /// Logs `row` and writes its manifest entry, leaving the mark to a later transaction
+    /// ([`Self::unmarked`]). A failed put is only logged: the row is committed, and the next
+    /// [`manifest::mirror_pending`] writes it.
     async fn record(&self, c: &tokio_postgres::Client, row: &LogRow) -> Result<LogRow> {
-        manifest::record(self.archive, c, self.shard, row).await
+        let row = log::insert(c, self.shard, row).await?;
+        self.put(&row).await;
+        Ok(row)
+    }
+
+    /// Logs `rows` in one transaction (one commit), then writes their manifest entries as
+    /// [`Self::record`] does.
+    async fn record_all(&self, c: &tokio_postgres::Client, rows: &[LogRow]) -> Result<Vec<LogRow>> {
+        let logged = log::insert_all(c, self.shard, rows).await?;
+        for r in &logged {
+            self.put(r).await;
+        }
+        Ok(logged)
+    }
+
+    /// Writes the manifest entry of the committed `row` and adds it to [`Self::unmarked`].
+    async fn put(&self, row: &LogRow) {
+        match manifest::put(self.archive, self.shard, row).await {
+            Ok(()) => self.unmarked_ids().push(row.id),
+            Err(e) => {
+                tracing::warn!(shard = self.shard, id = row.id, error = %e, "manifest mirror failed; retried next run");
+            }
+        }
+    }
+
+    fn unmarked_ids(&self) -> std::sync::MutexGuard<'_, Vec<i64>> {
+        // A panic while the lock was held left a list of ids, which is still right.
+        self.unmarked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Marks the rows of [`Self::unmarked`] mirrored, in the transaction open on `c` (or
+    /// a statement of its own). On failure they go back to the list.
+    async fn mark_unmarked(&self, c: &impl tokio_postgres::GenericClient) -> Result<()> {
+        let ids = std::mem::take(&mut *self.unmarked_ids());
+        let res = log::mark_in_manifest(c, self.shard, &ids).await;
+        if res.is_err() {
+            self.unmarked_ids().extend(ids);
+        }
+        res
+    }
+
+    /// Marks what is left of [`Self::unmarked`] (at the end of a shard's run). A failure is
+    /// only logged: the rows are mirrored again next run.
+    pub async fn mark_mirrored(&self, c: &tokio_postgres::Client) {
+        if let Err(e) = self.mark_unmarked(c).await {
+            tracing::warn!(shard = self.shard, error = %e, "marking log rows mirrored failed; mirrored again next run");
+        }
     }
 
     /// Deletes an attempt's object (absent is fine; with the staging files a killed upload to
@@ -301,7 +363,8 @@ impl ChunkJob<'_> {
     }
 
     /// A new attempt: logs `planned`, takes the chunk's SHARE lock on `guard` (when there is
-    /// one), exports, logs `written`.
+    /// one), exports. Returns the `written` row, not logged yet (id 0): [`Self::verify`] logs
+    /// it with `verified`, in one commit.
     async fn export(
         &self,
         c: &tokio_postgres::Client,
@@ -355,7 +418,6 @@ impl ChunkJob<'_> {
         written.checksum = Some(ex.summary.checksum.clone());
         written.min_ts = micros(ex.summary.min_ts);
         written.max_ts = micros(ex.summary.max_ts);
-        let written = self.record(c, &written).await?;
         crate::metrics::exported(self.shard, ex.summary.rows, ex.bytes, ex.took);
         tracing::info!(
             shard = self.shard, chunk = %chunk.name, object = %path, rows = ex.summary.rows,
@@ -364,8 +426,11 @@ impl ChunkJob<'_> {
         Ok(written)
     }
 
-    /// Reads the object back and compares it with what the export logged (rows, checksum, ts
-    /// range, size): logs `verified` when they match.
+    /// Reads the object back and compares it with what the export recorded (rows, checksum,
+    /// ts range, size): logs `verified` when they match. A `written` row not logged yet (id
+    /// 0, a new export) is logged with it in one transaction: until that commit the attempt is
+    /// `planned`, and a crash before it has the next run delete the object and export again,
+    /// as a crash before the upload ended does.
     async fn verify(
         &self,
         c: &tokio_postgres::Client,
@@ -384,7 +449,15 @@ impl ChunkJob<'_> {
         // before the drop (`drop_chunk`): a check here as well would scan it twice.
         let mut v = written.next(Step::Verified);
         v.run_id = self.run_id.to_string();
-        let v = self.record(c, &v).await?;
+        let v = if written.id == 0 {
+            let mut logged = self.record_all(c, &[written.clone(), v]).await?;
+            logged.pop().ok_or_else(|| Error::Verify {
+                object: path.clone(),
+                message: "the verified row was not logged".into(),
+            })?
+        } else {
+            self.record(c, &v).await?
+        };
         tracing::info!(shard = self.shard, chunk = %chunk.name, object = %path, rows = rb.summary.rows, "verified");
         Ok(v)
     }
@@ -421,10 +494,7 @@ impl ChunkJob<'_> {
         } else {
             self.drop_checked(client, chunk, verified, &path).await?
         };
-        let c: &tokio_postgres::Client = client;
-        if let Err(e) = manifest::mirror(self.archive, c, self.shard, &d).await {
-            tracing::warn!(shard = self.shard, error = %e, "manifest mirror failed; retried next run");
-        }
+        self.put(&d).await;
         tracing::info!(shard = self.shard, chunk = %chunk.name, object = %path, rows = ?d.rows, held, "dropped chunk");
         Ok(())
     }
@@ -448,6 +518,7 @@ impl ChunkJob<'_> {
             let mut d = verified.next(Step::Dropped);
             d.run_id = self.run_id.to_string();
             let d = log::insert(c, self.shard, &d).await?;
+            self.mark_unmarked(c).await?;
             c.batch_execute("COMMIT").await.map_err(pg(self.shard))?;
             Ok(d)
         }
@@ -498,6 +569,7 @@ impl ChunkJob<'_> {
         let mut d = verified.next(Step::Dropped);
         d.run_id = self.run_id.to_string();
         let d = log::insert(&tx, self.shard, &d).await?;
+        self.mark_unmarked(&tx).await?;
         tx.commit().await.map_err(pg(self.shard))?;
         Ok(d)
     }

@@ -217,6 +217,33 @@ pub async fn insert(c: &impl GenericClient, shard: &str, row: &LogRow) -> Result
     Ok(from_row(&r))
 }
 
+/// Inserts `rows` in one transaction on `c` (which must have none open), in order: one
+/// commit for all. Returns them with their ids and times.
+///
+/// # Errors
+/// [`crate::Error::Postgres`]; nothing is inserted then.
+pub async fn insert_all(
+    c: &tokio_postgres::Client,
+    shard: &str,
+    rows: &[LogRow],
+) -> Result<Vec<LogRow>> {
+    c.batch_execute("BEGIN").await.map_err(pg(shard))?;
+    let res = async {
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.push(insert(c, shard, r).await?);
+        }
+        c.batch_execute("COMMIT").await.map_err(pg(shard))?;
+        Ok(out)
+    }
+    .await;
+    if res.is_err() {
+        // After a failed COMMIT there is no transaction left; the server only warns.
+        let _ = c.batch_execute("ROLLBACK").await;
+    }
+    res
+}
+
 /// Every row of one chunk, oldest first.
 ///
 /// # Errors
@@ -280,14 +307,17 @@ pub async fn not_in_manifest(
     Ok(rows.iter().map(from_row).collect())
 }
 
-/// Marks row `id` as mirrored to the manifest.
+/// Marks rows `ids` as mirrored to the manifest (one statement).
 ///
 /// # Errors
 /// [`crate::Error::Postgres`].
-pub async fn mark_in_manifest(c: &impl GenericClient, shard: &str, id: i64) -> Result<()> {
+pub async fn mark_in_manifest(c: &impl GenericClient, shard: &str, ids: &[i64]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
     c.execute(
-        "UPDATE archive_log SET in_manifest = true WHERE id = $1",
-        &[&id],
+        "UPDATE archive_log SET in_manifest = true WHERE id = ANY($1)",
+        &[&ids],
     )
     .await
     .map_err(pg(shard))?;

@@ -3,9 +3,11 @@
 //! ([`crate::storage::layout`]). Object stores have no append, so the manifest is a folder of
 //! immutable entries; listing it in name order is log order per shard.
 //!
-//! A row is mirrored right after it commits in the shard and then marked `in_manifest`; a
-//! crash in between leaves it unmarked, and the next run (or `verify`) mirrors it again. The
-//! entry's content is a function of the row, so mirroring twice writes the same bytes.
+//! A row is mirrored right after it commits in the shard and then marked `in_manifest`, at
+//! once ([`mirror`]) or, during `run`, in the chunk's drop transaction ([`put`]: the marks
+//! cost no commit of their own); a crash in between leaves it unmarked, and the next run (or
+//! `verify`) mirrors it again. The entry's content is a function of the row, so mirroring twice
+//! writes the same bytes.
 //!
 //! Readers use the manifest to know which objects are live: an object whose newest entry is
 //! `verified` or `dropped` must exist and match the entry's rows, checksum and ts range. A
@@ -56,6 +58,18 @@ pub async fn mirror(
     shard: &str,
     row: &LogRow,
 ) -> Result<()> {
+    put(archive, shard, row).await?;
+    log::mark_in_manifest(c, shard, &[row.id]).await
+}
+
+/// Writes the entry of `row` (already committed in `shard`) without marking the row: the
+/// caller marks it later ([`log::mark_in_manifest`], in a transaction it commits anyway). Until
+/// then the row counts as not mirrored, and a crash in between only makes the next
+/// [`mirror_pending`] write the same bytes again.
+///
+/// # Errors
+/// [`Error::Store`] when the put fails.
+pub async fn put(archive: &Archive, shard: &str, row: &LogRow) -> Result<()> {
     let entry = Entry {
         shard: shard.to_string(),
         format_version: crate::export::format::FORMAT_VERSION.to_string(),
@@ -65,25 +79,7 @@ pub async fn mirror(
     line.push(b'\n');
     let path = layout::manifest_entry(shard, row.id, &row.attempt, row.step.as_str());
     archive.store.put(&path, PutPayload::from(line)).await?;
-    log::mark_in_manifest(c, shard, row.id).await
-}
-
-/// Inserts `row` in the shard's log and mirrors it. A failed mirror is only logged: the row
-/// is committed, and [`mirror_pending`] retries it.
-///
-/// # Errors
-/// [`Error::Postgres`] when the insert fails.
-pub async fn record(
-    archive: &Archive,
-    c: &impl GenericClient,
-    shard: &str,
-    row: &LogRow,
-) -> Result<LogRow> {
-    let row = log::insert(c, shard, row).await?;
-    if let Err(e) = mirror(archive, c, shard, &row).await {
-        tracing::warn!(%shard, id = row.id, error = %e, "manifest mirror failed; retried next run");
-    }
-    Ok(row)
+    Ok(())
 }
 
 /// Mirrors every log row of `shard` not yet in the manifest. Returns how many.
