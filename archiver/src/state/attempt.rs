@@ -82,8 +82,8 @@ pub struct ChunkJob<'a> {
     pub readers: usize,
     /// Ids of log rows whose manifest entries are written but which are not marked
     /// `in_manifest` yet: the next drop's transaction marks them, and [`Self::mark_mirrored`]
-    /// what is left (start empty). A crash before that only has the next run write the same
-    /// entries again ([`manifest::put`]).
+    /// what is left (start empty). A crash before that, or a drop's transaction that rolls
+    /// back, only has the next run write the same entries again ([`manifest::put`]).
     pub unmarked: std::sync::Mutex<Vec<i64>>,
 }
 

@@ -116,7 +116,7 @@ impl Guard {
                 true
             }
             Err(e) => {
-                tracing::info!(shard, chunk = %chunk.name, error = %e, "no SHARE lock on the chunk; exporting without it, the drop re-checks the chunk");
+                tracing::info!(shard, chunk = %chunk.name, error = %vitalsink_common::error::describe_postgres(&e), "no SHARE lock on the chunk; exporting without it, the drop re-checks the chunk");
                 let _ = self.client().batch_execute("ROLLBACK").await;
                 false
             }
@@ -128,7 +128,7 @@ impl Guard {
     pub async fn release(&mut self, shard: &str) {
         if self.holds.take().is_some() {
             if let Err(e) = self.client().batch_execute("ROLLBACK").await {
-                tracing::warn!(shard, error = %e, "ending a chunk lock's transaction failed");
+                tracing::warn!(shard, error = %vitalsink_common::error::describe_postgres(&e), "ending a chunk lock's transaction failed");
             }
         }
     }
