@@ -78,6 +78,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0010_share_lock.sql",
         sql: include_str!("../../schemas/sql/0010_share_lock.sql"),
     },
+    Migration {
+        version: 11,
+        name: "0011_chunk_check.sql",
+        sql: include_str!("../../schemas/sql/0011_chunk_check.sql"),
+    },
 ];
 
 /// The newest schema version this binary ships.

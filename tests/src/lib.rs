@@ -86,6 +86,21 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// Chunks of `measurements` on `c`'s database as quoted `schema.name`, oldest first
+/// (`timescaledb_information.chunks`).
+pub async fn chunks(c: &tokio_postgres::Client) -> Vec<String> {
+    c.query(
+        "SELECT format('%I.%I', chunk_schema, chunk_name) FROM timescaledb_information.chunks
+          WHERE hypertable_name = 'measurements' ORDER BY range_start",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
 /// Connects to one of the stack's shards or fails the test with how to start the stack.
 pub async fn connect(url: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)

@@ -91,17 +91,7 @@ fn migrate(bin: &Path, config: &Path) {
 
 /// Chunks of `measurements` as quoted `schema.name`, oldest first, and the row count.
 async fn chunks_and_rows(owner: &Client) -> (Vec<String>, i64) {
-    let chunks = owner
-        .query(
-            "SELECT format('%I.%I', chunk_schema, chunk_name) FROM timescaledb_information.chunks
-              WHERE hypertable_name = 'measurements' ORDER BY range_start",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let chunks = vitalsink_tests::chunks(owner).await;
     let rows = owner
         .query_one("SELECT count(*) FROM measurements", &[])
         .await
@@ -306,6 +296,23 @@ async fn each_role_is_refused_what_it_must_not_do() {
     ] {
         refused(&arc, ARCHIVER, sql).await;
     }
+    // A table the owner made a child of `measurements` is no chunk (migration 11 checks
+    // TimescaleDB's chunk catalog as well as inheritance).
+    owner
+        .batch_execute("CREATE TABLE vitalsink_child () INHERITS (measurements)")
+        .await
+        .unwrap();
+    for sql in [
+        "SELECT vitalsink_drop_chunk('vitalsink_child')",
+        "BEGIN; SELECT vitalsink_lock_chunk('vitalsink_child')",
+        "BEGIN; SELECT vitalsink_share_lock_chunk('vitalsink_child')",
+    ] {
+        refused(&arc, ARCHIVER, sql).await;
+    }
+    owner
+        .batch_execute("DROP TABLE vitalsink_child")
+        .await
+        .unwrap();
     refused(&arc, ARCHIVER, &format!("DROP TABLE {chunk}")).await;
     refused(&arc, ARCHIVER, &format!("DELETE FROM {chunk}")).await;
     // SHARE mode itself needs UPDATE, DELETE, TRUNCATE or MAINTAIN; only the function gives it.

@@ -39,8 +39,9 @@ use crate::export::catalog::Chunk;
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Takes `LOCK TABLE <chunk> IN SHARE MODE` (a quoted `schema.name`) until the end of the
-/// transaction. `vitalsink_share_lock_chunk` is migration 10's SECURITY DEFINER function: it
-/// refuses any relation that is not a chunk of `measurements` (schemas/ROLES.md).
+/// transaction. `vitalsink_share_lock_chunk` is migration 10's SECURITY DEFINER function, its
+/// check as migration 11 rewrote it: it refuses any relation that is not a chunk of
+/// `measurements` (schemas/ROLES.md).
 const SHARE_LOCK_SQL: &str = "SELECT vitalsink_share_lock_chunk($1::text::regclass)";
 
 /// A connection to a shard that holds at most one chunk's SHARE lock, in a transaction that
