@@ -13,8 +13,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use vitalsink_tests::ingest_run::{ingest_binary, IngestSetup};
 use vitalsink_tests::{connect, run_ok, ShardDbs, Stack};
@@ -57,10 +55,8 @@ async fn chunk_functions_hold_while_other_chunks_are_dropped() {
     let doomed: Vec<String> = chunks.iter().skip(1).step_by(2).cloned().collect();
 
     let arc = connect(&url.replace("user=postgres", &format!("user={ARCHIVER}"))).await;
-    let done = Arc::new(AtomicBool::new(false));
     let dropper = {
         let doomed = doomed.clone();
-        let done = done.clone();
         tokio::spawn(async move {
             for c in &doomed {
                 owner
@@ -68,13 +64,12 @@ async fn chunk_functions_hold_while_other_chunks_are_dropped() {
                     .await
                     .unwrap();
             }
-            done.store(true, Ordering::SeqCst);
             owner
         })
     };
     let (mut calls, mut failures) = (0u32, Vec::new());
     // Bounded: the dropper ends after doomed.len() statements; at most 100,000 calls.
-    while !done.load(Ordering::SeqCst) && calls < 100_000 {
+    while !dropper.is_finished() && calls < 100_000 {
         for f in ["vitalsink_share_lock_chunk", "vitalsink_lock_chunk"] {
             let sql = format!("BEGIN; SELECT {f}('{kept}'); ROLLBACK");
             if let Err(e) = arc.batch_execute(&sql).await {
