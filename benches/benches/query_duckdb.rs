@@ -190,15 +190,15 @@ async fn main() {
     }
     .load()
     .unwrap();
-    let ctx =
-        vitalsink_query::engine::session(&cfg, vitalsink_query::engine::Limits::default()).unwrap();
+    let engine =
+        vitalsink_query::engine::Engine::new(&cfg, vitalsink_query::engine::Limits::default()).unwrap();
     let mut all_equal = true;
     for (i, (name, _)) in QUERIES.iter().enumerate() {
-        vitalsink_query::engine::collect(&ctx, &ours[i])
+        engine.collect(&ours[i])
             .await
             .unwrap();
         let t = Instant::now();
-        let batches = vitalsink_query::engine::collect(&ctx, &ours[i])
+        let batches = engine.collect(&ours[i])
             .await
             .unwrap();
         let secs = t.elapsed().as_secs_f64();

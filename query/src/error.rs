@@ -26,6 +26,26 @@ pub enum Error {
     /// working batch per partition); sorts and aggregations spill otherwise.
     #[error("the query needs more memory than --memory-bytes (QUERY_MEMORY_BYTES) allows: sorts and aggregations spill to disk, but a join's build side and each operator's working batch must fit; raise it or narrow the query ({0})")]
     Memory(String),
+    /// The statement is not a read (see `engine::policy`); nothing was planned or run.
+    /// Over Flight SQL: `PERMISSION_DENIED`.
+    #[error("refused: {0}; {allowed}", allowed = crate::engine::policy::ALLOWED)]
+    Refused(String),
+    /// The statement ran past `--statement-timeout` and was stopped. Over Flight SQL:
+    /// `DEADLINE_EXCEEDED`.
+    #[error("the statement ran longer than --statement-timeout (QUERY_STATEMENT_TIMEOUT, {}) and was stopped", humantime::format_duration(*.0))]
+    Timeout(std::time::Duration),
+    /// Every slot of `--max-concurrent-queries` stayed taken for `--queue-timeout`. Over
+    /// Flight SQL: `RESOURCE_EXHAUSTED`.
+    #[error("server busy: {running} statements running (--max-concurrent-queries), none finished within --queue-timeout ({})", humantime::format_duration(*waited))]
+    Busy {
+        /// The limit.
+        running: usize,
+        /// How long the statement waited.
+        waited: std::time::Duration,
+    },
+    /// The client cancelled the statement (`CancelFlightInfo`). Over Flight SQL: `CANCELLED`.
+    #[error("cancelled by the client")]
+    Cancelled,
     /// Writing the result failed.
     #[error("output: {0}")]
     Output(String),

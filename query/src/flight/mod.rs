@@ -2,54 +2,65 @@
 //! (`adbc-driver-flightsql`) or the Flight SQL JDBC driver and get Arrow straight into
 //! pandas, polars or their tool.
 //!
-//! Follow one statement: `GetFlightInfo(CommandStatementQuery)` plans it (which checks the
-//! SQL and gives the result's schema without reading any shard) and answers with one
-//! endpoint whose ticket carries the statement; `DoGet` on that ticket plans it again, runs it
-//! over a fresh snapshot of the shards and archive, and streams the batches as they come,
-//! within the engine's memory pool. Prepared statements (with `$1`-style parameters, what
-//! JDBC's `PreparedStatement` and ADBC's `bind` send) are in [`prepared`]; the catalog calls
-//! tools make on connecting (`GetCatalogs`, `GetDbSchemas`, `GetTables`, `GetTableTypes`,
-//! `GetSqlInfo`) in [`catalog`].
+//! Follow one statement: the interceptor ([`auth::Auth::check`]) names the caller;
+//! `GetFlightInfo(CommandStatementQuery)` plans it ([`crate::engine::Engine::plan`]: reads
+//! only, else `PERMISSION_DENIED`; the result's schema without reading any shard) and
+//! answers with one endpoint whose ticket carries the statement ([`statement`]); `DoGet` on
+//! that ticket waits for a slot ([`admission`]), plans it again, runs it over a fresh snapshot
+//! of the shards and archive, and streams the batches as they come, within the engine's
+//! memory pool and the statement timeout, until the client cancels or goes away; every
+//! statement leaves an access record ([`crate::access`]). Prepared statements (with
+//! `$1`-style parameters, what JDBC's `PreparedStatement` and ADBC's `bind` send) are in
+//! [`prepared`]; the catalog calls tools make on connecting (`GetCatalogs`, `GetDbSchemas`,
+//! `GetTables`, `GetTableTypes`, `GetSqlInfo`) in [`catalog`].
 //!
-//! Errors are the engine's (invalid SQL, an unknown column, a memory limit) as
-//! `InvalidArgument`, a shard that does not answer as `Unavailable` naming it.
+//! Errors ([`statement::status`]): a statement that is not a read `PERMISSION_DENIED`;
+//! invalid SQL `INVALID_ARGUMENT`; a shard that does not answer `UNAVAILABLE` naming it; the
+//! memory pool or a full server `RESOURCE_EXHAUSTED`; the statement timeout
+//! `DEADLINE_EXCEEDED`; a cancelled statement `CANCELLED`.
 //!
-//! Metrics: `vitalsink_query_statements_total{outcome="ok|invalid|memory|unavailable|error"}`,
-//! `vitalsink_query_rows_total`, `vitalsink_query_seconds` (histogram, from `DoGet` to the
-//! last batch).
+//! Metrics: `vitalsink_query_statements_total{outcome="ok|refused|invalid|unavailable|memory|
+//! timeout|busy|cancelled|error"}`, `vitalsink_query_rows_total`, `vitalsink_query_seconds`
+//! (histogram, from the statement's start to its end), `vitalsink_query_running`,
+//! `vitalsink_query_queued`, `vitalsink_query_logins_total{outcome="ok|refused"}`.
 
+pub mod admission;
 pub mod auth;
 pub mod catalog;
 pub mod prepared;
+pub mod statement;
+pub mod users;
 
-use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
-    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
-    ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetDbSchemas,
-    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
-    CommandStatementQuery, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
-    TicketStatementQuery,
+    ActionCancelQueryRequest, ActionCancelQueryResult, ActionClosePreparedStatementRequest,
+    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, CommandGetCatalogs,
+    CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
+    CommandPreparedStatementQuery, CommandStatementQuery, DoPutPreparedStatementResult,
+    ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
-    Action, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
-    Ticket,
+    Action, ActionType, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus,
+    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, Ticket,
 };
-use datafusion::dataframe::DataFrame;
-use datafusion::prelude::SessionContext;
-use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::Error;
+use auth::user_of;
+use statement::Runner;
 
-/// The service: one engine session shared by all requests (each statement takes its own
-/// snapshot).
+/// Flight's action that cancels the statements of a `FlightInfo`.
+const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
+
+/// The service: the engine (each statement plans in a session state of its own and takes its
+/// own snapshot), the slots, the accounts.
 pub struct Service {
-    ctx: SessionContext,
+    runner: Runner,
     auth: auth::Auth,
 }
 
@@ -62,24 +73,14 @@ pub struct Listen {
     pub tls: Option<(Vec<u8>, Vec<u8>)>,
     /// Accounts ([`auth::Auth`]).
     pub auth: auth::Auth,
+    /// Slots and running statements ([`admission::Admission`]).
+    pub admission: Arc<admission::Admission>,
+    /// Where access records go.
+    pub access: Arc<crate::access::AccessLog>,
 }
 
 type DoGetStream = <Service as FlightService>::DoGetStream;
-
-fn status(e: Error) -> Status {
-    let (outcome, s) = match e {
-        Error::Shard { .. } => ("unavailable", Status::unavailable(e.to_string())),
-        Error::Engine(_) => ("invalid", Status::invalid_argument(e.to_string())),
-        Error::Memory(_) => ("memory", Status::resource_exhausted(e.to_string())),
-        other => ("error", Status::internal(other.to_string())),
-    };
-    metrics::counter!("vitalsink_query_statements_total", "outcome" => outcome).increment(1);
-    s
-}
-
-fn engine_status(e: datafusion::error::DataFusionError) -> Status {
-    status(crate::engine::unwrap_external(e))
-}
+type DoActionStream = <Service as FlightService>::DoActionStream;
 
 /// A `FlightInfo` with one endpoint whose ticket is `ticket`, for a result of `schema`.
 fn info_for(
@@ -99,41 +100,16 @@ fn info_for(
 }
 
 impl Service {
-    async fn plan(&self, sql: &str) -> Result<DataFrame, Status> {
-        self.ctx.sql(sql).await.map_err(engine_status)
-    }
-
-    /// Runs `df` and streams its batches, counting rows and time.
-    async fn stream(&self, df: DataFrame) -> Result<Response<DoGetStream>, Status> {
-        let started = std::time::Instant::now();
-        let schema = df.schema().as_arrow().clone();
-        let stream = df.execute_stream().await.map_err(engine_status)?;
-        let failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let seen = failed.clone();
-        let batches = stream
-            .inspect(move |b| match b {
-                Ok(b) => {
-                    metrics::counter!("vitalsink_query_rows_total").increment(b.num_rows() as u64);
-                }
-                Err(_) => seen.store(true, std::sync::atomic::Ordering::Relaxed),
-            })
-            .map_err(|e| arrow_flight::error::FlightError::Tonic(Box::new(engine_status(e))))
-            .chain(
-                futures::stream::once(async move {
-                    if !failed.load(std::sync::atomic::Ordering::Relaxed) {
-                        metrics::counter!("vitalsink_query_statements_total", "outcome" => "ok")
-                            .increment(1);
-                    }
-                    metrics::histogram!("vitalsink_query_seconds")
-                        .record(started.elapsed().as_secs_f64());
-                })
-                .filter_map(|()| async { None }),
-            );
-        let flight = FlightDataEncoderBuilder::new()
-            .with_schema(std::sync::Arc::new(schema))
-            .build(batches)
-            .map_err(Status::from);
-        Ok(Response::new(flight.boxed()))
+    /// Cancels the caller's running statements of `info`'s endpoints; how many.
+    fn cancel(&self, user: &str, info: &FlightInfo) -> usize {
+        let tickets: Vec<Vec<u8>> = info
+            .endpoint
+            .iter()
+            .filter_map(|e| e.ticket.as_ref().map(|t| t.ticket.to_vec()))
+            .collect();
+        let n = self.runner.admission.cancel(user, &tickets);
+        tracing::info!(%user, cancelled = n, "cancel requested");
+        n
     }
 }
 
@@ -172,9 +148,14 @@ impl FlightSqlService for Service {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let df = self.plan(&query.query).await?;
+        let user = user_of(&request);
+        let sql = query.query;
+        let df = self
+            .runner
+            .describe(&user, &sql, Vec::new(), self.runner.engine.plan(&sql))
+            .await?;
         let ticket = TicketStatementQuery {
-            statement_handle: query.query.into_bytes().into(),
+            statement_handle: statement::handle_of(&sql).into(),
         };
         info_for(
             df.schema().as_arrow(),
@@ -186,21 +167,26 @@ impl FlightSqlService for Service {
     async fn do_get_statement(
         &self,
         ticket: TicketStatementQuery,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let sql = String::from_utf8(ticket.statement_handle.to_vec())
-            .map_err(|_| Status::invalid_argument("the ticket is not a statement"))?;
-        tracing::info!(%sql, "query");
-        let df = self.plan(&sql).await?;
-        self.stream(df).await
+        let user = user_of(&request);
+        let sql = statement::sql_of(&ticket.statement_handle)?;
+        let raw = request.into_inner().ticket;
+        self.runner
+            .run(&user, &sql, Vec::new(), &raw, self.runner.engine.plan(&sql))
+            .await
     }
 
     async fn do_action_create_prepared_statement(
         &self,
         query: ActionCreatePreparedStatementRequest,
-        _request: Request<Action>,
+        request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        prepared::create(&self.ctx, query).await
+        let user = user_of(&request);
+        let created = prepared::create(&self.runner.engine, &query).await;
+        self.runner
+            .describe(&user, &query.query, Vec::new(), async { created })
+            .await
     }
 
     async fn do_put_prepared_statement_query(
@@ -216,7 +202,10 @@ impl FlightSqlService for Service {
         cmd: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let df = prepared::plan(&self.ctx, &cmd.prepared_statement_handle).await?;
+        let user = user_of(&request);
+        let (sql, params) = prepared::describe(&cmd.prepared_statement_handle);
+        let plan = prepared::plan(&self.runner.engine, &cmd.prepared_statement_handle);
+        let df = self.runner.describe(&user, &sql, params, plan).await?;
         info_for(
             df.schema().as_arrow(),
             cmd.as_any().encode_to_vec(),
@@ -227,11 +216,14 @@ impl FlightSqlService for Service {
     async fn do_get_prepared_statement(
         &self,
         query: CommandPreparedStatementQuery,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let df = prepared::plan(&self.ctx, &query.prepared_statement_handle).await?;
-        tracing::info!(sql = %prepared::sql_of(&query.prepared_statement_handle), "prepared query");
-        self.stream(df).await
+        let user = user_of(&request);
+        let handle = &query.prepared_statement_handle;
+        let (sql, params) = prepared::describe(handle);
+        let raw = request.into_inner().ticket;
+        let plan = prepared::plan(&self.runner.engine, handle);
+        self.runner.run(&user, &sql, params, &raw, plan).await
     }
 
     async fn do_action_close_prepared_statement(
@@ -261,7 +253,7 @@ impl FlightSqlService for Service {
         query: CommandGetCatalogs,
         _request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        catalog::catalogs(&self.ctx, query)
+        catalog::catalogs(&self.runner.engine.context(), query)
     }
 
     async fn get_flight_info_schemas(
@@ -282,7 +274,7 @@ impl FlightSqlService for Service {
         query: CommandGetDbSchemas,
         _request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        catalog::schemas(&self.ctx, query)
+        catalog::schemas(&self.runner.engine.context(), query)
     }
 
     async fn get_flight_info_tables(
@@ -303,7 +295,7 @@ impl FlightSqlService for Service {
         query: CommandGetTables,
         _request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        catalog::tables(&self.ctx, query).await
+        catalog::tables(&self.runner.engine.context(), query).await
     }
 
     async fn get_flight_info_table_types(
@@ -349,6 +341,57 @@ impl FlightSqlService for Service {
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+
+    /// Flight SQL's older cancel action: the serialized `FlightInfo` of the statement.
+    async fn do_action_cancel_query(
+        &self,
+        query: ActionCancelQueryRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCancelQueryResult, Status> {
+        let info = FlightInfo::decode(query.info)
+            .map_err(|e| Status::invalid_argument(format!("CancelQuery: {e}")))?;
+        // `ActionCancelQueryResult.CancelResult` (arrow-flight does not export the enum):
+        // CANCEL_RESULT_CANCELLED = 1, CANCEL_RESULT_NOT_CANCELLABLE = 3.
+        let result = if self.cancel(&user_of(&request), &info) > 0 {
+            1
+        } else {
+            3
+        };
+        Ok(ActionCancelQueryResult { result })
+    }
+
+    async fn list_custom_actions(&self) -> Option<Vec<Result<ActionType, Status>>> {
+        Some(vec![Ok(ActionType {
+            r#type: CANCEL_FLIGHT_INFO.into(),
+            description: "Cancel the running statements of a FlightInfo (the caller's own)".into(),
+        })])
+    }
+
+    /// `CancelFlightInfo`: stops the caller's running statements of the `FlightInfo`;
+    /// `NOT_CANCELLABLE` when none runs (finished, not started, or another user's).
+    async fn do_action_fallback(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<DoActionStream>, Status> {
+        if request.get_ref().r#type != CANCEL_FLIGHT_INFO {
+            return Err(Status::invalid_argument(format!(
+                "unknown action {:?}",
+                request.get_ref().r#type
+            )));
+        }
+        let info = CancelFlightInfoRequest::decode(request.get_ref().body.clone())
+            .ok()
+            .and_then(|r| r.info)
+            .ok_or_else(|| Status::invalid_argument("CancelFlightInfo: no FlightInfo"))?;
+        let status = if self.cancel(&user_of(&request), &info) > 0 {
+            CancelStatus::Cancelled
+        } else {
+            CancelStatus::NotCancellable
+        };
+        let body = CancelFlightInfoResult::new(status).encode_to_vec();
+        let out = futures::stream::iter([Ok(arrow_flight::Result { body: body.into() })]);
+        Ok(Response::new(Box::pin(out)))
+    }
 }
 
 /// Serves Flight SQL as `listen` says until `shutdown`.
@@ -356,7 +399,7 @@ impl FlightSqlService for Service {
 /// # Errors
 /// [`Error::Output`] when the address cannot be bound or the TLS identity is not usable.
 pub async fn serve(
-    ctx: SessionContext,
+    engine: Arc<crate::engine::Engine>,
     listen: Listen,
     shutdown: CancellationToken,
 ) -> crate::Result<()> {
@@ -374,17 +417,25 @@ pub async fn serve(
             .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
             .map_err(|e| Error::Output(format!("Flight SQL TLS: {e}")))?;
     }
+    let limits = engine.limits();
     tracing::info!(
         listen = %addr,
         addr = %local,
         tls = listen.tls.is_some(),
         password = listen.auth.required(),
+        memory_bytes = limits.memory_bytes,
+        statement_timeout = %humantime::format_duration(limits.statement_timeout),
+        admission = ?listen.admission,
         "Flight SQL up"
     );
     let check = listen.auth.clone();
     let service = FlightServiceServer::with_interceptor(
         Service {
-            ctx,
+            runner: Runner {
+                engine,
+                admission: listen.admission,
+                log: listen.access,
+            },
             auth: listen.auth,
         },
         move |r| check.check(r),

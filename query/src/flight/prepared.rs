@@ -18,33 +18,40 @@ use arrow_flight::sql::{
 use arrow_flight::{IpcMessage, SchemaAsIpc};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::dataframe::DataFrame;
-use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use tonic::Status;
 
+use crate::engine::Engine;
+use crate::error::Error;
+
 const MAGIC: &[u8] = b"vsq1";
 
-fn bad(what: &str) -> Status {
-    Status::invalid_argument(format!("prepared statement: {what}"))
+fn bad(what: &str) -> Error {
+    Error::Engine(datafusion::error::DataFusionError::Plan(format!(
+        "prepared statement: {what}"
+    )))
 }
 
-fn encode(sql: &str, params: Option<&RecordBatch>) -> Result<Vec<u8>, Status> {
+fn internal(e: impl std::fmt::Display) -> Error {
+    Error::Output(e.to_string())
+}
+
+fn encode(sql: &str, params: Option<&RecordBatch>) -> Result<Vec<u8>, Error> {
     let len = u32::try_from(sql.len()).map_err(|_| bad("statement too long"))?;
     let mut out = Vec::with_capacity(8 + sql.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(sql.as_bytes());
     if let Some(b) = params {
-        let mut w = StreamWriter::try_new(&mut out, &b.schema())
-            .map_err(|e| Status::internal(e.to_string()))?;
-        w.write(b).map_err(|e| Status::internal(e.to_string()))?;
-        w.finish().map_err(|e| Status::internal(e.to_string()))?;
+        let mut w = StreamWriter::try_new(&mut out, &b.schema()).map_err(internal)?;
+        w.write(b).map_err(internal)?;
+        w.finish().map_err(internal)?;
     }
     Ok(out)
 }
 
 /// Splits a handle into its SQL and parameter values.
-fn decode(handle: &[u8]) -> Result<(String, Vec<ScalarValue>), Status> {
+fn decode(handle: &[u8]) -> Result<(String, Vec<ScalarValue>), Error> {
     let rest = handle
         .strip_prefix(MAGIC)
         .ok_or_else(|| bad("unknown handle"))?;
@@ -70,9 +77,19 @@ fn decode(handle: &[u8]) -> Result<(String, Vec<ScalarValue>), Status> {
     Ok((sql, params))
 }
 
-/// The statement a handle carries (for logs); empty when the handle is not ours.
-pub fn sql_of(handle: &[u8]) -> String {
-    decode(handle).map(|(s, _)| s).unwrap_or_default()
+/// The statement a handle carries and its bound parameters by position and type, never
+/// their values (for the access record); an empty statement when the handle is not ours.
+pub fn describe(handle: &[u8]) -> (String, Vec<String>) {
+    decode(handle)
+        .map(|(sql, params)| {
+            let masked = params
+                .iter()
+                .enumerate()
+                .map(|(i, v)| format!("${}: {} (masked)", i + 1, v.data_type()))
+                .collect();
+            (sql, masked)
+        })
+        .unwrap_or_default()
 }
 
 /// `CreatePreparedStatement`: plans the SQL (its errors come back now, as for a statement)
@@ -80,16 +97,17 @@ pub fn sql_of(handle: &[u8]) -> String {
 /// planner inferred, `Null` where it could not).
 ///
 /// # Errors
-/// `InvalidArgument` with the engine's message for invalid SQL or an unknown column.
+/// [`Error::Refused`] for a statement that is not a read; the engine's error for invalid SQL
+/// or an unknown column.
 pub async fn create(
-    ctx: &SessionContext,
-    query: ActionCreatePreparedStatementRequest,
-) -> Result<ActionCreatePreparedStatementResult, Status> {
-    let df = ctx.sql(&query.query).await.map_err(super::engine_status)?;
+    engine: &Engine,
+    query: &ActionCreatePreparedStatementRequest,
+) -> Result<ActionCreatePreparedStatementResult, Error> {
+    let df = engine.plan(&query.query).await?;
     let mut types: Vec<(usize, Field)> = df
         .logical_plan()
         .get_parameter_types()
-        .map_err(super::engine_status)?
+        .map_err(Error::Engine)?
         .into_iter()
         .map(|(name, t)| {
             let n = name
@@ -104,10 +122,10 @@ pub async fn create(
         .collect();
     types.sort_by_key(|(n, _)| *n);
     let params = Schema::new(types.into_iter().map(|(_, f)| f).collect::<Vec<_>>());
-    let ipc = |s: &Schema| -> Result<bytes::Bytes, Status> {
+    let ipc = |s: &Schema| -> Result<bytes::Bytes, Error> {
         let IpcMessage(b) = SchemaAsIpc::new(s, &IpcWriteOptions::default())
             .try_into()
-            .map_err(|e: arrow::error::ArrowError| Status::internal(e.to_string()))?;
+            .map_err(|e: arrow::error::ArrowError| internal(e))?;
         Ok(b)
     };
     Ok(ActionCreatePreparedStatementResult {
@@ -127,6 +145,15 @@ pub async fn bind(
     query: CommandPreparedStatementQuery,
     data: PeekableFlightDataStream,
 ) -> Result<DoPutPreparedStatementResult, Status> {
+    bind_values(query, data)
+        .await
+        .map_err(|e| super::statement::status(&e))
+}
+
+async fn bind_values(
+    query: CommandPreparedStatementQuery,
+    data: PeekableFlightDataStream,
+) -> Result<DoPutPreparedStatementResult, Error> {
     let (sql, _) = decode(&query.prepared_statement_handle)?;
     let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(
         data.map_err(|s| FlightError::Tonic(Box::new(s))),
@@ -148,18 +175,19 @@ pub async fn bind(
 /// Plans the statement of `handle` with its bound values.
 ///
 /// # Errors
-/// `InvalidArgument`: not our handle, the engine's error for the SQL, or values that do not
-/// fit the parameters.
-pub async fn plan(ctx: &SessionContext, handle: &[u8]) -> Result<DataFrame, Status> {
+/// [`Error::Refused`] for a statement that is not a read (a hand-made handle gets no further
+/// than a statement); [`Error::Engine`]: not our handle, the engine's error for the SQL, or
+/// values that do not fit the parameters.
+pub async fn plan(engine: &Engine, handle: &[u8]) -> Result<DataFrame, Error> {
     let (sql, params) = decode(handle)?;
-    let df = ctx.sql(&sql).await.map_err(super::engine_status)?;
+    let df = engine.plan(&sql).await?;
     if params.is_empty() {
         return Ok(df);
     }
     df.with_param_values(ParamValues::List(
         params.into_iter().map(Into::into).collect(),
     ))
-    .map_err(super::engine_status)
+    .map_err(Error::Engine)
 }
 
 #[cfg(test)]
