@@ -191,16 +191,13 @@ async fn main() {
     .load()
     .unwrap();
     let engine =
-        vitalsink_query::engine::Engine::new(&cfg, vitalsink_query::engine::Limits::default()).unwrap();
+        vitalsink_query::engine::Engine::new(&cfg, vitalsink_query::engine::Limits::default())
+            .unwrap();
     let mut all_equal = true;
     for (i, (name, _)) in QUERIES.iter().enumerate() {
-        engine.collect(&ours[i])
-            .await
-            .unwrap();
+        engine.collect(&ours[i]).await.unwrap();
         let t = Instant::now();
-        let batches = engine.collect(&ours[i])
-            .await
-            .unwrap();
+        let batches = engine.collect(&ours[i]).await.unwrap();
         let secs = t.elapsed().as_secs_f64();
         let mut w = arrow::json::ArrayWriter::new(Vec::new());
         for b in &batches {

@@ -9,6 +9,7 @@ pub mod archive_run;
 pub mod broker;
 pub mod dataset;
 pub mod ingest_run;
+pub mod query_run;
 pub mod replay_run;
 pub mod roles;
 pub mod routing_reference;

@@ -14,10 +14,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use vitalsink_tests::ingest_run::{
-    ingest_binary, log_tail, prepare, stack_script, stop_gracefully, wait_for_rows,
-};
-use vitalsink_tests::replay_run::{archive_config, archiver_json, fetch_data};
+use vitalsink_tests::ingest_run::{ingest_binary, log_tail, stack_script};
+use vitalsink_tests::query_run::{assert_sums, close, metric, RealDeployment, Server, Sums, Truth};
+use vitalsink_tests::replay_run::archiver_json;
 use vitalsink_tests::Stack;
 
 fn query(config: &Path, sql: &str) -> std::process::Output {
@@ -71,10 +70,6 @@ fn rows(config: &Path, sql: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
-}
-
 fn plan_text(explain: &[serde_json::Value]) -> String {
     explain
         .iter()
@@ -85,51 +80,6 @@ fn plan_text(explain: &[serde_json::Value]) -> String {
 
 fn explain_text(config: &Path, sql: &str) -> String {
     plan_text(&rows(config, &format!("EXPLAIN {sql}")))
-}
-
-/// Key → (rows, sum).
-type Sums = BTreeMap<String, (i64, f64)>;
-
-fn assert_sums(got: &Sums, want: &Sums, what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: keys");
-    for (k, (n, s)) in want {
-        let (gn, gs) = got.get(k).unwrap_or_else(|| panic!("{what}: {k} missing"));
-        assert_eq!(gn, n, "{what}: {k} rows");
-        assert!(close(*gs, *s), "{what}: {k} sum {gs} vs {s}");
-    }
-}
-
-struct Truth {
-    participants: Sums,
-    daily: Sums,
-}
-
-fn truth(path: &Path) -> Truth {
-    let t: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mut participants = Sums::new();
-    for p in t["participants"].as_array().unwrap() {
-        participants.insert(
-            p["participant_id"].as_str().unwrap().into(),
-            (p["rows"].as_i64().unwrap(), p["sum"].as_f64().unwrap()),
-        );
-    }
-    let mut daily = Sums::new();
-    for d in t["daily"].as_array().unwrap() {
-        daily.insert(
-            format!(
-                "{}|{}|{}",
-                d["participant_id"].as_str().unwrap(),
-                d["metric"].as_str().unwrap(),
-                d["day"].as_str().unwrap()
-            ),
-            (d["rows"].as_i64().unwrap(), d["sum"].as_f64().unwrap()),
-        );
-    }
-    Truth {
-        participants,
-        daily,
-    }
 }
 
 fn per_participant(config: &Path) -> Sums {
@@ -225,39 +175,10 @@ fn assert_all(config: &Path, t: &Truth, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_table_over_shards_and_archive_counts_every_row_once() {
     let stack = Stack::from_env();
-    let (dbs, setup, dir) = prepare(&stack, "t_query").await;
-    let d = dir.path();
-    let truth_path = d.join("truth.json");
-    let rlog = d.join("replay.log");
-    let st = Command::new(ingest_binary().with_file_name("replay"))
-        .arg("--config")
-        .arg(&setup.config)
-        .args([
-            "real",
-            "--data",
-            fetch_data().to_str().unwrap(),
-            "--truth-out",
-            truth_path.to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&rlog).unwrap())
-        .status()
-        .unwrap();
-    assert!(st.success(), "{}", log_tail(&rlog));
-    let t = truth(&truth_path);
-    let total: i64 = t.participants.values().map(|(n, _)| n).sum();
-    let wlog = d.join("ingest.log");
-    let w = setup.spawn(&wlog);
-    assert_eq!(
-        wait_for_rows(&dbs.shards, total, Duration::from_secs(300)).await,
-        total,
-        "{}",
-        log_tail(&wlog)
-    );
-    stop_gracefully(w, &wlog).await;
-
-    let root = d.join("archive");
-    let config = archive_config(&setup.config, &root, "3d");
+    let dep = RealDeployment::ingested(&stack, "t_query").await;
+    let (dbs, d, t) = (&dep.dbs, dep.dir.path(), &dep.truth);
+    let total = t.total();
+    let config = dep.archive_config();
     let alog = d.join("archiver.log");
     // The first chunk is archived and verified, then the archiver dies before dropping it.
     let crashed = Command::new(vitalsink_tests::archive_run::archiver_binary())
@@ -270,11 +191,11 @@ async fn one_table_over_shards_and_archive_counts_every_row_once() {
         .status()
         .unwrap();
     assert!(crashed.code().is_none(), "killed after verify: {crashed:?}");
-    assert_all(&config, &t, "after a crash between verify and drop");
+    assert_all(&config, t, "after a crash between verify and drop");
 
     let run = archiver_json(&config, &["run"], &alog);
     assert!(run["archived"].as_i64().unwrap() > 0, "{run}");
-    assert_all(&config, &t, "after archiving");
+    assert_all(&config, t, "after archiving");
 
     // Memory is bounded by the pool. A window over the whole table sorted by value needs a
     // full sort: under 64 MiB it spills to disk and still ranks every row once (the ranks sum
@@ -315,37 +236,10 @@ async fn one_table_over_shards_and_archive_counts_every_row_once() {
 
     // The same numbers through a real client: ADBC Flight SQL into pandas.
     let flog = d.join("flight.log");
-    let mut server = Command::new(ingest_binary().with_file_name("query"))
-        .arg("--config")
-        .arg(&config)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "serve",
-            "--flight-listen",
-            "127.0.0.1:0",
-        ])
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&flog).unwrap())
-        .spawn()
-        .unwrap();
-    let mut addr = None;
-    for _ in 0..200 {
-        let text = std::fs::read_to_string(&flog).unwrap_or_default();
-        if let Some(l) = text.lines().find(|l| l.contains("Flight SQL up")) {
-            addr = l
-                .split("addr=")
-                .nth(1)
-                .map(|a| a.split_whitespace().next().unwrap().to_string());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let addr = addr.unwrap_or_else(|| panic!("no Flight SQL address\n{}", log_tail(&flog)));
+    let server = Server::start(&config, &[], &[], &flog).await;
+    let addr = server.addr.clone();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/adbc_query.py");
-    let (p, from, to) = pick(&t);
+    let (p, from, to) = pick(t);
     let out = Command::new("python3")
         .args([
             script,
@@ -429,25 +323,17 @@ async fn one_table_over_shards_and_archive_counts_every_row_once() {
         String::from_utf8_lossy(&bad.stderr)
     );
     // Statements show in the server's metrics: the good ones and the refused one.
-    let maddr = vitalsink_tests::ingest_run::endpoints_addr(&flog).await;
-    let metrics = vitalsink_tests::ingest_run::http_get(&maddr, "/metrics")
-        .await
-        .1;
-    let counter = |outcome: &str| -> f64 {
-        metrics
-            .lines()
-            .find(|l| {
-                l.starts_with("vitalsink_query_statements_total")
-                    && l.contains(&format!("outcome=\"{outcome}\""))
-            })
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
+    let metrics = server.metrics().await;
+    let counter = |outcome: &str| {
+        metric(
+            &metrics,
+            "vitalsink_query_statements_total",
+            &format!("outcome=\"{outcome}\""),
+        )
     };
     assert!(counter("ok") >= 2.0, "{metrics}");
     assert!(counter("invalid") >= 1.0, "{metrics}");
-    server.kill().unwrap();
-    let _ = server.wait();
+    server.stop();
 
     // Pruning: one participant over two days touches one shard and those days' objects.
 
@@ -493,7 +379,7 @@ async fn one_table_over_shards_and_archive_counts_every_row_once() {
                 &format!("{to}T23:59:59Z"),
             ]),
     );
-    assert_all(&config, &t, "after a restore");
+    assert_all(&config, t, "after a restore");
 
     // A read replica: shard0 is read from its streaming standby while it answers, and from
     // its primary once it is gone.
@@ -597,7 +483,7 @@ async fn one_table_over_shards_and_archive_counts_every_row_once() {
             "killed at {point}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_all(&config, &t, what);
+        assert_all(&config, t, what);
     }
     vitalsink_tests::run_ok(
         Command::new(ingest_binary().with_file_name("reshard"))
@@ -614,6 +500,6 @@ async fn one_table_over_shards_and_archive_counts_every_row_once() {
         new.url
     ));
     std::fs::write(&config, text).unwrap();
-    assert_all(&config, &t, "after the move");
-    dbs.drop_all().await;
+    assert_all(&config, t, "after the move");
+    dep.dbs.drop_all().await;
 }

@@ -11,6 +11,7 @@
 
 pub mod policy;
 pub mod sandbox;
+pub mod yielding;
 
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::memory_pool::FairSpillPool;
@@ -93,6 +94,8 @@ impl Engine {
             .filter(|f| sandbox::TABLE_FUNCTIONS.contains(&f.name()))
             .map(|f| (f.name().to_string(), f))
             .collect();
+        let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
+        rules.push(Arc::new(yielding::YieldingJoins));
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
@@ -100,6 +103,7 @@ impl Engine {
             .with_catalog_list(Arc::new(catalogs))
             .with_table_factories(HashMap::new())
             .with_table_functions(table_functions)
+            .with_physical_optimizer_rules(rules)
             .build();
         Ok(Self { state, limits })
     }

@@ -9,6 +9,11 @@
 //! - `SHOW TABLES`, `SHOW COLUMNS`, `SHOW <variable>`, `SHOW FUNCTIONS`, `SHOW CREATE`,
 //!   `DESCRIBE <table>`: DataFusion answers them from `information_schema`.
 //!
+//! A query may name tables (the catalog's; a `WITH` name) and call the table functions of
+//! [`super::sandbox::TABLE_FUNCTIONS`]; a file or URL in place of a table (`FROM
+//! '/etc/passwd'`, `FROM 'file:///…'`) and any other table function (`read_csv(…)`,
+//! `read_parquet(…)`, `TABLE(…)`) are refused as well, before the planner looks for them.
+//!
 //! Everything else is refused: DDL (`CREATE`/`DROP`/`ALTER`, `CREATE EXTERNAL TABLE`,
 //! `CREATE FUNCTION`), DML (`INSERT`, `UPDATE`, `DELETE`, `MERGE`, `TRUNCATE`), `COPY`,
 //! `SET`/`RESET`, transactions, SQL-level `PREPARE`/`EXECUTE`/`DEALLOCATE` (they would keep
@@ -18,12 +23,13 @@
 
 use datafusion::execution::context::SQLOptions;
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::{visit_statements, SetExpr, Statement};
+use datafusion::sql::sqlparser::ast::{
+    visit_statements, ObjectName, ObjectNamePart, SetExpr, Statement, TableFactor, Visit, Visitor,
+};
 use std::ops::ControlFlow;
 
 /// What the server answers a refused statement with (after the statement's kind).
-pub const ALLOWED: &str =
-    "only read statements are allowed: SELECT, WITH, VALUES, EXPLAIN, SHOW, DESCRIBE";
+pub const ALLOWED: &str = "only reads of the measurements table and the catalog are allowed: SELECT, WITH, VALUES, EXPLAIN, SHOW, DESCRIBE";
 
 /// DataFusion's own check of a plan, with everything that is not a read switched off.
 pub fn read_only() -> SQLOptions {
@@ -74,9 +80,62 @@ fn check_sql(stmt: &Statement) -> Result<(), String> {
             ControlFlow::Break(kind(s))
         }
     });
-    match nested {
+    if let ControlFlow::Break(k) = nested {
+        return Err(k);
+    }
+    match stmt.visit(&mut Relations) {
         ControlFlow::Break(k) => Err(k),
         ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+/// Refuses table functions off the allow list and files or URLs used as tables.
+struct Relations;
+
+fn last_name(name: &ObjectName) -> String {
+    match name.0.last() {
+        Some(ObjectNamePart::Identifier(id)) => id.value.to_lowercase(),
+        Some(ObjectNamePart::Function(f)) => f.name.value.to_lowercase(),
+        None => String::new(),
+    }
+}
+
+impl Visitor for Relations {
+    type Break = String;
+
+    fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<String> {
+        match t {
+            TableFactor::Table {
+                name,
+                args: Some(_),
+                ..
+            }
+            | TableFactor::Function { name, .. } => {
+                let f = last_name(name);
+                if super::sandbox::TABLE_FUNCTIONS.contains(&f.as_str()) {
+                    ControlFlow::Continue(())
+                } else {
+                    ControlFlow::Break(format!("table function {f}"))
+                }
+            }
+            TableFactor::Table {
+                name, args: None, ..
+            } => {
+                let path = name.0.iter().any(|p| match p {
+                    ObjectNamePart::Identifier(id) => {
+                        id.quote_style == Some('\'') || id.value.contains(['/', '\\', ':'])
+                    }
+                    ObjectNamePart::Function(_) => true,
+                });
+                if path {
+                    ControlFlow::Break("a file or URL in place of a table".into())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            }
+            TableFactor::TableFunction { .. } => ControlFlow::Break("TABLE(…)".into()),
+            _ => ControlFlow::Continue(()),
+        }
     }
 }
 
@@ -157,6 +216,22 @@ mod tests {
             (
                 "WITH x AS (SELECT 1) INSERT INTO measurements SELECT * FROM x",
                 "INSERT INTO",
+            ),
+            (
+                "SELECT * FROM '/etc/passwd'",
+                "a file or URL in place of a table",
+            ),
+            (
+                "SELECT count(*) FROM measurements m JOIN 'file:///etc/passwd' p ON true",
+                "a file or URL in place of a table",
+            ),
+            (
+                "SELECT * FROM (SELECT * FROM read_csv('/etc/passwd'))",
+                "table function read_csv",
+            ),
+            (
+                "EXPLAIN SELECT * FROM read_parquet('s3://bucket/x')",
+                "table function read_parquet",
             ),
         ] {
             assert_eq!(verdict(sql), Err(kind.to_string()), "{sql}");

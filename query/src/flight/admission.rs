@@ -8,12 +8,15 @@
 //! tasks are aborted on drop), the archive's readers, and each shard's reader (which sees
 //! its channel closed and drops its connection, ending the shard's query).
 //!
+//! The memory guard ([`super::memory`]) stops every running statement the same way, with
+//! [`Stop::Memory`] as the reason.
+//!
 //! Gauges: `vitalsink_query_running` (statements holding a slot), `vitalsink_query_queued`
 //! (statements waiting for one).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -26,10 +29,32 @@ pub const DEFAULT_MAX_CONCURRENT: usize = 4;
 /// Default of `--queue-timeout`: 30 s.
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Why a running statement was stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Its client cancelled it.
+    Client,
+    /// The server's resident memory passed its bound (bytes).
+    Memory {
+        /// Resident set size seen, bytes.
+        rss: u64,
+        /// The bound, bytes.
+        limit: u64,
+    },
+}
+
 struct Running {
     user: String,
     ticket: Vec<u8>,
     token: CancellationToken,
+    why: Arc<OnceLock<Stop>>,
+}
+
+impl Running {
+    fn stop(&self, why: Stop) {
+        let _ = self.why.set(why);
+        self.token.cancel();
+    }
 }
 
 /// The slots and the running statements of one server.
@@ -55,12 +80,27 @@ pub struct Registration {
     admission: Arc<Admission>,
     id: u64,
     token: CancellationToken,
+    why: Arc<OnceLock<Stop>>,
 }
 
 impl Registration {
-    /// Cancelled when the client cancels the statement.
+    /// Cancelled when the statement is stopped ([`Registration::error`] says why).
     pub fn token(&self) -> &CancellationToken {
         &self.token
+    }
+
+    /// The error a stopped statement ends with: [`Error::Cancelled`] for its client,
+    /// [`Error::Memory`] for the memory guard.
+    pub fn error(&self) -> Error {
+        match self.why.get() {
+            Some(Stop::Memory { rss, limit }) => Error::Memory(format!(
+                "the server's resident memory reached {} MiB, over its bound of {} MiB \
+                 (--memory-bytes plus the process's own); every running statement was stopped",
+                rss >> 20,
+                limit >> 20
+            )),
+            _ => Error::Cancelled,
+        }
     }
 }
 
@@ -122,6 +162,7 @@ impl Admission {
     pub fn register(self: &Arc<Self>, user: &str, ticket: &[u8]) -> Registration {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let token = CancellationToken::new();
+        let why = Arc::new(OnceLock::new());
         if let Ok(mut r) = self.running.lock() {
             r.insert(
                 id,
@@ -129,6 +170,7 @@ impl Admission {
                     user: user.to_string(),
                     ticket: ticket.to_vec(),
                     token: token.clone(),
+                    why: why.clone(),
                 },
             );
         }
@@ -136,7 +178,19 @@ impl Admission {
             admission: self.clone(),
             id,
             token,
+            why,
         }
+    }
+
+    /// Stops every running statement for `why`; returns how many.
+    pub fn stop_all(&self, why: Stop) -> usize {
+        let Ok(r) = self.running.lock() else {
+            return 0;
+        };
+        for run in r.values() {
+            run.stop(why);
+        }
+        r.len()
     }
 
     /// Cancels `user`'s running statements under any of `tickets` (a user cancels only their
@@ -148,7 +202,7 @@ impl Admission {
         let mut n = 0;
         for run in r.values() {
             if run.user == user && tickets.contains(&run.ticket) {
-                run.token.cancel();
+                run.stop(Stop::Client);
                 n += 1;
             }
         }
@@ -176,7 +230,17 @@ mod tests {
         assert!(!r.token().is_cancelled());
         assert_eq!(a.cancel("alice", &[b"t2".to_vec(), b"t1".to_vec()]), 1);
         assert!(r.token().is_cancelled());
+        assert!(matches!(r.error(), Error::Cancelled));
         drop(r);
         assert_eq!(a.cancel("alice", &[b"t1".to_vec()]), 0);
+        let r = a.register("bob", b"t3");
+        assert_eq!(
+            a.stop_all(Stop::Memory {
+                rss: 2 << 30,
+                limit: 1 << 30
+            }),
+            1
+        );
+        assert!(matches!(r.error(), Error::Memory(m) if m.contains("2048 MiB")));
     }
 }

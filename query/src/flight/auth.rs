@@ -107,9 +107,15 @@ impl Auth {
     /// The user of a valid `Basic` header value.
     fn basic(&self, value: &str) -> Option<String> {
         let b64 = value.strip_prefix("Basic ")?;
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .ok()?;
+        // Padded or not: ADBC's Go driver sends `user:password` unpadded (RawStdEncoding),
+        // pyarrow and JDBC padded; strict decoding refused every password whose
+        // `user:password` is not a multiple of 3 bytes long from ADBC.
+        let lenient = base64::engine::GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            base64::engine::GeneralPurposeConfig::new()
+                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+        );
+        let raw = lenient.decode(b64.trim()).ok()?;
         let text = String::from_utf8(raw).ok()?;
         let (u, p) = text.split_once(':')?;
         let ok = self.verify(u, p);
@@ -199,9 +205,16 @@ impl Auth {
                 req.extensions_mut().insert(User(ANONYMOUS.to_string()));
                 Ok(req)
             }
-            None => Err(Status::unauthenticated(
-                "invalid user or password: connect with your account of the query server",
-            )),
+            None => {
+                tracing::debug!(
+                    scheme = value.split(' ').next().unwrap_or_default(),
+                    len = value.len(),
+                    "call refused"
+                );
+                Err(Status::unauthenticated(
+                    "invalid user or password: connect with your account of the query server",
+                ))
+            }
         }
     }
 
@@ -253,6 +266,9 @@ mod tests {
         );
         assert_eq!(call(&auth, &basic("analyst", "pw")).unwrap(), "analyst");
         assert!(call(&auth, &basic("analyst", "wrong")).is_err());
+        // Without padding, as ADBC's Go driver sends it ("analyst:pw" is 10 bytes).
+        let raw = base64::engine::general_purpose::STANDARD_NO_PAD.encode("analyst:pw");
+        assert_eq!(call(&auth, &format!("Basic {raw}")).unwrap(), "analyst");
         let t = auth.token("analyst").unwrap();
         assert_eq!(call(&auth, &format!("Bearer {t}")).unwrap(), "analyst");
         // Another user's name under this signature, another process's token, an expired one.

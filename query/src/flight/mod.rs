@@ -27,6 +27,7 @@
 pub mod admission;
 pub mod auth;
 pub mod catalog;
+pub mod memory;
 pub mod prepared;
 pub mod statement;
 pub mod users;
@@ -428,6 +429,12 @@ pub async fn serve(
         admission = ?listen.admission,
         "Flight SQL up"
     );
+    let limit = limits.memory_bytes as u64 + memory::PROCESS_BYTES;
+    tokio::spawn(memory::guard(
+        listen.admission.clone(),
+        limit,
+        shutdown.clone(),
+    ));
     let check = listen.auth.clone();
     let service = FlightServiceServer::with_interceptor(
         Service {

@@ -147,7 +147,7 @@ impl Runner {
             r = tokio::time::timeout_at(deadline, start) => {
                 r.map_err(|_| Error::Timeout(limit)).and_then(|r| r)
             }
-            () = reg.token().cancelled() => Err(Error::Cancelled),
+            () = reg.token().cancelled() => Err(reg.error()),
         };
         let (schema, stream) = started.map_err(fail)?;
         let batches = governed(Governed {
@@ -191,7 +191,7 @@ fn governed(
         let mut g = g?;
         let next = tokio::select! {
             biased;
-            () = g.reg.token().cancelled() => Err(Error::Cancelled),
+            () = g.reg.token().cancelled() => Err(g.reg.error()),
             () = tokio::time::sleep_until(g.deadline) => Err(Error::Timeout(g.limit)),
             b = g.stream.next() => match b {
                 Some(Ok(b)) => Ok(Some(b)),
