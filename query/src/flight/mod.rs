@@ -29,10 +29,11 @@ pub mod auth;
 pub mod catalog;
 pub mod memory;
 pub mod prepared;
+pub mod server;
 pub mod statement;
 pub mod users;
 
-use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionCancelQueryRequest, ActionCancelQueryResult, ActionClosePreparedStatementRequest,
@@ -46,12 +47,8 @@ use arrow_flight::{
     FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, Ticket,
 };
 use prost::Message;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::error::Error;
 use auth::user_of;
 use statement::Runner;
 
@@ -63,21 +60,6 @@ const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
 pub struct Service {
     runner: Runner,
     auth: auth::Auth,
-}
-
-/// How the server listens: TLS identity and who may connect.
-#[derive(Debug)]
-pub struct Listen {
-    /// Address to bind.
-    pub addr: SocketAddr,
-    /// PEM certificate chain and private key for TLS; `None` serves plain gRPC.
-    pub tls: Option<(Vec<u8>, Vec<u8>)>,
-    /// Accounts ([`auth::Auth`]).
-    pub auth: auth::Auth,
-    /// Slots and running statements ([`admission::Admission`]).
-    pub admission: Arc<admission::Admission>,
-    /// Where access records go.
-    pub access: Arc<crate::access::AccessLog>,
 }
 
 type DoGetStream = <Service as FlightService>::DoGetStream;
@@ -101,6 +83,11 @@ fn info_for(
 }
 
 impl Service {
+    /// The service of `runner`'s statements for the callers `auth` lets in.
+    pub(crate) fn new(runner: Runner, auth: auth::Auth) -> Self {
+        Self { runner, auth }
+    }
+
     /// Cancels the caller's running statements of `info`'s endpoints; how many.
     fn cancel(&self, user: &str, info: &FlightInfo) -> usize {
         let tickets: Vec<Vec<u8>> = info
@@ -395,62 +382,4 @@ impl FlightSqlService for Service {
     }
 }
 
-/// Serves Flight SQL as `listen` says until `shutdown`.
-///
-/// # Errors
-/// [`Error::Output`] when the address cannot be bound or the TLS identity is not usable.
-pub async fn serve(
-    engine: Arc<crate::engine::Engine>,
-    listen: Listen,
-    shutdown: CancellationToken,
-) -> crate::Result<()> {
-    let addr = listen.addr;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| Error::Output(format!("cannot listen on {addr}: {e}")))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| Error::Output(e.to_string()))?;
-    let mut builder = tonic::transport::Server::builder();
-    if let Some((cert, key)) = &listen.tls {
-        let identity = tonic::transport::Identity::from_pem(cert, key);
-        builder = builder
-            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
-            .map_err(|e| Error::Output(format!("Flight SQL TLS: {e}")))?;
-    }
-    let limits = engine.limits();
-    tracing::info!(
-        listen = %addr,
-        addr = %local,
-        tls = listen.tls.is_some(),
-        password = listen.auth.required(),
-        memory_bytes = limits.memory_bytes,
-        statement_timeout = %humantime::format_duration(limits.statement_timeout),
-        admission = ?listen.admission,
-        "Flight SQL up"
-    );
-    let limit = limits.memory_bytes as u64 + memory::PROCESS_BYTES;
-    tokio::spawn(memory::guard(
-        listen.admission.clone(),
-        limit,
-        shutdown.clone(),
-    ));
-    let check = listen.auth.clone();
-    let service = FlightServiceServer::with_interceptor(
-        Service {
-            runner: Runner {
-                engine,
-                admission: listen.admission,
-                log: listen.access,
-            },
-            auth: listen.auth,
-        },
-        move |r| check.check(r),
-    );
-    let incoming = tonic::transport::server::TcpIncoming::from(listener);
-    builder
-        .add_service(service)
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-        .await
-        .map_err(|e| Error::Output(e.to_string()))
-}
+pub use server::{serve, Listen};
