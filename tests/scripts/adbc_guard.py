@@ -9,6 +9,8 @@ Usage: adbc_guard.py MODE ADDR [ARGS...]; prints one JSON object.
       directory they try to write into.
   sums ADDR
       As ADBC_USER: per-participant count and sum (the second analyst's check).
+  prepared ADDR PARTICIPANT
+      As ADBC_USER: a prepared statement with PARTICIPANT bound to $1 (count and sum).
   login ADDR
       As ADBC_USER with ADBC_PASSWORD_FILE's password: `SELECT 1`, or the error.
   timeout ADDR SQL
@@ -134,6 +136,13 @@ def sums(addr):
         rows = run(conn, "SELECT participant_id, count(*) AS n, sum(value) AS s "
                          "FROM measurements GROUP BY participant_id")
     return {"rows": rows}
+
+
+def prepared(addr, participant):
+    sql = "SELECT count(*) AS n, sum(value) AS s FROM measurements WHERE participant_id = $1"
+    with connect(addr) as conn, conn.cursor() as cur:
+        cur.execute(sql, parameters=(participant,))
+        return {"sql": sql, "rows": cur.fetch_arrow_table().to_pylist()}
 
 
 def login(addr):
@@ -309,6 +318,8 @@ if mode == "hostile":
     result = hostile(addr, sys.argv[3], sys.argv[4])
 elif mode == "sums":
     result = sums(addr)
+elif mode == "prepared":
+    result = prepared(addr, sys.argv[3])
 elif mode == "login":
     result = login(addr)
 elif mode == "timeout":
