@@ -136,6 +136,22 @@ async fn read(
     schema: SchemaRef,
     tx: mpsc::Sender<Result<RecordBatch, DataFusionError>>,
 ) {
+    // The query was stopped (cancelled, timed out, the client went away): the receiver is
+    // dropped, and so is this read with the shard's session, even while the shard is still
+    // working on a row.
+    tokio::select! {
+        () = tx.closed() => {}
+        () = stream_rows(client, shard, sql, schema, &tx) => {}
+    }
+}
+
+async fn stream_rows(
+    client: tokio_postgres::Client,
+    shard: String,
+    sql: String,
+    schema: SchemaRef,
+    tx: &mpsc::Sender<Result<RecordBatch, DataFusionError>>,
+) {
     let fail = |e: tokio_postgres::Error| {
         DataFusionError::External(Box::new(Error::Shard {
             shard: shard.clone(),

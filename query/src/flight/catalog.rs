@@ -129,7 +129,7 @@ pub fn table_types(query: CommandGetTableTypes) -> Result<Response<DoGetStream>,
 }
 
 /// The server's `SqlInfo`: its name and version, read-only, SQL without transactions or
-/// Substrait.
+/// Substrait, statements cancellable (`CancelFlightInfo`).
 ///
 /// # Errors
 /// `Internal` when the table cannot be built (never in practice: its values are fixed).
@@ -144,7 +144,7 @@ pub fn sql_info() -> Result<&'static SqlInfoData, Status> {
         b.append(SqlInfo::FlightSqlServerSql, true);
         b.append(SqlInfo::FlightSqlServerSubstrait, false);
         b.append(SqlInfo::FlightSqlServerTransaction, 0_i32);
-        b.append(SqlInfo::FlightSqlServerCancel, false);
+        b.append(SqlInfo::FlightSqlServerCancel, true);
         b.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
         b.build().ok()
     })
