@@ -2,7 +2,9 @@
 //! and the Parquet archive (what `dev/run` builds), the source truth to check answers
 //! against, and a `query serve` to connect analysts' clients to.
 
+use serde_json::Value;
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -228,4 +230,55 @@ pub fn metric(text: &str, name: &str, label: &str) -> f64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
+}
+
+/// Adds analyst `name` with `password` to the accounts file `users` (`query add-user`).
+pub fn add_user(users: &Path, name: &str, password: &str) {
+    let mut c = Command::new(query_binary())
+        .args(["add-user", "--users-file"])
+        .arg(users)
+        .arg(name)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(c.stdin.take().unwrap(), "{password}").unwrap();
+    assert!(c.wait().unwrap().success(), "add-user {name}");
+}
+
+/// Per-participant (rows, sum) of result rows `participant_id, n, s` (JSON records).
+pub fn sums_of(rows: &Value) -> Sums {
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["participant_id"].as_str().unwrap().into(),
+                (r["n"].as_i64().unwrap(), r["s"].as_f64().unwrap()),
+            )
+        })
+        .collect()
+}
+
+/// `VmRSS` and `VmHWM` of a process, MiB, for the phase log.
+pub fn rss(pid: u32, phase: &str) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = |k: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            >> 10
+    };
+    eprintln!(
+        "server RSS after {phase}: {} MiB (peak {} MiB)",
+        kb("VmRSS:"),
+        kb("VmHWM:")
+    );
+}
+
+/// The error message in a client script's JSON answer (`{"error": {"message": …}}`), or "".
+pub fn message(v: &Value) -> &str {
+    v["error"]["message"].as_str().unwrap_or_default()
 }

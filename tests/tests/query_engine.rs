@@ -15,7 +15,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use vitalsink_tests::ingest_run::{ingest_binary, log_tail, stack_script};
-use vitalsink_tests::query_run::{assert_sums, close, metric, RealDeployment, Server, Sums, Truth};
+use vitalsink_tests::query_run::{
+    assert_sums, close, metric, sums_of, RealDeployment, Server, Sums, Truth,
+};
 use vitalsink_tests::replay_run::archiver_json;
 use vitalsink_tests::Stack;
 
@@ -262,17 +264,7 @@ async fn one_table_over_shards_and_archive_counts_every_row_once() {
         "{got}"
     );
     assert_eq!(got["dtypes"]["n"], "int64", "{got}");
-    let via_adbc: Sums = got["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["participant_id"].as_str().unwrap().into(),
-                (r["n"].as_i64().unwrap(), r["s"].as_f64().unwrap()),
-            )
-        })
-        .collect();
+    let via_adbc = sums_of(&got["rows"]);
     assert_sums(
         &via_adbc,
         &t.participants,

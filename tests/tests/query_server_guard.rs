@@ -16,11 +16,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::Value;
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use vitalsink_tests::ingest_run::{log_tail, peak_rss_bytes};
-use vitalsink_tests::query_run::{assert_sums, metric, query_binary, RealDeployment, Server, Sums};
+use vitalsink_tests::query_run::{
+    add_user, assert_sums, message, metric, query_binary, rss, sums_of, RealDeployment, Server,
+};
 use vitalsink_tests::Stack;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/adbc_guard.py");
@@ -41,18 +42,6 @@ const FOREVER: &str = "SELECT count(*) AS n FROM measurements a CROSS JOIN \
 const BLOWUP: &str = "SELECT count(*) AS n FROM measurements a, measurements b, measurements c";
 const SUMS: &str = "SELECT participant_id, count(*) AS n, sum(value) AS s FROM measurements GROUP BY participant_id";
 
-fn add_user(users: &Path, name: &str, password: &str) {
-    let mut c = Command::new(query_binary())
-        .args(["add-user", "--users-file"])
-        .arg(users)
-        .arg(name)
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(c.stdin.take().unwrap(), "{password}").unwrap();
-    assert!(c.wait().unwrap().success(), "add-user {name}");
-}
-
 /// Runs the script as `user` (password from `pw_file`); its JSON.
 fn adbc(user: &str, pw_file: &Path, args: &[&str], log: &Path) -> Value {
     let out = Command::new("python3")
@@ -69,42 +58,6 @@ fn adbc(user: &str, pw_file: &Path, args: &[&str], log: &Path) -> Value {
         log_tail(log)
     );
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn sums_of(rows: &Value) -> Sums {
-    rows.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["participant_id"].as_str().unwrap().into(),
-                (r["n"].as_i64().unwrap(), r["s"].as_f64().unwrap()),
-            )
-        })
-        .collect()
-}
-
-/// `VmRSS` and `VmHWM` of a process, MiB, for the phase log.
-fn rss(pid: u32, phase: &str) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb = |k: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(k))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-            >> 10
-    };
-    eprintln!(
-        "server RSS after {phase}: {} MiB (peak {} MiB)",
-        kb("VmRSS:"),
-        kb("VmHWM:")
-    );
-}
-
-fn message(v: &Value) -> &str {
-    v["error"]["message"].as_str().unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
