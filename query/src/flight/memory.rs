@@ -21,11 +21,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::admission::{Admission, Stop};
 
-/// What the process holds besides the pool, bytes: the binary and its runtime (about 60 MiB
-/// resident at start), connection and Flight buffers, the archive's Parquet metadata, Argon2
-/// verifications (19 MiB each, at most one per runtime thread), and how far RSS may grow
-/// within one [`PERIOD`]. Measured: 158 MiB after 20 logins and the catalog calls
-/// (README, "Querying").
+/// What the process holds besides the pool, bytes: the binary and its runtime (75 MiB
+/// resident at start, debug build), connection and Flight buffers, the archive's Parquet
+/// metadata, Argon2 verifications (19 MiB each, at most one per runtime thread), and how far
+/// RSS may grow within one [`PERIOD`]. Measured in `query_server_guard`: 160-190 MiB after
+/// 20 logins, hostile statements and the catalog calls (README, "Querying").
 pub const PROCESS_BYTES: u64 = 192 << 20;
 
 /// How often the guard reads RSS.
