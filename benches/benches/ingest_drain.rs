@@ -370,7 +370,8 @@ async fn stored_rows(shards: &[vitalsink_common::config::ShardConfig]) -> Vec<Ve
     for s in shards {
         let c = connect(&s.url).await;
         let sql = format!(
-            "COPY (SELECT {COLUMNS} FROM measurements ORDER BY xmin::text::int8, tableoid, ctid) TO STDOUT (FORMAT binary)"
+            "COPY (SELECT {} FROM measurements ORDER BY xmin::text::int8, tableoid, ctid) TO STDOUT (FORMAT binary)",
+            columns()
         );
         let stream = c.copy_out(sql.as_str()).await.unwrap();
         futures::pin_mut!(stream);
@@ -387,8 +388,10 @@ async fn stored_rows(shards: &[vitalsink_common::config::ShardConfig]) -> Vec<Ve
     out
 }
 
-/// The columns of `copy_format::COPY_SQL`, in its order.
-const COLUMNS: &str = "participant_id, metric, ts, value, unit, device_id, study_id";
+/// The columns of `copy_format::copy_sql`, in its order.
+fn columns() -> String {
+    vitalsink_common::columns::column_list()
+}
 
 /// Cuts binary COPY tuples into slices of `per_batch` tuples (a tuple: an i16 field count,
 /// then per field an i32 length, -1 for NULL, and that many bytes).
@@ -431,7 +434,16 @@ fn in_data_set_order(data: &Dataset, shards: usize) -> Vec<Vec<Bytes>> {
             rows.chunks(BATCH_ROWS)
                 .map(|chunk| {
                     let mut buf = bytes::BytesMut::new();
-                    chunk.iter().for_each(|r| encode_reading(&mut buf, r));
+                    chunk.iter().enumerate().for_each(|(i, r)| {
+                        let src = vitalsink_ingest::copy_format::Source {
+                            topic: "measurements",
+                            partition: 0,
+                            offset: i as i64,
+                            received_at_micros: Some(r.ts_micros),
+                            received_at_type: Some(0),
+                        };
+                        encode_reading(&mut buf, r, &src)
+                    });
                     buf.freeze()
                 })
                 .collect()
@@ -473,7 +485,7 @@ async fn copy_only_rate(
                 // Same batch size as the ingest run, one transaction per batch.
                 for data in batches {
                     let tx = c.transaction().await.unwrap();
-                    copy_in(&tx, vec![data]).await.unwrap();
+                    copy_in(&tx, "measurements", &[data]).await.unwrap();
                     tx.commit().await.unwrap();
                 }
             })

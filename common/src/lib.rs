@@ -7,6 +7,7 @@
 //! contract), [`routing::ShardRouter`] (which shard), then `vitalsink_ingest`.
 
 pub mod cli;
+pub mod columns;
 pub mod config;
 pub mod cutover;
 pub mod db;

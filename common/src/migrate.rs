@@ -83,6 +83,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0011_chunk_check.sql",
         sql: include_str!("../../schemas/sql/0011_chunk_check.sql"),
     },
+    Migration {
+        version: 12,
+        name: "0012_provenance.sql",
+        sql: include_str!("../../schemas/sql/0012_provenance.sql"),
+    },
 ];
 
 /// The newest schema version this binary ships.

@@ -22,7 +22,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use vitalsink_common::config::IngestConfig;
 use vitalsink_common::measurement::Message;
 
-use crate::copy_format::{encode_message, message_len};
+use crate::copy_format::{encode_message, message_len, Source};
 
 /// The tuples of one Kafka record inside a batch's data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,9 +145,9 @@ impl Spares {
     }
 }
 
-/// Memory a record of `msg` takes in a buffer, bytes: its tuples and its segment.
-pub fn record_bytes(msg: &Message<'_>) -> usize {
-    message_len(msg) + std::mem::size_of::<Segment>()
+/// Memory a record of `msg` from `src` takes in a buffer, bytes: its tuples and its segment.
+pub fn record_bytes(msg: &Message<'_>, src: &Source<'_>) -> usize {
+    message_len(msg, src) + std::mem::size_of::<Segment>()
 }
 
 /// Rows waiting for one shard.
@@ -180,16 +180,11 @@ impl ShardBuffer {
 
     /// Encodes the rows of one record and keeps the memory reserved for them
     /// ([`record_bytes`]). Returns true when the batch is now full (rows or bytes).
-    pub fn push(
-        &mut self,
-        partition: i32,
-        offset: i64,
-        msg: &Message<'_>,
-        permit: OwnedSemaphorePermit,
-    ) -> bool {
+    pub fn push(&mut self, src: &Source<'_>, msg: &Message<'_>, permit: OwnedSemaphorePermit) -> bool {
+        let (partition, offset) = (src.partition, src.offset);
         self.opened.get_or_insert_with(Instant::now);
         let start = self.data.len();
-        encode_message(&mut self.data, msg);
+        encode_message(&mut self.data, msg, src);
         let rows = msg.samples.len();
         self.segments.push(Segment {
             partition,
@@ -256,7 +251,25 @@ mod tests {
             unit: None,
             device_id: None,
             study_id: None,
-            samples: vec![(0, 1.0); samples],
+            samples: vec![
+                vitalsink_common::measurement::Sample {
+                    ts_micros: 0,
+                    value: 1.0,
+                    utc_offset_min: Some(0),
+                };
+                samples
+            ],
+        }
+    }
+
+    /// The source of the record at (`partition`, `offset`).
+    fn src(partition: i32, offset: i64) -> Source<'static> {
+        Source {
+            topic: "measurements",
+            partition,
+            offset,
+            received_at_micros: None,
+            received_at_type: None,
         }
     }
 
@@ -273,21 +286,19 @@ mod tests {
         let sem = Arc::new(Semaphore::new(100));
         let mut b = ShardBuffer::new(1, limits(3, usize::MAX, 60_000), spares());
         assert!(!b.push(
-            0,
-            10,
+            &src(0, 10),
             &msg(1),
             sem.clone().try_acquire_many_owned(10).unwrap()
         ));
         assert!(b.push(
-            0,
-            11,
+            &src(0, 11),
             &msg(2),
             sem.clone().try_acquire_many_owned(20).unwrap()
         ));
         assert_eq!(sem.available_permits(), 70);
         let batch = b.take([(0, 12)].into());
         assert_eq!((batch.shard, batch.rows), (1, 3));
-        let one = message_len(&msg(1));
+        let one = message_len(&msg(1), &src(0, 0));
         assert_eq!(
             batch.segments,
             [
@@ -320,10 +331,10 @@ mod tests {
     #[test]
     fn full_by_bytes() {
         let sem = Arc::new(Semaphore::new(10));
-        let one = message_len(&msg(1));
+        let one = message_len(&msg(1), &src(0, 0));
         let mut b = ShardBuffer::new(0, limits(1_000, one * 2, 60_000), spares());
-        assert!(!b.push(0, 0, &msg(1), sem.clone().try_acquire_owned().unwrap()));
-        assert!(b.push(0, 1, &msg(1), sem.clone().try_acquire_owned().unwrap()));
+        assert!(!b.push(&src(0, 0), &msg(1), sem.clone().try_acquire_owned().unwrap()));
+        assert!(b.push(&src(0, 1), &msg(1), sem.clone().try_acquire_owned().unwrap()));
     }
 
     #[test]
@@ -335,7 +346,7 @@ mod tests {
             !b.is_due(t0 + Duration::from_secs(1)),
             "an empty buffer is never due"
         );
-        b.push(0, 0, &msg(1), sem.clone().try_acquire_owned().unwrap());
+        b.push(&src(0, 0), &msg(1), sem.clone().try_acquire_owned().unwrap());
         assert!(!b.is_due(Instant::now()));
         assert!(b.is_due(Instant::now() + Duration::from_millis(60)));
     }
@@ -345,7 +356,7 @@ mod tests {
         let sem = Arc::new(Semaphore::new(1_000));
         let mut b = ShardBuffer::new(0, limits(1, usize::MAX, 60_000), spares());
         let push = |b: &mut ShardBuffer| {
-            b.push(0, 0, &msg(3), sem.clone().try_acquire_owned().unwrap());
+            b.push(&src(0, 0), &msg(3), sem.clone().try_acquire_owned().unwrap());
         };
         push(&mut b);
         let first = b.take(BTreeMap::new());
@@ -367,7 +378,7 @@ mod tests {
         );
         assert_eq!(
             third.data.len(),
-            message_len(&msg(3)),
+            message_len(&msg(3), &src(0, 0)),
             "and was emptied first"
         );
     }
@@ -379,7 +390,7 @@ mod tests {
             let memory = Arc::new(Semaphore::new(budget));
             let spares = Spares::new(4, memory.clone());
             let mut b = ShardBuffer::new(0, limits(1, usize::MAX, 60_000), spares.clone());
-            b.push(0, 0, &msg(3), rows.clone().try_acquire_owned().unwrap());
+            b.push(&src(0, 0), &msg(3), rows.clone().try_acquire_owned().unwrap());
             let batch = b.take(BTreeMap::new());
             let capacity = batch.data.len(); // frozen exactly at its length here or more
             drop(batch);

@@ -67,6 +67,12 @@ pub fn batch_written(shard: &str, batch: &Batch, a: Applied, took: Duration) {
         .increment(a.written);
     metrics::counter!("vitalsink_ingest_rows_skipped_total", "shard" => s.clone())
         .increment(a.skipped);
+    // Readings the shard held already (schemas/README.md, "A reading's identity").
+    metrics::counter!("vitalsink_ingest_duplicates_total", "shard" => s.clone())
+        .increment(a.duplicates);
+    if a.duplicates > 0 {
+        tracing::info!(shard, duplicates = a.duplicates, written = a.written, "readings delivered again left out");
+    }
     metrics::counter!("vitalsink_ingest_batches_total", "shard" => s.clone()).increment(1);
     metrics::histogram!("vitalsink_ingest_batch_rows", "shard" => s.clone())
         .record(batch.rows as f64);

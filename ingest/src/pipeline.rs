@@ -15,6 +15,7 @@ use vitalsink_common::cutover::{CONTROL_CUTOVER, CONTROL_HEADER, EPOCH_HEADER};
 use vitalsink_common::measurement::{decode_message, Limits, RejectReason, Rejection};
 
 use crate::batch::{record_bytes, Batch, BatchLimits, ShardBuffer, Spares};
+use crate::copy_format::Source;
 use crate::context::Assignment;
 use crate::dlq::DeadLetter;
 use crate::epochs::{Cutover, Epochs};
@@ -223,13 +224,14 @@ impl Pipeline {
                 let shard = self
                     .epochs
                     .shard_for(partition, offset, &message.participant_id);
-                let need = record_bytes(&message);
+                let src = Source::of(msg);
+                let need = record_bytes(&message, &src);
                 let need = u32::try_from(need.min(self.memory_cap)).unwrap_or(u32::MAX);
                 let Some(permit) = self.reserve(need).await else {
                     return Taken::Buffered; // the semaphore is never closed
                 };
                 self.counters.valid(shard, message.samples.len());
-                let full = self.buffers[shard].push(partition, offset, &message, permit);
+                let full = self.buffers[shard].push(&src, &message, permit);
                 self.consumed.insert(partition, offset + 1);
                 if full {
                     self.cut(shard).await;

@@ -5,7 +5,12 @@
 //!    partition order so that two workers never deadlock) and read `next_offset`;
 //! 2. `COPY measurements … FROM STDIN BINARY` the rows whose offset is at or above it — rows
 //!    below were applied before (by this worker before a crash, or by another worker that
-//!    owned the partition), so they are skipped;
+//!    owned the partition), so they are skipped. The COPY runs in a savepoint: when the
+//!    unique index `measurements_reading` refuses a row (a reading delivered again in another
+//!    record: schemas/README.md, "A reading's identity"), the savepoint is rolled back and the
+//!    same rows go through a temporary table and `INSERT … ON CONFLICT DO NOTHING`, which keeps
+//!    each reading once and counts the rest as duplicates. Duplicates are rare, so most
+//!    batches pay one savepoint, not the second copy;
 //! 3. raise `next_offset` to the batch's progress (never lower it);
 //! 4. commit. Rows and offsets become visible together or not at all.
 //!
@@ -30,6 +35,7 @@ pub use vitalsink_common::retry::Backoff;
 
 use crate::batch::{Batch, Segment};
 use crate::copy_format::copy_in;
+use vitalsink_common::columns::column_list;
 
 /// What one applied batch did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -38,6 +44,9 @@ pub struct Applied {
     pub written: u64,
     /// Rows skipped because the shard had applied them before.
     pub skipped: u64,
+    /// Readings left out because the shard holds them already (delivered again in another
+    /// record).
+    pub duplicates: u64,
 }
 
 /// The offsets a batch moves the shard to: its progress, raised to one past the highest row
@@ -94,7 +103,22 @@ pub async fn apply(
         }
         keep
     });
-    out.written = copy_in(&tx, kept).await?;
+    tx.batch_execute("SAVEPOINT vitalsink_copy").await?;
+    match copy_in(&tx, "measurements", &kept).await {
+        Ok(n) => out.written = n,
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+            tx.batch_execute("ROLLBACK TO SAVEPOINT vitalsink_copy")
+                .await?;
+            let (written, inserted) = insert_new(&tx, &kept).await?;
+            out.duplicates = written - inserted.values().sum::<u64>();
+            out.written = written - out.duplicates;
+            per_partition = inserted
+                .into_iter()
+                .map(|(p, n)| (p, i64::try_from(n).unwrap_or(i64::MAX)))
+                .collect();
+        }
+        Err(e) => return Err(e),
+    }
     let rows: Vec<i64> = partitions
         .iter()
         .map(|p| per_partition.get(p).copied().unwrap_or(0))
@@ -113,6 +137,43 @@ pub async fn apply(
     tx.commit().await?;
     Ok(out)
 }
+
+/// The duplicate-aware write: `kept` is COPYed into the session's staging table (created once
+/// per connection, emptied at commit), then inserted with `ON CONFLICT DO NOTHING` on the
+/// unique index `measurements_reading`. Returns the rows staged and, per source partition,
+/// the rows inserted.
+async fn insert_new(
+    tx: &tokio_postgres::Transaction<'_>,
+    kept: &[bytes::Bytes],
+) -> Result<(u64, BTreeMap<i32, u64>), tokio_postgres::Error> {
+    tx.batch_execute(CREATE_STAGING_SQL).await?;
+    let staged = copy_in(tx, STAGING, kept).await?;
+    let cols = column_list();
+    let rows = tx
+        .query(
+            &format!(
+                "WITH ins AS (INSERT INTO measurements ({cols}) SELECT {cols} FROM {STAGING} \
+                 ON CONFLICT DO NOTHING RETURNING src_partition) \
+                 SELECT src_partition, count(*) FROM ins GROUP BY src_partition"
+            ),
+            &[],
+        )
+        .await?;
+    let inserted = rows
+        .iter()
+        .map(|r| {
+            let n: i64 = r.get(1);
+            (r.get::<_, i32>(0), u64::try_from(n).unwrap_or(0))
+        })
+        .collect();
+    Ok((staged, inserted))
+}
+
+/// The session's staging table for [`insert_new`].
+const STAGING: &str = "vitalsink_ingest_staging";
+/// Creates it once per connection; its rows go at commit.
+const CREATE_STAGING_SQL: &str = "CREATE TEMP TABLE IF NOT EXISTS vitalsink_ingest_staging \
+     (LIKE measurements INCLUDING DEFAULTS) ON COMMIT DELETE ROWS";
 
 /// Creates missing offset rows of the batch's partitions at offset 0.
 const CREATE_OFFSETS_SQL: &str =

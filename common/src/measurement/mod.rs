@@ -7,10 +7,14 @@
 //! module check that [`decode`] and the JSON Schema agree on every example in
 //! `schemas/examples/`.
 
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
+
+mod ts;
+
+pub use ts::Instant;
+use ts::parse_ts;
 
 /// Largest number of samples in one batch message (the schema's `maxItems`).
 pub const MAX_BATCH_SAMPLES: usize = 10_000;
@@ -29,6 +33,8 @@ pub struct Reading {
     pub ts_micros: i64,
     /// The finite measured value.
     pub value: f64,
+    /// The UTC offset written with `ts`, minutes east of UTC; `None` for `-00:00` (unknown).
+    pub utc_offset_min: Option<i16>,
     /// Unit of the value, if given.
     pub unit: Option<String>,
     /// Device identifier, if given.
@@ -115,7 +121,7 @@ pub struct Rejection {
     pub detail: String,
 }
 
-fn reject(reason: RejectReason, detail: impl fmt::Display) -> Rejection {
+pub(crate) fn reject(reason: RejectReason, detail: impl fmt::Display) -> Rejection {
     Rejection {
         reason,
         detail: detail.to_string(),
@@ -162,12 +168,12 @@ struct Wire<'a> {
     #[serde(borrow)]
     study_id: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow)]
-    samples: Option<Vec<Sample<'a>>>,
+    samples: Option<Vec<WireSample<'a>>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Sample<'a> {
+struct WireSample<'a> {
     #[serde(borrow)]
     ts: std::borrow::Cow<'a, str>,
     value: f64,
@@ -197,112 +203,6 @@ fn is_valid_unit(s: &str) -> bool {
     (1..=32).contains(&s.len()) && s.bytes().all(|c| (0x21..=0x7e).contains(&c))
 }
 
-/// Parses an RFC 3339 timestamp with an explicit offset into UTC microseconds.
-///
-/// The common shape `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)` is parsed by [`fast_ts`]; any
-/// other text (and leap seconds) goes to chrono, which gives the same result or the error.
-fn parse_ts(s: &str) -> Result<i64, Rejection> {
-    if let Some(t) = fast_ts(s.as_bytes()) {
-        return Ok(t);
-    }
-    parse_ts_chrono(s)
-}
-
-fn parse_ts_chrono(s: &str) -> Result<i64, Rejection> {
-    // chrono accepts 'T', 't' or ' ' as the separator and requires seconds and an offset.
-    let t = DateTime::parse_from_rfc3339(s)
-        .map_err(|e| reject(RejectReason::InvalidTs, format_args!("ts {s:?}: {e}")))?;
-    Ok(t.with_timezone(&Utc).timestamp_micros())
-}
-
-/// `YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|z|±HH:MM)` (RFC 3339 section 5.6, `T`, `t` or space as the
-/// separator, as chrono accepts) to UTC microseconds, truncating below a microsecond as
-/// chrono's `timestamp_micros` does. `None` for anything else, including second 60.
-fn fast_ts(b: &[u8]) -> Option<i64> {
-    fn num(b: &[u8]) -> Option<i64> {
-        b.iter().try_fold(0i64, |n, &c| {
-            c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
-        })
-    }
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    if !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    let (year, month, day) = (num(&b[0..4])?, num(&b[5..7])?, num(&b[8..10])?);
-    let (hour, minute, second) = (num(&b[11..13])?, num(&b[14..16])?, num(&b[17..19])?);
-    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    let month_days = [
-        31,
-        if leap { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
-    if !(1..=12).contains(&month)
-        || day < 1
-        || day > month_days[usize::try_from(month - 1).ok()?]
-        || hour > 23
-        || minute > 59
-        || second > 59
-    {
-        return None;
-    }
-    let mut i = 19;
-    let mut micros = 0i64;
-    if b[i] == b'.' {
-        let start = i + 1;
-        i = start;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        let digits = i - start;
-        if digits == 0 || digits > 9 {
-            return None;
-        }
-        let frac = num(&b[start..i])?;
-        micros = match digits {
-            1..=6 => frac * 10i64.pow(u32::try_from(6 - digits).ok()?),
-            _ => frac / 10i64.pow(u32::try_from(digits - 6).ok()?),
-        };
-    }
-    let offset_secs = match &b[i..] {
-        [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let (h, m) = (num(&[*h1, *h2])?, num(&[*m1, *m2])?);
-            if h > 23 || m > 59 {
-                return None;
-            }
-            let o = h * 3600 + m * 60;
-            if *sign == b'-' {
-                -o
-            } else {
-                o
-            }
-        }
-        _ => return None,
-    };
-    // Days from 1970-01-01 of a proleptic Gregorian date (H. Hinnant, "chrono-Compatible
-    // Low-Level Date Algorithms", days_from_civil).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
-    Some(secs * 1_000_000 + micros)
-}
-
 fn serde_reason(e: &serde_json::Error) -> RejectReason {
     use serde_json::error::Category;
     match e.classify() {
@@ -330,9 +230,28 @@ pub struct Message<'a> {
     pub device_id: Option<std::borrow::Cow<'a, str>>,
     /// Study identifier, if given.
     pub study_id: Option<std::borrow::Cow<'a, str>>,
-    /// The samples as (UTC microseconds since the Unix epoch, finite value): 1 for the reading
-    /// form, 1 to [`MAX_BATCH_SAMPLES`] for the batch form, in message order.
-    pub samples: Vec<(i64, f64)>,
+    /// The samples: 1 for the reading form, 1 to [`MAX_BATCH_SAMPLES`] for the batch form, in
+    /// message order.
+    pub samples: Vec<Sample>,
+}
+
+/// One sample of a [`Message`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// UTC microseconds since the Unix epoch.
+    pub ts_micros: i64,
+    /// The finite value.
+    pub value: f64,
+    /// The UTC offset written with the timestamp, minutes east of UTC; `None`: unknown.
+    pub utc_offset_min: Option<i16>,
+}
+
+impl Sample {
+    /// The sample's place in the reading identity besides its record's participant, device
+    /// and metric: the instant and the value's bits (schemas/README.md, "Identity").
+    pub fn identity(&self) -> (i64, u64) {
+        (self.ts_micros, self.value.to_bits())
+    }
 }
 
 impl Message<'_> {
@@ -341,11 +260,12 @@ impl Message<'_> {
         let own = |c: &Option<std::borrow::Cow<'_, str>>| c.as_deref().map(str::to_owned);
         self.samples
             .iter()
-            .map(|&(ts_micros, value)| Reading {
+            .map(|s| Reading {
                 participant_id: self.participant_id.clone().into_owned(),
                 metric: self.metric.clone().into_owned(),
-                ts_micros,
-                value,
+                ts_micros: s.ts_micros,
+                value: s.value,
+                utc_offset_min: s.utc_offset_min,
                 unit: own(&self.unit),
                 device_id: own(&self.device_id),
                 study_id: own(&self.study_id),
@@ -455,7 +375,10 @@ pub fn decode_message<'a>(
                 format_args!("value {value}"),
             ));
         }
-        let ts_micros = parse_ts(&ts)?;
+        let Instant {
+            micros: ts_micros,
+            offset_min,
+        } = parse_ts(&ts)?;
         if !(lo..=hi).contains(&ts_micros) {
             return Err(reject(
                 RejectReason::TsOutOfWindow,
@@ -465,7 +388,11 @@ pub fn decode_message<'a>(
                 ),
             ));
         }
-        samples.push((ts_micros, value));
+        samples.push(Sample {
+            ts_micros,
+            value,
+            utc_offset_min: offset_min,
+        });
     }
     Ok(Message {
         participant_id,
@@ -477,186 +404,6 @@ pub fn decode_message<'a>(
     })
 }
 
+
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use super::*;
-    use std::path::PathBuf;
-
-    /// The examples' reference "now": 2026-11-21T00:00:00Z.
-    const EXAMPLES_NOW: i64 = 1_795_219_200_000_000;
-
-    fn examples(kind: &str) -> Vec<(String, Vec<u8>)> {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../schemas/examples")
-            .join(kind);
-        let mut v: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| {
-                let p = e.unwrap().path();
-                (
-                    p.file_name().unwrap().to_string_lossy().into_owned(),
-                    std::fs::read(&p).unwrap(),
-                )
-            })
-            .collect();
-        v.sort();
-        assert!(!v.is_empty(), "no examples in {}", dir.display());
-        v
-    }
-
-    fn schema() -> jsonschema::Validator {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../schemas/measurement.schema.json"
-        );
-        let schema: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-        jsonschema::options()
-            .should_validate_formats(true)
-            .build(&schema)
-            .unwrap()
-    }
-
-    #[test]
-    fn fast_timestamp_parser_agrees_with_chrono() {
-        let fixed = [
-            "2026-11-21T00:00:00Z",
-            "2026-11-21t23:59:59.999999999z",
-            "2024-02-29T12:00:00.5+05:30",
-            "2023-02-29T12:00:00Z",
-            "2000-01-01 00:00:00.000001-00:00",
-            "1970-01-01T00:00:00Z",
-            "1969-12-31T23:59:59.9Z",
-            "1900-03-01T00:00:00+23:59",
-            "2026-13-01T00:00:00Z",
-            "2026-01-01T24:00:00Z",
-            "2026-06-30T23:59:60Z",
-            "2026-01-01T00:00:00",
-            "2026-01-01T00:00:00.Z",
-            "2026-01-01T00:00:00+0100",
-            "2026-01-01T00:00:00.1234567890Z",
-            "+2026-01-01T00:00:00Z",
-        ];
-        let mut rng = rand::rng();
-        let random = (0..20_000).map(|_| {
-            use rand::Rng;
-            let frac = match rng.random_range(0..4) {
-                0 => String::new(),
-                1 => format!(".{}", rng.random_range(0..10)),
-                2 => format!(".{:06}", rng.random_range(0..1_000_000)),
-                _ => format!(".{:09}", rng.random_range(0..1_000_000_000)),
-            };
-            let off = match rng.random_range(0..3) {
-                0 => "Z".to_string(),
-                _ => format!(
-                    "{}{:02}:{:02}",
-                    if rng.random() { '+' } else { '-' },
-                    rng.random_range(0..24),
-                    rng.random_range(0..60)
-                ),
-            };
-            format!(
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{frac}{off}",
-                rng.random_range(1800..2200),
-                rng.random_range(1..13),
-                rng.random_range(1..32),
-                rng.random_range(0..24),
-                rng.random_range(0..60),
-                rng.random_range(0..60)
-            )
-        });
-        for s in fixed.iter().map(|s| s.to_string()) {
-            let chrono = parse_ts_chrono(&s).ok();
-            if let Some(fast) = fast_ts(s.as_bytes()) {
-                assert_eq!(Some(fast), chrono, "{s}");
-            }
-            assert_eq!(parse_ts(&s).ok(), chrono, "{s}");
-        }
-        // Random shapes without leap seconds: the fast path takes exactly what chrono takes.
-        for s in random {
-            assert_eq!(fast_ts(s.as_bytes()), parse_ts_chrono(&s).ok(), "{s}");
-        }
-        assert!(
-            fast_ts(b"2026-11-21T00:00:00.123Z").is_some(),
-            "the common shape is fast"
-        );
-    }
-
-    #[test]
-    fn valid_examples_pass_schema_and_decoder() {
-        let v = schema();
-        for (name, bytes) in examples("valid") {
-            let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-            assert!(v.is_valid(&json), "{name}: JSON Schema rejects it");
-            let readings = decode(&bytes, &Limits::default(), EXAMPLES_NOW)
-                .unwrap_or_else(|e| panic!("{name}: decoder rejects it: {e}"));
-            assert!(!readings.is_empty());
-        }
-    }
-
-    /// Each invalid example is named `<reason code>--<what>.json`; the decoder must give that
-    /// reason, and the JSON Schema must reject it too unless the rule is one JSON Schema cannot
-    /// express (the relative timestamp window).
-    #[test]
-    fn invalid_examples_fail_schema_and_decoder_with_their_reason() {
-        let v = schema();
-        let mut seen = std::collections::BTreeSet::new();
-        for (name, bytes) in examples("invalid") {
-            let code = name.split("--").next().unwrap();
-            let want =
-                RejectReason::from_code(code).unwrap_or_else(|| panic!("{name}: unknown reason"));
-            seen.insert(want);
-            let got = decode(&bytes, &Limits::default(), EXAMPLES_NOW).expect_err(&name);
-            assert_eq!(got.reason, want, "{name}: {got}");
-            if want != RejectReason::TsOutOfWindow {
-                let schema_ok = serde_json::from_slice::<serde_json::Value>(&bytes)
-                    .map(|j| v.is_valid(&j))
-                    .unwrap_or(false);
-                assert!(!schema_ok, "{name}: JSON Schema accepts it");
-            }
-        }
-        assert!(seen.len() >= 7, "examples cover only {seen:?}");
-    }
-
-    #[test]
-    fn oversize_is_checked_before_parsing() {
-        let limits = Limits {
-            max_message_bytes: 16,
-            ..Limits::default()
-        };
-        let e = decode(br#"{"participant_id":"P1"}"#, &limits, EXAMPLES_NOW).unwrap_err();
-        assert_eq!(e.reason, RejectReason::Oversize);
-    }
-
-    #[test]
-    fn batch_expands_to_one_reading_per_sample_in_utc_micros() {
-        let msg = br#"{"participant_id":"P1","metric":"ppg","unit":"mV","samples":[
-            {"ts":"2026-11-20T01:00:00.000001+01:00","value":1.5},{"ts":"2026-11-20T00:00:00.5Z","value":-2}]}"#;
-        let r = decode(msg, &Limits::default(), EXAMPLES_NOW).unwrap();
-        assert_eq!(r.len(), 2);
-        assert_eq!(r[0].ts_micros, 1_795_132_800_000_001);
-        assert_eq!(r[1].ts_micros, 1_795_132_800_500_000);
-        assert_eq!(r[1].value, -2.0);
-        assert_eq!(r[0].unit.as_deref(), Some("mV"));
-        assert!(r
-            .iter()
-            .all(|x| x.participant_id == "P1" && x.metric == "ppg"));
-    }
-
-    #[test]
-    fn batch_over_the_sample_limit_is_rejected() {
-        let sample = r#"{"ts":"2026-11-20T00:00:00Z","value":1}"#;
-        let body = vec![sample; MAX_BATCH_SAMPLES + 1].join(",");
-        let msg = format!(r#"{{"participant_id":"P1","metric":"ppg","samples":[{body}]}}"#);
-        let e = decode(msg.as_bytes(), &Limits::default(), EXAMPLES_NOW).unwrap_err();
-        assert_eq!(e.reason, RejectReason::Schema);
-    }
-
-    #[test]
-    fn reason_codes_round_trip() {
-        for r in RejectReason::ALL {
-            assert_eq!(RejectReason::from_code(r.code()), Some(r));
-        }
-    }
-}
+mod tests;
