@@ -124,6 +124,12 @@ pub fn push_sample(out: &mut String, ts_micros: i64, value: f64) {
 /// Splits samples into batch record values of at most `batch_samples` samples and
 /// `max_message_bytes` bytes each, calling `emit(json, samples)` per record.
 ///
+/// Samples of one instant stay in one record, even when that makes a record longer than
+/// `batch_samples` (up to [`MAX_BATCH_SAMPLES`] and the byte limit): a reading's identity
+/// counts equal readings within a record, and two records that each hold the same reading are
+/// taken as a resend (schemas/README.md, "Identity"). heartpy's `data3.csv` repeats its timer,
+/// with the same value 815 times.
+///
 /// # Errors
 /// [`Error::Argument`] when a single sample does not fit into `max_message_bytes`; any error
 /// of `emit`.
@@ -141,11 +147,15 @@ where
     let mut buf = prefix.clone();
     let mut n = 0;
     let mut sample = String::new();
+    let mut last_ts = None;
     for (ts, v) in samples {
         sample.clear();
         push_sample(&mut sample, ts, v);
         // +1 for the comma, +2 for the closing "]}".
-        if n > 0 && (n == batch_samples || buf.len() + 1 + sample.len() + 2 > max_message_bytes) {
+        let too_big = buf.len() + 1 + sample.len() + 2 > max_message_bytes;
+        let same_instant = last_ts == Some(ts) && n < MAX_BATCH_SAMPLES;
+        last_ts = Some(ts);
+        if n > 0 && (too_big || (n >= batch_samples && !same_instant)) {
             buf.push_str("]}");
             emit(&buf, n)?;
             buf.truncate(prefix.len());
@@ -256,7 +266,15 @@ impl Publisher {
         // about one window whatever the length of the series).
         while it.peek().is_some() {
             records.clear();
-            let window = it.by_ref().take(self.opts.batch_samples * 16);
+            // The window ends between two instants, so that one instant stays in one record.
+            let mut window: Vec<(i64, f64)> =
+                it.by_ref().take(self.opts.batch_samples * 16).collect();
+            while let (Some(last), Some(next)) = (window.last(), it.peek()) {
+                if last.0 != next.0 {
+                    break;
+                }
+                window.extend(it.next());
+            }
             encode_batches(
                 header,
                 window,
@@ -371,7 +389,7 @@ mod tests {
                     1_000,
                     limits.max_message_bytes,
                     |json, n| {
-                        assert!(json.len() <= limits.max_message_bytes && n <= 1_000);
+                        assert!(json.len() <= limits.max_message_bytes && n <= MAX_BATCH_SAMPLES);
                         let got = decode(json.as_bytes(), &limits, now).expect("valid record");
                         assert_eq!(got.len(), n);
                         for r in got {
@@ -404,6 +422,29 @@ mod tests {
             mismatched.len(),
             &mismatched[..mismatched.len().min(5)]
         );
+    }
+
+    #[test]
+    fn one_instant_stays_in_one_record() {
+        let header = BatchHeader {
+            participant_id: "p1".into(),
+            metric: crate::mapping::PPG,
+            device_id: None,
+            study_id: None,
+        };
+        // 10 samples per record asked; instants 0..=9 then six samples at instant 9.
+        let samples: Vec<(i64, f64)> = (0..10)
+            .map(|i| (i * 1_000, 1.0))
+            .chain((0..6).map(|_| (9_000, 1.0)))
+            .chain([(10_000, 2.0), (11_000, 2.0)])
+            .collect();
+        let mut sizes = Vec::new();
+        encode_batches(&header, samples, 10, 65_536, |_, n| {
+            sizes.push(n);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(sizes, [16, 2]);
     }
 
     #[test]
