@@ -12,6 +12,12 @@
 //! with the `parquet` crate) must hold exactly the same again: per participant rows, exact
 //! sum bits and repeated timestamps on the routing shard (the archive's `shard=` partition),
 //! and per participant, metric and UTC day rows and exact sums.
+//!
+//! Provenance (issue 25): every recording is published twice before the drain ends, the
+//! second time split into records of another size (997 samples instead of 10,000: the same
+//! readings in another framing), and once more, as the first time, after its older days were
+//! archived (a resend after its day was archived). Each reading must be stored once, with
+//! heartpy `data3.csv`'s repeated instants (815 of them with the same value too) kept.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
@@ -20,7 +26,9 @@ use vitalsink_replay::publish::PublishOptions;
 use vitalsink_replay::rebase::TimePlan;
 use vitalsink_replay::truth::Truth;
 use vitalsink_tests::dataset::OVERSIZE_LIMIT_BYTES;
-use vitalsink_tests::ingest_run::{log_tail, prepare, stop_gracefully, wait_for_rows};
+use vitalsink_tests::ingest_run::{
+    log_tail, prepare, stop_gracefully, wait_consumed, wait_for_rows,
+};
 use vitalsink_tests::replay_run::{
     archive_config, archiver_json, db_truth, fetch_data, stored_truth, DbTruth,
 };
@@ -105,9 +113,18 @@ async fn real_recordings_land_exactly_in_the_shards_and_then_the_archive() {
         native: false,
         end_at_micros: chrono::Utc::now().timestamp_micros(),
     };
-    let truth = vitalsink_replay::run::real(&data, plan, &kafka, opts)
+    let truth = vitalsink_replay::run::real(&data, plan, &kafka, opts.clone())
         .await
         .unwrap();
+    // A full resend, split differently.
+    let resend = PublishOptions {
+        batch_samples: 997,
+        ..opts.clone()
+    };
+    let again = vitalsink_replay::run::real(&data, plan, &kafka, resend)
+        .await
+        .unwrap();
+    assert_eq!((again.rows, again.daily.len()), (truth.rows, truth.daily.len()));
     assert_eq!(
         truth.participants.len(),
         19,
@@ -116,14 +133,17 @@ async fn real_recordings_land_exactly_in_the_shards_and_then_the_archive() {
     assert!(truth.rows > 400_000, "{}", truth.rows);
 
     let n = wait_for_rows(&dbs.shards, truth.rows as i64, Duration::from_secs(600)).await;
-    assert_eq!(
-        n,
-        truth.rows as i64,
-        "rows in the shards\n{}",
+    assert!(
+        wait_consumed(&setup, &stack.brokers, Duration::from_secs(600)).await,
+        "the resend consumed\n{}",
         log_tail(&log)
     );
-
-    stop_gracefully(worker, &log).await;
+    assert_eq!(
+        vitalsink_tests::ingest_run::total_rows(&dbs.shards).await,
+        truth.rows as i64,
+        "rows in the shards after the resend (first wait saw {n})\n{}",
+        log_tail(&log)
+    );
 
     let db = db_truth(&dbs.shards).await;
     assert_matches_truth(&db, &truth, "database");
@@ -184,5 +204,27 @@ async fn real_recordings_land_exactly_in_the_shards_and_then_the_archive() {
         assert_eq!(waiting, 0, "{}: chunks older than {WINDOW} left", s.name);
     }
     assert_matches_truth(&both, &truth, "database + archive");
+
+    // A resend after the older days were archived: the rows come back into the shards (their
+    // chunks were dropped), and the next archiver run leaves out what the archive holds.
+    vitalsink_replay::run::real(&data, plan, &kafka, opts)
+        .await
+        .unwrap();
+    assert!(
+        wait_consumed(&setup, &stack.brokers, Duration::from_secs(600)).await,
+        "the late resend consumed\n{}",
+        log_tail(&log)
+    );
+    stop_gracefully(worker, &log).await;
+    let late = archiver_json(&config, &["run"], &alog);
+    assert_eq!(late["failed"].as_u64(), Some(0), "{late}");
+    assert!(
+        late["duplicates"].as_u64().unwrap_or(0) > 0,
+        "the late resend's archived readings are left out: {late}"
+    );
+    let verify = archiver_json(&config, &["verify"], &alog);
+    assert_eq!(verify["corrupt"].as_array().map(Vec::len), Some(0), "{verify}");
+    let after = stored_truth(&dbs.shards, Some(&root)).await;
+    assert_matches_truth(&after, &truth, "database + archive after a late resend");
     dbs.drop_all().await;
 }
