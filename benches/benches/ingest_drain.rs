@@ -37,7 +37,7 @@ use vitalsink_benches::{
 use vitalsink_common::kafka::ensure_topic;
 use vitalsink_common::measurement::{decode, Limits};
 use vitalsink_common::routing::ShardRouter;
-use vitalsink_ingest::copy_format::{copy_in, encode_reading};
+use vitalsink_ingest::data::copy_format::{copy_in, encode_reading};
 use vitalsink_tests::dataset::{generate, Dataset};
 use vitalsink_tests::ingest_run::{peak_rss_bytes, produce, total_rows, IngestSetup};
 use vitalsink_tests::{connect, unique, ShardDbs, Stack};
@@ -435,7 +435,7 @@ fn in_data_set_order(data: &Dataset, shards: usize) -> Vec<Vec<Bytes>> {
                 .map(|chunk| {
                     let mut buf = bytes::BytesMut::new();
                     chunk.iter().enumerate().for_each(|(i, r)| {
-                        let src = vitalsink_ingest::copy_format::Source {
+                        let src = vitalsink_ingest::data::copy_format::Source {
                             topic: "measurements",
                             partition: 0,
                             offset: i as i64,

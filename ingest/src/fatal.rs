@@ -1,14 +1,15 @@
 //! How a permanent error stops the worker: loudly, once, with the error named.
 //!
-//! Every retry loop of the worker ([`crate::writer::ShardWriter::run`], the resume-offset
-//! query of a rebalance in [`crate::context`], the dead-letter producer in [`crate::dlq`],
-//! the start-up migrations in [`crate::worker`]) asks [`vitalsink_common::retry`] whether an
-//! error is transient. A permanent one (permission denied, a missing table, a constraint, a
-//! wrong password, a topic the producer may not write) is raised here: it is logged at error
-//! level, counted in `vitalsink_ingest_permanent_errors_total{stage, kind}`, and the worker
-//! shuts down as on SIGTERM — the other shards flush, nothing uncommitted is claimed — then
-//! leaves the consumer group and stays up, failed (`vitalsink_ingest_failed` = 1, `/readyz`
-//! 503 `failed: <error>`), until SIGTERM ends it with exit code 1. Kafka Connect does the same
+//! Every retry loop of the worker ([`crate::data::writer::ShardWriter::run`], the
+//! resume-offset query of a rebalance in [`crate::control::rebalance`], the dead-letter
+//! producer in [`crate::data::dlq`], the start-up migrations in [`crate::worker`]) asks
+//! [`vitalsink_common::retry`] whether an error is transient. A permanent one (permission
+//! denied, a missing table, a constraint, a wrong password, a topic the producer may not
+//! write) is raised here: it is logged at error level, counted in
+//! `vitalsink_ingest_permanent_errors_total{stage, kind}`, and the worker shuts down as on
+//! SIGTERM — the other shards flush, nothing uncommitted is claimed — then leaves the
+//! consumer group and stays up, failed (`vitalsink_ingest_failed` = 1, `/readyz` 503
+//! `failed: <error>`), until SIGTERM ends it with exit code 1. Kafka Connect does the same
 //! with a task whose error tolerance is `none` (it stops in state FAILED instead of skipping
 //! records, and stays so until restarted).
 

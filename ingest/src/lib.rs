@@ -2,25 +2,24 @@
 //! contract in `schemas/`, routes each reading to its participant's shard and writes it
 //! exactly once into that shard's `measurements` hypertable.
 //!
-//! Follow one record: [`worker::run`] (wiring and the consume loop) →
-//! [`pipeline::Pipeline::handle`] (decode, route, buffer or dead-letter) → [`batch`] (flush on
-//! rows, bytes or age) → [`writer`] (COPY BINARY + offsets in one transaction). Where a
-//! partition resumes after a restart or rebalance: [`context`] and [`offsets`].
+//! Follow one record: [`worker::run`] (start-up, the consume loop, shutdown) →
+//! [`data::pipeline::Pipeline::handle`] (decode, route by [`data::route`], buffer or
+//! dead-letter via [`data::dlq`]) → [`data::batch`] (COPY tuples of [`data::copy_format`],
+//! flushed on rows, bytes or age) → [`data::writer`] (COPY BINARY + offsets in one
+//! transaction). Where a partition resumes after a restart or rebalance:
+//! [`control::rebalance`] and [`data::offsets`].
+//!
+//! Folders by role: [`data`] (where a record becomes a row) and [`control`] (the control
+//! plane: rebalances, following the shard map through an online move, the writer fleet),
+//! which drives [`data`] and is never imported by it; [`worker`] wires both. [`cli`],
+//! [`error`], [`fatal`] and [`metrics`] serve them all.
 
-pub mod batch;
 pub mod cli;
-pub mod context;
-pub mod copy_format;
-pub mod dlq;
-pub mod epochs;
+pub mod control;
+pub mod data;
 pub mod error;
 pub mod fatal;
-pub mod fleet;
-pub mod follow;
 pub mod metrics;
-pub mod offsets;
-pub mod pipeline;
 pub mod worker;
-pub mod writer;
 
 pub use error::{Error, Result};

@@ -1,4 +1,5 @@
 //! The ingest worker's Prometheus metrics (served on `observability.listen` at `/metrics`).
+//! Every stage reports here with plain numbers; this module imports nothing of the crate.
 //!
 //! | metric | type | labels |
 //! |---|---|---|
@@ -21,9 +22,6 @@
 
 use std::time::Duration;
 use vitalsink_common::measurement::RejectReason;
-
-use crate::batch::Batch;
-use crate::writer::Applied;
 
 /// The consume loop's per-record counters, registered once: a `counter!` with labels per
 /// record costs a key allocation and a registry lookup, measurable at 10^5 records/s.
@@ -60,22 +58,34 @@ pub fn record_rejected(reason: RejectReason) {
     metrics::counter!("vitalsink_ingest_dlq_total", "reason" => reason.code()).increment(1);
 }
 
-/// A batch committed on `shard`.
-pub fn batch_written(shard: &str, batch: &Batch, a: Applied, took: Duration) {
+/// A batch of `rows` rows committed on `shard` in `took`: `written` rows copied, `skipped`
+/// applied before, `duplicates` readings the shard held already (the writer's `Applied`).
+pub fn batch_written(
+    shard: &str,
+    rows: usize,
+    written: u64,
+    skipped: u64,
+    duplicates: u64,
+    took: Duration,
+) {
     let s = shard.to_string();
     metrics::counter!("vitalsink_ingest_rows_written_total", "shard" => s.clone())
-        .increment(a.written);
+        .increment(written);
     metrics::counter!("vitalsink_ingest_rows_skipped_total", "shard" => s.clone())
-        .increment(a.skipped);
+        .increment(skipped);
     // Readings the shard held already (schemas/README.md, "A reading's identity").
     metrics::counter!("vitalsink_ingest_duplicates_total", "shard" => s.clone())
-        .increment(a.duplicates);
-    if a.duplicates > 0 {
-        tracing::info!(shard, duplicates = a.duplicates, written = a.written, "readings delivered again left out");
+        .increment(duplicates);
+    if duplicates > 0 {
+        tracing::info!(
+            shard,
+            duplicates,
+            written,
+            "readings delivered again left out"
+        );
     }
     metrics::counter!("vitalsink_ingest_batches_total", "shard" => s.clone()).increment(1);
-    metrics::histogram!("vitalsink_ingest_batch_rows", "shard" => s.clone())
-        .record(batch.rows as f64);
+    metrics::histogram!("vitalsink_ingest_batch_rows", "shard" => s.clone()).record(rows as f64);
     metrics::histogram!("vitalsink_ingest_flush_seconds", "shard" => s).record(took.as_secs_f64());
 }
 

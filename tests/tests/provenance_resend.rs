@@ -100,7 +100,11 @@ async fn resends_offsets_and_lineage_through_stock_clients() {
         .filter(|r| r["value"] == 70.5)
         .map(|r| r["occurrence"].as_i64())
         .collect();
-    assert_eq!(twice.len(), 2, "one reading twice in one record is kept twice");
+    assert_eq!(
+        twice.len(),
+        2,
+        "one reading twice in one record is kept twice"
+    );
 
     // The old day goes to the archive; then its upload is resent.
     let root = dir.path().join("archive");
@@ -124,7 +128,11 @@ async fn resends_offsets_and_lineage_through_stock_clients() {
         "the resent old upload is left out of the archive: {late}"
     );
     let verify = archiver_json(&config, &["verify"], &alog);
-    assert_eq!(verify["corrupt"].as_array().map(Vec::len), Some(0), "{verify}");
+    assert_eq!(
+        verify["corrupt"].as_array().map(Vec::len),
+        Some(0),
+        "{verify}"
+    );
 
     let rows_path = dir.path().join("rows.json");
     std::fs::write(
@@ -146,6 +154,9 @@ async fn resends_offsets_and_lineage_through_stock_clients() {
     server.stop();
 
     let mixed = py(&["mixed", root_s]);
-    assert!(mixed["readers"]["spark"][0].as_u64().unwrap() >= 9, "{mixed}");
+    assert!(
+        mixed["readers"]["spark"][0].as_u64().unwrap() >= 9,
+        "{mixed}"
+    );
     dbs.drop_all().await;
 }

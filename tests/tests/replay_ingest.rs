@@ -124,7 +124,10 @@ async fn real_recordings_land_exactly_in_the_shards_and_then_the_archive() {
     let again = vitalsink_replay::run::real(&data, plan, &kafka, resend)
         .await
         .unwrap();
-    assert_eq!((again.rows, again.daily.len()), (truth.rows, truth.daily.len()));
+    assert_eq!(
+        (again.rows, again.daily.len()),
+        (truth.rows, truth.daily.len())
+    );
     assert_eq!(
         truth.participants.len(),
         19,
@@ -223,7 +226,11 @@ async fn real_recordings_land_exactly_in_the_shards_and_then_the_archive() {
         "the late resend's archived readings are left out: {late}"
     );
     let verify = archiver_json(&config, &["verify"], &alog);
-    assert_eq!(verify["corrupt"].as_array().map(Vec::len), Some(0), "{verify}");
+    assert_eq!(
+        verify["corrupt"].as_array().map(Vec::len),
+        Some(0),
+        "{verify}"
+    );
     let after = stored_truth(&dbs.shards, Some(&root)).await;
     assert_matches_truth(&after, &truth, "database + archive after a late resend");
     dbs.drop_all().await;

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 mod ts;
 
-pub use ts::Instant;
 use ts::parse_ts;
+pub use ts::Instant;
 
 /// Largest number of samples in one batch message (the schema's `maxItems`).
 pub const MAX_BATCH_SAMPLES: usize = 10_000;
@@ -403,7 +403,6 @@ pub fn decode_message<'a>(
         samples,
     })
 }
-
 
 #[cfg(test)]
 mod tests;

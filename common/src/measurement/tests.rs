@@ -31,8 +31,7 @@ fn schema() -> jsonschema::Validator {
         env!("CARGO_MANIFEST_DIR"),
         "/../schemas/measurement.schema.json"
     );
-    let schema: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let schema: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     jsonschema::options()
         .should_validate_formats(true)
         .build(&schema)
@@ -184,10 +183,26 @@ fn reason_codes_round_trip() {
 #[test]
 fn the_written_utc_offset_is_kept_in_minutes() {
     let cases = [
-        ("2026-06-01T23:30:00+05:45", Some(345), 1_780_335_900_000_000),
-        ("2026-06-01T23:30:00-03:30", Some(-210), 1_780_369_200_000_000),
-        ("2026-06-01T23:30:00+14:00", Some(840), 1_780_306_200_000_000),
-        ("2026-06-01T23:30:00-12:00", Some(-720), 1_780_399_800_000_000),
+        (
+            "2026-06-01T23:30:00+05:45",
+            Some(345),
+            1_780_335_900_000_000,
+        ),
+        (
+            "2026-06-01T23:30:00-03:30",
+            Some(-210),
+            1_780_369_200_000_000,
+        ),
+        (
+            "2026-06-01T23:30:00+14:00",
+            Some(840),
+            1_780_306_200_000_000,
+        ),
+        (
+            "2026-06-01T23:30:00-12:00",
+            Some(-720),
+            1_780_399_800_000_000,
+        ),
         ("2026-06-01T23:30:00Z", Some(0), 1_780_356_600_000_000),
         ("2026-06-01T23:30:00+00:00", Some(0), 1_780_356_600_000_000),
         // RFC 3339 section 4.3: UTC known, local offset unknown.

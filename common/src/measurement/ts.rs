@@ -128,7 +128,8 @@ pub(super) fn fast_ts(b: &[u8]) -> Option<Instant> {
     let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
     Some(Instant {
         micros: secs * 1_000_000 + micros,
-        offset_min: known.then(|| i16::try_from(offset_secs / 60).ok()).flatten(),
+        offset_min: known
+            .then(|| i16::try_from(offset_secs / 60).ok())
+            .flatten(),
     })
 }
-

@@ -1,7 +1,7 @@
 //! The shards a worker writes to: one [`ShardWriter`] per shard of the routing's union list.
-//! An online shard move ([`crate::epochs`]) appends a shard to it, or — once a removal has
-//! finished — takes the last one away, while the worker runs; with jump hash every change of
-//! the list is at its end (`schemas/ROUTING.md`).
+//! An online shard move ([`crate::data::route`]) appends a shard to it, or — once a removal
+//! has finished — takes the last one away, while the worker runs; with jump hash every change
+//! of the list is at its end (`schemas/ROUTING.md`).
 //!
 //! A shard the configuration does not list (the one being added, for a worker configured
 //! with the old list, or the one being removed, for a worker configured with the new list) is
@@ -18,10 +18,12 @@ use vitalsink_common::db::Shard;
 use vitalsink_common::retry::Class;
 use vitalsink_common::shardmap::Routing;
 
-use crate::batch::Batch;
+use vitalsink_common::retry::Backoff;
+
+use crate::data::batch::Batch;
+use crate::data::pipeline::Pipeline;
+use crate::data::writer::{ShardProgress, ShardWriter};
 use crate::fatal::Fatal;
-use crate::pipeline::Pipeline;
-use crate::writer::{Backoff, ShardProgress, ShardWriter};
 
 /// Batches queued per shard writer beyond the one it is writing.
 const WRITER_QUEUE: usize = 2;

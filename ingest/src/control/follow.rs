@@ -1,23 +1,22 @@
 //! Following the shard map while the worker runs: an online shard move
-//! ([`crate::epochs`]) reaches a worker three ways, all applied by the consume loop through
-//! [`Control`] — the map read at each assignment ([`crate::context`]), a cut-over record in a
-//! partition ([`Control::cut_over`]), and the map watch every 5 s ([`spawn_map_watch`]), which
-//! starts the writers of an added shard before the first cut-over record and retires a removed
-//! shard's writer after the move.
+//! ([`crate::data::route`]) reaches a worker three ways, all applied by the consume loop
+//! through [`Control`] — the map read at each assignment ([`crate::control::rebalance`]), a
+//! cut-over record in a partition ([`Control::cut_over`]), and the map watch every 5 s
+//! ([`spawn_map_watch`]), which starts the writers of an added shard before the first
+//! cut-over record and retires a removed shard's writer after the move.
 
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use vitalsink_common::retry::Class;
+use vitalsink_common::retry::{Backoff, Class};
 use vitalsink_common::shardmap::{self, Routing};
 
-use crate::context::{read_fresh, Assignment, Fresh};
-use crate::epochs::Cutover;
+use crate::control::fleet::{snapshot, with_retry, Fleet, LiveShards, Resolver};
+use crate::control::rebalance::{read_fresh, Assignment, Fresh};
+use crate::data::pipeline::Pipeline;
+use crate::data::route::Cutover;
 use crate::fatal::Fatal;
-use crate::fleet::{snapshot, with_retry, Fleet, LiveShards, Resolver};
-use crate::pipeline::Pipeline;
-use crate::writer::Backoff;
 
 /// What the consume loop needs to follow the shard map: the writers, and how to retry.
 pub struct Control {

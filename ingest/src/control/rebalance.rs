@@ -1,11 +1,12 @@
 //! The consumer's rebalance handling.
 //!
 //! On **assignment** the worker does not trust Kafka's committed offsets: it asks every shard
-//! where it stands ([`crate::offsets::resume_offsets`]) and assigns each partition at that
-//! offset. This blocks the rebalance until the shards answer (retrying with backoff), which is
-//! right: consuming before knowing where to resume could lose rows. A permanent error (the
-//! `ingest_offsets` table missing, permission denied) is raised ([`crate::fatal`]) instead
-//! of retried, and so is shutdown: in both cases nothing is assigned, so nothing is consumed.
+//! where it stands ([`crate::data::offsets::resume_offsets`]) and assigns each partition at
+//! that offset. This blocks the rebalance until the shards answer (retrying with backoff),
+//! which is right: consuming before knowing where to resume could lose rows. A permanent
+//! error (the `ingest_offsets` table missing, permission denied) is raised ([`crate::fatal`])
+//! instead of retried, and so is shutdown: in both cases nothing is assigned, so nothing is
+//! consumed.
 //!
 //! Before that it reads the shard map ([`vitalsink_common::shardmap::routing`]) and the
 //! stored cut-overs of a move in progress, and hands them to the consume loop ahead of the
@@ -30,12 +31,12 @@ use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 use vitalsink_common::db::Shard;
-use vitalsink_common::retry::Class;
+use vitalsink_common::retry::{Backoff, Class};
 use vitalsink_common::shardmap::Routing;
 
-use crate::fleet::{snapshot, LiveShards, Resolver};
-use crate::offsets::resume_offsets;
-use crate::writer::Backoff;
+use crate::control::fleet::{snapshot, LiveShards, Resolver};
+use crate::data::offsets::resume_offsets;
+use crate::fatal::Fatal;
 
 /// The shard map as read for an assignment (or by the map watch): what to route by, the
 /// shards of its union list, and the stored cut-overs of the pending epoch.
@@ -105,7 +106,7 @@ pub struct IngestContext {
     /// Ends the retries when the worker stops.
     pub shutdown: CancellationToken,
     /// Where a permanent error is raised.
-    pub fatal: crate::fatal::Fatal,
+    pub fatal: Fatal,
 }
 
 impl IngestContext {

@@ -1,6 +1,6 @@
 //! Per-shard write-behind buffers: rows wait here, already encoded as `COPY … BINARY` tuples
-//! ([`crate::copy_format`]), until their batch is full (rows or bytes) or old enough, then
-//! leave as one [`Batch`] for the shard's writer.
+//! ([`crate::data::copy_format`]), until their batch is full (rows or bytes) or old enough,
+//! then leave as one [`Batch`] for the shard's writer.
 //!
 //! A batch also carries the consumer's **progress**: for every partition, the offset of the
 //! next record not yet consumed when the batch was cut. Because every row of this shard from
@@ -22,7 +22,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use vitalsink_common::config::IngestConfig;
 use vitalsink_common::measurement::Message;
 
-use crate::copy_format::{encode_message, message_len, Source};
+use crate::data::copy_format::{encode_message, message_len, Source};
 
 /// The tuples of one Kafka record inside a batch's data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,7 +180,12 @@ impl ShardBuffer {
 
     /// Encodes the rows of one record and keeps the memory reserved for them
     /// ([`record_bytes`]). Returns true when the batch is now full (rows or bytes).
-    pub fn push(&mut self, src: &Source<'_>, msg: &Message<'_>, permit: OwnedSemaphorePermit) -> bool {
+    pub fn push(
+        &mut self,
+        src: &Source<'_>,
+        msg: &Message<'_>,
+        permit: OwnedSemaphorePermit,
+    ) -> bool {
         let (partition, offset) = (src.partition, src.offset);
         self.opened.get_or_insert_with(Instant::now);
         let start = self.data.len();
@@ -333,8 +338,16 @@ mod tests {
         let sem = Arc::new(Semaphore::new(10));
         let one = message_len(&msg(1), &src(0, 0));
         let mut b = ShardBuffer::new(0, limits(1_000, one * 2, 60_000), spares());
-        assert!(!b.push(&src(0, 0), &msg(1), sem.clone().try_acquire_owned().unwrap()));
-        assert!(b.push(&src(0, 1), &msg(1), sem.clone().try_acquire_owned().unwrap()));
+        assert!(!b.push(
+            &src(0, 0),
+            &msg(1),
+            sem.clone().try_acquire_owned().unwrap()
+        ));
+        assert!(b.push(
+            &src(0, 1),
+            &msg(1),
+            sem.clone().try_acquire_owned().unwrap()
+        ));
     }
 
     #[test]
@@ -346,7 +359,11 @@ mod tests {
             !b.is_due(t0 + Duration::from_secs(1)),
             "an empty buffer is never due"
         );
-        b.push(&src(0, 0), &msg(1), sem.clone().try_acquire_owned().unwrap());
+        b.push(
+            &src(0, 0),
+            &msg(1),
+            sem.clone().try_acquire_owned().unwrap(),
+        );
         assert!(!b.is_due(Instant::now()));
         assert!(b.is_due(Instant::now() + Duration::from_millis(60)));
     }
@@ -356,7 +373,11 @@ mod tests {
         let sem = Arc::new(Semaphore::new(1_000));
         let mut b = ShardBuffer::new(0, limits(1, usize::MAX, 60_000), spares());
         let push = |b: &mut ShardBuffer| {
-            b.push(&src(0, 0), &msg(3), sem.clone().try_acquire_owned().unwrap());
+            b.push(
+                &src(0, 0),
+                &msg(3),
+                sem.clone().try_acquire_owned().unwrap(),
+            );
         };
         push(&mut b);
         let first = b.take(BTreeMap::new());
@@ -390,7 +411,11 @@ mod tests {
             let memory = Arc::new(Semaphore::new(budget));
             let spares = Spares::new(4, memory.clone());
             let mut b = ShardBuffer::new(0, limits(1, usize::MAX, 60_000), spares.clone());
-            b.push(&src(0, 0), &msg(3), rows.clone().try_acquire_owned().unwrap());
+            b.push(
+                &src(0, 0),
+                &msg(3),
+                rows.clone().try_acquire_owned().unwrap(),
+            );
             let batch = b.take(BTreeMap::new());
             let capacity = batch.data.len(); // frozen exactly at its length here or more
             drop(batch);

@@ -52,10 +52,13 @@ impl<'a> Source<'a> {
         use rdkafka::message::{Message as _, Timestamp};
         use vitalsink_common::columns::{RECEIVED_CREATE_TIME, RECEIVED_LOG_APPEND_TIME};
         let (received_at_micros, received_at_type) = match msg.timestamp() {
-            Timestamp::CreateTime(ms) => (Some(ms.saturating_mul(1000)), Some(RECEIVED_CREATE_TIME)),
-            Timestamp::LogAppendTime(ms) => {
-                (Some(ms.saturating_mul(1000)), Some(RECEIVED_LOG_APPEND_TIME))
+            Timestamp::CreateTime(ms) => {
+                (Some(ms.saturating_mul(1000)), Some(RECEIVED_CREATE_TIME))
             }
+            Timestamp::LogAppendTime(ms) => (
+                Some(ms.saturating_mul(1000)),
+                Some(RECEIVED_LOG_APPEND_TIME),
+            ),
             Timestamp::NotAvailable => (None, None),
         };
         Self {
@@ -100,7 +103,11 @@ pub fn message_len(msg: &Message<'_>, src: &Source<'_>) -> usize {
         + text(Some(src.topic))
         + 4 + 4
         + 4 + 8;
-    let unknown_offsets = msg.samples.iter().filter(|s| s.utc_offset_min.is_none()).count();
+    let unknown_offsets = msg
+        .samples
+        .iter()
+        .filter(|s| s.utc_offset_min.is_none())
+        .count();
     per_tuple * msg.samples.len() - 2 * unknown_offsets
 }
 
@@ -178,6 +185,8 @@ struct Frame {
 /// A byte buffer on the stack up to [`FRAME_BYTES`], on the heap beyond (texts longer than the
 /// schema allows, which the decoder never passes).
 mod smallbuf {
+    // The stack variant is the point: no allocation per reading.
+    #[allow(clippy::large_enum_variant)]
     pub enum Buf {
         Stack([u8; super::FRAME_BYTES], usize),
         Heap(Vec<u8>),
@@ -233,7 +242,11 @@ impl Frame {
         b.extend(&src.partition.to_be_bytes());
         b.extend(&8i32.to_be_bytes());
         b.extend(&src.offset.to_be_bytes());
-        Self { bytes: b, head, mid }
+        Self {
+            bytes: b,
+            head,
+            mid,
+        }
     }
 
     fn encode(&self, buf: &mut BytesMut, s: &Sample, occurrence: i16) {

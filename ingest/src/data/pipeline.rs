@@ -2,9 +2,15 @@
 //! the record to the dead-letter topic), full or old buffers out to the shard writers.
 //!
 //! Reading order for one measurement: [`Pipeline::handle`] → `measurement::decode_message` →
-//! [`crate::epochs::Epochs::shard_for`] (`ShardRouter::shard_for` of the record's epoch) → [`crate::batch::ShardBuffer::push`] (encodes the COPY tuples,
-//! [`crate::copy_format`]) → [`Pipeline::cut`] → [`crate::writer::ShardWriter::run`] →
-//! [`crate::writer::apply`].
+//! [`crate::data::route::Epochs::shard_for`] (`ShardRouter::shard_for` of the record's epoch)
+//! → [`crate::data::batch::ShardBuffer::push`] (encodes the COPY tuples,
+//! [`crate::data::copy_format`]) → [`Pipeline::cut`] →
+//! [`crate::data::writer::ShardWriter::run`] → [`crate::data::writer::apply`].
+//!
+//! The control plane ([`crate::control`]) changes what this pipeline feeds and how it routes
+//! only through its methods ([`Pipeline::assign`], [`Pipeline::revoke`], [`Pipeline::grow`],
+//! [`Pipeline::retire_last`], [`Pipeline::set_routing`], [`Pipeline::cut_over`],
+//! [`Pipeline::known_cutovers`]); nothing here imports it.
 
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use std::collections::BTreeMap;
@@ -14,11 +20,10 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use vitalsink_common::cutover::{CONTROL_CUTOVER, CONTROL_HEADER, EPOCH_HEADER};
 use vitalsink_common::measurement::{decode_message, Limits, RejectReason, Rejection};
 
-use crate::batch::{record_bytes, Batch, BatchLimits, ShardBuffer, Spares};
-use crate::copy_format::Source;
-use crate::context::Assignment;
-use crate::dlq::DeadLetter;
-use crate::epochs::{Cutover, Epochs};
+use crate::data::batch::{record_bytes, Batch, BatchLimits, ShardBuffer, Spares};
+use crate::data::copy_format::Source;
+use crate::data::dlq::DeadLetter;
+use crate::data::route::{Cutover, Epochs};
 
 /// What became of one record handed to [`Pipeline::handle`].
 #[derive(Debug)]
@@ -181,21 +186,21 @@ impl Pipeline {
             .saturating_sub(self.memory.available_permits())
     }
 
-    /// Applies an assignment change.
-    pub fn on_assignment(&mut self, a: Assignment) {
-        match a {
-            // Unknown until the first record: no progress is claimed for it before.
-            Assignment::Assigned(ps) => ps.into_iter().for_each(|p| {
-                self.consumed.remove(&p);
-                self.assigned.insert(p);
-            }),
-            Assignment::Revoked(ps) => ps.iter().for_each(|p| {
-                self.consumed.remove(p);
-                self.assigned.remove(p);
-            }),
-            // Applied by the worker ([`crate::fleet::Fleet::apply`]).
-            Assignment::Routing(_) => {}
-        }
+    /// `partitions` are now assigned to this worker (a rebalance gave them).
+    pub fn assign(&mut self, partitions: Vec<i32>) {
+        // Unknown until the first record: no progress is claimed for it before.
+        partitions.into_iter().for_each(|p| {
+            self.consumed.remove(&p);
+            self.assigned.insert(p);
+        });
+    }
+
+    /// `partitions` are no longer assigned to this worker (a rebalance took them).
+    pub fn revoke(&mut self, partitions: &[i32]) {
+        partitions.iter().for_each(|p| {
+            self.consumed.remove(p);
+            self.assigned.remove(p);
+        });
     }
 
     /// Takes one record: decodes it, then buffers its readings for their shard, or returns

@@ -29,12 +29,11 @@ use tokio::sync::mpsc;
 use tokio_postgres::types::ToSql;
 use tokio_util::sync::CancellationToken;
 use vitalsink_common::db::Shard;
-use vitalsink_common::retry::Class;
+use vitalsink_common::retry::{Backoff, Class};
 
-pub use vitalsink_common::retry::Backoff;
-
-use crate::batch::{Batch, Segment};
-use crate::copy_format::copy_in;
+use crate::data::batch::{Batch, Segment};
+use crate::data::copy_format::copy_in;
+use crate::fatal::Fatal;
 use vitalsink_common::columns::column_list;
 
 /// What one applied batch did.
@@ -277,7 +276,7 @@ pub struct ShardWriter {
     /// Where committed offsets are reported.
     pub progress: ShardProgress,
     /// Where a permanent error is raised.
-    pub fatal: crate::fatal::Fatal,
+    pub fatal: Fatal,
     /// Cancelled when the shutdown deadline has passed: a batch still being retried is
     /// given up (it is consumed again by the next owner of its partitions).
     pub abort: CancellationToken,
@@ -302,7 +301,14 @@ impl ShardWriter {
                 };
                 match res {
                     Ok(a) => {
-                        crate::metrics::batch_written(&shard, &batch, a, started.elapsed());
+                        crate::metrics::batch_written(
+                            &shard,
+                            batch.rows,
+                            a.written,
+                            a.skipped,
+                            a.duplicates,
+                            started.elapsed(),
+                        );
                         self.progress.advance(self.shard.index, &next);
                         break;
                     }
