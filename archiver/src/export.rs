@@ -13,18 +13,23 @@
 //! The readers decode and sort on blocking threads while the shard's backends scan; the merge
 //! and hashing run on a blocking thread and the Parquet encoding on a spawned task, so the
 //! stages overlap on every core. The footer's key-value metadata names the shard, chunk,
-//! range, rows, ts range, checksum and format versions ([`crate::export::format::keys`]). On any
-//! error the multipart upload is aborted, so no partial object becomes visible.
+//! range, rows, ts range, checksum, format versions and the rows' source ranges (lineage,
+//! gathered with the checksum) ([`crate::export::format::keys`]). On any error the multipart
+//! upload is aborted, so no partial object becomes visible.
 //!
 //! The stage's parts: which chunks ([`catalog`]), reading them ([`readers`], [`pgcopy`]),
-//! sorting ([`sort`], [`runfile`], [`merge`]), the file ([`format`](mod@format),
-//! [`checksum`]) and the rate limit ([`ratelimit`]).
+//! sorting ([`sort`], [`runfile`], [`merge`]), the provenance columns through all of these
+//! ([`prov`]), the file ([`format`](mod@format), [`checksum`]) and the rate limit
+//! ([`ratelimit`]). A late chunk's readings already archived are dropped before its export
+//! ([`dedup`]).
 
 pub mod catalog;
 pub mod checksum;
+pub mod dedup;
 pub mod format;
 pub mod merge;
 pub mod pgcopy;
+pub mod prov;
 pub mod ratelimit;
 pub mod readers;
 pub mod runfile;
@@ -44,7 +49,9 @@ use crate::export::catalog::Chunk;
 use crate::export::checksum::{Digester, Summary};
 use crate::export::format::{keys, kv};
 use crate::export::pgcopy::BatchBuilder;
+use crate::export::prov::Prov;
 use crate::export::ratelimit::RowLimiter;
+use crate::export::runfile::STRINGS;
 use crate::fault::{self, CrashPoint};
 use crate::progress::Progress;
 use crate::storage::store::Archive;
@@ -177,6 +184,7 @@ async fn encode(
 async fn finish(w: &mut Writer, s: &Summary) -> Result<u64> {
     w.append_key_value_metadata(kv(keys::ROWS, s.rows.to_string()));
     w.append_key_value_metadata(kv(keys::CHECKSUM, s.checksum.clone()));
+    w.append_key_value_metadata(kv(keys::SOURCE_RANGES, s.source_ranges.clone()));
     if let (Some(lo), Some(hi)) = (s.min_ts, s.max_ts) {
         w.append_key_value_metadata(kv(keys::MIN_TS, rfc3339(lo)));
         w.append_key_value_metadata(kv(keys::MAX_TS, rfc3339(hi)));
@@ -240,23 +248,19 @@ fn merge_batches(
         let _ = tx.blocking_send(b.finish()?);
         Ok(())
     };
-    let mut push = |s: [Option<&str>; 5], ts: i64, value: u64| -> Result<()> {
-        builder.append(
-            s[0].unwrap_or_default(),
-            s[1].unwrap_or_default(),
-            ts,
-            f64::from_bits(value),
-            [s[2], s[3], s[4]],
-        );
+    let mut push = |s: [Option<&str>; STRINGS], ts: i64, value: u64, prov: &Prov| -> Result<()> {
+        builder.append(s, ts, f64::from_bits(value), prov);
         if builder.len() >= batch_rows {
             emit(&mut builder)?;
         }
         Ok(())
     };
     match sorted {
-        readers::Sorted::InMemory(run) => run.for_each(|(s, ts, value)| push(s, ts, value))?,
+        readers::Sorted::InMemory(run) => {
+            run.for_each(|(s, ts, value, prov)| push(s, ts, value, prov))?;
+        }
         readers::Sorted::Runs(runs) => merge::merge(runs, what, |r| {
-            push(std::array::from_fn(|k| r.str(k)), r.ts, r.value)
+            push(std::array::from_fn(|k| r.str(k)), r.ts, r.value, &r.prov)
         })?,
     }
     if !builder.is_empty() {

@@ -2,10 +2,12 @@
 //! files on a NAS path or S3-compatible storage, and restores them.
 //!
 //! Follow one chunk: [`commands::run::Runner::run_once`] (shards, advisory lock) →
-//! [`export::catalog::aged_chunks`] (which chunks) → [`state::attempt::ChunkJob::archive`]
+//! [`export::catalog::aged_chunks`] (which chunks) → [`export::dedup::drop_archived`] (a late
+//! chunk's readings the archive already holds) → [`state::attempt::ChunkJob::archive`]
 //! (the state machine: resume, [`export::export`], [`storage::readback`] verification, drop)
 //! with every step in [`state::log`] and mirrored to the [`state::manifest`]. Object names:
-//! [`storage::layout`]; file format: [`export::format`] and [`export::checksum`]. The way
+//! [`storage::layout`]; file format (two versions: before and with the provenance columns):
+//! [`export::format`] and [`export::checksum`]. The way
 //! back: [`commands::restore`]. Checking the archive: [`commands::verify`]. Renaming an
 //! archive's objects to the current layout: [`commands::migrate_archive`].
 //!

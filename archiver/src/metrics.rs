@@ -9,6 +9,7 @@
 //! | `vitalsink_archiver_export_seconds` | histogram | `shard` (one chunk's export) |
 //! | `vitalsink_archiver_objects_discarded_total` | counter | `shard` (unadopted attempts deleted) |
 //! | `vitalsink_archiver_rows_restored_total` | counter | `shard` |
+//! | `vitalsink_archiver_duplicates_total` | counter | `shard` (readings of late chunks already archived, dropped before their export: [`crate::export::dedup`]) |
 //! | `vitalsink_archiver_objects_renamed_total` | counter | `shard` (by `migrate-archive`) |
 //! | `vitalsink_archiver_last_run_success_timestamp_seconds` | gauge | (Unix time of the last run without failures) |
 
@@ -40,6 +41,12 @@ pub fn discarded(shard: &str) {
 /// Rows restored into `shard`.
 pub fn restored(shard: &str, rows: u64) {
     metrics::counter!("vitalsink_archiver_rows_restored_total", "shard" => shard.to_string())
+        .increment(rows);
+}
+
+/// `rows` readings already archived were dropped from a chunk of `shard` before its export.
+pub fn duplicates(shard: &str, rows: u64) {
+    metrics::counter!("vitalsink_archiver_duplicates_total", "shard" => shard.to_string())
         .increment(rows);
 }
 

@@ -25,6 +25,11 @@
 //! the chunk is still in its shard) are left alone and reported as waiting: the next `run`
 //! adopts or discards them under their recorded names, after which `migrate-archive` renames
 //! what was dropped.
+//!
+//! Objects are renamed as they are, never rewritten: an object of file format version 1 (seven
+//! columns, archived before the provenance columns; [`crate::export::format`]) stays version 1
+//! under its new name, is checked with the checksum encoding it was written with, and its
+//! `renamed` entry says `format_version` 1. Readers fill its missing columns with NULL.
 
 use object_store::path::Path;
 use object_store::ObjectStoreExt;

@@ -9,9 +9,15 @@
 //! any of its rows route to, in one transaction on that shard:
 //! 1. a transaction-level advisory lock serialises restores on the shard;
 //! 2. the object is streamed, rows in `[from, to)` (and of the given participants) whose
-//!    participant routes to this shard are `COPY … BINARY`'d into a temporary table;
-//! 3. `INSERT … SELECT … WHERE NOT EXISTS` adds only readings not already in the hypertable,
-//!    a reading being identified by `(participant_id, metric, ts, value)`;
+//!    participant routes to this shard are `COPY … BINARY`'d into a temporary table, all
+//!    fourteen columns: the provenance is written back unchanged, and an object of file
+//!    format version 1 (seven columns, archived before schema version 12) gives NULL in it;
+//! 3. `INSERT … SELECT … WHERE NOT EXISTS … ON CONFLICT DO NOTHING` adds only readings not
+//!    already in the hypertable, a reading being identified as schemas/README.md says ("A
+//!    reading's identity, time and source"): `participant_id`, `ts`, `metric`,
+//!    `coalesce(device_id, '')` and `value` equal and `occurrence IS NOT DISTINCT FROM` (so a
+//!    row from before schema version 12, NULL occurrence, is found again too, and a second
+//!    restore adds nothing; the unique index `measurements_reading` serves the look-up);
 //! 4. a `restored` log row (window, object, rows inserted, rows skipped) commits with them
 //!    (on a shard other than the object's own, only when some of its rows went there).
 //!
@@ -36,6 +42,7 @@ use arrow::array::{Array, RecordBatch};
 use crate::commands::run::Runner;
 use crate::error::{pg, Error, Result};
 use crate::export::catalog::HYPERTABLE;
+use crate::export::format::{Columns, COLUMNS};
 use crate::state::log::Step;
 use crate::state::manifest::{self, Entry};
 
@@ -137,15 +144,44 @@ pub async fn restore(runner: &Runner, req: &Request) -> Result<Report> {
     Ok(report)
 }
 
-const INSERT_NEW: &str =
-    "INSERT INTO measurements (participant_id, metric, ts, value, unit, device_id, study_id)
-     SELECT s.participant_id, s.metric, s.ts, s.value, s.unit, s.device_id, s.study_id
-       FROM vitalsink_restore s
-      WHERE NOT EXISTS (
-            SELECT 1 FROM measurements m
-             WHERE m.participant_id = s.participant_id AND m.metric = s.metric
-               AND m.ts = s.ts AND m.value = s.value
-               AND m.ts >= $1 AND m.ts < $2)";
+/// Inserts the temporary table's readings that the hypertable does not hold yet (`$1`, `$2`:
+/// the window). `ON CONFLICT DO NOTHING` covers a reading that ingest writes meanwhile.
+fn insert_new_sql() -> String {
+    let cols = COLUMNS.join(", ");
+    let from_s = COLUMNS.map(|c| format!("s.{c}")).join(", ");
+    format!(
+        "INSERT INTO measurements ({cols})
+         SELECT {from_s}
+           FROM vitalsink_restore s
+          WHERE NOT EXISTS (
+                SELECT 1 FROM measurements m
+                 WHERE m.participant_id = s.participant_id AND m.ts = s.ts
+                   AND m.metric = s.metric
+                   AND coalesce(m.device_id, '') = coalesce(s.device_id, '')
+                   AND m.value = s.value
+                   AND m.occurrence IS NOT DISTINCT FROM s.occurrence
+                   AND m.ts >= $1 AND m.ts < $2)
+         ON CONFLICT DO NOTHING"
+    )
+}
+
+/// Types of [`COLUMNS`] in the binary COPY into the temporary table.
+const TYPES: [Type; 14] = [
+    Type::TEXT,
+    Type::TEXT,
+    Type::TIMESTAMPTZ,
+    Type::FLOAT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT2,
+    Type::INT2,
+    Type::TIMESTAMPTZ,
+    Type::INT2,
+    Type::TEXT,
+    Type::INT4,
+    Type::INT8,
+];
 
 /// Restores the rows of one object that `routes_here` accepts, in one transaction on `shard`;
 /// returns (rows in the window, rows inserted). With no row for it and `logged_anyway` false
@@ -172,22 +208,13 @@ async fn restore_object(
     .await
     .map_err(pg(name))?;
     let sink = tx
-        .copy_in(
-            "COPY vitalsink_restore (participant_id, metric, ts, value, unit, device_id, study_id) \
-             FROM STDIN (FORMAT binary)",
-        )
+        .copy_in(&format!(
+            "COPY vitalsink_restore ({}) FROM STDIN (FORMAT binary)",
+            COLUMNS.join(", ")
+        ))
         .await
         .map_err(pg(name))?;
-    let types = [
-        Type::TEXT,
-        Type::TEXT,
-        Type::TIMESTAMPTZ,
-        Type::FLOAT8,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-    ];
-    let writer = BinaryCopyInWriter::new(sink, &types);
+    let writer = BinaryCopyInWriter::new(sink, &TYPES);
     let mut writer = std::pin::pin!(writer);
     let archive = runner.archive();
     let p = Path::from(path.as_str());
@@ -204,7 +231,7 @@ async fn restore_object(
         return Ok((0, 0)); // rolled back: nothing of this object routes here
     }
     let inserted = tx
-        .execute(INSERT_NEW, &[&req.from, &req.to])
+        .execute(&insert_new_sql(), &[&req.from, &req.to])
         .await
         .map_err(pg(name))?;
     let mut row = entry.row.next(Step::Restored);
@@ -243,34 +270,60 @@ async fn copy_matching(
         object: "restore".into(),
         message: "a timestamp out of range".into(),
     };
-    let crate::export::format::Columns {
-        pid,
-        metric,
-        ts,
-        value,
-        opt,
-    } = crate::export::format::Columns::of(b, "restore")?;
+    let c = Columns::of(b, "restore")?;
     let (from, to) = (req.from.timestamp_micros(), req.to.timestamp_micros());
+    let micros = |t: i64| DateTime::<Utc>::from_timestamp_micros(t).ok_or_else(bad);
     for i in 0..b.num_rows() {
-        let t = ts.value(i);
+        let t = c.ts.value(i);
         if t < from || t >= to {
             continue;
         }
-        let p = pid.value(i);
+        let p = c.pid.value(i);
         if !req.participants.is_empty() && !req.participants.contains(p) {
             continue;
         }
         if !routes_here(p) {
             continue;
         }
-        let t = DateTime::<Utc>::from_timestamp_micros(t).ok_or_else(bad)?;
-        let v = value.value(i);
-        let o: Vec<Option<&str>> = opt
+        let t = micros(t)?;
+        let v = c.value.value(i);
+        let o: Vec<Option<&str>> = c
+            .opt
             .iter()
-            .map(|c| (!c.is_null(i)).then(|| c.value(i)))
+            .map(|col| (!col.is_null(i)).then(|| col.value(i)))
             .collect();
-        let m = metric.value(i);
-        let row: [&(dyn ToSql + Sync); 7] = [&p, &m, &t, &v, &o[0], &o[1], &o[2]];
+        let m = c.metric.value(i);
+        // An object of format version 1 has no provenance: NULL in all seven.
+        let at = |a: &dyn Array| !a.is_null(i);
+        let pv = c.prov.as_ref();
+        let utc_offset_min =
+            pv.and_then(|p| at(p.utc_offset_min).then(|| p.utc_offset_min.value(i)));
+        let occurrence = pv.and_then(|p| at(p.occurrence).then(|| p.occurrence.value(i)));
+        let received_at = pv
+            .and_then(|p| at(p.received_at).then(|| p.received_at.value(i)))
+            .map(micros)
+            .transpose()?;
+        let received_at_type =
+            pv.and_then(|p| at(p.received_at_type).then(|| p.received_at_type.value(i)));
+        let src_topic = pv.and_then(|p| at(p.src_topic).then(|| p.src_topic.value(i)));
+        let src_partition = pv.and_then(|p| at(p.src_partition).then(|| p.src_partition.value(i)));
+        let src_offset = pv.and_then(|p| at(p.src_offset).then(|| p.src_offset.value(i)));
+        let row: [&(dyn ToSql + Sync); 14] = [
+            &p,
+            &m,
+            &t,
+            &v,
+            &o[0],
+            &o[1],
+            &o[2],
+            &utc_offset_min,
+            &occurrence,
+            &received_at,
+            &received_at_type,
+            &src_topic,
+            &src_partition,
+            &src_offset,
+        ];
         w.as_mut().write(&row).await.map_err(pg(shard))?;
     }
     Ok(())

@@ -17,6 +17,11 @@
 //! working on the same shard; the second skips it. Before anything else the shard's log rows
 //! not yet in the manifest are mirrored. A shard that fails counts as one failure and does not
 //! stop the others; the run's [`Report`] adds the shards up in configuration order.
+//!
+//! Before a chunk is exported, the readings of it that the archive already holds (a resend
+//! that came after its day was archived) are dropped from it ([`crate::export::dedup`]; the
+//! archive's live objects are read from the manifest once per run, when a chunk is first about
+//! to be exported), and counted as the report's `duplicates`.
 
 use serde::Serialize;
 use std::sync::Arc;
@@ -29,6 +34,7 @@ use vitalsink_common::Config;
 
 use crate::error::{pg, Error, Result};
 use crate::export::catalog::{self, Chunk};
+use crate::export::dedup::{self, Archived};
 use crate::export::ratelimit::RowLimiter;
 use crate::progress::Progress;
 use crate::state::attempt::{ChunkJob, Outcome};
@@ -128,7 +134,14 @@ pub struct Report {
     pub rows: u64,
     /// Parquet bytes of the archived chunks.
     pub bytes: u64,
+    /// Readings dropped from chunks before their export because the archive already held
+    /// them (late resends, [`crate::export::dedup`]).
+    pub duplicates: u64,
 }
+
+/// The archive's live objects for [`dedup`], read once per run by the first shard that needs
+/// them and shared by the others.
+type LateCheck = Arc<tokio::sync::OnceCell<Archived>>;
 
 impl Report {
     /// Adds another (shard's) report to this one.
@@ -139,6 +152,7 @@ impl Report {
         self.busy_shards += o.busy_shards;
         self.rows += o.rows;
         self.bytes += o.bytes;
+        self.duplicates += o.duplicates;
     }
 }
 
@@ -264,12 +278,15 @@ impl Runner {
         let mut tasks: JoinSet<ShardDone> = JoinSet::new();
         let mut index_of = std::collections::HashMap::new();
         let mut next = 0;
+        let late = LateCheck::default();
         loop {
             while tasks.len() < at_once && next < self.shards.len() {
-                let (runner, run_id, i) = (self.clone(), run_id.clone(), next);
+                let (runner, run_id, i, late) = (self.clone(), run_id.clone(), next, late.clone());
                 let handle = tasks.spawn(async move {
                     let mut report = Report::default();
-                    let res = runner.shard(&runner.shards[i], &run_id, &mut report).await;
+                    let res = runner
+                        .shard(&runner.shards[i], &run_id, &late, &mut report)
+                        .await;
                     (i, report, res)
                 });
                 index_of.insert(handle.id(), i);
@@ -315,7 +332,13 @@ impl Runner {
         Ok(report)
     }
 
-    async fn shard(&self, shard: &Shard, run_id: &str, report: &mut Report) -> Result<()> {
+    async fn shard(
+        &self,
+        shard: &Shard,
+        run_id: &str,
+        late: &LateCheck,
+        report: &mut Report,
+    ) -> Result<()> {
         let version = self.migrate(shard).await?;
         let mut client = shard.client().await?;
         if !try_lock_shard(&client, &shard.name).await? {
@@ -325,7 +348,7 @@ impl Runner {
             return Ok(());
         }
         let res = self
-            .shard_locked(shard, &mut client, version, run_id, report)
+            .shard_locked(shard, &mut client, version, run_id, late, report)
             .await;
         unlock_shard(&client, &shard.name).await;
         res
@@ -337,6 +360,7 @@ impl Runner {
         client: &mut tokio_postgres::Client,
         version: i32,
         run_id: &str,
+        late: &LateCheck,
         report: &mut Report,
     ) -> Result<()> {
         let name = shard.name.as_str();
@@ -368,7 +392,13 @@ impl Runner {
         if shard.pool.status().max_size < 2 {
             // `database.pool_size = 1`: one chunk after the other on the one connection.
             for chunk in aged {
-                let res = job.archive(client, chunk).await;
+                let res = match self.drop_duplicates(late, client, name, chunk).await {
+                    Ok(n) => {
+                        report.duplicates += n;
+                        job.archive(client, chunk).await
+                    }
+                    Err(e) => Err(e),
+                };
                 tally(name, chunk, res, report);
             }
         } else {
@@ -388,6 +418,15 @@ impl Runner {
             let mut pending: Option<(&Chunk, LogRow, usize)> = None;
             for chunk in aged {
                 let previous = pending.take();
+                // Committed before the export's snapshot and SHARE lock (the previous chunk's
+                // drop waits meanwhile; nothing to do for a chunk no object overlaps).
+                let deduped = match self.drop_duplicates(late, client, name, chunk).await {
+                    Ok(n) => {
+                        report.duplicates += n;
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                };
                 let (exporting, dropping) = split(&mut guards, previous.as_ref().map(|p| p.2));
                 let at = exporting.as_ref().map_or(0, |(i, _)| *i);
                 let drop_previous = async {
@@ -399,8 +438,12 @@ impl Runner {
                     }
                 };
                 let guard = exporting.map(|(_, g)| g);
-                let (next, dropped) =
-                    tokio::join!(job.export_verified(client, guard, chunk), drop_previous);
+                let c: &tokio_postgres::Client = client;
+                let export_next = async {
+                    deduped?;
+                    job.export_verified(c, guard, chunk).await
+                };
+                let (next, dropped) = tokio::join!(export_next, drop_previous);
                 if let Some((ch, res)) = dropped {
                     tally(name, ch, res, report);
                 }
@@ -420,6 +463,24 @@ impl Runner {
         job.mark_mirrored(&*client).await;
         progress.finish();
         Ok(())
+    }
+
+    /// Drops from `chunk` the readings the archive already holds ([`dedup::drop_archived`]),
+    /// reading the archive's live objects first if no shard has in this run.
+    ///
+    /// # Errors
+    /// As [`dedup::drop_archived`] and [`Archived::load`]: the chunk is not exported then.
+    async fn drop_duplicates(
+        &self,
+        late: &LateCheck,
+        client: &tokio_postgres::Client,
+        shard: &str,
+        chunk: &Chunk,
+    ) -> Result<u64> {
+        let archived = late
+            .get_or_try_init(|| Archived::load(&self.archive, self.shards.first()))
+            .await?;
+        dedup::drop_archived(client, shard, &self.archive, archived, chunk).await
     }
 
     /// Runs [`Self::run_once`] every `every` until `shutdown`, serving metrics and health.

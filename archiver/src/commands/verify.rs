@@ -1,8 +1,10 @@
 //! `verify`: re-checks the archive against its manifest.
 //!
 //! - every live object (newest manifest entry `verified` or `dropped`) must exist, be
-//!   readable Parquet and match the entry's size, rows, checksum and ts range (with
-//!   `--quick`: exist with the recorded size);
+//!   readable Parquet and match the entry's size, rows, checksum and ts range, and, for one of
+//!   file format version 2, its source ranges; an object of version 1 (seven columns) is
+//!   checked with the checksum encoding it was written with ([`crate::export::checksum`])
+//!   (with `--quick`: exist with the recorded size);
 //! - every Parquet object under `measurements/` must be known to the manifest (an unknown
 //!   one would be counted by readers);
 //! - objects of unfinished attempts are reported, not counted as problems: the next `run`

@@ -9,6 +9,23 @@
 //! unit, device_id, study_id: u8 0 for NULL, or u8 1, u32 LE byte length, UTF-8 bytes
 //! ```
 //!
+//! and, for objects of file format version 2 ([`crate::export::format`]: 14 columns), after
+//! those, each provenance column as u8 0 for NULL, or u8 1 then the value:
+//!
+//! ```text
+//! utc_offset_min:   i16 LE
+//! occurrence:       i16 LE
+//! received_at:      i64 LE, microseconds since 1970-01-01T00:00:00Z
+//! received_at_type: i16 LE
+//! src_topic:        u32 LE byte length, UTF-8 bytes
+//! src_partition:    i32 LE
+//! src_offset:       i64 LE
+//! ```
+//!
+//! A batch's columns say which encoding its rows get: a version 1 object (7 columns, archived
+//! before schema version 12) is hashed exactly as it was when it was written, so its recorded
+//! checksum still verifies.
+//!
 //! written as `<algorithm>:<64 hex digits>`. New exports use BLAKE3 (`blake3:`, the 256-bit
 //! default output; <https://github.com/BLAKE3-team/BLAKE3-specs>); objects archived before
 //! carry SHA-256 (`sha256:`, FIPS 180-4) over the same encoding, and are verified with it: the
@@ -22,11 +39,13 @@
 //! read back. One function serves both, so any difference is in the bytes stored, not in the
 //! code.
 
-use arrow::array::{Array, ArrayAccessor, Float64Array, RecordBatch, TimestampMicrosecondArray};
-use arrow::datatypes::DataType;
+use arrow::array::{Array, ArrayAccessor, PrimitiveArray, RecordBatch};
+use arrow::datatypes::{ArrowPrimitiveType, DataType};
 use sha2::{Digest, Sha256};
 
 use crate::error::Result;
+use crate::export::format::Columns;
+use crate::export::prov::SourceRanges;
 
 /// The hash of a checksum, named by the checksum's prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -91,12 +110,13 @@ impl Hasher {
     }
 }
 
-/// Running checksum, row count and ts range of a sequence of batches.
+/// Running checksum, row count, ts range and lineage of a sequence of batches.
 #[derive(Debug, Clone)]
 pub struct Digester {
     algorithm: Algorithm,
     hasher: Hasher,
     scratch: Vec<u8>,
+    ranges: SourceRanges,
     /// Rows seen.
     pub rows: u64,
     /// Smallest `ts` seen, µs since the Unix epoch.
@@ -123,6 +143,9 @@ pub struct Summary {
     pub max_ts: Option<i64>,
     /// `<algorithm>:<hex>`, e.g. `blake3:…`.
     pub checksum: String,
+    /// The rows' lineage, `vitalsink.source_ranges` ([`SourceRanges::render`]; empty
+    /// without provenance, as in a format version 1 object).
+    pub source_ranges: String,
 }
 
 /// Bytes of encoded rows gathered before they are hashed: small enough to stay in a core's
@@ -135,6 +158,31 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
+/// A nullable string: u8 0, or u8 1 and the string.
+fn put_opt_str<'a, S: ArrayAccessor<Item = &'a str> + Array>(out: &mut Vec<u8>, col: &S, i: usize) {
+    if col.is_null(i) {
+        out.push(0);
+    } else {
+        out.push(1);
+        put_str(out, col.value(i));
+    }
+}
+
+/// A nullable number: u8 0, or u8 1 and its little-endian bytes (`le`).
+fn put_opt<T: ArrowPrimitiveType, const N: usize>(
+    out: &mut Vec<u8>,
+    col: &PrimitiveArray<T>,
+    i: usize,
+    le: fn(T::Native) -> [u8; N],
+) {
+    if col.is_null(i) {
+        out.push(0);
+    } else {
+        out.push(1);
+        out.extend_from_slice(&le(col.value(i)));
+    }
+}
+
 impl Digester {
     /// A digester that hashes with `algorithm`.
     pub fn new(algorithm: Algorithm) -> Self {
@@ -142,54 +190,62 @@ impl Digester {
             algorithm,
             hasher: Hasher::new(algorithm),
             scratch: Vec::new(),
+            ranges: SourceRanges::default(),
             rows: 0,
             min_ts: None,
             max_ts: None,
         }
     }
 
-    /// Adds a batch of the archive schema ([`crate::export::format::schema`]), its string
-    /// columns either plain (`Utf8`) or, as verification reads them back,
-    /// `Dictionary(Int32, Utf8)`: the same rows hash the same either way.
+    /// Adds a batch of the archive schema ([`crate::export::format::schema`], or a format
+    /// version 1 object's seven columns), its string columns either plain (`Utf8`) or, as
+    /// verification reads them back, `Dictionary(Int32, Utf8)`: the same rows hash the same
+    /// either way.
     ///
     /// # Errors
-    /// [`crate::Error::Verify`] when a column has another type than these.
+    /// [`crate::Error::Verify`] when the columns are not those of either format version.
     pub fn update(&mut self, batch: &RecordBatch) -> Result<()> {
-        use crate::export::format::Columns;
         if matches!(batch.column(0).data_type(), DataType::Dictionary(..)) {
-            let c = Columns::of_dict(batch, "batch")?;
-            self.hash_rows(c.pid, c.metric, c.ts, c.value, c.opt);
+            self.hash_rows(&Columns::of_dict(batch, "batch")?);
         } else {
-            let c = Columns::of(batch, "batch")?;
-            self.hash_rows(c.pid, c.metric, c.ts, c.value, c.opt);
+            self.hash_rows(&Columns::of(batch, "batch")?);
         }
         Ok(())
     }
 
     /// Hashes the rows of one batch's columns, given as plain or dictionary string arrays.
-    fn hash_rows<'a, S>(
-        &mut self,
-        pid: S,
-        metric: S,
-        ts: &TimestampMicrosecondArray,
-        value: &Float64Array,
-        opt: [S; 3],
-    ) where
+    fn hash_rows<'a, S>(&mut self, c: &Columns<'a, S>)
+    where
         S: ArrayAccessor<Item = &'a str> + Array,
     {
         self.scratch.clear();
+        let ts = c.ts;
         for i in 0..ts.len() {
             let out = &mut self.scratch;
-            put_str(out, pid.value(i));
-            put_str(out, metric.value(i));
+            put_str(out, c.pid.value(i));
+            put_str(out, c.metric.value(i));
             out.extend_from_slice(&ts.value(i).to_le_bytes());
-            out.extend_from_slice(&value.value(i).to_bits().to_le_bytes());
-            for col in &opt {
-                if col.is_null(i) {
-                    out.push(0);
-                } else {
-                    out.push(1);
-                    put_str(out, col.value(i));
+            out.extend_from_slice(&c.value.value(i).to_bits().to_le_bytes());
+            for col in &c.opt {
+                put_opt_str(out, col, i);
+            }
+            if let Some(p) = &c.prov {
+                put_opt(out, p.utc_offset_min, i, i16::to_le_bytes);
+                put_opt(out, p.occurrence, i, i16::to_le_bytes);
+                put_opt(out, p.received_at, i, i64::to_le_bytes);
+                put_opt(out, p.received_at_type, i, i16::to_le_bytes);
+                put_opt_str(out, &p.src_topic, i);
+                put_opt(out, p.src_partition, i, i32::to_le_bytes);
+                put_opt(out, p.src_offset, i, i64::to_le_bytes);
+                if !(p.src_topic.is_null(i)
+                    || p.src_partition.is_null(i)
+                    || p.src_offset.is_null(i))
+                {
+                    self.ranges.add(
+                        p.src_topic.value(i),
+                        p.src_partition.value(i),
+                        p.src_offset.value(i),
+                    );
                 }
             }
             // Hashed in pieces that stay in the CPU's cache; a streaming hash gives the same
@@ -214,6 +270,7 @@ impl Digester {
             min_ts: self.min_ts,
             max_ts: self.max_ts,
             checksum: format!("{}:{}", self.algorithm.prefix(), self.hasher.hex()),
+            source_ranges: self.ranges.render(),
         }
     }
 }
@@ -222,7 +279,9 @@ impl Digester {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use arrow::array::{Float64Array, StringArray, TimestampMicrosecondArray};
+    use arrow::array::{
+        Float64Array, Int16Array, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray,
+    };
     use std::sync::Arc;
 
     /// Rows (participant_id, ts, value, unit) of metric `hr`, device_id NULL, study_id `S`.
@@ -237,11 +296,43 @@ mod tests {
             .collect()
     }
 
-    fn batch_of(rows: &[(String, i64, f64, Option<&'static str>)]) -> RecordBatch {
+    /// The provenance of the row at `ts`: (utc_offset_min, occurrence, received_at,
+    /// received_at_type, src_topic, src_partition, src_offset); every fifth row has none (a
+    /// row from before schema version 12).
+    #[allow(clippy::type_complexity)]
+    fn prov_of(
+        ts: i64,
+    ) -> (
+        Option<i16>,
+        Option<i16>,
+        Option<i64>,
+        Option<i16>,
+        Option<&'static str>,
+        Option<i32>,
+        Option<i64>,
+    ) {
+        if ts % 5 == 4 {
+            return (None, None, None, None, None, None, None);
+        }
+        let off = if ts % 2 == 0 { 60 } else { -210 };
+        let occ = (ts % 3) as i16;
+        (
+            Some(off),
+            Some(occ),
+            Some(ts + 1_000),
+            Some(0),
+            Some("vitals"),
+            Some((ts % 2) as i32),
+            Some(ts / 2),
+        )
+    }
+
+    /// A format version 1 batch (the seven columns) of `rows`.
+    fn batch_v1(rows: &[(String, i64, f64, Option<&'static str>)]) -> RecordBatch {
         let tz: Arc<str> = "UTC".into();
         let n = rows.len();
         RecordBatch::try_new(
-            crate::export::format::schema(),
+            crate::export::format::schema_v1(),
             vec![
                 Arc::new(StringArray::from_iter_values(
                     rows.iter().map(|r| r.0.as_str()),
@@ -260,8 +351,27 @@ mod tests {
         .unwrap()
     }
 
-    /// The canonical encoding of `rows`, written out by hand from the module's table.
-    fn canonical(rows: &[(String, i64, f64, Option<&'static str>)]) -> Vec<u8> {
+    /// A batch of the current format (14 columns) of `rows`, provenance from [`prov_of`].
+    fn batch_of(rows: &[(String, i64, f64, Option<&'static str>)]) -> RecordBatch {
+        let p: Vec<_> = rows.iter().map(|r| prov_of(r.1)).collect();
+        let mut cols = batch_v1(rows).columns().to_vec();
+        cols.extend::<[arrow::array::ArrayRef; 7]>([
+            Arc::new(Int16Array::from_iter(p.iter().map(|p| p.0))),
+            Arc::new(Int16Array::from_iter(p.iter().map(|p| p.1))),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter(p.iter().map(|p| p.2)).with_timezone("UTC"),
+            ),
+            Arc::new(Int16Array::from_iter(p.iter().map(|p| p.3))),
+            Arc::new(StringArray::from_iter(p.iter().map(|p| p.4))),
+            Arc::new(Int32Array::from_iter(p.iter().map(|p| p.5))),
+            Arc::new(Int64Array::from_iter(p.iter().map(|p| p.6))),
+        ]);
+        RecordBatch::try_new(crate::export::format::schema(), cols).unwrap()
+    }
+
+    /// The canonical encoding of `rows`, written out by hand from the module's tables: of
+    /// format version 2 (with provenance) or 1.
+    fn canonical_of(rows: &[(String, i64, f64, Option<&'static str>)], v2: bool) -> Vec<u8> {
         let mut v = Vec::new();
         for (pid, ts, value, unit) in rows {
             v.extend_from_slice(&(pid.len() as u32).to_le_bytes());
@@ -282,8 +392,32 @@ mod tests {
             v.push(1);
             v.extend_from_slice(&1u32.to_le_bytes());
             v.extend_from_slice(b"S");
+            if !v2 {
+                continue;
+            }
+            let p = prov_of(*ts);
+            let mut put = |b: Option<Vec<u8>>| match b {
+                Some(b) => {
+                    v.push(1);
+                    v.extend_from_slice(&b);
+                }
+                None => v.push(0),
+            };
+            put(p.0.map(|x| x.to_le_bytes().to_vec()));
+            put(p.1.map(|x| x.to_le_bytes().to_vec()));
+            put(p.2.map(|x| x.to_le_bytes().to_vec()));
+            put(p.3.map(|x| x.to_le_bytes().to_vec()));
+            put(p
+                .4
+                .map(|t| [(t.len() as u32).to_le_bytes().as_slice(), t.as_bytes()].concat()));
+            put(p.5.map(|x| x.to_le_bytes().to_vec()));
+            put(p.6.map(|x| x.to_le_bytes().to_vec()));
         }
         v
+    }
+
+    fn canonical(rows: &[(String, i64, f64, Option<&'static str>)]) -> Vec<u8> {
+        canonical_of(rows, true)
     }
 
     #[test]
@@ -306,6 +440,42 @@ mod tests {
             .map(|b| format!("{b:02x}"))
             .collect();
         assert_eq!(d.finish().checksum, format!("sha256:{want}"));
+    }
+
+    #[test]
+    fn lineage_is_gathered_per_topic_partition() {
+        // ts 0..10: partitions 0 and 1 alternate, offset ts / 2; ts 4 and 9 have none.
+        let mut d = Digester::default();
+        d.update(&batch_of(&rows(10))).unwrap();
+        assert_eq!(d.finish().source_ranges, "vitals/0:0-4,vitals/1:0-3");
+    }
+
+    #[test]
+    fn a_version_1_object_hashes_with_the_old_encoding() {
+        // Seven columns, no provenance: the encoding of the objects archived before schema
+        // version 12, so the checksums recorded for them still verify.
+        let rows = rows(1_000);
+        for a in [Algorithm::Blake3, Algorithm::Sha256] {
+            let mut d = Digester::new(a);
+            d.update(&batch_v1(&rows)).unwrap();
+            let s = d.finish();
+            let old = canonical_of(&rows, false);
+            let want = match a {
+                Algorithm::Blake3 => format!("blake3:{}", blake3::hash(&old).to_hex()),
+                Algorithm::Sha256 => format!(
+                    "sha256:{}",
+                    Sha256::digest(&old)
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>()
+                ),
+            };
+            assert_eq!(s.checksum, want);
+            assert_eq!(s.source_ranges, "");
+            let mut v2 = Digester::new(a);
+            v2.update(&batch_of(&rows)).unwrap();
+            assert_ne!(v2.finish().checksum, s.checksum);
+        }
     }
 
     #[test]

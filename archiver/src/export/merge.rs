@@ -126,9 +126,17 @@ mod tests {
         let mut w = RunWriter::new(w);
         for (p, m, ts) in rows {
             w.push(&RowRef {
-                strs: [Some(p.as_bytes()), Some(m.as_bytes()), None, None, None],
+                strs: [
+                    Some(p.as_bytes()),
+                    Some(m.as_bytes()),
+                    None,
+                    None,
+                    None,
+                    None,
+                ],
                 ts: *ts,
                 value: 0,
+                prov: crate::export::prov::Prov::default(),
             })?;
         }
         w.finish()

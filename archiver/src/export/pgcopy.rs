@@ -1,11 +1,13 @@
 //! Decoder of PostgreSQL's binary COPY format (PostgreSQL docs, "COPY", section "Binary
-//! Format") for the archive's seven columns, straight into Arrow builders.
+//! Format") for the archive's fourteen columns ([`format::COLUMNS`]), straight into Arrow
+//! builders.
 //!
 //! Stream: an 11-byte signature `PGCOPY\n\377\r\n\0`, a 32-bit flags field, a 32-bit header
 //! extension length and that many bytes; then tuples, each a 16-bit field count followed by
 //! that many fields (32-bit length, -1 for NULL, then the bytes); then a field count of -1.
 //! All integers are big-endian. `timestamptz` is an int64 of microseconds since
-//! 2000-01-01T00:00:00Z; `float8` is an IEEE 754 double.
+//! 2000-01-01T00:00:00Z; `float8` is an IEEE 754 double; `int2`, `int4`, `int8` are 2, 4 and 8
+//! bytes (the provenance columns, [`crate::export::prov`]).
 //!
 //! The decoder keeps only the bytes of an incomplete tuple between calls, so its memory is one
 //! tuple plus one COPY message whatever the chunk's size.
@@ -16,12 +18,14 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::export::format;
+use crate::export::prov::{Prov, ProvBuilder};
+use crate::export::runfile::STRINGS;
 
 /// Microseconds from 1970-01-01 to 2000-01-01 (PostgreSQL's epoch).
 pub const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
 /// Columns of the archive's COPY stream ([`format::COLUMNS`]).
-pub const FIELDS: usize = 7;
+pub const FIELDS: usize = format::COLUMNS.len();
 
 /// Arrow builders for one batch of the archive schema.
 #[derive(Debug)]
@@ -31,6 +35,7 @@ pub struct BatchBuilder {
     ts: TimestampMicrosecondBuilder,
     value: Float64Builder,
     opt: [StringBuilder; 3],
+    prov: ProvBuilder,
     rows: usize,
 }
 
@@ -44,6 +49,7 @@ impl BatchBuilder {
             ts: TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
             value: Float64Builder::with_capacity(rows),
             opt: [s(), s(), s()],
+            prov: ProvBuilder::new(rows),
             rows: 0,
         }
     }
@@ -58,16 +64,19 @@ impl BatchBuilder {
         self.rows == 0
     }
 
-    /// Appends one row: participant_id, metric, ts (µs since the Unix epoch), value, and
-    /// unit, device_id, study_id (`None` for NULL).
-    pub fn append(&mut self, pid: &str, metric: &str, ts: i64, value: f64, opt: [Option<&str>; 3]) {
-        self.pid.append_value(pid);
-        self.metric.append_value(metric);
+    /// Appends one row: its strings in [`crate::export::runfile::STRINGS`] order
+    /// (participant_id, metric, unit, device_id, study_id, src_topic; `None` for NULL, an
+    /// empty participant_id or metric for `None`), ts (µs since the Unix epoch), value and
+    /// the other provenance columns.
+    pub fn append(&mut self, strs: [Option<&str>; STRINGS], ts: i64, value: f64, prov: &Prov) {
+        self.pid.append_value(strs[0].unwrap_or_default());
+        self.metric.append_value(strs[1].unwrap_or_default());
         self.ts.append_value(ts);
         self.value.append_value(value);
-        for (col, v) in self.opt.iter_mut().zip(opt) {
-            col.append_option(v);
+        for (col, v) in self.opt.iter_mut().zip(&strs[2..5]) {
+            col.append_option(*v);
         }
+        self.prov.append(strs[5], prov);
         self.rows += 1;
     }
 
@@ -77,7 +86,7 @@ impl BatchBuilder {
     /// [`Error::Arrow`] if the columns do not match the schema (a bug).
     pub fn finish(&mut self) -> Result<RecordBatch> {
         self.rows = 0;
-        let cols: Vec<arrow::array::ArrayRef> = vec![
+        let mut cols: Vec<arrow::array::ArrayRef> = vec![
             Arc::new(self.pid.finish()),
             Arc::new(self.metric.finish()),
             Arc::new(self.ts.finish()),
@@ -86,6 +95,7 @@ impl BatchBuilder {
             Arc::new(self.opt[1].finish()),
             Arc::new(self.opt[2].finish()),
         ];
+        cols.extend(self.prov.finish());
         Ok(RecordBatch::try_new(format::schema(), cols)?)
     }
 }
@@ -142,7 +152,7 @@ impl CopyDecoder {
     /// run out. Returns the number of rows decoded.
     ///
     /// # Errors
-    /// [`Error::Copy`] on a bad signature, a tuple without seven fields, a NULL in a NOT NULL
+    /// [`Error::Copy`] on a bad signature, a tuple without fourteen fields, a NULL in a NOT NULL
     /// column, a wrong field width or text that is not UTF-8.
     pub fn decode(&mut self, out: &mut BatchBuilder, limit: usize) -> Result<usize> {
         if !self.header()? {
@@ -229,8 +239,9 @@ impl CopyDecoder {
     }
 }
 
-/// Field spans `(offset, length or -1)` of one tuple, offsets from the tuple's start.
-pub type Spans = [(usize, i32); FIELDS];
+/// Field spans `(offset, length or -1)` of one tuple, offsets from the tuple's start (a COPY
+/// message, so a tuple, is at most 1 GB).
+pub type Spans = [(u32, i32); FIELDS];
 
 fn bad(what: &str, message: impl Into<String>) -> Error {
     Error::Copy {
@@ -243,7 +254,7 @@ fn bad(what: &str, message: impl Into<String>) -> Error {
 /// end marker, or `NeedMore` when `b` holds only part of it. `what` names the stream in errors.
 ///
 /// # Errors
-/// [`Error::Copy`] for a tuple without seven fields.
+/// [`Error::Copy`] for a tuple without [`FIELDS`] fields.
 pub fn tuple_at(b: &[u8], what: &str) -> Result<Next> {
     if b.len() < 2 {
         return Ok(Next::NeedMore);
@@ -258,7 +269,7 @@ pub fn tuple_at(b: &[u8], what: &str) -> Result<Next> {
             format!("tuple with {count} fields, expected {FIELDS}"),
         ));
     }
-    let mut spans = [(0usize, 0i32); FIELDS];
+    let mut spans = [(0u32, 0i32); FIELDS];
     let mut at = 2;
     for span in &mut spans {
         if b.len() < at + 4 {
@@ -266,7 +277,8 @@ pub fn tuple_at(b: &[u8], what: &str) -> Result<Next> {
         }
         let len = i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
         at += 4;
-        *span = (at, len);
+        let offset = u32::try_from(at).map_err(|_| bad(what, "tuple of more than 4 GiB"))?;
+        *span = (offset, len);
         if len > 0 {
             at += len as usize;
         }
@@ -280,6 +292,7 @@ pub fn tuple_at(b: &[u8], what: &str) -> Result<Next> {
 /// The bytes of field `i` of the tuple `b` with `spans` (`None` for NULL).
 pub fn field<'a>(b: &'a [u8], spans: &Spans, i: usize) -> Option<&'a [u8]> {
     let (at, len) = spans[i];
+    let at = at as usize;
     (len >= 0).then(|| &b[at..at + len as usize])
 }
 
@@ -330,6 +343,8 @@ pub fn append_tuple(b: &[u8], spans: &Spans, out: &mut BatchBuilder, what: &str)
     for (k, col) in out.opt.iter_mut().enumerate() {
         col.append_option(text(4 + k)?);
     }
+    out.prov
+        .append(text(11)?, &Prov::from_tuple(b, spans, what)?);
     out.rows += 1;
     Ok(())
 }
@@ -341,8 +356,28 @@ pub(crate) mod tests {
     use arrow::array::AsArray;
     use arrow::datatypes::TimestampMicrosecondType;
 
-    /// One binary COPY tuple of the archive's columns (value 61.5, no device or study).
+    /// One binary COPY tuple of the archive's columns (value 61.5, no device or study), with
+    /// provenance: offset `ts_pg` of partition 0 of topic `vitals`, occurrence 0, UTC offset
+    /// +60, received 5 µs after `ts`, CreateTime.
     pub(crate) fn tuple_of(pid: &str, metric: &str, ts_pg: i64, unit: Option<&str>) -> Vec<u8> {
+        let mut v = tuple_v1(pid, metric, ts_pg, unit);
+        v[..2].copy_from_slice(&(FIELDS as i16).to_be_bytes());
+        let mut put = |b: &[u8]| {
+            v.extend((b.len() as i32).to_be_bytes());
+            v.extend(b);
+        };
+        put(&60i16.to_be_bytes());
+        put(&0i16.to_be_bytes());
+        put(&(ts_pg + 5).to_be_bytes());
+        put(&0i16.to_be_bytes());
+        put(b"vitals");
+        put(&0i32.to_be_bytes());
+        put(&ts_pg.to_be_bytes());
+        v
+    }
+
+    /// The first seven fields of [`tuple_of`] (a count of 7): the columns of schema version 1.
+    fn tuple_v1(pid: &str, metric: &str, ts_pg: i64, unit: Option<&str>) -> Vec<u8> {
         let mut v = 7i16.to_be_bytes().to_vec();
         for f in [pid.as_bytes(), metric.as_bytes()] {
             v.extend((f.len() as i32).to_be_bytes());
@@ -391,6 +426,18 @@ pub(crate) mod tests {
             assert_eq!(ts.value(1), PG_EPOCH_MICROS + 1_000_000);
             assert_eq!(batch.column(4).as_string::<i32>().value(0), "bpm");
             assert!(batch.column(4).is_null(1));
+            let c = crate::export::format::Columns::of(&batch, "t").unwrap();
+            let p = c.prov.unwrap();
+            assert_eq!(p.src_offset.value(1), 1_000_000);
+            assert_eq!(p.received_at.value(1), PG_EPOCH_MICROS + 1_000_005);
+            assert_eq!(p.src_topic.value(0), "vitals");
+            assert_eq!((p.utc_offset_min.value(0), p.occurrence.value(0)), (60, 0));
         }
+    }
+
+    #[test]
+    fn a_tuple_of_the_seven_old_columns_is_refused() {
+        let e = tuple_at(&tuple_v1("p1", "hr", 0, None), "t").unwrap_err();
+        assert!(e.to_string().contains("7 fields, expected 14"), "{e}");
     }
 }

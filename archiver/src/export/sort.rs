@@ -4,7 +4,8 @@
 //! ([`crate::export::runfile`]); [`crate::export::merge`] merges the runs.
 //!
 //! Strings are interned per run: each distinct value is stored once and a row holds its
-//! ids, so a row is 40 bytes whatever its strings. Before sorting, the distinct
+//! ids, so a row is 72 bytes whatever its strings (ts, value, six string ids and the
+//! fixed-width provenance, [`crate::export::prov::Prov`]). Before sorting, the distinct
 //! participant ids and metrics (few, compared with rows) are sorted once; the rows are then
 //! counted into their (participant, metric) groups in rank order and each group is sorted
 //! by ts only if its rows did not arrive in ts order (`sort_by_groups`), or, with more
@@ -19,13 +20,14 @@ use std::io::Write;
 use crate::error::{Error, Result};
 use crate::export::format;
 use crate::export::pgcopy::{field, Spans, PG_EPOCH_MICROS};
+use crate::export::prov::Prov;
 use crate::export::runfile::{RowRef, RunWriter, STRINGS};
 
 /// Id of NULL in a row's string ids.
 const NULL: u32 = u32::MAX;
 
 /// The COPY fields of the string columns, in [`crate::export::runfile::STRINGS`] order.
-const STRING_FIELDS: [usize; STRINGS] = [0, 1, 4, 5, 6];
+const STRING_FIELDS: [usize; STRINGS] = [0, 1, 4, 5, 6, 11];
 
 /// FxHash (rustc's hasher): a multiply-rotate hash, fast on the short strings interned here.
 /// Not DoS-resistant, which does not matter for a run's own keys.
@@ -103,6 +105,7 @@ struct Row {
     ts: i64,
     value: u64,
     ids: [u32; STRINGS],
+    prov: Prov,
 }
 
 /// Rows collected for one sorted run.
@@ -178,7 +181,13 @@ impl RunBuffer {
         };
         let ts = i64::from_be_bytes(eight(2)?).saturating_add(PG_EPOCH_MICROS);
         let value = u64::from_be_bytes(eight(3)?);
-        self.rows.push(Row { ts, value, ids });
+        let prov = Prov::from_tuple(t, spans, what)?;
+        self.rows.push(Row {
+            ts,
+            value,
+            ids,
+            prov,
+        });
         Ok(())
     }
 
@@ -241,6 +250,7 @@ fn sort_by_groups(rows: &[Row], pr: &[u32], mr: &[u32]) -> Vec<Row> {
             ts: 0,
             value: 0,
             ids: [NULL; STRINGS],
+            prov: Prov::default(),
         };
         rows.len()
     ];
@@ -273,14 +283,14 @@ fn sort_by_keys(rows: &[Row], pr: &[u32], mr: &[u32]) -> Vec<Row> {
     keys.into_iter().map(|(_, _, i)| rows[i as usize]).collect()
 }
 
-/// One row of a [`SortedRun`]: participant_id, metric, unit, device_id, study_id (in
-/// [`crate::export::runfile::STRINGS`] order, `None` for NULL), ts (µs since the Unix epoch)
-/// and the `f64::to_bits` of value.
-pub type SortedRow<'a> = ([Option<&'a str>; STRINGS], i64, u64);
+/// One row of a [`SortedRun`]: participant_id, metric, unit, device_id, study_id, src_topic
+/// (in [`crate::export::runfile::STRINGS`] order, `None` for NULL), ts (µs since the Unix
+/// epoch), the `f64::to_bits` of value and the other provenance columns.
+pub type SortedRow<'a> = ([Option<&'a str>; STRINGS], i64, u64, &'a Prov);
 
 /// A run sorted in memory and not encoded. A chunk that fits in the sort buffer (the usual
 /// case) is read into exactly one, which goes straight into record batches: no run
-/// encoding, no merge. Holds 40 bytes a row plus each distinct string once.
+/// encoding, no merge. Holds 72 bytes a row plus each distinct string once.
 #[derive(Debug, Default)]
 pub struct SortedRun {
     values: [Vec<Box<str>>; STRINGS],
@@ -308,7 +318,7 @@ impl SortedRun {
                 let id = r.ids[k];
                 (id != NULL).then(|| &*self.values[k][id as usize])
             });
-            f((strs, r.ts, r.value))?;
+            f((strs, r.ts, r.value, &r.prov))?;
         }
         Ok(())
     }
@@ -334,6 +344,7 @@ impl SortedRun {
                     }),
                     ts: r.ts,
                     value: r.value,
+                    prov: r.prov,
                 },
                 mask,
             )?;
@@ -365,7 +376,8 @@ mod tests {
                 Row {
                     ts,
                     value: u64::from(i),
-                    ids: [x % 7, (x >> 8) % 3, NULL, NULL, NULL],
+                    ids: [x % 7, (x >> 8) % 3, NULL, NULL, NULL, NULL],
+                    prov: Prov::default(),
                 }
             })
             .collect();
@@ -400,8 +412,10 @@ mod tests {
         assert!(b.is_empty());
         assert_eq!(sorted.len(), 3);
         let mut direct = Vec::new();
+        let mut provs = Vec::new();
         sorted
-            .for_each(|(s, ts, _)| {
+            .for_each(|(s, ts, _, prov)| {
+                provs.push((s[5].map(str::to_string), *prov));
                 direct.push((
                     s[0].unwrap().to_string(),
                     s[1].unwrap().to_string(),
@@ -414,7 +428,9 @@ mod tests {
         let bytes = sorted.write(Vec::new()).unwrap();
         let mut r = RunReader::new(bytes.as_slice(), "t");
         let mut encoded = Vec::new();
+        let mut encoded_provs = Vec::new();
         while r.advance().unwrap() {
+            encoded_provs.push((r.str(5).map(str::to_string), r.prov));
             encoded.push((
                 r.str(0).unwrap().to_string(),
                 r.str(1).unwrap().to_string(),
@@ -423,6 +439,14 @@ mod tests {
             ));
         }
         assert_eq!(direct, encoded);
+        assert_eq!(provs, encoded_provs);
+        // The provenance of tuple_of: offset = ts, received 5 µs after ts, topic `vitals`.
+        for ((_, _, ts, _), (topic, p)) in direct.iter().zip(&provs) {
+            assert_eq!(topic.as_deref(), Some("vitals"));
+            assert_eq!(p.src_offset(), Some(*ts));
+            assert_eq!(p.received_at(), Some(ts + PG_EPOCH_MICROS + 5));
+            assert_eq!((p.occurrence(), p.utc_offset_min()), (Some(0), Some(60)));
+        }
         assert_eq!(
             direct,
             vec![

@@ -418,6 +418,7 @@ impl ChunkJob<'_> {
         written.checksum = Some(ex.summary.checksum.clone());
         written.min_ts = micros(ex.summary.min_ts);
         written.max_ts = micros(ex.summary.max_ts);
+        written.source_ranges = Some(ex.summary.source_ranges.clone());
         crate::metrics::exported(self.shard, ex.summary.rows, ex.bytes, ex.took);
         tracing::info!(
             shard = self.shard, chunk = %chunk.name, object = %path, rows = ex.summary.rows,

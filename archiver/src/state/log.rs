@@ -5,6 +5,13 @@
 //! moved a finished attempt's object to a new name (`0005_…`: the old name in
 //! `renamed_from`, the attempt's earlier rows unchanged). The rows of a chunk tell a later run
 //! where a crashed one stopped ([`crate::commands::run`]).
+//!
+//! An object of file format version 2 also names the source ranges it holds
+//! ([`LogRow::source_ranges`], `vitalsink.source_ranges`) in its `written`, `verified`,
+//! `dropped` (and `renamed`) rows and so in their manifest entries. The table has no column
+//! of its own for it: it is kept in `detail`, which is empty in those rows otherwise, as the
+//! JSON object `{"source_ranges": "…"}` (with the text of `detail` as `"detail"` if a row has
+//! both); reading a row takes it apart again.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -109,6 +116,47 @@ pub struct LogRow {
     /// steps, so that they read exactly as before schema version 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renamed_from: Option<String>,
+    /// The object's lineage, `vitalsink.source_ranges` (`topic/partition:first-last,…`;
+    /// empty when no row has any); `None` for an object of file format version 1, for rows of
+    /// steps that do not describe an object, and in manifest entries written before it
+    /// (absent there too when `None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ranges: Option<String>,
+}
+
+/// How [`LogRow::source_ranges`] is kept in the `detail` column.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredDetail {
+    source_ranges: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+/// The `detail` column of `row`: its detail, with its source ranges when it has them.
+fn stored_detail(row: &LogRow) -> Option<String> {
+    match &row.source_ranges {
+        None => row.detail.clone(),
+        Some(r) => serde_json::to_string(&StoredDetail {
+            source_ranges: r.clone(),
+            detail: row.detail.clone(),
+        })
+        .ok()
+        .or_else(|| row.detail.clone()),
+    }
+}
+
+/// The detail and source ranges kept in a `detail` column ([`stored_detail`]).
+fn split_detail(stored: Option<String>) -> (Option<String>, Option<String>) {
+    match stored {
+        Some(s) if s.starts_with("{\"source_ranges\":") => {
+            match serde_json::from_str::<StoredDetail>(&s) {
+                Ok(d) => (d.detail, Some(d.source_ranges)),
+                Err(_) => (Some(s), None),
+            }
+        }
+        other => (other, None),
+    }
 }
 
 impl LogRow {
@@ -133,18 +181,25 @@ impl LogRow {
             detail: None,
             at: None,
             renamed_from: None,
+            source_ranges: None,
         }
     }
 
     /// The same attempt at another step (object details kept, detail and `renamed_from`
-    /// cleared).
+    /// cleared; the source ranges kept for the steps that describe the object: `written`,
+    /// `verified`, `dropped`, `renamed`).
     pub fn next(&self, step: Step) -> Self {
+        let keeps = matches!(
+            step,
+            Step::Written | Step::Verified | Step::Dropped | Step::Renamed
+        );
         Self {
             id: 0,
             step,
             detail: None,
             at: None,
             renamed_from: None,
+            source_ranges: self.source_ranges.clone().filter(|_| keeps),
             ..self.clone()
         }
     }
@@ -157,6 +212,7 @@ const COLUMNS: &str =
 
 fn from_row(r: &tokio_postgres::Row) -> LogRow {
     let step: String = r.get(8);
+    let (detail, source_ranges) = split_detail(r.get(15));
     LogRow {
         id: r.get(0),
         run_id: r.get(1),
@@ -173,9 +229,10 @@ fn from_row(r: &tokio_postgres::Row) -> LogRow {
         checksum: r.get(12),
         min_ts: r.get(13),
         max_ts: r.get(14),
-        detail: r.get(15),
+        detail,
         at: r.get(16),
         renamed_from: r.get(17),
+        source_ranges,
     }
 }
 
@@ -208,7 +265,7 @@ pub async fn insert(c: &impl GenericClient, shard: &str, row: &LogRow) -> Result
                 &row.checksum,
                 &row.min_ts,
                 &row.max_ts,
-                &row.detail,
+                &stored_detail(row),
                 &row.renamed_from,
             ],
         )
@@ -386,4 +443,50 @@ pub async fn summary(c: &impl GenericClient, shard: &str) -> Result<serde_json::
         "log_rows_not_in_manifest": totals.get::<_, i64>(4),
         "objects_renamed": totals.get::<_, i64>(5),
     }))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_ranges_travel_in_the_detail_column() {
+        let t = DateTime::from_timestamp(0, 0).unwrap();
+        let chunk = Chunk {
+            schema: "s".into(),
+            name: "c".into(),
+            range_start: t,
+            range_end: t,
+            bytes: 0,
+            est_rows: 0,
+        };
+        let mut w = LogRow::new("r", "a", &chunk, Step::Written);
+        assert_eq!(stored_detail(&w), None);
+        w.source_ranges = Some("vitals/0:1-9".into());
+        let stored = stored_detail(&w);
+        assert_eq!(
+            stored.as_deref(),
+            Some(r#"{"source_ranges":"vitals/0:1-9"}"#)
+        );
+        assert_eq!(split_detail(stored), (None, Some("vitals/0:1-9".into())));
+        let mut f = w.next(Step::Renamed);
+        f.detail = Some("renamed from a to b".into());
+        let both = split_detail(stored_detail(&f));
+        assert_eq!(
+            both,
+            (
+                Some("renamed from a to b".into()),
+                Some("vitals/0:1-9".into())
+            )
+        );
+        // Kept for the object's steps, not for the others; other details stay as they are.
+        assert_eq!(
+            w.next(Step::Dropped).source_ranges.as_deref(),
+            Some("vitals/0:1-9")
+        );
+        assert_eq!(w.next(Step::Failed).source_ranges, None);
+        let restore = r#"{"matched":1,"participants":[],"skipped":0}"#.to_string();
+        assert_eq!(split_detail(Some(restore.clone())), (Some(restore), None));
+    }
 }

@@ -28,12 +28,17 @@ use crate::state::log::{self, LogRow, Step};
 use crate::storage::layout;
 use crate::storage::store::Archive;
 
-/// One manifest entry: the shard, the file format version and the log row.
+/// One manifest entry: the shard, the file format version and the log row. An object's
+/// entries of format version 2 also name the source ranges it holds (`source_ranges`, from
+/// [`LogRow::source_ranges`]); entries written before have no such field and parse as before.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
     /// Source shard name.
     pub shard: String,
-    /// Archive file format version ([`crate::export::format::FORMAT_VERSION`]).
+    /// Archive file format version ([`crate::export::format::FORMAT_VERSION`]): for the
+    /// steps that describe an object (`written`, `verified`, `dropped`, `renamed`), the
+    /// object's own (`1` without source ranges: archived before the provenance columns);
+    /// for the others, the version this archiver writes.
     pub format_version: String,
     /// The mirrored `archive_log` row.
     #[serde(flatten)]
@@ -72,7 +77,7 @@ pub async fn mirror(
 pub async fn put(archive: &Archive, shard: &str, row: &LogRow) -> Result<()> {
     let entry = Entry {
         shard: shard.to_string(),
-        format_version: crate::export::format::FORMAT_VERSION.to_string(),
+        format_version: format_version(row).to_string(),
         row: row.clone(),
     };
     let mut line = serde_json::to_vec(&entry)?;
@@ -80,6 +85,19 @@ pub async fn put(archive: &Archive, shard: &str, row: &LogRow) -> Result<()> {
     let path = layout::manifest_entry(shard, row.id, &row.attempt, row.step.as_str());
     archive.store.put(&path, PutPayload::from(line)).await?;
     Ok(())
+}
+
+/// The file format version of the object `row` describes ([`Entry::format_version`]).
+fn format_version(row: &LogRow) -> &'static str {
+    use crate::export::format::{FORMAT_VERSION, FORMAT_VERSION_V1};
+    match row.step {
+        Step::Written | Step::Verified | Step::Dropped | Step::Renamed
+            if row.source_ranges.is_none() =>
+        {
+            FORMAT_VERSION_V1
+        }
+        _ => FORMAT_VERSION,
+    }
 }
 
 /// Mirrors every log row of `shard` not yet in the manifest. Returns how many.
@@ -234,6 +252,7 @@ mod tests {
             detail: None,
             at: None,
             renamed_from: None,
+            source_ranges: None,
         };
         row.renamed_from = from.map(str::to_string);
         Entry {
@@ -272,5 +291,23 @@ mod tests {
         let r = entry(5, Step::Renamed, "new", Some("old"));
         let back: Entry = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(back.row.renamed_from.as_deref(), Some("old"));
+    }
+
+    #[test]
+    fn entries_name_their_objects_source_ranges_and_old_ones_still_parse() {
+        // An entry as the archiver wrote it before the provenance columns.
+        let old = r#"{"shard":"shard0","format_version":"1","id":4,"run_id":"r","attempt":"A","hypertable":"measurements","chunk_schema":"s","chunk_name":"_hyper_1_1_chunk","range_start":"1970-01-01T00:00:00Z","range_end":"1970-01-01T00:00:00Z","step":"dropped","object_path":"old","bytes":10,"rows":2,"checksum":"c","min_ts":"1970-01-01T00:00:00Z","max_ts":"1970-01-01T00:00:00Z","detail":null,"at":null}"#;
+        let e: Entry = serde_json::from_str(old).unwrap();
+        assert_eq!(e, entry(4, Step::Dropped, "old", None));
+        assert_eq!(format_version(&e.row), "1");
+        let mut new = entry(4, Step::Dropped, "new", None);
+        new.row.source_ranges = Some("vitals/0:3-9".into());
+        assert_eq!(
+            format_version(&new.row),
+            crate::export::format::FORMAT_VERSION
+        );
+        let json = serde_json::to_string(&new).unwrap();
+        assert!(json.contains(r#""source_ranges":"vitals/0:3-9""#), "{json}");
+        assert_eq!(serde_json::from_str::<Entry>(&json).unwrap(), new);
     }
 }

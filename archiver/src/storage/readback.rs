@@ -1,6 +1,8 @@
 //! Reading an archived object back: streamed row group by row group, its rows hashed with the
 //! same [`crate::export::checksum::Digester`] the export used, and compared with what the log or
-//! manifest recorded.
+//! manifest recorded. Objects of either file format version ([`crate::export::format`]) are
+//! read as they are: 7 columns (version 1, the old checksum encoding) or 14 (version 2, with
+//! provenance and source ranges).
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use futures::TryStreamExt;
@@ -13,7 +15,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::export::checksum::{Algorithm, Digester, Summary};
-use crate::export::format::keys;
+use crate::export::format::{self, keys};
 use crate::state::log::LogRow;
 use crate::storage::store::Archive;
 
@@ -27,8 +29,10 @@ pub struct ReadBack {
     pub bytes: u64,
     /// Footer key-value metadata.
     pub kv: BTreeMap<String, String>,
-    /// Rows, ts range and checksum recomputed from the rows.
+    /// Rows, ts range, checksum and source ranges recomputed from the rows.
     pub summary: Summary,
+    /// Columns of the file.
+    pub columns: usize,
 }
 
 /// Reads `path` completely, hashing its rows with `algorithm` (the one the recorded
@@ -51,6 +55,7 @@ pub async fn read(archive: &Archive, path: &Path, algorithm: Algorithm) -> Resul
     let dict = ArrowReaderOptions::new().with_schema(dictionary_strings(plain.schema()));
     let meta_dict = ArrowReaderMetadata::try_new(plain.metadata().clone(), dict).unwrap_or(plain);
     let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta_dict);
+    let columns = builder.schema().fields().len();
     let kv = builder
         .metadata()
         .file_metadata()
@@ -70,6 +75,7 @@ pub async fn read(archive: &Archive, path: &Path, algorithm: Algorithm) -> Resul
         bytes: meta.size,
         kv,
         summary: d.finish(),
+        columns,
     })
 }
 
@@ -131,5 +137,192 @@ pub fn compare(path: &str, rb: &ReadBack, expected: &LogRow) -> Result<()> {
     {
         return bad("footer metadata does not match the rows".into());
     }
+    let want_columns = match rb.kv.get(keys::SCHEMA_VERSION).map(String::as_str) {
+        Some(format::FORMAT_VERSION_V1) => Some(format::V1_COLUMNS),
+        Some(format::FORMAT_VERSION) => Some(format::COLUMNS.len()),
+        _ => None,
+    };
+    if want_columns.is_some_and(|n| n != rb.columns) {
+        return bad(format!(
+            "{} columns, but the footer says file format version {:?}",
+            rb.columns,
+            rb.kv.get(keys::SCHEMA_VERSION)
+        ));
+    }
+    if let Some(recorded) = &expected.source_ranges {
+        if *recorded != rb.summary.source_ranges || rb.kv.get(keys::SOURCE_RANGES) != Some(recorded)
+        {
+            return bad(format!(
+                "source ranges {:?} (footer {:?}), recorded {recorded:?}",
+                rb.summary.source_ranges,
+                rb.kv.get(keys::SOURCE_RANGES)
+            ));
+        }
+    }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::export::catalog::Chunk;
+    use crate::export::format::kv;
+    use crate::export::pgcopy::BatchBuilder;
+    use crate::export::prov::Prov;
+    use crate::state::log::Step;
+    use arrow::array::{Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+    use object_store::memory::InMemory;
+    use object_store::PutPayload;
+    use parquet::arrow::ArrowWriter;
+
+    fn archive() -> Archive {
+        Archive {
+            store: Arc::new(InMemory::new()),
+            root: "memory:///".into(),
+            local_dir: None,
+        }
+    }
+
+    /// Writes `batch` as the object `path` with `props`; returns its size.
+    async fn put(
+        a: &Archive,
+        path: &Path,
+        batch: &RecordBatch,
+        props: parquet::file::properties::WriterProperties,
+    ) -> u64 {
+        let mut buf = Vec::new();
+        let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props)).unwrap();
+        w.write(batch).unwrap();
+        w.close().unwrap();
+        let n = buf.len() as u64;
+        a.store.put(path, PutPayload::from(buf)).await.unwrap();
+        n
+    }
+
+    /// The log row recording an object of `rows` rows, `bytes` bytes, ts 1..=2.
+    fn recorded(bytes: u64, checksum: &str, source_ranges: Option<&str>) -> LogRow {
+        let t = |s| chrono::DateTime::from_timestamp(s, 0);
+        let chunk = Chunk {
+            schema: "s".into(),
+            name: "c".into(),
+            range_start: t(0).unwrap(),
+            range_end: t(10).unwrap(),
+            bytes: 0,
+            est_rows: 0,
+        };
+        let mut row = LogRow::new("r", "a", &chunk, Step::Written);
+        row.bytes = Some(bytes as i64);
+        row.rows = Some(2);
+        row.checksum = Some(checksum.to_string());
+        row.min_ts = t(1);
+        row.max_ts = t(2);
+        row.source_ranges = source_ranges.map(str::to_string);
+        row
+    }
+
+    #[tokio::test]
+    async fn an_object_of_format_version_1_still_verifies() {
+        // As the archiver wrote it before the provenance columns: seven columns, no field ids,
+        // the checksum over the old encoding (written out here by hand), SHA-256.
+        let batch = RecordBatch::try_new(
+            format::schema_v1(),
+            vec![
+                Arc::new(StringArray::from(vec!["P1", "P1"])),
+                Arc::new(StringArray::from(vec!["hr", "hr"])),
+                Arc::new(
+                    TimestampMicrosecondArray::from(vec![1_000_000, 2_000_000])
+                        .with_timezone("UTC"),
+                ),
+                Arc::new(Float64Array::from(vec![60.0, 61.5])),
+                Arc::new(StringArray::from(vec![Some("bpm"), None])),
+                Arc::new(StringArray::from(vec![None::<&str>, None])),
+                Arc::new(StringArray::from(vec![Some("S"), Some("S")])),
+            ],
+        )
+        .unwrap();
+        let mut canonical = Vec::new();
+        for (ts, v, unit) in [
+            (1_000_000i64, 60.0f64, Some("bpm")),
+            (2_000_000, 61.5, None),
+        ] {
+            canonical.extend(2u32.to_le_bytes());
+            canonical.extend(b"P1");
+            canonical.extend(2u32.to_le_bytes());
+            canonical.extend(b"hr");
+            canonical.extend(ts.to_le_bytes());
+            canonical.extend(v.to_bits().to_le_bytes());
+            match unit {
+                Some(u) => {
+                    canonical.push(1);
+                    canonical.extend((u.len() as u32).to_le_bytes());
+                    canonical.extend(u.as_bytes());
+                }
+                None => canonical.push(0),
+            }
+            canonical.push(0);
+            canonical.extend([1, 1, 0, 0, 0, b'S']);
+        }
+        let hex: String = <sha2::Sha256 as sha2::Digest>::digest(&canonical)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let checksum = format!("sha256:{hex}");
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_key_value_metadata(Some(vec![
+                kv(keys::SCHEMA_VERSION, "1"),
+                kv(keys::ROWS, "2"),
+                kv(keys::CHECKSUM, checksum.clone()),
+            ]))
+            .build();
+        let a = archive();
+        let path = Path::from("measurements/old.parquet");
+        let bytes = put(&a, &path, &batch, props).await;
+        let rb = read(&a, &path, Algorithm::of(Some(&checksum)))
+            .await
+            .unwrap();
+        assert_eq!(rb.columns, format::V1_COLUMNS);
+        assert_eq!(rb.summary.checksum, checksum);
+        compare(path.as_ref(), &rb, &recorded(bytes, &checksum, None)).unwrap();
+        // A record that names source ranges does not match an object without any.
+        let lying = recorded(bytes, &checksum, Some("vitals/0:1-2"));
+        assert!(compare(path.as_ref(), &rb, &lying).is_err());
+    }
+
+    #[tokio::test]
+    async fn an_object_of_format_version_2_verifies_with_its_source_ranges() {
+        let mut b = BatchBuilder::new(2);
+        let p =
+            |o| Prov::from_options([Some(0), Some(0), Some(3_000_000), Some(1), Some(4), Some(o)]);
+        let strs = [Some("P1"), Some("hr"), None, None, None, Some("vitals")];
+        b.append(strs, 1_000_000, 60.0, &p(17));
+        b.append(strs, 2_000_000, 61.0, &p(12));
+        let batch = b.finish().unwrap();
+        let mut d = Digester::default();
+        d.update(&batch).unwrap();
+        let s = d.finish();
+        assert_eq!(s.source_ranges, "vitals/4:12-17");
+        let footer = |version: &str| {
+            vec![
+                kv(keys::SCHEMA_VERSION, version),
+                kv(keys::ROWS, "2"),
+                kv(keys::CHECKSUM, s.checksum.clone()),
+                kv(keys::SOURCE_RANGES, s.source_ranges.clone()),
+            ]
+        };
+        let a = archive();
+        let path = Path::from("measurements/new.parquet");
+        let props = format::writer_properties(1024, footer(format::FORMAT_VERSION));
+        let bytes = put(&a, &path, &batch, props).await;
+        let rb = read(&a, &path, Algorithm::default()).await.unwrap();
+        assert_eq!(rb.columns, format::COLUMNS.len());
+        let row = recorded(bytes, &s.checksum, Some("vitals/4:12-17"));
+        compare(path.as_ref(), &rb, &row).unwrap();
+        // A footer that calls the 14 columns version 1 is refused.
+        let props = format::writer_properties(1024, footer("1"));
+        let bytes = put(&a, &path, &batch, props).await;
+        let rb = read(&a, &path, Algorithm::default()).await.unwrap();
+        let row = recorded(bytes, &s.checksum, Some("vitals/4:12-17"));
+        assert!(compare(path.as_ref(), &rb, &row).is_err());
+    }
 }
