@@ -14,8 +14,9 @@ use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 use datafusion::scalar::ScalarValue;
 use std::collections::BTreeSet;
 
-/// The table's columns (the archive's, in file order), the only names written into SQL.
-pub use vitalsink_archiver::export::format::COLUMNS;
+/// The table's columns (the hypertable's and the archive's, in table order), the only names
+/// written into SQL.
+pub use vitalsink_common::columns::COLUMNS;
 
 fn column(e: &Expr) -> Option<&str> {
     match e {
@@ -47,6 +48,12 @@ fn literal(e: &Expr) -> Option<String> {
         ScalarValue::Float32(Some(f)) if f.is_finite() => Some(format!("{f:?}::float8")),
         ScalarValue::Int64(Some(i)) => Some(i.to_string()),
         ScalarValue::Int32(Some(i)) => Some(i.to_string()),
+        ScalarValue::Int16(Some(i)) => Some(i.to_string()),
+        ScalarValue::Int8(Some(i)) => Some(i.to_string()),
+        ScalarValue::UInt64(Some(i)) => Some(i.to_string()),
+        ScalarValue::UInt32(Some(i)) => Some(i.to_string()),
+        ScalarValue::UInt16(Some(i)) => Some(i.to_string()),
+        ScalarValue::UInt8(Some(i)) => Some(i.to_string()),
         ScalarValue::Boolean(Some(b)) => Some(b.to_string()),
         // Exact to the microsecond (PostgreSQL's resolution), in UTC.
         other => micros(other)
@@ -233,6 +240,13 @@ mod tests {
     use super::*;
     use datafusion::logical_expr::{col, lit};
 
+    fn ts_lit_us(us: i64) -> Expr {
+        Expr::Literal(
+            ScalarValue::TimestampMicrosecond(Some(us), Some("UTC".into())),
+            None,
+        )
+    }
+
     #[test]
     fn filters_become_sql_or_stay_with_the_engine() {
         let f = col("participant_id")
@@ -249,6 +263,18 @@ mod tests {
         assert_eq!(
             to_sql(&col("ts").gt_eq(ts)).unwrap(),
             "(ts >= '1970-01-01T00:00:01.500000Z'::timestamptz)"
+        );
+        // The provenance columns (schema version 12), with the literal types the engine
+        // narrows a comparison's literal to.
+        let f = col("src_partition")
+            .eq(lit(3i32))
+            .and(col("utc_offset_min").gt_eq(lit(-210i16)))
+            .and(col("src_offset").in_list(vec![lit(7i64), lit(9i64)], false))
+            .and(col("received_at").lt(ts_lit_us(2_000_000)));
+        assert_eq!(
+            to_sql(&f).unwrap(),
+            "((((src_partition = 3) AND (utc_offset_min >= -210)) AND (src_offset IN (7, 9))) \
+             AND (received_at < '1970-01-01T00:00:02.000000Z'::timestamptz))"
         );
         assert!(
             to_sql(&col("nope").eq(lit(1))).is_none(),

@@ -5,8 +5,11 @@
 //! of [`QUEUE`] batches; the engine pulls them. A shard that fails mid-stream ends the stream
 //! with an error naming it, so the query fails instead of answering with part of the data.
 
-use arrow::array::{ArrayRef, Float64Builder, StringBuilder, TimestampMicrosecondBuilder};
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::array::{
+    ArrayRef, Float64Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::DataFusionError;
@@ -80,29 +83,56 @@ impl DisplayAs for ShardScanExec {
     }
 }
 
-/// The `SELECT` list entry of a column: `ts` as integer microseconds (exact, no time zone).
-pub fn select_expr(name: &str) -> String {
-    if name == "ts" {
-        "(extract(epoch FROM ts) * 1000000)::int8".to_string()
+/// The `SELECT` list entry of a column: a timestamp (`ts`, `received_at`) as integer
+/// microseconds (exact, no time zone; NULL stays NULL), any other column as it is.
+pub fn select_expr(field: &Field) -> String {
+    let name = field.name();
+    if matches!(field.data_type(), DataType::Timestamp(_, _)) {
+        format!("(extract(epoch FROM {name}) * 1000000)::int8")
     } else {
-        name.to_string()
+        name.clone()
     }
 }
 
+/// One column's builder, by the PostgreSQL type read into it.
 enum Col {
+    /// `text`.
     Text(StringBuilder),
-    Ts(TimestampMicrosecondBuilder),
+    /// `timestamptz` as integer microseconds ([`select_expr`]), with the field's time zone.
+    Ts(TimestampMicrosecondBuilder, Option<Arc<str>>),
+    /// `float8`.
     F64(Float64Builder),
+    /// `smallint`.
+    I16(Int16Builder),
+    /// `integer`.
+    I32(Int32Builder),
+    /// `bigint`.
+    I64(Int64Builder),
 }
 
-fn builders(schema: &SchemaRef) -> Vec<Col> {
+/// The builders of `schema`'s columns; an error naming a column of a type a shard scan
+/// cannot read.
+fn builders(schema: &SchemaRef) -> Result<Vec<Col>, DataFusionError> {
     schema
         .fields()
         .iter()
-        .map(|f| match f.data_type() {
-            DataType::Timestamp(_, _) => Col::Ts(TimestampMicrosecondBuilder::new()),
-            DataType::Float64 => Col::F64(Float64Builder::new()),
-            _ => Col::Text(StringBuilder::new()),
+        .map(|f| {
+            Ok(match f.data_type() {
+                DataType::Timestamp(TimeUnit::Microsecond, tz) => {
+                    Col::Ts(TimestampMicrosecondBuilder::new(), tz.clone())
+                }
+                DataType::Float64 => Col::F64(Float64Builder::new()),
+                DataType::Int16 => Col::I16(Int16Builder::new()),
+                DataType::Int32 => Col::I32(Int32Builder::new()),
+                DataType::Int64 => Col::I64(Int64Builder::new()),
+                DataType::Utf8 => Col::Text(StringBuilder::new()),
+                other => {
+                    return Err(DataFusionError::NotImplemented(format!(
+                        "shard scan of column {} of type {other}",
+                        f.name()
+                    )))
+                }
+            })
         })
         .collect()
 }
@@ -117,8 +147,11 @@ fn finish(
         .map(|c| -> ArrayRef {
             match c {
                 Col::Text(b) => Arc::new(b.finish()),
-                Col::Ts(b) => Arc::new(b.finish().with_timezone("UTC")),
+                Col::Ts(b, tz) => Arc::new(b.finish().with_timezone_opt(tz.clone())),
                 Col::F64(b) => Arc::new(b.finish()),
+                Col::I16(b) => Arc::new(b.finish()),
+                Col::I32(b) => Arc::new(b.finish()),
+                Col::I64(b) => Arc::new(b.finish()),
             }
         })
         .collect();
@@ -127,6 +160,19 @@ fn finish(
         arrays,
         &RecordBatchOptions::new().with_row_count(Some(rows)),
     )?)
+}
+
+/// Appends column `i` of `row` to `col`.
+fn append(col: &mut Col, row: &tokio_postgres::Row, i: usize) -> Result<(), tokio_postgres::Error> {
+    match col {
+        Col::Text(b) => b.append_option(row.try_get::<_, Option<&str>>(i)?),
+        Col::Ts(b, _) => b.append_option(row.try_get::<_, Option<i64>>(i)?),
+        Col::F64(b) => b.append_option(row.try_get::<_, Option<f64>>(i)?),
+        Col::I16(b) => b.append_option(row.try_get::<_, Option<i16>>(i)?),
+        Col::I32(b) => b.append_option(row.try_get::<_, Option<i32>>(i)?),
+        Col::I64(b) => b.append_option(row.try_get::<_, Option<i64>>(i)?),
+    }
+    Ok(())
 }
 
 async fn read(
@@ -166,7 +212,13 @@ async fn stream_rows(
         }
     };
     futures::pin_mut!(rows);
-    let mut cols = builders(&schema);
+    let mut cols = match builders(&schema) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = tx.send(Err(e)).await;
+            return;
+        }
+    };
     let mut n = 0usize;
     while let Some(row) = rows.next().await {
         let row = match row {
@@ -177,10 +229,9 @@ async fn stream_rows(
             }
         };
         for (i, c) in cols.iter_mut().enumerate() {
-            match c {
-                Col::Text(b) => b.append_option(row.get::<_, Option<&str>>(i)),
-                Col::Ts(b) => b.append_option(row.get::<_, Option<i64>>(i)),
-                Col::F64(b) => b.append_option(row.get::<_, Option<f64>>(i)),
+            if let Err(e) = append(c, &row, i) {
+                let _ = tx.send(Err(fail(e))).await;
+                return;
             }
         }
         n += 1;

@@ -13,9 +13,7 @@ use datafusion::catalog::Session;
 use datafusion::datasource::TableType;
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
-use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::empty::EmptyExec;
-use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
 use object_store::ObjectStore;
@@ -101,7 +99,7 @@ impl datafusion::catalog::TableProvider for Measurements {
             projected
                 .fields()
                 .iter()
-                .map(|f| select_expr(f.name()))
+                .map(|f| select_expr(f))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -130,30 +128,18 @@ impl datafusion::catalog::TableProvider for Measurements {
             )));
         }
         if let Some(store) = &self.store {
-            if let Some(a) = crate::archive_scan::plan(
+            if let Some(a) = crate::archive_scan::projected(
                 state,
                 store,
                 &self.schema,
+                &projected,
                 &snap.archived,
                 &snap.restored,
                 filters,
             )
             .await?
             {
-                let exprs: Vec<(Arc<dyn datafusion::physical_expr::PhysicalExpr>, String)> =
-                    projected
-                        .fields()
-                        .iter()
-                        .map(|f| {
-                            let i = self.schema.index_of(f.name())?;
-                            Ok((
-                                Arc::new(Column::new(f.name(), i))
-                                    as Arc<dyn datafusion::physical_expr::PhysicalExpr>,
-                                f.name().clone(),
-                            ))
-                        })
-                        .collect::<DfResult<_>>()?;
-                parts.push(Arc::new(ProjectionExec::try_new(exprs, a)?));
+                parts.push(a);
             }
         }
         Ok(match parts.len() {

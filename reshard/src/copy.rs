@@ -9,17 +9,44 @@
 //! exactly the copied rows. The copy, and the `shard_move_rows` rows that record each participant
 //! with its copied rows' count and checksum, commit in one transaction on the new shard: a
 //! batch is there whole or not at all, and a re-run skips it.
+//!
+//! Every column moves ([`vitalsink_common::columns::COLUMNS`], provenance included). The new
+//! shard's unique index `measurements_reading` (one row per reading, `schemas/README.md`, "A
+//! reading's identity") can refuse a copied row in one case only: an online move, where a
+//! resend of a reading the old shard holds was delivered after the cut-over and ingested on
+//! the new shard before the history got there. The copied row is the first receipt, so it
+//! takes that row's place (`ON CONFLICT … DO UPDATE`): the reading stays once, with the
+//! provenance of its first delivery, and the copy never fails on it.
 
 use futures::{SinkExt, TryStreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
+use vitalsink_common::columns::{column_list, COLUMNS};
 use vitalsink_common::db::Shard;
 
 use crate::error::Result;
 
-/// The columns copied, in table order.
-const COLUMNS: &str = "participant_id, metric, ts, value, unit, device_id, study_id";
+/// The columns of a reading's identity that are not expressions in `measurements_reading`:
+/// a conflicting row already agrees on them, so they are left as they are.
+const IDENTITY: [&str; 4] = ["participant_id", "metric", "ts", "occurrence"];
+
+/// The `INSERT` of the staged rows into `measurements`; a staged row whose reading the shard
+/// already holds (see the module docs) replaces that row's other columns.
+fn insert_sql() -> String {
+    let cols = column_list();
+    let set = COLUMNS
+        .iter()
+        .filter(|c| !IDENTITY.contains(c))
+        .map(|c| format!("{c} = EXCLUDED.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "INSERT INTO measurements ({cols}) SELECT {cols} FROM reshard_staging
+         ON CONFLICT (participant_id, ts, metric, (coalesce(device_id, '')), value, occurrence)
+         DO UPDATE SET {set}"
+    )
+}
 
 /// [`CHECKSUM_SQL`] over `table` instead of `measurements`.
 pub fn checksum_sql(table: &str) -> String {
@@ -32,9 +59,23 @@ pub fn checksum_sql(table: &str) -> String {
 /// so that it does not depend on a session's time zone. Two shards agree on a participant iff
 /// they hold the same multiset of its rows (up to 64-bit hash collisions). `$1` is the
 /// participants (`text[]`); a participant without rows is absent from the result.
-pub const CHECKSUM_SQL: &str = "SELECT participant_id, count(*), coalesce(sum(hashtextextended(concat_ws('|',
+///
+/// Every column counts. The provenance columns of schema version 12 are one more field,
+/// NULL (which `concat_ws` skips) when all seven are NULL: a row from before the upgrade
+/// hashes as it did then, so a move started by an older `reshard` (its checksums recorded in
+/// `shard_move_rows`) still verifies when a newer one resumes it.
+pub const CHECKSUM_SQL: &str =
+    "SELECT participant_id, count(*), coalesce(sum(hashtextextended(concat_ws('|',
         participant_id, metric, (extract(epoch FROM ts) * 1000000)::bigint, value::text,
-        coalesce(unit, '\\N'), coalesce(device_id, '\\N'), coalesce(study_id, '\\N')), 0)::numeric), 0)::text
+        coalesce(unit, '\\N'), coalesce(device_id, '\\N'), coalesce(study_id, '\\N'),
+        CASE WHEN num_nonnulls(utc_offset_min, occurrence, received_at, received_at_type,
+                               src_topic, src_partition, src_offset) > 0
+        THEN concat_ws('|',
+            coalesce(utc_offset_min::text, '\\N'), coalesce(occurrence::text, '\\N'),
+            coalesce(((extract(epoch FROM received_at) * 1000000)::bigint)::text, '\\N'),
+            coalesce(received_at_type::text, '\\N'), coalesce(src_topic, '\\N'),
+            coalesce(src_partition::text, '\\N'), coalesce(src_offset::text, '\\N')) END),
+        0)::numeric), 0)::text
      FROM measurements WHERE participant_id = ANY($1) GROUP BY participant_id";
 
 /// Per participant (rows, checksum).
@@ -83,9 +124,10 @@ pub async fn copy_batch(
         .map(|p| format!("'{}'", p.replace('\'', "''")))
         .collect::<Vec<_>>()
         .join(",");
+    let cols = column_list();
     let out = src
         .copy_out(&format!(
-            "COPY (SELECT {COLUMNS} FROM measurements WHERE participant_id IN ({list})) TO STDOUT (FORMAT binary)"
+            "COPY (SELECT {cols} FROM measurements WHERE participant_id IN ({list})) TO STDOUT (FORMAT binary)"
         ))
         .await
         .map_err(|e| from.err(e))?;
@@ -96,7 +138,7 @@ pub async fn copy_batch(
         .map_err(|e| to.err(e))?;
     let sink = tx
         .copy_in(&format!(
-            "COPY reshard_staging ({COLUMNS}) FROM STDIN (FORMAT binary)"
+            "COPY reshard_staging ({cols}) FROM STDIN (FORMAT binary)"
         ))
         .await
         .map_err(|e| to.err(e))?;
@@ -117,12 +159,9 @@ pub async fn copy_batch(
         .iter()
         .map(|r| (r.get(0), (r.get(1), r.get(2))))
         .collect();
-    tx.execute(
-        &format!("INSERT INTO measurements ({COLUMNS}) SELECT {COLUMNS} FROM reshard_staging"),
-        &[],
-    )
-    .await
-    .map_err(|e| to.err(e))?;
+    tx.execute(&insert_sql(), &[])
+        .await
+        .map_err(|e| to.err(e))?;
     let (ids, rows, sum): (Vec<&String>, Vec<i64>, Vec<&String>) = sums
         .iter()
         .map(|(p, (n, c))| (p, *n, c))
@@ -163,5 +202,25 @@ async fn wait_for(limit: &DefaultDirectRateLimiter, bytes: usize) {
             }
         }
         left -= step;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_column_is_copied_and_checksummed() {
+        for c in COLUMNS {
+            assert!(CHECKSUM_SQL.contains(c), "{c} is not in the checksum");
+            assert!(checksum_sql("reshard_staging").contains(c));
+        }
+        assert!(checksum_sql("reshard_staging").contains("FROM reshard_staging WHERE"));
+        let insert = insert_sql();
+        assert!(insert.starts_with(&format!("INSERT INTO measurements ({})", column_list())));
+        for c in COLUMNS.iter().filter(|c| !IDENTITY.contains(c)) {
+            assert!(insert.contains(&format!("{c} = EXCLUDED.{c}")), "{c}");
+        }
+        assert!(!insert.contains("ts = EXCLUDED"));
     }
 }

@@ -22,7 +22,7 @@
 //!    shard's `ingest_offsets` must agree (the workers stopped cleanly: SIGTERM flushes them
 //!    to the same offset on every shard). All shards, the new one included, are migrated.
 //! 2. **copying** — every participant whose shard changes ([`crate::plan::moving`]) is copied
-//!    to its new shard ([`crate::copy::copy_participant`]: streamed, throttled, one
+//!    to its new shard ([`crate::copy::copy_batch`]: streamed, throttled, one
 //!    transaction with its `copied` record, skipped when already recorded), then verified:
 //!    its rows' count and checksum on the old shard must equal the copy's. A copy that
 //!    disagrees is discarded and the move stops (rows changed under it: a worker is writing).

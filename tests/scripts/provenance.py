@@ -201,6 +201,7 @@ def check(rows_path, root, plan_path):
     pdrows = [{**r, "ts": int(pd.Timestamp(r["ts"]).value // 1000)} for r in df.to_dict("records")]
     for r in pdrows:
         r["utc_offset_min"] = None if pd.isna(r["utc_offset_min"]) else int(r["utc_offset_min"])
+        r["device_id"] = None if pd.isna(r["device_id"]) else r["device_id"]
     compare(db + pdrows, plan["want"], "database + archive (pandas)")
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
@@ -334,7 +335,7 @@ def adbc(addr, plan_path):
     plan = json.load(open(plan_path))
     with flightsql.connect(f"grpc://{addr}") as conn, conn.cursor() as cur:
         cur.execute("SELECT participant_id, device_id, metric, ts, value, utc_offset_min, "
-                    "date_trunc('day', ts + utc_offset_min * INTERVAL '1 minute') AS local_day "
+                    "CAST(ts + arrow_cast(utc_offset_min * 60, 'Duration(Second)') AS DATE) AS local_day "
                     "FROM measurements WHERE participant_id IN ('prov-a', 'prov-old')")
         t = cur.fetch_arrow_table()
     rows = []
