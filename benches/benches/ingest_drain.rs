@@ -131,6 +131,9 @@ struct Run {
     broker_cpu_per_row: f64,
     rss_mib: f64,
     cap_mib: f64,
+    /// The same drain into shards without the reading rule (schema 11's index instead of the
+    /// unique `measurements_reading`): what the rule costs.
+    rule_off_rate: f64,
 }
 
 impl Run {
@@ -176,6 +179,12 @@ impl Run {
             self.rate,
             "rows/s",
             Some(("COPY-only", self.copy_rate)),
+        );
+        report(
+            "ingest drain with the reading rule vs without it (issue 25)",
+            self.rate,
+            "rows/s",
+            Some(("the drain without the rule", self.rule_off_rate)),
         );
         report(
             "ingest CPU per row",
@@ -236,6 +245,7 @@ async fn measure(stack: &Stack, data: &Dataset, topic: &str) -> Run {
     let written = stored_rows(&dbs.shards).await;
     dbs.drop_all().await;
     std::fs::remove_dir_all(&dir).ok();
+    let rule_off_rate = drain_without_rule(stack, data, topic).await;
     let (copy_rate, copy_cpu_per_row) =
         copy_only_rate(stack, written, data.readings, "in the drain's order").await;
     let (sorted_rate, _) = copy_only_rate(
@@ -256,7 +266,37 @@ async fn measure(stack: &Stack, data: &Dataset, topic: &str) -> Run {
         broker_cpu_per_row: per_row(broker_cpu),
         rss_mib: rss as f64 / (1 << 20) as f64,
         cap_mib: (setup.memory_cap >> 20) as f64,
+        rule_off_rate,
     }
+}
+
+/// The drain as it was before each reading was kept once (issue 25): the same topic into
+/// fresh shards whose hypertable has schema 11's `(participant_id, ts DESC)` index instead of
+/// the unique reading index `measurements_reading`. Rows/s.
+async fn drain_without_rule(stack: &Stack, data: &Dataset, topic: &str) -> f64 {
+    let dbs = ShardDbs::create(stack, "b_ingest_norule").await;
+    let dir = std::env::temp_dir().join(unique("bench"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let setup = IngestSetup::for_topic(stack, &dbs.shards, &dir, BATCH_ROWS, topic.to_string());
+    let migrated = std::process::Command::new(vitalsink_benches::release_binary("ingest"))
+        .args(["--config", setup.config.to_str().unwrap(), "migrate"])
+        .status()
+        .unwrap();
+    assert!(migrated.success(), "ingest migrate");
+    for s in &dbs.shards {
+        connect(&s.url)
+            .await
+            .batch_execute(
+                "DROP INDEX measurements_reading;
+                 CREATE INDEX measurements_participant_ts ON measurements (participant_id, ts DESC)",
+            )
+            .await
+            .unwrap();
+    }
+    let (rate, ..) = drain(&setup, &dbs, &dir, data).await;
+    dbs.drop_all().await;
+    std::fs::remove_dir_all(&dir).ok();
+    rate
 }
 
 /// Runs the release `ingest` binary on the pre-loaded topic until every reading is in the

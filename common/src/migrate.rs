@@ -88,6 +88,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0012_provenance.sql",
         sql: include_str!("../../schemas/sql/0012_provenance.sql"),
     },
+    Migration {
+        version: 13,
+        name: "0013_delete_archived.sql",
+        sql: include_str!("../../schemas/sql/0013_delete_archived.sql"),
+    },
 ];
 
 /// The newest schema version this binary ships.

@@ -222,6 +222,7 @@ async fn each_role_is_refused_what_it_must_not_do() {
         format!("SELECT vitalsink_drop_chunk('{chunk}')"),
         format!("BEGIN; SELECT vitalsink_lock_chunk('{chunk}')"),
         format!("BEGIN; SELECT vitalsink_share_lock_chunk('{chunk}')"),
+        format!("SELECT vitalsink_delete_archived('{chunk}', ARRAY['P1'], ARRAY['hr'], ARRAY[now()], ARRAY[1.0::float8], ARRAY[NULL::text], ARRAY[0::int2])"),
         format!("BEGIN; LOCK TABLE {chunk} IN ACCESS EXCLUSIVE MODE"),
         format!("BEGIN; LOCK TABLE {chunk} IN SHARE MODE"),
         format!("DELETE FROM {chunk}"),
@@ -264,6 +265,7 @@ async fn each_role_is_refused_what_it_must_not_do() {
         format!("DROP TABLE {chunk}"),
         format!("SELECT vitalsink_drop_chunk('{chunk}')"),
         format!("BEGIN; SELECT vitalsink_share_lock_chunk('{chunk}')"),
+        format!("SELECT vitalsink_delete_archived('{chunk}', ARRAY['P1'], ARRAY['hr'], ARRAY[now()], ARRAY[1.0::float8], ARRAY[NULL::text], ARRAY[0::int2])"),
         "SELECT drop_chunks('measurements', older_than => now())".into(),
         "SELECT * FROM ingest_offsets".into(),
     ] {
@@ -293,9 +295,18 @@ async fn each_role_is_refused_what_it_must_not_do() {
         "BEGIN; SELECT vitalsink_share_lock_chunk('measurements')",
         "BEGIN; SELECT vitalsink_share_lock_chunk(NULL)",
         "UPDATE shard_map SET reason = 'x'",
+        "SELECT vitalsink_delete_archived('measurements', ARRAY['P1'], ARRAY['hr'], ARRAY[now()], ARRAY[1.0::float8], ARRAY[NULL::text], ARRAY[0::int2])",
+        "SELECT vitalsink_delete_archived('ingest_offsets', ARRAY['P1'], ARRAY['hr'], ARRAY[now()], ARRAY[1.0::float8], ARRAY[NULL::text], ARRAY[0::int2])",
     ] {
         refused(&arc, ARCHIVER, sql).await;
     }
+    // ...but it may delete a chunk's readings by identity (a late resend the archive holds).
+    allowed(
+        &arc,
+        ARCHIVER,
+        &format!("SELECT vitalsink_delete_archived('{chunk}', ARRAY['P1'], ARRAY['hr'], ARRAY[now()], ARRAY[1.0::float8], ARRAY[NULL::text], ARRAY[0::int2])"),
+    )
+    .await;
     // A table the owner made a child of `measurements` is no chunk (migration 11 checks
     // TimescaleDB's chunk catalog as well as inheritance).
     owner

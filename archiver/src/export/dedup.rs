@@ -22,19 +22,19 @@
 //! 3. in one transaction on the job's connection: the identity columns of those objects' rows
 //!    of these participants, within the chunk's range and with an occurrence, are streamed
 //!    (only the six columns, row groups whose participant or ts statistics exclude them
-//!    skipped, one batch at a time: memory is a batch, whatever the object's size) into a
-//!    temporary table by binary COPY; then `DELETE FROM <chunk> c USING it t WHERE` the
-//!    identity is equal (`participant_id`, `ts`, `metric`, `coalesce(device_id, '')`,
-//!    `value`, `occurrence IS NOT DISTINCT FROM`; the temporary table has no NULL occurrence,
-//!    so rows from before schema version 12 are never dropped); COMMIT. This commits before the
+//!    skipped, one batch at a time: memory is a batch, whatever the object's size), and each
+//!    batch of at most [`BATCH_ROWS`] identities goes to `vitalsink_delete_archived(chunk,
+//!    …arrays…)` (`schemas/sql/0013_delete_archived.sql`), which deletes the chunk's rows whose
+//!    identity is equal (`participant_id`, `ts`, `metric`, `coalesce(device_id, '')`, `value`,
+//!    `occurrence`; a NULL occurrence never matches, so rows from before schema version 12 are
+//!    never dropped); COMMIT. This commits before the
 //!    export's snapshot and before the chunk's SHARE lock is taken, so the export, the
 //!    read-back and the drop's checks all see the chunk without the duplicates.
 //!
 //! The deleted rows are counted as `duplicates` in the run's report and in
-//! `vitalsink_archiver_duplicates_total{shard}`. The DELETE needs the `DELETE` privilege on the
-//! chunk, which the least-privilege `vitalsink_archiver` role (schemas/ROLES.md) does not
-//! have: under that role the duplicates are logged as not dropped and the chunk is exported
-//! with them.
+//! `vitalsink_archiver_duplicates_total{shard}`. The function is SECURITY DEFINER and only
+//! deletes from chunks of `measurements`, so the least-privilege `vitalsink_archiver` role
+//! (schemas/ROLES.md), which has no `DELETE` on the table, may call it.
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Float64Type, Int16Type, TimestampMicrosecondType};
@@ -45,8 +45,6 @@ use object_store::ObjectStoreExt;
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::file::metadata::RowGroupMetaData;
 use parquet::file::statistics::Statistics;
-use postgres_types::{ToSql, Type};
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::Client;
 use vitalsink_common::db::Shard;
 
@@ -182,16 +180,7 @@ pub async fn drop_archived(
         }
         Err(e) => {
             let _ = c.batch_execute("ROLLBACK").await;
-            match &e {
-                Error::Postgres { source, .. }
-                    if source.code()
-                        == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) =>
-                {
-                    tracing::warn!(shard, chunk = %chunk.name, error = %e, "the archiver's role may not delete from the chunk: readings already archived are exported again");
-                    Ok(0)
-                }
-                _ => Err(e),
-            }
+            Err(e)
         }
     }
 }
@@ -209,8 +198,8 @@ async fn adopts_an_attempt(c: &Client, shard: &str, chunk: &Chunk) -> Result<boo
         .any(|s| matches!(s, Step::Written | Step::Verified)))
 }
 
-/// Inside the open transaction: the objects' readings into a temporary table, then the
-/// DELETE. Returns the rows deleted.
+/// Inside the open transaction: the objects' readings, a batch at a time, to
+/// `vitalsink_delete_archived`. Returns the rows deleted.
 async fn compare_and_delete(
     c: &Client,
     shard: &str,
@@ -219,33 +208,18 @@ async fn compare_and_delete(
     chunk: &Chunk,
     participants: &[String],
 ) -> Result<u64> {
-    c.batch_execute(
-        "CREATE TEMP TABLE vitalsink_archived (participant_id text, metric text, ts timestamptz,
-             value float8, device_id text, occurrence smallint) ON COMMIT DROP",
-    )
-    .await
-    .map_err(pg(shard))?;
-    let sink = c
-        .copy_in(
-            "COPY vitalsink_archived (participant_id, metric, ts, value, device_id, occurrence) \
-             FROM STDIN (FORMAT binary)",
-        )
-        .await
-        .map_err(pg(shard))?;
-    let types = [
-        Type::TEXT,
-        Type::TEXT,
-        Type::TIMESTAMPTZ,
-        Type::FLOAT8,
-        Type::TEXT,
-        Type::INT2,
-    ];
-    let writer = BinaryCopyInWriter::new(sink, &types);
-    let mut writer = std::pin::pin!(writer);
     let range = (
         chunk.range_start.timestamp_micros(),
         chunk.range_end.timestamp_micros(),
     );
+    let delete = c
+        .prepare(
+            "SELECT vitalsink_delete_archived($1::text::regclass, $2, $3, $4, $5, $6, $7)",
+        )
+        .await
+        .map_err(pg(shard))?;
+    let ident = chunk.ident();
+    let (mut compared, mut deleted) = (0u64, 0u64);
     for o in objects {
         let p = Path::from(o.path.as_str());
         let meta = archive.store.head(&p).await?;
@@ -268,33 +242,44 @@ async fn compare_and_delete(
             .with_batch_size(BATCH_ROWS)
             .build()?;
         while let Some(b) = stream.try_next().await? {
-            copy_identities(&b, participants, range, writer.as_mut(), shard, &o.path).await?;
+            let ids = identities(&b, participants, range, &o.path)?;
+            if ids.pid.is_empty() {
+                continue;
+            }
+            compared += ids.pid.len() as u64;
+            let n: i64 = c
+                .query_one(
+                    &delete,
+                    &[
+                        &ident,
+                        &ids.pid,
+                        &ids.metric,
+                        &ids.ts,
+                        &ids.value,
+                        &ids.device,
+                        &ids.occurrence,
+                    ],
+                )
+                .await
+                .map_err(pg(shard))?
+                .get(0);
+            deleted += u64::try_from(n).unwrap_or(0);
         }
     }
-    let loaded = writer.as_mut().finish().await.map_err(pg(shard))?;
-    if loaded == 0 {
-        return Ok(0);
-    }
-    c.batch_execute("ANALYZE vitalsink_archived")
-        .await
-        .map_err(pg(shard))?;
-    let deleted = c
-        .execute(
-            &format!(
-                "DELETE FROM {} c USING vitalsink_archived t
-                  WHERE c.participant_id = t.participant_id AND c.ts = t.ts
-                    AND c.metric = t.metric
-                    AND coalesce(c.device_id, '') = coalesce(t.device_id, '')
-                    AND c.value = t.value
-                    AND c.occurrence IS NOT DISTINCT FROM t.occurrence",
-                chunk.ident()
-            ),
-            &[],
-        )
-        .await
-        .map_err(pg(shard))?;
-    tracing::debug!(shard, chunk = %chunk.name, compared = loaded, deleted, "late chunk compared with the archive");
+    tracing::debug!(shard, chunk = %chunk.name, compared, deleted, "late chunk compared with the archive");
     Ok(deleted)
+}
+
+/// The identities of one batch of archived rows, as the arrays `vitalsink_delete_archived`
+/// takes.
+#[derive(Debug, Default)]
+struct Identities<'a> {
+    pid: Vec<&'a str>,
+    metric: Vec<&'a str>,
+    ts: Vec<DateTime<Utc>>,
+    value: Vec<f64>,
+    device: Vec<Option<&'a str>>,
+    occurrence: Vec<i16>,
 }
 
 /// Whether row group `rg` may hold rows of `participants` (sorted) within `range` (µs, end
@@ -317,16 +302,14 @@ fn may_hold(rg: &RowGroupMetaData, participants: &[String], range: (i64, i64)) -
     true
 }
 
-/// COPYs the identities of the rows of `b` (the [`IDENTITY`] columns) of `participants`
-/// within `range` that have an occurrence into `w`.
-async fn copy_identities(
-    b: &RecordBatch,
+/// The identities of the rows of `b` (the [`IDENTITY`] columns) of `participants` within
+/// `range` that have an occurrence.
+fn identities<'a>(
+    b: &'a RecordBatch,
     participants: &[String],
     range: (i64, i64),
-    mut w: std::pin::Pin<&mut BinaryCopyInWriter>,
-    shard: &str,
     object: &str,
-) -> Result<()> {
+) -> Result<Identities<'a>> {
     let bad = || Error::Verify {
         object: object.to_string(),
         message: "columns do not have the archive schema's types".into(),
@@ -346,6 +329,7 @@ async fn copy_identities(
     let occ = col("occurrence")?
         .as_primitive_opt::<Int16Type>()
         .ok_or_else(bad)?;
+    let mut out = Identities::default();
     for i in 0..b.num_rows() {
         let t = ts.value(i);
         if occ.is_null(i) || t < range.0 || t >= range.1 {
@@ -358,11 +342,13 @@ async fn copy_identities(
         {
             continue;
         }
-        let t = DateTime::<Utc>::from_timestamp_micros(t).ok_or_else(bad)?;
-        let (m, v, o) = (metric.value(i), value.value(i), occ.value(i));
-        let d = (!device.is_null(i)).then(|| device.value(i));
-        let row: [&(dyn ToSql + Sync); 6] = [&p, &m, &t, &v, &d, &o];
-        w.as_mut().write(&row).await.map_err(pg(shard))?;
+        out.pid.push(p);
+        out.metric.push(metric.value(i));
+        out.ts
+            .push(DateTime::<Utc>::from_timestamp_micros(t).ok_or_else(bad)?);
+        out.value.push(value.value(i));
+        out.device.push((!device.is_null(i)).then(|| device.value(i)));
+        out.occurrence.push(occ.value(i));
     }
-    Ok(())
+    Ok(out)
 }
