@@ -15,37 +15,32 @@
 //! reading's identity") can refuse a copied row in one case only: an online move, where a
 //! resend of a reading the old shard holds was delivered after the cut-over and ingested on
 //! the new shard before the history got there. The copied row is the first receipt, so it
-//! takes that row's place (`ON CONFLICT … DO UPDATE`): the reading stays once, with the
-//! provenance of its first delivery, and the copy never fails on it.
+//! takes that row's place: the batch first deletes the new shard's rows with a staged row's
+//! identity, then inserts the staged rows, in one transaction (the mover role has `DELETE`
+//! and `INSERT` on `measurements` but not `UPDATE`, which `ON CONFLICT … DO UPDATE` needs;
+//! schemas/ROLES.md). The reading stays once, with the provenance of its first delivery, and
+//! the copy never fails on it.
 
 use futures::{SinkExt, TryStreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
-use vitalsink_common::columns::{column_list, COLUMNS};
+use vitalsink_common::columns::column_list;
 use vitalsink_common::db::Shard;
 
 use crate::error::Result;
 
-/// The columns of a reading's identity that are not expressions in `measurements_reading`:
-/// a conflicting row already agrees on them, so they are left as they are.
-const IDENTITY: [&str; 4] = ["participant_id", "metric", "ts", "occurrence"];
+/// Deletes the rows of `measurements` whose reading is staged (see the module docs): the
+/// identity of the unique index `measurements_reading`; a NULL occurrence never matches.
+const DELETE_STAGED_SQL: &str = "DELETE FROM measurements m USING reshard_staging s
+     WHERE m.participant_id = s.participant_id AND m.ts = s.ts AND m.metric = s.metric
+       AND coalesce(m.device_id, '') = coalesce(s.device_id, '') AND m.value = s.value
+       AND m.occurrence = s.occurrence";
 
-/// The `INSERT` of the staged rows into `measurements`; a staged row whose reading the shard
-/// already holds (see the module docs) replaces that row's other columns.
+/// The `INSERT` of the staged rows into `measurements`, after [`DELETE_STAGED_SQL`].
 fn insert_sql() -> String {
     let cols = column_list();
-    let set = COLUMNS
-        .iter()
-        .filter(|c| !IDENTITY.contains(c))
-        .map(|c| format!("{c} = EXCLUDED.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "INSERT INTO measurements ({cols}) SELECT {cols} FROM reshard_staging
-         ON CONFLICT (participant_id, ts, metric, (coalesce(device_id, '')), value, occurrence)
-         DO UPDATE SET {set}"
-    )
+    format!("INSERT INTO measurements ({cols}) SELECT {cols} FROM reshard_staging")
 }
 
 /// [`CHECKSUM_SQL`] over `table` instead of `measurements`.
@@ -159,6 +154,13 @@ pub async fn copy_batch(
         .iter()
         .map(|r| (r.get(0), (r.get(1), r.get(2))))
         .collect();
+    let replaced = tx
+        .execute(DELETE_STAGED_SQL, &[])
+        .await
+        .map_err(|e| to.err(e))?;
+    if replaced > 0 {
+        tracing::info!(shard = %to.name, replaced, "readings resent to the new shard during the move give way to their copied first receipt");
+    }
     tx.execute(&insert_sql(), &[])
         .await
         .map_err(|e| to.err(e))?;
@@ -208,6 +210,7 @@ async fn wait_for(limit: &DefaultDirectRateLimiter, bytes: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vitalsink_common::columns::COLUMNS;
 
     #[test]
     fn every_column_is_copied_and_checksummed() {
@@ -218,9 +221,8 @@ mod tests {
         assert!(checksum_sql("reshard_staging").contains("FROM reshard_staging WHERE"));
         let insert = insert_sql();
         assert!(insert.starts_with(&format!("INSERT INTO measurements ({})", column_list())));
-        for c in COLUMNS.iter().filter(|c| !IDENTITY.contains(c)) {
-            assert!(insert.contains(&format!("{c} = EXCLUDED.{c}")), "{c}");
+        for c in ["participant_id", "ts", "metric", "device_id", "value", "occurrence"] {
+            assert!(DELETE_STAGED_SQL.contains(&format!("m.{c}")), "{c}");
         }
-        assert!(!insert.contains("ts = EXCLUDED"));
     }
 }
