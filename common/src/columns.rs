@@ -25,6 +25,24 @@ pub const COLUMNS: [&str; 14] = [
     "src_offset",
 ];
 
+/// The PostgreSQL type of each of [`COLUMNS`], in the same order.
+pub const COLUMN_TYPES: [&str; 14] = [
+    "text",
+    "text",
+    "timestamptz",
+    "double precision",
+    "text",
+    "text",
+    "text",
+    "smallint",
+    "smallint",
+    "timestamptz",
+    "smallint",
+    "text",
+    "integer",
+    "bigint",
+];
+
 /// Columns of schema version 1 (the first seven of [`COLUMNS`]), what rows and archive
 /// objects from before schema version 12 have.
 pub const V1_COLUMNS: usize = 7;
@@ -40,6 +58,18 @@ pub const RECEIVED_LOG_APPEND_TIME: i16 = 1;
 /// The columns as a comma-separated SQL list, in table order.
 pub fn column_list() -> String {
     COLUMNS.join(", ")
+}
+
+/// The columns with their types, `name type, …`: a table of the same shape as
+/// `measurements` without reading it (`CREATE TABLE … (LIKE measurements)` needs `SELECT` on
+/// it, which the ingest role does not have; schemas/ROLES.md).
+pub fn column_defs() -> String {
+    COLUMNS
+        .iter()
+        .zip(COLUMN_TYPES)
+        .map(|(c, t)| format!("{c} {t}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The Parquet field id of `column` (1-based position in [`COLUMNS`]), `None` for another
@@ -62,5 +92,6 @@ mod tests {
         assert_eq!(field_id("src_offset"), Some(14));
         assert_eq!(field_id("nope"), None);
         assert!(column_list().starts_with("participant_id, metric, ts, value"));
+        assert!(column_defs().ends_with("src_partition integer, src_offset bigint"));
     }
 }

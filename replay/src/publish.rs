@@ -124,8 +124,10 @@ pub fn push_sample(out: &mut String, ts_micros: i64, value: f64) {
 /// Splits samples into batch record values of at most `batch_samples` samples and
 /// `max_message_bytes` bytes each, calling `emit(json, samples)` per record.
 ///
-/// Samples of one instant stay in one record, even when that makes a record longer than
-/// `batch_samples` (up to [`MAX_BATCH_SAMPLES`] and the byte limit): a reading's identity
+/// Samples of one instant stay in one record: a record ends before a run of samples of one
+/// instant rather than inside it, whether the record is full by samples or by bytes (a record
+/// may then hold fewer samples than it could, or more than `batch_samples` up to
+/// [`MAX_BATCH_SAMPLES`]); only a run longer than a whole record is split. A reading's identity
 /// counts equal readings within a record, and two records that each hold the same reading are
 /// taken as a resend (schemas/README.md, "Identity"). heartpy's `data3.csv` repeats its timer,
 /// with the same value 815 times.
@@ -148,18 +150,42 @@ where
     let mut n = 0;
     let mut sample = String::new();
     let mut last_ts = None;
+    // Where the current run of samples of one instant starts in `buf` (bytes, after its comma)
+    // and how many samples of the record come before it.
+    let (mut run_at, mut run_n) = (prefix.len(), 0);
     for (ts, v) in samples {
         sample.clear();
         push_sample(&mut sample, ts, v);
-        // +1 for the comma, +2 for the closing "]}".
-        let too_big = buf.len() + 1 + sample.len() + 2 > max_message_bytes;
-        let same_instant = last_ts == Some(ts) && n < MAX_BATCH_SAMPLES;
+        let same_instant = last_ts == Some(ts);
         last_ts = Some(ts);
-        if n > 0 && (too_big || (n >= batch_samples && !same_instant)) {
-            buf.push_str("]}");
-            emit(&buf, n)?;
-            buf.truncate(prefix.len());
-            n = 0;
+        if !same_instant {
+            (run_at, run_n) = (buf.len() + usize::from(n > 0), n);
+        }
+        // +1 for the comma, +2 for the closing "]}".
+        let too_big = |buf: &String| buf.len() + 1 + sample.len() + 2 > max_message_bytes;
+        let full = n >= MAX_BATCH_SAMPLES || (n >= batch_samples && !same_instant);
+        if n > 0 && (too_big(&buf) || full) {
+            if same_instant && run_n > 0 {
+                // Cut before the run, which moves to the next record whole.
+                let carried = buf.split_off(run_at);
+                buf.truncate(run_at - 1);
+                buf.push_str("]}");
+                emit(&buf, run_n)?;
+                buf.truncate(prefix.len());
+                buf.push_str(&carried);
+                n -= run_n;
+                (run_at, run_n) = (prefix.len(), 0);
+            }
+            let full = n >= MAX_BATCH_SAMPLES || (n >= batch_samples && !same_instant);
+            if n > 0 && (too_big(&buf) || full) {
+                // A full record; or one instant's samples beyond one record, which have to be
+                // split.
+                buf.push_str("]}");
+                emit(&buf, n)?;
+                buf.truncate(prefix.len());
+                n = 0;
+                (run_at, run_n) = (prefix.len(), 0);
+            }
         }
         if n > 0 {
             buf.push(',');
@@ -383,6 +409,7 @@ mod tests {
                     study_id: rec.study_id.clone(),
                 };
                 let mut want = s.samples.iter();
+                let mut last_ts = None;
                 encode_batches(
                     &header,
                     s.samples.iter().copied(),
@@ -392,6 +419,12 @@ mod tests {
                         assert!(json.len() <= limits.max_message_bytes && n <= MAX_BATCH_SAMPLES);
                         let got = decode(json.as_bytes(), &limits, now).expect("valid record");
                         assert_eq!(got.len(), n);
+                        assert_ne!(
+                            got.first().map(|r| r.ts_micros),
+                            last_ts,
+                            "an instant split between two records"
+                        );
+                        last_ts = got.last().map(|r| r.ts_micros);
                         for r in got {
                             let &(ts, v) = want.next().expect("no extra reading");
                             assert_eq!(
@@ -439,12 +472,28 @@ mod tests {
             .chain([(10_000, 2.0), (11_000, 2.0)])
             .collect();
         let mut sizes = Vec::new();
-        encode_batches(&header, samples, 10, 65_536, |_, n| {
+        encode_batches(&header, samples.clone(), 10, 65_536, |_, n| {
             sizes.push(n);
             Ok(())
         })
         .unwrap();
         assert_eq!(sizes, [16, 2]);
+        // Full by bytes in the middle of the run at instant 9: the record ends before the run.
+        let one = {
+            let mut s = String::new();
+            push_sample(&mut s, 9_000, 1.0);
+            s.len()
+        };
+        let limit = header.prefix().len() + 11 * (one + 1) + 2;
+        let mut records = Vec::new();
+        encode_batches(&header, samples.clone(), 100, limit, |json, n| {
+            assert!(json.len() <= limit);
+            records.push((n, json.matches("\"ts\"").count()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(records.iter().map(|r| r.0).collect::<Vec<_>>(), [9, 9]);
+        assert!(records.iter().all(|(n, ts)| n == ts));
     }
 
     #[test]

@@ -196,6 +196,24 @@ async fn each_role_is_refused_what_it_must_not_do() {
               VALUES ('P2', 'hr', '2020-03-01T00:00:00Z', 3)",
     )
     .await;
+    // The duplicate-aware write's path (ingest/src/data/writer.rs): a temporary staging table
+    // declared column by column, then INSERT … ON CONFLICT DO NOTHING (one of two copies kept).
+    let cols = vitalsink_common::columns::column_list();
+    allowed(
+        &ing,
+        INGEST,
+        &format!(
+            "BEGIN;
+             CREATE TEMP TABLE IF NOT EXISTS vitalsink_ingest_staging ({}) ON COMMIT DELETE ROWS;
+             INSERT INTO vitalsink_ingest_staging (participant_id, metric, ts, value, occurrence, src_partition)
+                  VALUES ('P2', 'hr', '2020-03-01T00:00:01Z', 4, 0, 0), ('P2', 'hr', '2020-03-01T00:00:01Z', 4, 0, 0);
+             INSERT INTO measurements ({cols}) SELECT {cols} FROM vitalsink_ingest_staging
+              WHERE src_partition = 0 ON CONFLICT DO NOTHING;
+             COMMIT",
+            vitalsink_common::columns::column_defs()
+        ),
+    )
+    .await;
     allowed(
         &ing,
         INGEST,
@@ -210,7 +228,7 @@ async fn each_role_is_refused_what_it_must_not_do() {
     let (after_insert, rows) = chunks_and_rows(&owner).await;
     assert_eq!(
         (after_insert.len(), rows),
-        (3, 3),
+        (3, 4),
         "the ingest role's insert created a chunk: {after_insert:?}"
     );
     for sql in [
@@ -362,7 +380,7 @@ async fn each_role_is_refused_what_it_must_not_do() {
     }
 
     // Nothing of that changed anything but the one allowed insert and offset update.
-    assert_eq!(chunks_and_rows(&owner).await, (after_insert, 3));
+    assert_eq!(chunks_and_rows(&owner).await, (after_insert, 4));
     let offsets: Vec<(i32, i64)> = owner
         .query(
             "SELECT kafka_partition, next_offset FROM ingest_offsets ORDER BY 1",

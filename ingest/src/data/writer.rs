@@ -34,7 +34,7 @@ use vitalsink_common::retry::{Backoff, Class};
 use crate::data::batch::{Batch, Segment};
 use crate::data::copy_format::copy_in;
 use crate::fatal::Fatal;
-use vitalsink_common::columns::column_list;
+use vitalsink_common::columns::{column_defs, column_list};
 
 /// What one applied batch did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -139,40 +139,38 @@ pub async fn apply(
 
 /// The duplicate-aware write: `kept` is COPYed into the session's staging table (created once
 /// per connection, emptied at commit), then inserted with `ON CONFLICT DO NOTHING` on the
-/// unique index `measurements_reading`. Returns the rows staged and, per source partition,
-/// the rows inserted.
+/// unique index `measurements_reading`, one statement per source partition so that each
+/// partition's applied rows are counted. Needs no `SELECT` on `measurements` (the ingest role
+/// has only `INSERT`; schemas/ROLES.md): the staging table is declared from
+/// [`vitalsink_common::columns::column_defs`], not `LIKE measurements`, and nothing is
+/// returned. Returns the rows staged and, per source partition, the rows inserted.
 async fn insert_new(
     tx: &tokio_postgres::Transaction<'_>,
     kept: &[bytes::Bytes],
 ) -> Result<(u64, BTreeMap<i32, u64>), tokio_postgres::Error> {
-    tx.batch_execute(CREATE_STAGING_SQL).await?;
+    tx.batch_execute(&format!(
+        "CREATE TEMP TABLE IF NOT EXISTS {STAGING} ({}) ON COMMIT DELETE ROWS",
+        column_defs()
+    ))
+    .await?;
     let staged = copy_in(tx, STAGING, kept).await?;
     let cols = column_list();
-    let rows = tx
-        .query(
-            &format!(
-                "WITH ins AS (INSERT INTO measurements ({cols}) SELECT {cols} FROM {STAGING} \
-                 ON CONFLICT DO NOTHING RETURNING src_partition) \
-                 SELECT src_partition, count(*) FROM ins GROUP BY src_partition"
-            ),
-            &[],
-        )
+    let partitions = tx
+        .query(&format!("SELECT DISTINCT src_partition FROM {STAGING}"), &[])
         .await?;
-    let inserted = rows
-        .iter()
-        .map(|r| {
-            let n: i64 = r.get(1);
-            (r.get::<_, i32>(0), u64::try_from(n).unwrap_or(0))
-        })
-        .collect();
+    let insert = format!(
+        "INSERT INTO measurements ({cols}) SELECT {cols} FROM {STAGING} \
+         WHERE src_partition = $1 ON CONFLICT DO NOTHING"
+    );
+    let mut inserted = BTreeMap::new();
+    for p in partitions.iter().map(|r| r.get::<_, i32>(0)) {
+        inserted.insert(p, tx.execute(&insert, &[&p]).await?);
+    }
     Ok((staged, inserted))
 }
 
 /// The session's staging table for [`insert_new`].
 const STAGING: &str = "vitalsink_ingest_staging";
-/// Creates it once per connection; its rows go at commit.
-const CREATE_STAGING_SQL: &str = "CREATE TEMP TABLE IF NOT EXISTS vitalsink_ingest_staging \
-     (LIKE measurements INCLUDING DEFAULTS) ON COMMIT DELETE ROWS";
 
 /// Creates missing offset rows of the batch's partitions at offset 0.
 const CREATE_OFFSETS_SQL: &str =
