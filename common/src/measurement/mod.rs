@@ -249,8 +249,11 @@ pub struct Sample {
 impl Sample {
     /// The sample's place in the reading identity besides its record's participant, device
     /// and metric: the instant and the value's bits (schemas/README.md, "Identity").
+    ///
+    /// `-0.0` and `0.0` are one value here, as they are to PostgreSQL's `float8` equality in
+    /// the unique index (adding `0.0` turns `-0.0` into `0.0` in IEEE 754 round-to-nearest).
     pub fn identity(&self) -> (i64, u64) {
-        (self.ts_micros, self.value.to_bits())
+        (self.ts_micros, (self.value + 0.0).to_bits())
     }
 }
 

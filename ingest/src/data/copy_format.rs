@@ -381,6 +381,7 @@ mod tests {
         };
         assert_eq!(occurrences(&[s(1, 1.0), s(2, 1.0), s(3, 1.0)]), None);
         assert_eq!(occurrences(&[s(1, 1.0), s(1, 2.0), s(0, 1.0)]), None);
+        assert_eq!(occurrences(&[s(1, 0.0), s(1, -0.0)]), Some(vec![0, 1]));
         assert_eq!(
             occurrences(&[s(1, 1.0), s(1, 1.0), s(1, 2.0), s(1, 1.0)]),
             Some(vec![0, 1, 0, 2])
