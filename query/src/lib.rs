@@ -3,7 +3,7 @@
 //!
 //! Follow one query: [`cli`] or [`flight`] → [`engine::Engine::plan`] (reads only, on a
 //! read-only catalog; DataFusion, memory pool, the archive's store) →
-//! [`table::Measurements::scan`] → [`pushdown`] (shards, objects, SQL) →
+//! [`table::Measurements`]'s `scan` → [`pushdown`] (shards, objects, SQL) →
 //! [`snapshot::open`] (one snapshot per shard; archive and move state read in it) →
 //! [`shard_scan::ShardScanExec`] per shard and [`archive_scan::plan`] for the archive.
 

@@ -1,7 +1,7 @@
 //! The `measurements` table: every shard's hypertable plus the Parquet archive, each row
 //! once ([`crate::snapshot`]), as one DataFusion `TableProvider`.
 //!
-//! Reading order for one query: DataFusion plans the SQL and calls [`Measurements::scan`]
+//! Reading order for one query: DataFusion plans the SQL and calls [`Measurements`]'s `scan`
 //! with the projection and filters → [`crate::pushdown`] (which shards, which archive
 //! objects, what SQL) → [`crate::snapshot::open`] (one snapshot per shard, archive and move
 //! state read in it) → [`crate::shard_scan::ShardScanExec`] per shard and
