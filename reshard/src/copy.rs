@@ -221,7 +221,14 @@ mod tests {
         assert!(checksum_sql("reshard_staging").contains("FROM reshard_staging WHERE"));
         let insert = insert_sql();
         assert!(insert.starts_with(&format!("INSERT INTO measurements ({})", column_list())));
-        for c in ["participant_id", "ts", "metric", "device_id", "value", "occurrence"] {
+        for c in [
+            "participant_id",
+            "ts",
+            "metric",
+            "device_id",
+            "value",
+            "occurrence",
+        ] {
             assert!(DELETE_STAGED_SQL.contains(&format!("m.{c}")), "{c}");
         }
     }

@@ -213,9 +213,7 @@ async fn compare_and_delete(
         chunk.range_end.timestamp_micros(),
     );
     let delete = c
-        .prepare(
-            "SELECT vitalsink_delete_archived($1::text::regclass, $2, $3, $4, $5, $6, $7)",
-        )
+        .prepare("SELECT vitalsink_delete_archived($1::text::regclass, $2, $3, $4, $5, $6, $7)")
         .await
         .map_err(pg(shard))?;
     let ident = chunk.ident();
@@ -347,7 +345,8 @@ fn identities<'a>(
         out.ts
             .push(DateTime::<Utc>::from_timestamp_micros(t).ok_or_else(bad)?);
         out.value.push(value.value(i));
-        out.device.push((!device.is_null(i)).then(|| device.value(i)));
+        out.device
+            .push((!device.is_null(i)).then(|| device.value(i)));
         out.occurrence.push(occ.value(i));
     }
     Ok(out)

@@ -156,7 +156,10 @@ async fn insert_new(
     let staged = copy_in(tx, STAGING, kept).await?;
     let cols = column_list();
     let partitions = tx
-        .query(&format!("SELECT DISTINCT src_partition FROM {STAGING}"), &[])
+        .query(
+            &format!("SELECT DISTINCT src_partition FROM {STAGING}"),
+            &[],
+        )
         .await?;
     let insert = format!(
         "INSERT INTO measurements ({cols}) SELECT {cols} FROM {STAGING} \
