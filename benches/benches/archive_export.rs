@@ -3,7 +3,8 @@
 //! - the archiver's export ([`vitalsink_archiver::export::export`]: COPY BINARY on one
 //!   connection per core sharing a snapshot, external merge sort by participant, metric, ts,
 //!   zstd, to a local directory), unthrottled;
-//! - the limit: DuckDB's own PostgreSQL → Parquet export of the same chunk (PyPI `duckdb` with
+//! - the limit: DuckDB's own PostgreSQL → Parquet export of the same chunk, all of its 14
+//!   columns as the archive holds them (PyPI `duckdb` with
 //!   the `duckdb-extension-postgres` wheel: `postgres_scan` … `ORDER BY` the same key,
 //!   `COPY … (FORMAT parquet, COMPRESSION zstd)`), with DuckDB's default threads (one per
 //!   core; its scan also splits the table by ctid ranges over connections sharing a
@@ -13,7 +14,10 @@
 //! Also the archive's bytes per row against the chunk's on-disk bytes per row
 //! (`pg_total_relation_size`: heap, TOAST, indexes). Targets: export rate at least DuckDB's;
 //! archive at most 1/8 of the chunk. The data: 1,000 participants × 4 vital-sign metrics ×
-//! 1,250 one-minute readings in one day, values with one decimal like a monitor reports.
+//! 1,250 one-minute readings in one day, values with one decimal like a monitor reports, with
+//! the provenance ingest gives every reading since schema version 12 (a UTC offset, the time of
+//! receipt 2–5 s after the reading, and the Kafka record: one per participant and minute,
+//! over 8 partitions), inserted in time order as ingest writes them.
 //! The chunk is read once before timing so that every contender starts with a warm cache.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -58,15 +62,21 @@ async fn main() {
         .and_utc();
     let t = Instant::now();
     c.execute(
-        "INSERT INTO measurements (participant_id, metric, ts, value, unit, device_id, study_id)
+        "INSERT INTO measurements (participant_id, metric, ts, value, unit, device_id, study_id,
+                                   utc_offset_min, occurrence, received_at, received_at_type,
+                                   src_topic, src_partition, src_offset)
          SELECT 'P' || lpad(p::text, 5, '0'), m.name, $1::timestamptz + make_interval(mins => i::int),
                 round((m.base + m.amp * sin(i / 90.0 + p) + (random() * 2 - 1))::numeric, 1)::float8,
-                m.unit, 'dev-' || (p % 997), 'study-' || (p % 3)
+                m.unit, 'dev-' || (p % 997), 'study-' || (p % 3),
+                (p % 5) * 60 - 120, 0,
+                $1::timestamptz + make_interval(mins => i::int, secs => 2 + ((p * 7919 + i) % 3000) / 1000.0),
+                0, 'vitals', p % 8, i * ($2::bigint / 8 + 1) + p / 8
            FROM generate_series(1, $2::bigint) p,
                 (VALUES ('heart_rate', 72.0, 12.0, 'bpm'), ('spo2', 97.0, 1.5, '%'),
                         ('resp_rate', 15.0, 3.0, '1/min'), ('skin_temp', 33.5, 0.8, 'Cel'))
                     AS m(name, base, amp, unit),
-                generate_series(0, $3::bigint - 1) i",
+                generate_series(0, $3::bigint - 1) i
+          ORDER BY i, p",
         &[&day, &PARTICIPANTS, &SAMPLES],
     )
     .await
@@ -182,16 +192,18 @@ async fn warm(c: &tokio_postgres::Client, chunk: &Chunk) {
 /// DuckDB's PostgreSQL → Parquet export of the chunk: (seconds, Parquet bytes).
 fn duckdb_export(dsn: &str, chunk: &Chunk, dir: &std::path::Path) -> (f64, u64) {
     let out = dir.join("duckdb.parquet");
+    // The same columns the archive holds (all of the row, provenance too).
+    let columns = vitalsink_common::columns::column_list();
     let script = r#"
 import duckdb, json, os, sys, time
 from duckdb_extensions import import_extension
-dsn, schema, table, out = sys.argv[1:5]
+dsn, schema, table, out, columns = sys.argv[1:6]
 con = duckdb.connect()
 import_extension("postgres", con=con)
 con.execute("LOAD postgres")
 con.execute(f"SELECT count(*) FROM postgres_scan('{dsn}', '{schema}', '{table}')")
 t = time.time()
-con.execute(f"""COPY (SELECT participant_id, metric, ts, value, unit, device_id, study_id
+con.execute(f"""COPY (SELECT {columns}
                 FROM postgres_scan('{dsn}', '{schema}', '{table}')
                 ORDER BY participant_id, metric, ts)
               TO '{out}' (FORMAT parquet, COMPRESSION zstd)""")
@@ -207,6 +219,7 @@ print(json.dumps({"secs": secs, "bytes": os.path.getsize(out),
             chunk.schema.as_ref(),
             chunk.name.as_ref(),
             out.as_os_str(),
+            columns.as_ref(),
         ],
     )
 }

@@ -603,7 +603,7 @@ fn duckdb_export(chunks: &[(String, Chunk)], dir: &std::path::Path) -> (f64, u64
     let script = r#"
 import duckdb, json, os, sys, time
 from duckdb_extensions import import_extension
-chunks, out = json.load(open(sys.argv[1])), sys.argv[2]
+chunks, out, columns = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3]
 con = duckdb.connect()
 import_extension("postgres", con=con)
 con.execute("LOAD postgres")
@@ -611,7 +611,7 @@ t, cpu = time.time(), time.process_time()
 size = 0
 for i, (dsn, schema, table) in enumerate(chunks):
     path = f"{out}/{i}.parquet"
-    con.execute(f"""COPY (SELECT participant_id, metric, ts, value, unit, device_id, study_id
+    con.execute(f"""COPY (SELECT {columns}
                     FROM postgres_scan('{dsn}', '{schema}', '{table}')
                     ORDER BY participant_id, metric, ts)
                   TO '{path}' (FORMAT parquet, COMPRESSION zstd)""")
@@ -623,7 +623,12 @@ print(json.dumps({"secs": secs, "bytes": size, "cpu": time.process_time() - cpu,
     let v = duckdb_json(
         "DuckDB export",
         script,
-        &[list_file.as_os_str(), out.as_os_str()],
+        // The same columns the archive holds (all of the row, provenance too).
+        &[
+            list_file.as_os_str(),
+            out.as_os_str(),
+            vitalsink_common::columns::column_list().as_ref(),
+        ],
     );
     std::fs::remove_dir_all(&out).ok();
     (

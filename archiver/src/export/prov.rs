@@ -246,31 +246,35 @@ impl ProvBuilder {
 /// An object's lineage gathered while its rows stream: per (`src_topic`, `src_partition`) the
 /// smallest and largest `src_offset`. Memory is one entry per topic partition seen, whatever
 /// the rows; rows with a NULL in any of the three are left out.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct SourceRanges {
+    /// The ranges of every topic partition but the current one.
     ranges: BTreeMap<(String, i32), (i64, i64)>,
-    /// The entry of the previous row: consecutive rows (one participant's) mostly share it.
-    last: Option<(String, i32)>,
+    /// The topic partition of the previous row and its range, not yet in `ranges`:
+    /// consecutive rows (one participant's) mostly share it, and a row then costs one string
+    /// comparison and no map lookup.
+    current: Option<((String, i32), (i64, i64))>,
 }
 
 impl SourceRanges {
     /// Counts one row's lineage.
     pub fn add(&mut self, topic: &str, partition: i32, offset: i64) {
-        let same = matches!(&self.last, Some((t, p)) if *p == partition && t == topic);
-        if !same {
-            self.last = Some((topic.to_string(), partition));
-        }
-        let Some(key) = &self.last else {
-            return;
-        };
-        match self.ranges.get_mut(key) {
-            Some(r) => {
+        if let Some(((t, p), r)) = &mut self.current {
+            if *p == partition && t == topic {
                 r.0 = r.0.min(offset);
                 r.1 = r.1.max(offset);
+                return;
             }
-            None => {
-                self.ranges.insert(key.clone(), (offset, offset));
-            }
+        }
+        let key = (topic.to_string(), partition);
+        let range = self
+            .ranges
+            .remove(&key)
+            .map_or((offset, offset), |(lo, hi)| {
+                (lo.min(offset), hi.max(offset))
+            });
+        if let Some((k, r)) = self.current.replace((key, range)) {
+            self.ranges.insert(k, r);
         }
     }
 
@@ -278,8 +282,11 @@ impl SourceRanges {
     /// by `,` (empty without lineage): the footer's and manifest entry's
     /// `vitalsink.source_ranges`.
     pub fn render(&self) -> String {
-        self.ranges
-            .iter()
+        let mut all = self.ranges.clone();
+        if let Some((k, r)) = &self.current {
+            all.insert(k.clone(), *r);
+        }
+        all.iter()
             .map(|((t, p), (lo, hi))| format!("{t}/{p}:{lo}-{hi}"))
             .collect::<Vec<_>>()
             .join(",")

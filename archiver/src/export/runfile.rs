@@ -240,6 +240,23 @@ impl<R: Read> RunReader<R> {
     }
 
     fn varint(&mut self) -> Result<u64> {
+        // The usual case: the longest varint (10 bytes) is in the buffer, so no byte needs a
+        // refill check.
+        if let Some(b) = self
+            .buf
+            .get(self.pos..self.pos + 10)
+            .filter(|_| self.pos + 10 <= self.len)
+        {
+            let mut x = 0u64;
+            for (i, &b) in b.iter().enumerate() {
+                x |= u64::from(b & 0x7f) << (7 * i);
+                if b < 0x80 {
+                    self.pos += i + 1;
+                    return Ok(x);
+                }
+            }
+            return Err(self.bad("bad varint"));
+        }
         let mut x = 0u64;
         for shift in (0..64).step_by(7) {
             self.need(1)?;

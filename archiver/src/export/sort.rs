@@ -109,10 +109,16 @@ struct Row {
 }
 
 /// Rows collected for one sorted run.
+///
+/// Its two row vectors (the rows as they arrive, and the sorted copy a spilled run is written
+/// from) are kept from run to run: a chunk read into many runs allocates them once, and does
+/// not fault in fresh pages nor regrow for every run.
 #[derive(Debug, Default)]
 pub struct RunBuffer {
     dicts: [Dict; STRINGS],
     rows: Vec<Row>,
+    /// The sorted rows' allocation, handed back after a run was written.
+    sorted: Vec<Row>,
 }
 
 fn bad(what: &str, message: String) -> Error {
@@ -129,6 +135,7 @@ impl RunBuffer {
         Self {
             dicts: Default::default(),
             rows: Vec::with_capacity(rows),
+            sorted: Vec::new(),
         }
     }
 
@@ -197,7 +204,10 @@ impl RunBuffer {
     /// # Errors
     /// [`Error::Io`] from `out`.
     pub fn write_sorted<W: Write>(&mut self, out: W) -> Result<W> {
-        self.take_sorted().write(out)
+        let run = self.take_sorted();
+        let w = run.write(out);
+        self.sorted = run.rows;
+        w
     }
 
     /// Sorts the rows by (participant_id, metric, ts) and hands them over as a [`SortedRun`];
@@ -205,15 +215,17 @@ impl RunBuffer {
     pub fn take_sorted(&mut self) -> SortedRun {
         let (pr, mr) = (self.dicts[0].ranks(), self.dicts[1].ranks());
         let groups = pr.len().saturating_mul(mr.len());
-        let rows = if groups <= self.rows.len().max(MIN_GROUP_SLOTS) {
-            sort_by_groups(&self.rows, &pr, &mr)
+        let mut rows = std::mem::take(&mut self.sorted);
+        if groups <= self.rows.len().max(MIN_GROUP_SLOTS) {
+            sort_by_groups(&self.rows, &pr, &mr, &mut rows);
         } else {
-            sort_by_keys(&self.rows, &pr, &mr)
-        };
-        let taken = std::mem::take(self);
+            sort_by_keys(&self.rows, &pr, &mr, &mut rows);
+        }
+        self.rows.clear();
+        let dicts = std::mem::take(&mut self.dicts);
         SortedRun {
             // Every value was checked to be UTF-8 when it was added (`Dict::id`).
-            values: taken.dicts.map(|d| {
+            values: dicts.map(|d| {
                 d.values
                     .iter()
                     .map(|v| String::from_utf8_lossy(v).into())
@@ -234,7 +246,7 @@ const MIN_GROUP_SLOTS: usize = 1 << 16;
 /// time order (TimescaleDB appends to the heap in insert order, and producers send in time
 /// order), so most groups need no second pass and the sort is two passes over the rows.
 /// Needs `pr.len() × mr.len()` counters ([`RunBuffer::take_sorted`] bounds that by the rows).
-fn sort_by_groups(rows: &[Row], pr: &[u32], mr: &[u32]) -> Vec<Row> {
+fn sort_by_groups(rows: &[Row], pr: &[u32], mr: &[u32], out: &mut Vec<Row>) {
     let m = mr.len();
     let group = |r: &Row| pr[r.ids[0] as usize] as usize * m + mr[r.ids[1] as usize] as usize;
     let mut start = vec![0usize; pr.len() * m + 1];
@@ -245,15 +257,16 @@ fn sort_by_groups(rows: &[Row], pr: &[u32], mr: &[u32]) -> Vec<Row> {
         start[g] += start[g - 1];
     }
     let mut next = start.clone();
-    let mut out = vec![
+    out.clear();
+    out.resize(
+        rows.len(),
         Row {
             ts: 0,
             value: 0,
             ids: [NULL; STRINGS],
             prov: Prov::default(),
-        };
-        rows.len()
-    ];
+        },
+    );
     for r in rows {
         let g = group(r);
         out[next[g]] = *r;
@@ -265,12 +278,11 @@ fn sort_by_groups(rows: &[Row], pr: &[u32], mr: &[u32]) -> Vec<Row> {
             g.sort_unstable_by_key(|r| r.ts);
         }
     }
-    out
 }
 
 /// `rows` in (participant rank, metric rank, ts) order by comparison: for runs with more
 /// (participant, metric) combinations than rows to count them in.
-fn sort_by_keys(rows: &[Row], pr: &[u32], mr: &[u32]) -> Vec<Row> {
+fn sort_by_keys(rows: &[Row], pr: &[u32], mr: &[u32], out: &mut Vec<Row>) {
     let mut keys: Vec<(u64, i64, u32)> = rows
         .iter()
         .enumerate()
@@ -280,7 +292,8 @@ fn sort_by_keys(rows: &[Row], pr: &[u32], mr: &[u32]) -> Vec<Row> {
         })
         .collect();
     keys.sort_unstable();
-    keys.into_iter().map(|(_, _, i)| rows[i as usize]).collect()
+    out.clear();
+    out.extend(keys.into_iter().map(|(_, _, i)| rows[i as usize]));
 }
 
 /// One row of a [`SortedRun`]: participant_id, metric, unit, device_id, study_id, src_topic
@@ -382,9 +395,14 @@ mod tests {
             })
             .collect();
         let key = |r: &Row| (pr[r.ids[0] as usize], mr[r.ids[1] as usize], r.ts);
-        let by_groups = sort_by_groups(&rows, &pr, &mr);
+        // Into vectors that held other rows before, as a buffer's do from the second run on.
+        let stale = |n: usize| vec![rows[n % rows.len()]; n];
+        let mut by_groups = stale(7);
+        sort_by_groups(&rows, &pr, &mr, &mut by_groups);
+        let mut by_keys = stale(9_000);
+        sort_by_keys(&rows, &pr, &mr, &mut by_keys);
         let a: Vec<_> = by_groups.iter().map(key).collect();
-        let b: Vec<_> = sort_by_keys(&rows, &pr, &mr).iter().map(key).collect();
+        let b: Vec<_> = by_keys.iter().map(key).collect();
         assert_eq!(a.len(), rows.len());
         assert!(a.windows(2).all(|w| w[0] <= w[1]));
         assert_eq!(a, b);
@@ -455,6 +473,42 @@ mod tests {
                 ("P2".into(), "hr".into(), 5, None),
             ]
         );
+    }
+
+    #[test]
+    fn a_buffer_reused_for_several_runs_writes_each_run_alone() {
+        let runs: [&[(&str, &str, i64)]; 3] = [
+            &[("P2", "hr", 5), ("P1", "hr", 9), ("P1", "hr", 3)],
+            &[("P9", "spo2", 1)],
+            &[("P3", "hr", 2), ("P0", "hr", 7)],
+        ];
+        let mut b = RunBuffer::with_capacity(2);
+        for rows in runs {
+            for (p, m, ts) in rows {
+                let t = tuple_of(p, m, *ts, Some("bpm"));
+                let Next::Tuple(spans, _) = tuple_at(&t, "t").unwrap() else {
+                    panic!()
+                };
+                b.push_tuple(&t, &spans, "t").unwrap();
+            }
+            let bytes = b.write_sorted(Vec::new()).unwrap();
+            assert!(b.is_empty());
+            let mut r = RunReader::new(bytes.as_slice(), "t");
+            let mut got = Vec::new();
+            while r.advance().unwrap() {
+                got.push((
+                    r.str(0).unwrap().to_string(),
+                    r.str(1).unwrap().to_string(),
+                    r.ts - PG_EPOCH_MICROS,
+                ));
+            }
+            let mut want: Vec<_> = rows
+                .iter()
+                .map(|(p, m, t)| (p.to_string(), m.to_string(), *t))
+                .collect();
+            want.sort();
+            assert_eq!(got, want);
+        }
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! Reading an archived object back: streamed row group by row group, its rows hashed with the
-//! same [`crate::export::checksum::Digester`] the export used, and compared with what the log or
+//! Reading an archived object back: streamed row group by row group, its rows hashed (on a
+//! thread of their own, while the next batch decodes) with the same
+//! [`crate::export::checksum::Digester`] the export used, and compared with what the log or
 //! manifest recorded. Objects of either file format version ([`crate::export::format`]) are
 //! read as they are: 7 columns (version 1, the old checksum encoding) or 14 (version 2, with
 //! provenance and source ranges).
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use futures::TryStreamExt;
 use object_store::path::Path;
@@ -21,6 +23,9 @@ use crate::storage::store::Archive;
 
 /// Rows per decoded batch while reading back.
 const READ_BATCH_ROWS: usize = 65_536;
+/// Decoded batches waiting to be hashed: memory is this many batches of [`READ_BATCH_ROWS`]
+/// rows (and the row group being decoded), whatever the object's size.
+const HASH_QUEUE_BATCHES: usize = 2;
 
 /// What an object holds: size, footer key-value metadata and the summary of its rows.
 #[derive(Debug, Clone)]
@@ -67,14 +72,37 @@ pub async fn read(archive: &Archive, path: &Path, algorithm: Algorithm) -> Resul
         })
         .unwrap_or_default();
     let mut stream = builder.with_batch_size(READ_BATCH_ROWS).build()?;
-    let mut d = Digester::new(algorithm);
-    while let Some(b) = stream.try_next().await? {
-        d.update(&b)?;
+    // Decoding (here) and hashing (on a blocking thread) overlap, as they do in the export;
+    // the batches in between are bounded by the channel.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<RecordBatch>(HASH_QUEUE_BATCHES);
+    let hasher = tokio::task::spawn_blocking(move || -> Result<Summary> {
+        let mut d = Digester::new(algorithm);
+        while let Some(b) = rx.blocking_recv() {
+            d.update(&b)?;
+        }
+        Ok(d.finish())
+    });
+    let decoded = async {
+        while let Some(b) = stream.try_next().await? {
+            if tx.send(b).await.is_err() {
+                // The hasher stopped on an error; it is reported below.
+                break;
+            }
+        }
+        Ok::<(), Error>(())
     }
+    .await;
+    drop(tx);
+    let hashed = hasher.await.map_err(|e| Error::Verify {
+        object: path.to_string(),
+        message: format!("checksum thread: {e}"),
+    })?;
+    // A decoding error first: the hasher only saw the batches before it.
+    decoded?;
     Ok(ReadBack {
         bytes: meta.size,
         kv,
-        summary: d.finish(),
+        summary: hashed?,
         columns,
     })
 }
