@@ -586,10 +586,55 @@ pub fn stack_script(args: &[&str]) {
     assert!(st.success(), "dev/stack {args:?} failed");
 }
 
-/// Waits until the shards have applied every record the topic holds now: for each partition,
-/// the highest `ingest_offsets.next_offset` over the shards reaches the partition's high
+/// Per partition, the highest `ingest_offsets.next_offset` over the shards for the setup's
+/// group and topic.
+pub async fn applied_offsets(setup: &IngestSetup) -> BTreeMap<i32, i64> {
+    let mut applied: BTreeMap<i32, i64> = BTreeMap::new();
+    for s in &setup.shards {
+        let c = connect(&s.url).await;
+        for r in c
+            .query(
+                "SELECT kafka_partition, next_offset FROM ingest_offsets WHERE consumer_group = $1 AND topic = $2",
+                &[&setup.group, &setup.topic],
+            )
+            .await
+            .unwrap_or_default()
+        {
+            let e = applied.entry(r.get(0)).or_default();
+            *e = (*e).max(r.get(1));
+        }
+    }
+    applied
+}
+
+/// Waits until the shards have applied at least `next` (per partition, the offset after the
+/// last record the caller produced, as its delivery reports gave them). Returns whether it got
+/// there within `limit`.
+pub async fn wait_applied(setup: &IngestSetup, next: &BTreeMap<i32, i64>, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let applied = applied_offsets(setup).await;
+        if next
+            .iter()
+            .all(|(p, n)| applied.get(p).is_some_and(|a| a >= n))
+        {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Waits until the shards have applied every record the topic holds: for each partition, the
+/// highest `ingest_offsets.next_offset` over the shards reaches the partition's high
 /// watermark. Needed where rows stop growing although records are still consumed (a resend
-/// whose readings are all duplicates). Returns whether it got there within `limit`.
+/// whose readings are all duplicates). The caller has produced records, so a topic the broker
+/// does not list yet, or lists with no record (all high watermarks 0, as a broker may answer
+/// just after the produce), is not done: metadata and watermarks are read again each round
+/// (a CI run once passed the wait with nothing applied). Returns whether it got there within
+/// `limit`.
 pub async fn wait_consumed(setup: &IngestSetup, brokers: &str, limit: Duration) -> bool {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let consumer: BaseConsumer = match crate::reader_config(brokers, &crate::unique("wm")).create()
@@ -597,43 +642,36 @@ pub async fn wait_consumed(setup: &IngestSetup, brokers: &str, limit: Duration) 
         Ok(c) => c,
         Err(e) => panic!("consumer: {e}"),
     };
-    let meta = consumer
-        .fetch_metadata(Some(&setup.topic), Duration::from_secs(10))
-        .expect("topic metadata");
-    let partitions: Vec<i32> = meta.topics()[0]
-        .partitions()
-        .iter()
-        .map(|p| p.id())
-        .collect();
-    let high: BTreeMap<i32, i64> = partitions
-        .iter()
-        .map(|&p| {
-            let (_, hi) = consumer
-                .fetch_watermarks(&setup.topic, p, Duration::from_secs(10))
-                .expect("watermarks");
-            (p, hi)
-        })
-        .collect();
     let deadline = tokio::time::Instant::now() + limit;
     loop {
-        let mut applied: BTreeMap<i32, i64> = BTreeMap::new();
-        for s in &setup.shards {
-            let c = connect(&s.url).await;
-            for r in c
-                .query(
-                    "SELECT kafka_partition, next_offset FROM ingest_offsets WHERE consumer_group = $1 AND topic = $2",
-                    &[&setup.group, &setup.topic],
-                )
-                .await
-                .unwrap_or_default()
-            {
-                let e = applied.entry(r.get(0)).or_default();
-                *e = (*e).max(r.get(1));
-            }
-        }
-        if high
-            .iter()
-            .all(|(p, hi)| *hi == 0 || applied.get(p).is_some_and(|a| a >= hi))
+        let high: BTreeMap<i32, i64> = consumer
+            .fetch_metadata(Some(&setup.topic), Duration::from_secs(10))
+            .ok()
+            .and_then(|meta| {
+                let partitions: Vec<i32> = meta
+                    .topics()
+                    .first()?
+                    .partitions()
+                    .iter()
+                    .map(|p| p.id())
+                    .collect();
+                partitions
+                    .iter()
+                    .map(|&p| {
+                        let (_, hi) = consumer
+                            .fetch_watermarks(&setup.topic, p, Duration::from_secs(10))
+                            .ok()?;
+                        Some((p, hi))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let applied = applied_offsets(setup).await;
+        let records: i64 = high.values().sum();
+        if records > 0
+            && high
+                .iter()
+                .all(|(p, hi)| *hi == 0 || applied.get(p).is_some_and(|a| a >= hi))
         {
             return true;
         }
