@@ -586,25 +586,42 @@ pub fn stack_script(args: &[&str]) {
     assert!(st.success(), "dev/stack {args:?} failed");
 }
 
-/// Per partition, the highest `ingest_offsets.next_offset` over the shards for the setup's
-/// group and topic.
+/// Per partition, the offset every shard has applied up to: the lowest
+/// `ingest_offsets.next_offset` over all the setup's shards, 0 where a shard has no entry yet.
+/// The worker resumes from that minimum (`ingest/src/data/offsets.rs`), and shards commit
+/// their parts of one batch one after the other: a shard that got no rows of it (an
+/// offsets-only batch) may commit before the one that got them, so the highest offset over the
+/// shards says nothing about the rows (a CI run once read 0 rows after it).
 pub async fn applied_offsets(setup: &IngestSetup) -> BTreeMap<i32, i64> {
-    let mut applied: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut per_shard = Vec::new();
     for s in &setup.shards {
         let c = connect(&s.url).await;
-        for r in c
+        let rows = c
             .query(
                 "SELECT kafka_partition, next_offset FROM ingest_offsets WHERE consumer_group = $1 AND topic = $2",
                 &[&setup.group, &setup.topic],
             )
             .await
-            .unwrap_or_default()
-        {
-            let e = applied.entry(r.get(0)).or_default();
-            *e = (*e).max(r.get(1));
-        }
+            .unwrap_or_default();
+        per_shard.push(
+            rows.iter()
+                .map(|r| (r.get::<_, i32>(0), r.get::<_, i64>(1)))
+                .collect::<BTreeMap<i32, i64>>(),
+        );
     }
-    applied
+    let partitions: std::collections::BTreeSet<i32> =
+        per_shard.iter().flat_map(|m| m.keys().copied()).collect();
+    partitions
+        .into_iter()
+        .map(|p| {
+            let lowest = per_shard
+                .iter()
+                .map(|m| m.get(&p).copied().unwrap_or(0))
+                .min()
+                .unwrap_or(0);
+            (p, lowest)
+        })
+        .collect()
 }
 
 /// Waits until the shards have applied at least `next` (per partition, the offset after the
@@ -627,9 +644,9 @@ pub async fn wait_applied(setup: &IngestSetup, next: &BTreeMap<i32, i64>, limit:
     }
 }
 
-/// Waits until the shards have applied every record the topic holds: for each partition, the
-/// highest `ingest_offsets.next_offset` over the shards reaches the partition's high
-/// watermark. Needed where rows stop growing although records are still consumed (a resend
+/// Waits until the shards have applied every record the topic holds: for each partition,
+/// every shard's `ingest_offsets.next_offset` ([`applied_offsets`]) reaches the partition's
+/// high watermark. Needed where rows stop growing although records are still consumed (a resend
 /// whose readings are all duplicates). The caller has produced records, so a topic the broker
 /// does not list yet, or lists with no record (all high watermarks 0, as a broker may answer
 /// just after the produce), is not done: metadata and watermarks are read again each round

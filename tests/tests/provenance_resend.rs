@@ -112,7 +112,12 @@ async fn resends_offsets_and_lineage_through_stock_clients() {
         log_tail(&log)
     );
     let rows = db_rows(&dbs.shards).await;
-    assert_eq!(rows.len() as u64, want, "each reading once in the database");
+    assert_eq!(
+        rows.len() as u64,
+        want,
+        "each reading once in the database\n{}",
+        log_tail(&log)
+    );
     let twice: Vec<_> = rows
         .iter()
         .filter(|r| r["value"] == 70.5)
