@@ -14,7 +14,7 @@
 //! Folders by stage: [`export`] (chunk → Parquet object), [`state`] (log, manifest, the
 //! chunk's state machine), [`storage`] (object store, names, read-back), [`commands`] (one
 //! module per subcommand); [`cli`], [`error`], [`metrics`], [`progress`] and [`fault`] serve
-//! them all.
+//! them all. [`trail`] keeps copies of the audit trail in the archive.
 
 pub mod cli;
 pub mod commands;
@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod progress;
 pub mod state;
 pub mod storage;
+pub mod trail;
 
 pub use error::{Error, Result};
 

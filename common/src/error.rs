@@ -104,6 +104,9 @@ pub enum Error {
     /// The configured shard list disagrees with the shard map ([`crate::shardmap`]).
     #[error("shard map: {0}")]
     ShardMap(String),
+    /// An audit entry could not be made ([`crate::audit`]).
+    #[error("audit trail: {0}")]
+    Audit(String),
 }
 
 /// A driver error as an operator needs it: for a server error its severity, message and
@@ -151,7 +154,8 @@ impl Error {
             | Error::TopicCreate { .. }
             | Error::KafkaConnect { .. }
             | Error::Telemetry(_)
-            | Error::ShardMap(_) => Class::Permanent,
+            | Error::ShardMap(_)
+            | Error::Audit(_) => Class::Permanent,
         }
     }
 
@@ -173,6 +177,7 @@ impl Error {
             Error::KafkaConnect { .. } => "kafka_connect".into(),
             Error::Telemetry(_) => "telemetry".into(),
             Error::ShardMap(_) => "shard_map".into(),
+            Error::Audit(_) => "audit".into(),
         }
     }
 

@@ -6,6 +6,7 @@
 //! Reading order for a newcomer following one measurement: [`measurement::decode`] (the
 //! contract), [`routing::ShardRouter`] (which shard), then `vitalsink_ingest`.
 
+pub mod audit;
 pub mod cli;
 pub mod columns;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod kafka;
 pub mod measurement;
 pub mod migrate;
 pub mod observe;
+pub mod participants;
 pub mod pgconn;
 pub mod retry;
 pub mod routing;

@@ -1,0 +1,56 @@
+//! One file per verb of the `trial` binary.
+
+pub mod audit_list;
+pub mod audit_verify;
+pub mod participants_list;
+pub mod status_change;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use vitalsink_common::db::Shard;
+
+use crate::error::{Error, Result};
+
+/// The map shard (the first configured shard), which holds the audit trail, the master copy of
+/// participants' status and the locks (`vitalsink_common::shardmap`).
+///
+/// # Errors
+/// [`Error::Refused`] when no shard is configured.
+pub fn map_shard(shards: &[Shard]) -> Result<&Shard> {
+    shards.first().ok_or_else(|| Error::Refused {
+        action: "find the map shard".into(),
+        message: "no shards configured".into(),
+    })
+}
+
+/// An instant given as RFC 3339 (with its UTC offset) or `YYYY-MM-DD` (UTC midnight).
+///
+/// # Errors
+/// [`Error::Arg`] naming `arg` when it is neither.
+pub fn parse_time(arg: &'static str, s: &str) -> Result<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.to_utc());
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| Error::Arg {
+            arg,
+            message: format!("{s:?} is neither RFC 3339 nor YYYY-MM-DD"),
+        })
+}
+
+/// A required reason: non-blank, at most 1000 characters.
+///
+/// # Errors
+/// [`Error::Arg`] (`--reason`) otherwise.
+pub fn reason(r: &str) -> Result<String> {
+    let t = r.trim();
+    if t.is_empty() || t.chars().count() > 1000 {
+        return Err(Error::Arg {
+            arg: "reason",
+            message: "a reason of 1 to 1000 characters is required".into(),
+        });
+    }
+    Ok(t.to_string())
+}
