@@ -93,6 +93,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0013_delete_archived.sql",
         sql: include_str!("../../schemas/sql/0013_delete_archived.sql"),
     },
+    Migration {
+        version: 14,
+        name: "0014_trial.sql",
+        sql: include_str!("../../schemas/sql/0014_trial.sql"),
+    },
 ];
 
 /// The newest schema version this binary ships.
