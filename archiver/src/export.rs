@@ -109,6 +109,49 @@ pub async fn export(
     limiter: &RowLimiter,
     progress: &Progress,
 ) -> Result<Exported> {
+    export_with(client, helpers, archive, cfg, t, limiter, progress, None).await
+}
+
+/// [`export`] inside a snapshot another session exported (`pg_export_snapshot()`, PostgreSQL
+/// docs 9.28.5 "Snapshot Synchronization Functions"): the chunk's rows exactly as that
+/// session sees them. `trial lock create` exports every chunk of a shard in one snapshot, in
+/// which it also reads which objects the archive holds for the shard.
+///
+/// # Errors
+/// As [`export`]; [`Error::Postgres`] when the snapshot is no longer held by its session.
+pub async fn export_in_snapshot(
+    client: &tokio_postgres::Client,
+    archive: &Archive,
+    cfg: &ArchiveConfig,
+    t: &Target<'_>,
+    limiter: &RowLimiter,
+    progress: &Progress,
+    snapshot: &str,
+) -> Result<Exported> {
+    export_with(
+        client,
+        &[],
+        archive,
+        cfg,
+        t,
+        limiter,
+        progress,
+        Some(snapshot),
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn export_with(
+    client: &tokio_postgres::Client,
+    helpers: &[&tokio_postgres::Client],
+    archive: &Archive,
+    cfg: &ArchiveConfig,
+    t: &Target<'_>,
+    limiter: &RowLimiter,
+    progress: &Progress,
+    snapshot: Option<&str>,
+) -> Result<Exported> {
     let started = Instant::now();
     let base_kv = vec![
         kv(keys::SHARD, t.shard),
@@ -127,7 +170,7 @@ pub async fn export(
     let part_size = cfg.part_size_bytes;
     let encoder = tokio::spawn(encode(writer, rx, part_size));
 
-    let read = read_chunk(client, helpers, t, cfg, limiter, progress, tx).await;
+    let read = read_chunk(client, helpers, snapshot, t, cfg, limiter, progress, tx).await;
     let (mut writer, encoded) = encoder.await.map_err(|e| Error::Copy {
         chunk: t.chunk.qualified(),
         message: format!("encoder task: {e}"),
@@ -197,16 +240,18 @@ async fn finish(w: &mut Writer, s: &Summary) -> Result<u64> {
 /// ([`crate::export::readers`]), then merges them ([`crate::export::merge`]) on a blocking thread into
 /// batches of `batch_rows` rows in (participant_id, metric, ts) order, which it hashes and
 /// sends to the encoder; returns their summary.
+#[allow(clippy::too_many_arguments)]
 async fn read_chunk(
     client: &tokio_postgres::Client,
     helpers: &[&tokio_postgres::Client],
+    snapshot: Option<&str>,
     t: &Target<'_>,
     cfg: &ArchiveConfig,
     limiter: &RowLimiter,
     progress: &Progress,
     tx: mpsc::Sender<RecordBatch>,
 ) -> Result<Summary> {
-    let joined = readers::begin(client, helpers, t.shard).await?;
+    let joined = readers::begin(client, helpers, snapshot, t.shard).await?;
     let mut conns = vec![client];
     conns.extend(joined);
     let res = readers::read_runs(&conns, t.shard, t.chunk, cfg.sort_buffer_rows, limiter).await;

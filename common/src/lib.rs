@@ -11,6 +11,7 @@ pub mod cli;
 pub mod columns;
 pub mod config;
 pub mod cutover;
+pub mod datalock;
 pub mod db;
 pub mod error;
 pub mod kafka;

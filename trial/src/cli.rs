@@ -44,6 +44,35 @@ pub enum Command {
         #[command(subcommand)]
         verb: ParticipantVerb,
     },
+    /// Dataset locks: named, immutable versions of the data.
+    Lock {
+        /// What to do.
+        #[command(subcommand)]
+        verb: LockVerb,
+    },
+}
+
+/// `lock` verbs.
+#[derive(Debug, Subcommand)]
+pub enum LockVerb {
+    /// Freeze the dataset as it is now under NAME (`query --lock NAME` reads it).
+    Create {
+        /// The lock's name (1-64 of A-Z a-z 0-9 . _ -).
+        name: String,
+        /// Why (required; recorded in the audit trail).
+        #[arg(long, env = "TRIAL_REASON")]
+        reason: String,
+    },
+    /// Re-check every object and row count of a lock; exit 1 on any difference.
+    Verify {
+        /// The lock.
+        name: String,
+        /// A revision other than the newest.
+        #[arg(long)]
+        revision: Option<i32>,
+    },
+    /// Every lock and revision (JSON lines).
+    List,
 }
 
 /// `audit` verbs.
@@ -134,6 +163,7 @@ async fn run(command: Command, cfg: Config) -> Result<()> {
         Command::CheckConfig => println!("{}", common_cli::config_json(&cfg)),
         Command::Audit { verb } => audit(&cfg, &shards, verb).await?,
         Command::Participants { verb } => participants(&cfg, &shards, verb).await?,
+        Command::Lock { verb } => lock(&cfg, &shards, verb).await?,
     }
     Ok(())
 }
@@ -204,6 +234,55 @@ async fn participants(cfg: &Config, shards: &[Shard], verb: ParticipantVerb) -> 
     let out = status_change::run(shards, &c).await?;
     output::json_line(&out)?;
     copy_trail(cfg, shards).await;
+    Ok(())
+}
+
+async fn lock(cfg: &Config, shards: &[Shard], verb: LockVerb) -> Result<()> {
+    let map = map_shard(shards)?;
+    match verb {
+        LockVerb::Create { name, reason } => {
+            let reason = commands::reason(&reason)?;
+            let out = commands::lock_create::run(cfg, shards, &name, &reason).await?;
+            output::json_line(&out)?;
+            copy_trail(cfg, shards).await;
+        }
+        LockVerb::Verify { name, revision } => {
+            let archive = vitalsink_archiver::storage::store::open(&cfg.archive)?;
+            let r = commands::lock_verify::verify(&archive, map, &name, revision).await?;
+            output::json_line(&serde_json::to_value(&r).unwrap_or_default())?;
+            if !r.problems.is_empty() {
+                return Err(Error::Failed(format!(
+                    "lock {name} revision {}: {} problem(s), first: {}",
+                    r.revision,
+                    r.problems.len(),
+                    r.problems[0]
+                )));
+            }
+        }
+        LockVerb::List => {
+            let c = map.client().await?;
+            for row in c
+                .query(
+                    "SELECT name, revision, created_at, reason, rows, checksum, audit_seq
+                       FROM dataset_locks ORDER BY name, revision",
+                    &[],
+                )
+                .await
+                .map_err(|e| Error::pg(map, e))?
+            {
+                let at: chrono::DateTime<chrono::Utc> = row.get(2);
+                output::json_line(&serde_json::json!({
+                    "lock": row.get::<_, String>(0),
+                    "revision": row.get::<_, i32>(1),
+                    "created_at": at,
+                    "reason": row.get::<_, String>(3),
+                    "rows": row.get::<_, i64>(4),
+                    "manifest_checksum": row.get::<_, String>(5),
+                    "audit_seq": row.get::<_, Option<i64>>(6),
+                }))?;
+            }
+        }
+    }
     Ok(())
 }
 

@@ -2,6 +2,8 @@
 
 pub mod audit_list;
 pub mod audit_verify;
+pub mod lock_create;
+pub mod lock_verify;
 pub mod participants_list;
 pub mod status_change;
 

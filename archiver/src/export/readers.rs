@@ -50,22 +50,32 @@ pub fn max_readers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
 
-/// Begins the snapshot on `main` and, when there are `helpers`, shares it with them; returns
-/// the helpers that joined it. Every connection returned must end its transaction
-/// ([`end`]).
+/// Begins the snapshot on `main` — a new one, or `snapshot`, one another session exported —
+/// and, when there are `helpers`, shares it with them; returns the helpers that joined it.
+/// Every connection returned must end its transaction ([`end`]).
 ///
 /// # Errors
-/// [`Error::Postgres`] when `main` cannot begin. A helper that cannot join is left out (and
-/// logged).
+/// [`Error::Postgres`] when `main` cannot begin or import `snapshot`. A helper that cannot
+/// join is left out (and logged).
 pub async fn begin<'a>(
     main: &Client,
     helpers: &[&'a Client],
+    snapshot: Option<&str>,
     shard: &str,
 ) -> Result<Vec<&'a Client>> {
     // JIT compilation only costs time on these plain scans (about 1 s on 5M rows).
-    main.batch_execute("SET jit = off; BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .await
-        .map_err(pg(shard))?;
+    let begin = match snapshot {
+        None => "SET jit = off; BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY".to_string(),
+        Some(id) => format!(
+            "SET jit = off; BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
+             SET TRANSACTION SNAPSHOT '{}'",
+            id.replace('\'', "''")
+        ),
+    };
+    if let Err(e) = main.batch_execute(&begin).await {
+        let _ = main.batch_execute("ROLLBACK").await;
+        return Err(pg(shard)(e));
+    }
     if helpers.is_empty() {
         return Ok(Vec::new());
     }
