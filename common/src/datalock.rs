@@ -109,14 +109,19 @@ pub async fn load(
         .map_err(|e| Error::Audit(format!("lock {name}: manifest unreadable: {e}")))
 }
 
-/// Every object path named by any revision of any lock: what the archive must keep.
+/// Every object path named by the newest revision of any lock: what the archive must keep.
+/// (An earlier revision's objects are what an erasure removed; they go.)
 ///
 /// # Errors
 /// [`Error::Postgres`]/[`Error::Pool`]; [`Error::Audit`] for an unreadable manifest.
 pub async fn referenced(map_shard: &Shard) -> Result<std::collections::BTreeSet<String>> {
     let c = map_shard.client().await?;
     let rows = c
-        .query("SELECT name, manifest FROM dataset_locks", &[])
+        .query(
+            "SELECT DISTINCT ON (name) name, manifest FROM dataset_locks
+              ORDER BY name, revision DESC",
+            &[],
+        )
         .await
         .map_err(|e| map_shard.err(e))?;
     let mut out = std::collections::BTreeSet::new();

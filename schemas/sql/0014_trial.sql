@@ -113,3 +113,55 @@ GRANT SELECT ON dataset_locks TO vitalsink_archiver, vitalsink_reader, vitalsink
 
 -- The steward reads what a lock or an erasure needs, and the shard map.
 GRANT SELECT ON measurements, archive_log, shard_map, shard_moves TO vitalsink_steward;
+
+-- Erasure (GDPR Art. 17): `trial participants erase` removes a participant's rows from every
+-- shard through this function (the steward gets no DELETE on measurements), rewrites the
+-- archive's objects without them, and keeps its progress in `erasures` on the map shard so
+-- that a killed run resumes where it stopped.
+DO $function$
+DECLARE
+    body text := $body$
+        CREATE OR REPLACE FUNCTION @SCHEMA@.vitalsink_erase_participant(participant text)
+        RETURNS bigint
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+        DECLARE
+            n bigint;
+        BEGIN
+            IF participant IS NULL OR participant = '' THEN
+                RAISE EXCEPTION 'vitalsink_erase_participant: no participant'
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            DELETE FROM @SCHEMA@.measurements WHERE participant_id = participant;
+            GET DIAGNOSTICS n = ROW_COUNT;
+            RETURN n;
+        END
+        $fn$
+    $body$;
+BEGIN
+    EXECUTE replace(body, '@SCHEMA@', quote_ident(current_schema()));
+    EXECUTE format('REVOKE ALL ON FUNCTION %I.vitalsink_erase_participant(text) FROM PUBLIC',
+                   current_schema());
+    EXECUTE format('GRANT EXECUTE ON FUNCTION %I.vitalsink_erase_participant(text) TO vitalsink_steward',
+                   current_schema());
+END
+$function$;
+
+CREATE TABLE IF NOT EXISTS erasures (
+    id             bigserial   PRIMARY KEY,
+    participant_id text        NOT NULL,
+    reason         text        NOT NULL,
+    started_at     timestamptz NOT NULL DEFAULT now(),
+    finished_at    timestamptz,
+    state          text        NOT NULL DEFAULT '{}' CHECK (state::jsonb IS NOT NULL),
+    audit_seq      bigint
+);
+CREATE UNIQUE INDEX IF NOT EXISTS erasures_running ON erasures (participant_id)
+    WHERE finished_at IS NULL;
+GRANT SELECT, INSERT, UPDATE ON erasures TO vitalsink_steward;
+GRANT USAGE ON SEQUENCE erasures_id_seq TO vitalsink_steward;
+GRANT SELECT ON erasures TO vitalsink_auditor, vitalsink_reader;
+
+-- The erasure swaps an archive object for its rewrite as `migrate-archive` renames one: a
+-- `renamed` row in the object's shard's archive_log, mirrored to the manifest.
+GRANT SELECT, INSERT, UPDATE ON archive_log TO vitalsink_steward;
+GRANT USAGE ON SEQUENCE archive_log_id_seq TO vitalsink_steward;

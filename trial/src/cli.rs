@@ -133,6 +133,15 @@ pub enum ParticipantVerb {
         #[arg(long, env = "TRIAL_REASON")]
         reason: String,
     },
+    /// Remove a participant's rows from every shard and from the archive (and their readings
+    /// from then on); running it again resumes a killed run.
+    Erase {
+        /// The participant.
+        participant: String,
+        /// Why (required; recorded in the audit trail).
+        #[arg(long, env = "TRIAL_REASON")]
+        reason: String,
+    },
     /// Every recorded status change, with each participant's status now.
     List {
         /// Output format.
@@ -213,6 +222,16 @@ async fn participants(cfg: &Config, shards: &[Shard], verb: ParticipantVerb) -> 
     let (participant, status, effective, reason) = match verb {
         ParticipantVerb::List { format } => {
             return commands::participants_list::run(map_shard(shards)?, format).await
+        }
+        ParticipantVerb::Erase {
+            participant,
+            reason,
+        } => {
+            let reason = commands::reason(&reason)?;
+            let out = commands::erase::run(cfg, shards, &participant, &reason).await?;
+            output::json_line(&out)?;
+            copy_trail(cfg, shards).await;
+            return Ok(());
         }
         ParticipantVerb::Withdraw {
             participant,

@@ -2,6 +2,7 @@
 
 pub mod audit_list;
 pub mod audit_verify;
+pub mod erase;
 pub mod lock_create;
 pub mod lock_verify;
 pub mod participants_list;
