@@ -57,6 +57,10 @@ pub enum Command {
         /// Repeat every this long until SIGTERM/SIGINT, e.g. `1h` (key `archive.every`).
         #[arg(long, env = "VITALSINK_ARCHIVE__EVERY")]
         every: Option<String>,
+        /// Why, for the audit entry of each chunk dropped (default: "scheduled archiving:
+        /// chunks older than <older_than>").
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Re-check the archive against its manifest; exit 1 on a missing, corrupt or unknown object.
     Verify {
@@ -75,6 +79,9 @@ pub enum Command {
         /// Only this participant (repeatable).
         #[arg(long = "participant")]
         participants: Vec<String>,
+        /// Why, for the restore's audit entry.
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Show chunks waiting, the archive log per shard and the archive's live objects (JSON).
     Status,
@@ -85,6 +92,9 @@ pub enum Command {
         /// Only report what would be renamed (applies pending schema migrations, as `plan` does).
         #[arg(long, env = "ARCHIVER_MIGRATE_DRY_RUN")]
         dry_run: bool,
+        /// Why, for the audit entry of the objects renamed.
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Apply the schema migrations on every shard (idempotent) and exit.
     Migrate,
@@ -108,7 +118,7 @@ impl Cli {
         if let Some(x) = &self.archive.s3_endpoint {
             a.insert("s3_endpoint".into(), json!(x));
         }
-        if let Command::Run { every: Some(x) } = &self.command {
+        if let Command::Run { every: Some(x), .. } = &self.command {
             a.insert("every".into(), json!(x));
         }
         if let (Value::Object(m), false) = (&mut v, a.is_empty()) {
@@ -141,6 +151,17 @@ pub async fn main(cli: Cli) -> ExitCode {
 #[allow(clippy::print_stdout)]
 fn print(line: &str) {
     println!("{line}");
+}
+
+/// A `--reason` as given; refused when given but blank (an audit entry's reason says why).
+fn reason(r: Option<String>) -> Result<Option<String>> {
+    match r {
+        Some(r) if r.trim().is_empty() => Err(Error::Arg {
+            arg: "--reason",
+            message: "must not be empty".into(),
+        }),
+        r => Ok(r),
+    }
 }
 
 /// Parses an RFC 3339 time or a `YYYY-MM-DD` date (UTC midnight).
@@ -193,8 +214,8 @@ async fn run(command: Command, cfg: Config) -> Result<()> {
                 ));
             }
         }
-        Command::Run { .. } => {
-            let runner = Runner::new(&cfg)?;
+        Command::Run { reason: why, .. } => {
+            let runner = Runner::new(&cfg)?.with_reason(reason(why)?);
             let shutdown = observe::shutdown_on_signals();
             match cfg.archive.every {
                 Some(every) => runner.run_every(every, shutdown).await?,
@@ -228,6 +249,7 @@ async fn run(command: Command, cfg: Config) -> Result<()> {
             from,
             to,
             participants,
+            reason: why,
         } => {
             let req = crate::commands::restore::Request {
                 from: parse_time("--from", &from)?,
@@ -240,13 +262,17 @@ async fn run(command: Command, cfg: Config) -> Result<()> {
                     message: "must be after --from".into(),
                 });
             }
-            let report = crate::commands::restore::restore(&Runner::new(&cfg)?, &req).await?;
+            let runner = Runner::new(&cfg)?.with_reason(reason(why)?);
+            let report = crate::commands::restore::restore(&runner, &req).await?;
             print(&serde_json::to_string(&report)?);
         }
-        Command::MigrateArchive { dry_run } => {
+        Command::MigrateArchive {
+            dry_run,
+            reason: why,
+        } => {
+            let runner = Runner::new(&cfg)?.with_reason(reason(why)?);
             let report =
-                crate::commands::migrate_archive::migrate_archive(&Runner::new(&cfg)?, dry_run)
-                    .await?;
+                crate::commands::migrate_archive::migrate_archive(&runner, dry_run).await?;
             print(&serde_json::to_string_pretty(&report)?);
             if report.incomplete() > 0 {
                 return Err(Error::MigrationIncomplete(report.incomplete()));

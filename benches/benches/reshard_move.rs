@@ -107,6 +107,8 @@ async fn main() {
         .arg(&config)
         .args([
             "add-shard",
+            "--reason",
+            "test: shard-set change",
             "--offline",
             "--name",
             "shard2",

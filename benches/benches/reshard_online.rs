@@ -207,7 +207,15 @@ async fn main() {
     let out = Command::new(release_binary("reshard"))
         .arg("--config")
         .arg(&setup.config)
-        .args(["add-shard", "--name", "shard2", "--url", &new.url])
+        .args([
+            "add-shard",
+            "--name",
+            "shard2",
+            "--url",
+            &new.url,
+            "--reason",
+            "benchmark",
+        ])
         .env("NO_COLOR", "1")
         .output()
         .unwrap();

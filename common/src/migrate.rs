@@ -10,7 +10,19 @@
 //! advisory lock, so the least-privileged roles of migration 9 start on a current schema;
 //! when something is pending and the role may not apply it, [`Error::MigrationsPending`]
 //! says so, naming the shard.
+//!
+//! **Audit trail** (issue 26, [`crate::audit`]): a run that applied at least one migration
+//! appends one `schema.migrate` entry ([`crate::audit::action::MIGRATE`]) to the trail on the
+//! map shard (the first configured shard), with `details` = `{"shard", "from", "to",
+//! "applied": [file names]}` (versions before and after, the files applied in order). On the
+//! map shard itself the entry commits in the migrations' own transaction; for another shard
+//! ([`migrate_recorded`], [`migrate_all`]) it is appended right after that shard's
+//! transaction commits, provided the map shard has the trail (schema version 14 or later;
+//! [`migrate_all`] migrates the map shard first, so it has). A run that applied nothing
+//! appends nothing, so the binaries' start-up migrations stay quiet; and a role that may not
+//! append to the trail cannot apply migrations either (it lacks the DDL rights).
 
+use crate::audit::{self, action, Record};
 use crate::config::DatabaseConfig;
 use crate::db::Shard;
 use crate::error::{Error, Result};
@@ -115,6 +127,10 @@ const INSUFFICIENT_PRIVILEGE: &tokio_postgres::error::SqlState =
 /// Brings `shard` to [`latest_version`] and sets the hypertable's chunk interval to
 /// `db.chunk_interval`. Returns the version the shard was at before.
 ///
+/// When `shard` is the map shard ([`Shard::index`] 0, the first configured shard) and a
+/// migration was applied, its audit entry commits with the migrations (module docs); for
+/// another shard use [`migrate_recorded`], which appends the entry to the map shard.
+///
 /// With nothing pending, no DDL runs: the version table is only read, and the chunk interval
 /// is changed only when it differs from `db.chunk_interval` and the role may act as the
 /// hypertable's owner (TimescaleDB's `set_chunk_time_interval` requires it); another role
@@ -127,6 +143,91 @@ const INSUFFICIENT_PRIVILEGE: &tokio_postgres::error::SqlState =
 /// (nothing of that run is kept), [`Error::Pool`]/[`Error::Postgres`] when the shard cannot
 /// be reached.
 pub async fn migrate(shard: &Shard, db: &DatabaseConfig) -> Result<i32> {
+    migrate_in(shard, db, shard.index == 0).await
+}
+
+/// [`migrate`] for `shard` in a deployment whose map shard is `map_shard`: when a migration
+/// was applied to a shard other than the map shard, its audit entry is appended to the map
+/// shard's trail right after the shard's transaction commits (skipped, with a warning, while
+/// the map shard has no trail yet). Returns the version the shard was at before.
+///
+/// # Errors
+/// As [`migrate`]; [`Error::Postgres`]/[`Error::Pool`]/[`Error::Audit`] when the entry
+/// cannot be appended (the migrations stay applied; the error says so).
+pub async fn migrate_recorded(
+    shard: &Shard,
+    map_shard: &Shard,
+    db: &DatabaseConfig,
+) -> Result<i32> {
+    let is_map = shard.index == map_shard.index && shard.name == map_shard.name;
+    let before = migrate_in(shard, db, is_map).await?;
+    if !is_map && before < latest_version() {
+        record_on_map(shard, map_shard, before).await?;
+    }
+    Ok(before)
+}
+
+/// The names of the migrations a run from version `before` applied.
+fn applied_since(before: i32) -> Vec<&'static str> {
+    MIGRATIONS
+        .iter()
+        .filter(|m| m.version > before)
+        .map(|m| m.name)
+        .collect()
+}
+
+/// The audit record of migrations applied to `shard` from version `before` to
+/// [`latest_version`].
+fn record_of(shard: &Shard, before: i32) -> Record {
+    let to = latest_version();
+    Record::new(
+        action::MIGRATE,
+        serde_json::json!({
+            "shard": shard.name,
+            "from": before,
+            "to": to,
+            "applied": applied_since(before),
+        }),
+    )
+    .reason(Some(&format!(
+        "schema upgrade: the shard was at version {before}, this binary needs version {to}"
+    )))
+}
+
+/// Appends the entry of `shard`'s migrations from `before` to the trail on `map_shard`, if it
+/// has one yet.
+async fn record_on_map(shard: &Shard, map_shard: &Shard, before: i32) -> Result<()> {
+    let has_trail: bool = map_shard
+        .client()
+        .await?
+        .query_one("SELECT to_regclass('audit_log') IS NOT NULL", &[])
+        .await
+        .map_err(|e| map_shard.err(e))?
+        .get(0);
+    if !has_trail {
+        tracing::warn!(
+            shard = %shard.name, map_shard = %map_shard.name,
+            "migrations applied, but the map shard has no audit trail yet (migrate it first): \
+             not recorded"
+        );
+        return Ok(());
+    }
+    audit::append(map_shard, &record_of(shard, before))
+        .await
+        .map_err(|e| {
+            Error::Audit(format!(
+                "migrations {:?} were applied to shard {}, but their audit entry could not be \
+                 appended on {}: {e}",
+                applied_since(before),
+                shard.name,
+                map_shard.name
+            ))
+        })?;
+    Ok(())
+}
+
+/// [`migrate`], appending the audit entry in the migrations' transaction when `record`.
+async fn migrate_in(shard: &Shard, db: &DatabaseConfig, record: bool) -> Result<i32> {
     let mut client = shard.client().await?;
     let tx = client.transaction().await.map_err(|e| shard.err(e))?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
@@ -203,6 +304,9 @@ pub async fn migrate(shard: &Shard, db: &DatabaseConfig) -> Result<i32> {
         .map_err(fail)?;
         tracing::info!(shard = %shard.name, version = m.version, name = m.name, "applied migration");
     }
+    if record && before < latest_version() {
+        audit::append_in(&tx, shard, &record_of(shard, before)).await?;
+    }
     set_chunk_interval(&tx, shard, &role, db).await?;
     tx.commit().await.map_err(|e| shard.err(e))?;
     Ok(before)
@@ -255,13 +359,17 @@ async fn set_chunk_interval(
     Ok(())
 }
 
-/// Runs [`migrate`] on every shard, in order.
+/// Runs [`migrate_recorded`] on every shard, in order, the first being the map shard (so
+/// that its trail exists before the other shards' entries are appended to it).
 ///
 /// # Errors
 /// The first shard's error; shards before it stay migrated.
 pub async fn migrate_all(shards: &[Shard], db: &DatabaseConfig) -> Result<()> {
+    let Some(map_shard) = shards.first() else {
+        return Ok(());
+    };
     for s in shards {
-        let before = migrate(s, db).await?;
+        let before = migrate_recorded(s, map_shard, db).await?;
         tracing::info!(shard = %s.name, from = before, to = latest_version(), "schema up to date");
     }
     Ok(())

@@ -40,6 +40,10 @@ pub enum Command {
         /// Its libpq connection string.
         #[arg(long, env = "RESHARD_URL")]
         url: String,
+        /// Why (required: the move copies and deletes participants' rows), for the move's
+        /// audit entry.
+        #[arg(long)]
+        reason: String,
         /// How the move runs.
         #[command(flatten)]
         opts: MoveArgs,
@@ -50,6 +54,10 @@ pub enum Command {
         /// Name of the shard; must be the last of the current epoch.
         #[arg(long, env = "RESHARD_NAME")]
         name: String,
+        /// Why (required: the move copies and deletes participants' rows), for the move's
+        /// audit entry.
+        #[arg(long)]
+        reason: String,
         /// How the move runs.
         #[command(flatten)]
         opts: MoveArgs,
@@ -150,11 +158,14 @@ async fn run(command: Command, cfg: Config) -> Result<()> {
                 println!("{}", serde_json::to_string(&m).unwrap_or_default());
             }
         }
-        Command::AddShard { name, url, opts } => {
-            run_move(&cfg, Change::Add { name, url }, opts.into()).await?
-        }
-        Command::RemoveShard { name, opts } => {
-            run_move(&cfg, Change::Remove { name }, opts.into()).await?
+        Command::AddShard {
+            name,
+            url,
+            reason,
+            opts,
+        } => run_move(&cfg, Change::Add { name, url }, opts.into(), &reason).await?,
+        Command::RemoveShard { name, reason, opts } => {
+            run_move(&cfg, Change::Remove { name }, opts.into(), &reason).await?
         }
         Command::Plan { change, json } => {
             let change = match change {
@@ -181,9 +192,21 @@ async fn run(command: Command, cfg: Config) -> Result<()> {
 }
 
 /// Runs a move with `/metrics`, `/healthz` and `/readyz` served meanwhile (a port already
-/// taken only costs the endpoint, not the move), then prints its report as JSON.
+/// taken only costs the endpoint, not the move), then prints its report as JSON. A blank
+/// `reason` is refused before anything is done.
 #[allow(clippy::print_stdout)]
-async fn run_move(cfg: &Config, change: Change, opts: crate::moves::Options) -> Result<()> {
+async fn run_move(
+    cfg: &Config,
+    change: Change,
+    opts: crate::moves::Options,
+    reason: &str,
+) -> Result<()> {
+    if reason.trim().is_empty() {
+        return Err(Error::Refused {
+            action: change.action(),
+            message: "--reason must not be empty (it goes into the move's audit entry)".into(),
+        });
+    }
     let stop = tokio_util::sync::CancellationToken::new();
     let _stop_on_return = stop.clone().drop_guard();
     let ready = observe::Readiness::new("moving");
@@ -198,7 +221,7 @@ async fn run_move(cfg: &Config, change: Change, opts: crate::moves::Options) -> 
     {
         tracing::warn!(error = %e, "metrics endpoint not served for this move");
     }
-    let r = crate::moves::run(cfg, &change, opts).await?;
+    let r = crate::moves::run(cfg, &change, opts, reason).await?;
     println!("{}", serde_json::to_string(&r).unwrap_or_default());
     Ok(())
 }

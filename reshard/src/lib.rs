@@ -15,8 +15,10 @@
 //!
 //! Follow one move: [`cli`] → [`moves::run`] (checks, [`state`]) → [`cutover`] (online) →
 //! [`plan::moving`] (who moves) → [`copy::copy_batch`] → verification
-//! ([`copy::CHECKSUM_SQL`]) → the switch ([`state::switch`], offline) → the deletes.
+//! ([`copy::CHECKSUM_SQL`]) → the switch ([`state::switch`], offline) → the deletes → the
+//! move's audit entry ([`audit::finish`], with `--reason`, required).
 
+pub mod audit;
 pub mod cli;
 pub mod copy;
 pub mod cutover;

@@ -39,6 +39,10 @@
 //! no chunk is archived or dropped under a move; archivers that start later see the unfinished
 //! move and wait.
 //!
+//! Audit (issue 26, [`crate::audit`]): the move's entry, with the operator's `--reason`, is
+//! appended in the transaction that records `done`; an added shard gets the map shard's
+//! `participant_status` before routing names it.
+//!
 //! Offline is Citus's and Vitess's order — copy, verify, switch, then clean up the source.
 //! Online switches first, at fixed positions of the Kafka log, and copies after: the log is
 //! the catch-up stream that Vitess replays from the binlog and Citus from logical
@@ -91,13 +95,14 @@ pub struct Report {
     pub deleted_now: usize,
 }
 
-/// Runs (or resumes) `change` over the shards of `cfg`.
+/// Runs (or resumes) `change` over the shards of `cfg`; `reason` (the operator's `--reason`)
+/// goes into the move's audit entry.
 ///
 /// # Errors
 /// [`Error::Refused`] when the change cannot be made (nothing changed) or another move is
 /// unfinished; [`Error::Verify`] when a copy disagrees with its source; database errors (the
 /// move stops where it was; running the command again resumes it).
-pub async fn run(cfg: &Config, change: &Change, opts: Options) -> Result<Report> {
+pub async fn run(cfg: &Config, change: &Change, opts: Options, reason: &str) -> Result<Report> {
     let shards = Shard::all(&cfg.shards, &cfg.database)?;
     let map_shard = shards
         .first()
@@ -189,7 +194,7 @@ pub async fn run(cfg: &Config, change: &Change, opts: Options) -> Result<Report>
                     .unwrap_or_default(),
             };
             if let (true, Some(s)) = (opts.online, &added) {
-                vitalsink_common::migrate::migrate(s, &cfg.database).await?;
+                vitalsink_common::migrate::migrate_recorded(s, map_shard, &cfg.database).await?;
                 seed_offsets(&shards, s).await?;
             }
             let reason = format!("reshard: {kind} shard {name} (online, cut-over per partition)");
@@ -215,8 +220,12 @@ pub async fn run(cfg: &Config, change: &Change, opts: Options) -> Result<Report>
             m
         }
     };
-    if let Some(s) = &added {
-        vitalsink_common::migrate::migrate(s, &cfg.database).await?;
+    // An added shard: migrated, and given the participants' status before routing names it
+    // (the cut-over records below, or the switch).
+    let mut statuses = added.as_ref().map(|_| crate::audit::StatusCopy::default());
+    if let (Some(s), Some(done)) = (&added, statuses.as_mut()) {
+        vitalsink_common::migrate::migrate_recorded(s, map_shard, &cfg.database).await?;
+        crate::audit::copy_statuses(map_shard, s, done).await?;
     }
     let from = state::epoch(map_shard, mv.from_epoch)
         .await?
@@ -273,7 +282,21 @@ pub async fn run(cfg: &Config, change: &Change, opts: Options) -> Result<Report>
     }
     if phase == Phase::Switched {
         delete_moved(&all, &from.shards, &next, &mv, opts.batch_rows, &mut report).await?;
-        record(map_shard, &mv, Phase::Done, &report).await?;
+        if let (Some(s), Some(done)) = (all.get(shards.len()), statuses.as_mut()) {
+            // Changes recorded on the configured shards while the move ran.
+            crate::audit::copy_statuses(map_shard, s, done).await?;
+        }
+        crate::audit::finish(
+            &all,
+            &from.shards,
+            &next,
+            &mv,
+            change,
+            &report,
+            reason,
+            statuses,
+        )
+        .await?;
         tracing::info!(move_id = mv.id, "move done");
     }
     Ok(report)
@@ -321,7 +344,11 @@ async fn lock_shards<'a>(
     Ok(held)
 }
 
-fn by_name<'a>(all: &'a [Shard], name: &str) -> Result<&'a Shard> {
+/// The shard of `all` named `name`.
+///
+/// # Errors
+/// [`vitalsink_common::Error::ShardMap`] when none is.
+pub(crate) fn by_name<'a>(all: &'a [Shard], name: &str) -> Result<&'a Shard> {
     all.iter().find(|s| s.name == name).ok_or_else(|| {
         vitalsink_common::Error::ShardMap(format!("shard {name} of the map is not configured"))
             .into()
@@ -457,7 +484,7 @@ async fn copy_and_verify(
 }
 
 /// Per participant, (rows, checksum) recorded on `shard` for move `id` as `side`.
-async fn recorded(shard: &Shard, id: i64, side: &str) -> Result<Sums> {
+pub(crate) async fn recorded(shard: &Shard, id: i64, side: &str) -> Result<Sums> {
     let c = shard.client().await?;
     let rows = c
         .query(

@@ -219,6 +219,22 @@ pub async fn finished(
     rows: i64,
 ) -> Result<()> {
     let c = map_shard.client().await?;
+    finished_in(&**c, map_shard, id, phase, participants, rows).await
+}
+
+/// [`finished`] on `c`, a connection to (or transaction on) the map shard, e.g. the one
+/// that appends the move's audit entry with `done` ([`crate::audit::finish`]).
+///
+/// # Errors
+/// Database errors.
+pub async fn finished_in(
+    c: &impl tokio_postgres::GenericClient,
+    map_shard: &Shard,
+    id: i64,
+    phase: Phase,
+    participants: i32,
+    rows: i64,
+) -> Result<()> {
     c.execute(
         "UPDATE shard_moves SET phase = $2, participants = $3, rows_total = $4, updated_at = now()
           WHERE id = $1",

@@ -451,6 +451,8 @@ async fn one_table_over_shards_and_archive_counts_every_row_once() {
     let new = vitalsink_tests::ingest_run::extra_shard(&stack, 2).await;
     let add = [
         "add-shard",
+        "--reason",
+        "test: shard-set change",
         "--offline",
         "--name",
         "shard2",

@@ -29,6 +29,8 @@ async fn restore_after_a_move_writes_to_the_shard_the_map_names_now() {
         .arg(&setup.config)
         .args([
             "add-shard",
+            "--reason",
+            "test: shard-set change",
             "--offline",
             "--name",
             "shard2",

@@ -103,6 +103,8 @@ async fn two_to_three_and_back_exactly_once_through_a_kill_in_every_phase() {
     let new = extra_shard(&stack, 2).await;
     let add = [
         "add-shard",
+        "--reason",
+        "test: shard-set change",
         "--offline",
         "--name",
         "shard2",
@@ -210,6 +212,8 @@ async fn two_to_three_and_back_exactly_once_through_a_kill_in_every_phase() {
     // 3 → 2: the last shard's participants go back.
     let remove = [
         "remove-shard",
+        "--reason",
+        "test: shard-set change",
         "--offline",
         "--name",
         "shard2",
@@ -230,7 +234,11 @@ async fn two_to_three_and_back_exactly_once_through_a_kill_in_every_phase() {
     idles_exactly(&with_two, dir.path(), data.readings).await;
 
     // Refused at once, nothing changed: the middle shard, or the first.
-    let out = reshard(&setup.config, &["remove-shard", "--name", "shard0"], None);
+    let out = reshard(
+        &setup.config,
+        &["remove-shard", "--name", "shard0", "--reason", "test: refused"],
+        None,
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("only remove the last shard"));
     dbs.drop_all().await;

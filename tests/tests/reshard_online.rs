@@ -204,6 +204,8 @@ async fn online_two_to_three_and_back_under_load_exactly_once() {
     let new = extra_shard(&stack, 2).await;
     let add = [
         "add-shard",
+        "--reason",
+        "test: shard-set change",
         "--name",
         "shard2",
         "--url",
@@ -293,6 +295,8 @@ async fn online_two_to_three_and_back_under_load_exactly_once() {
     let archiver_cfg = archive_config(&setup.config, &root, "3d");
     let remove = [
         "remove-shard",
+        "--reason",
+        "test: shard-set change",
         "--name",
         "shard2",
         "--batch-rows",

@@ -206,6 +206,8 @@ async fn reshard_as_the_mover_moves_every_row_exactly_once_online_and_offline() 
     let new = extra_shard(&stack, 2).await;
     let add = [
         "add-shard",
+        "--reason",
+        "test: shard-set change",
         "--name",
         "shard2",
         "--url",
@@ -315,6 +317,8 @@ async fn reshard_as_the_mover_moves_every_row_exactly_once_online_and_offline() 
     let producing = produce_in_background(&stack.brokers, &setup.topic, &c.records);
     let remove = [
         "remove-shard",
+        "--reason",
+        "test: shard-set change",
         "--name",
         "shard2",
         "--batch-rows",
@@ -381,6 +385,8 @@ async fn reshard_as_the_mover_moves_every_row_exactly_once_online_and_offline() 
     migrate_as_owner(&config_for(&setup, std::slice::from_ref(&other), d, MOVER));
     let add_offline = [
         "add-shard",
+        "--reason",
+        "test: shard-set change",
         "--offline",
         "--name",
         "shard2",
@@ -410,6 +416,8 @@ async fn reshard_as_the_mover_moves_every_row_exactly_once_online_and_offline() 
         &with_other.config,
         &[
             "remove-shard",
+            "--reason",
+            "test: shard-set change",
             "--offline",
             "--name",
             "shard2",

@@ -30,10 +30,20 @@
 //! columns, archived before the provenance columns; [`crate::export::format`]) stays version 1
 //! under its new name, is checked with the checksum encoding it was written with, and its
 //! `renamed` entry says `format_version` 1. Readers fill its missing columns with NULL.
+//!
+//! **Audit.** A run that renamed objects or deleted old names (not `--dry-run`) appends one
+//! `archive.migrate` entry ([`action::ARCHIVE_MIGRATE`]) to the trail on the map shard, with
+//! the reason of `--reason`; its `details` ([`details`]): `renamed` (count), `renames` (up to
+//! [`LISTED`] of them: shard, from, to), `old_names_deleted` (count) and `old_names` (up to
+//! [`LISTED`]), `current`, `waiting`, `failed` and `busy_shards` (counts), `run_id`. The
+//! objects' content is unchanged (each copy was read back and matched its recorded rows and
+//! checksum before the old name went). A run that changed nothing appends nothing.
 
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
 use serde::Serialize;
+use serde_json::json;
+use vitalsink_common::audit::{self, action, Record};
 use vitalsink_common::db::Shard;
 
 use crate::commands::run::{try_lock_shard, unlock_shard, Runner};
@@ -95,10 +105,30 @@ impl Report {
     }
 }
 
-/// Renames every finished object of every shard that is not under its current name.
+/// Renames and old names listed by name in the audit entry (the counts cover all).
+pub const LISTED: usize = 100;
+
+/// The `details` of a run's audit entry (module docs).
+pub fn details(report: &Report, run_id: &str) -> serde_json::Value {
+    json!({
+        "run_id": run_id,
+        "renamed": report.renamed.len(),
+        "renames": report.renamed.iter().take(LISTED).collect::<Vec<_>>(),
+        "old_names_deleted": report.old_names_deleted.len(),
+        "old_names": report.old_names_deleted.iter().take(LISTED).collect::<Vec<_>>(),
+        "current": report.current,
+        "waiting": report.waiting.len(),
+        "failed": report.failed.len(),
+        "busy_shards": report.busy_shards.len(),
+    })
+}
+
+/// Renames every finished object of every shard that is not under its current name, then
+/// appends the run's audit entry (module docs).
 ///
 /// # Errors
-/// None of its own: failures are in the report (the command exits 1 on
+/// [`Error::Common`] when objects were renamed but the audit entry could not be appended;
+/// otherwise none of its own: failures are in the report (the command exits 1 on
 /// [`Report::incomplete`]).
 pub async fn migrate_archive(runner: &Runner, dry_run: bool) -> Result<Report> {
     let run_id = layout::new_attempt();
@@ -131,6 +161,21 @@ pub async fn migrate_archive(runner: &Runner, dry_run: bool) -> Result<Report> {
         dry_run,
         "migrate-archive done"
     );
+    let changed = !report.renamed.is_empty() || !report.old_names_deleted.is_empty();
+    if let (false, true, Some(map_shard)) = (dry_run, changed, runner.shards().first()) {
+        let rec =
+            Record::new(action::ARCHIVE_MIGRATE, details(&report, &run_id)).reason(runner.reason());
+        let appended = audit::append(map_shard, &rec).await;
+        runner.copy_trail().await;
+        if let Err(e) = appended {
+            return Err(Error::Common(vitalsink_common::Error::Audit(format!(
+                "{} object(s) renamed and {} old name(s) deleted, but the audit entry could not \
+                 be appended: {e}",
+                report.renamed.len(),
+                report.old_names_deleted.len()
+            ))));
+        }
+    }
     Ok(report)
 }
 

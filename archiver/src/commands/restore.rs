@@ -26,6 +26,17 @@
 //! once. A second identical restore inserts nothing and says so. Restored windows hold their
 //! chunks back from `run` (see [`crate::state::log::restored_windows`]), so they are not archived a
 //! second time.
+//!
+//! **Audit.** A restore appends one `archive.restore` entry ([`action::ARCHIVE_RESTORE`]) to
+//! the trail on the map shard when it ends, also when it fails after restoring some objects
+//! (`"completed": false` with the error); `participants` holds the `--participant` filter
+//! (empty: all participants). Its `details`: `from`/`to` (the window),
+//! `participants_filter` (the filter, `null`: all), `restore_id` (the `run_id` of every
+//! `restored` log row it wrote), `objects_read`, `objects` (up to [`LISTED`] of them: path,
+//! source shard, rows and content checksum as the manifest records them), `rows_matched`
+//! (archived rows of the window and filter), `rows_inserted` (rows added to the shards: the
+//! hypertables hold that many more rows afterwards), `rows_skipped` (already there), the same
+//! three per shard under `shards`, `completed` and `error`.
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
@@ -38,6 +49,10 @@ use std::collections::BTreeSet;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 
 use arrow::array::{Array, RecordBatch};
+
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use vitalsink_common::audit::{self, action, Record};
 
 use crate::commands::run::Runner;
 use crate::error::{pg, Error, Result};
@@ -73,18 +88,102 @@ pub struct Report {
     pub skipped: u64,
 }
 
-/// Restores `req` from the archive of `runner`.
+/// Objects listed by name in a restore's audit entry (the count covers all).
+pub const LISTED: usize = 100;
+
+/// What a restore did, for its audit entry.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Per shard: rows matched, inserted.
+    shards: BTreeMap<String, (u64, u64)>,
+    /// Objects read: path, source shard, rows, checksum.
+    objects: Vec<Value>,
+    /// Objects read in all.
+    read: usize,
+}
+
+impl Tally {
+    /// The entry's `details` (module docs).
+    fn details(
+        &self,
+        req: &Request,
+        restore_id: &str,
+        report: &Report,
+        error: Option<&Error>,
+    ) -> Value {
+        let shards: serde_json::Map<String, Value> = self
+            .shards
+            .iter()
+            .map(|(k, (m, i))| {
+                (
+                    k.clone(),
+                    json!({"rows_matched": m, "rows_inserted": i, "rows_skipped": m - i}),
+                )
+            })
+            .collect();
+        json!({
+            "from": req.from,
+            "to": req.to,
+            "participants_filter": (!req.participants.is_empty()).then_some(&req.participants),
+            "restore_id": restore_id,
+            "objects_read": self.read,
+            "objects": self.objects,
+            "rows_matched": report.matched,
+            "rows_inserted": report.inserted,
+            "rows_skipped": report.skipped,
+            "shards": shards,
+            "completed": error.is_none(),
+            "error": error.map(ToString::to_string),
+        })
+    }
+}
+
+/// Restores `req` from the archive of `runner`, then appends its audit entry (module docs).
 ///
 /// # Errors
 /// A shard list other than the shard map's ([`Runner::check_shard_map`]); [`Error::Arg`]
 /// when, with no shard move ever made, an object's shard is not configured; store, Parquet
-/// and database errors. Objects restored before the error stay restored (and logged).
+/// and database errors. Objects restored before the error stay restored (and logged, and in
+/// the audit entry). [`Error::Common`] when the audit entry cannot be appended (the rows stay
+/// restored).
 pub async fn restore(runner: &Runner, req: &Request) -> Result<Report> {
     runner.check_shard_map().await?;
+    let restore_id = crate::storage::layout::new_attempt();
+    let mut report = Report::default();
+    let mut tally = Tally::default();
+    let res = restore_all(runner, req, &restore_id, &mut report, &mut tally).await;
+    let wrote = res.is_ok() || !tally.shards.is_empty();
+    if let (true, Some(map_shard)) = (wrote, runner.shards().first()) {
+        let rec = Record::new(
+            action::ARCHIVE_RESTORE,
+            tally.details(req, &restore_id, &report, res.as_ref().err()),
+        )
+        .reason(runner.reason())
+        .participants(req.participants.iter().cloned());
+        let appended = audit::append(map_shard, &rec).await;
+        runner.copy_trail().await;
+        if let Err(e) = appended {
+            tracing::error!(error = %e, ?report, "rows restored, but the restore's audit entry could not be appended");
+            return Err(res.err().unwrap_or(Error::Common(vitalsink_common::Error::Audit(
+                format!("restore {restore_id} done ({report:?}), but its audit entry could not be appended: {e}"),
+            ))));
+        }
+    }
+    res.map(|()| report)
+}
+
+/// The restore itself: every live object overlapping the window, counted in `report` and
+/// `tally` as it goes.
+async fn restore_all(
+    runner: &Runner,
+    req: &Request,
+    restore_id: &str,
+    report: &mut Report,
+    tally: &mut Tally,
+) -> Result<()> {
     let entries = manifest::read_all(runner.archive()).await?;
     let from = req.from.timestamp_micros();
     let to = req.to.timestamp_micros();
-    let mut report = Report::default();
     let mut migrated = BTreeSet::new();
     // Without a shard move ever, every row routes to the shard its object came from: read
     // each object once, for that shard only.
@@ -129,10 +228,13 @@ pub async fn restore(runner: &Runner, req: &Request) -> Result<Report> {
             }
             let routes_here = |pid: &str| router.shard_for(pid) == shard.index;
             let (matched, inserted) =
-                restore_object(runner, shard, &st.last, req, &routes_here, own).await?;
+                restore_object(runner, shard, &st.last, req, restore_id, &routes_here, own).await?;
             if matched == 0 && !own {
                 continue;
             }
+            let t = tally.shards.entry(shard.name.clone()).or_default();
+            t.0 += matched;
+            t.1 += inserted;
             tracing::info!(shard = %shard.name, from_shard = %shard_name, object = %path, matched, inserted, skipped = matched - inserted, "restored");
             crate::metrics::restored(&shard.name, inserted);
             report.matched += matched;
@@ -140,8 +242,17 @@ pub async fn restore(runner: &Runner, req: &Request) -> Result<Report> {
             report.skipped += matched - inserted;
         }
         report.objects += 1;
+        tally.read += 1;
+        if tally.objects.len() < LISTED {
+            tally.objects.push(json!({
+                "object": path,
+                "shard": shard_name,
+                "rows": r.rows,
+                "checksum": r.checksum,
+            }));
+        }
     }
-    Ok(report)
+    Ok(())
 }
 
 /// Inserts the temporary table's readings that the hypertable does not hold yet (`$1`, `$2`:
@@ -191,6 +302,7 @@ async fn restore_object(
     shard: &vitalsink_common::db::Shard,
     entry: &Entry,
     req: &Request,
+    restore_id: &str,
     routes_here: &dyn Fn(&str) -> bool,
     logged_anyway: bool,
 ) -> Result<(u64, u64)> {
@@ -235,7 +347,7 @@ async fn restore_object(
         .await
         .map_err(pg(name))?;
     let mut row = entry.row.next(Step::Restored);
-    row.run_id = crate::storage::layout::new_attempt();
+    row.run_id = restore_id.to_string();
     row.hypertable = HYPERTABLE.to_string();
     row.range_start = req.from;
     row.range_end = req.to;

@@ -22,6 +22,13 @@
 //! that came after its day was archived) are dropped from it ([`crate::export::dedup`]; the
 //! archive's live objects are read from the manifest once per run, when a chunk is first about
 //! to be exported), and counted as the report's `duplicates`.
+//!
+//! Every chunk dropped gets one audit entry on the map shard (`archive.drop`, with the reason
+//! of `run --reason` or "scheduled archiving: chunks older than …"; [`crate::state::audit`]),
+//! appended right after its drop commits, and recovered by the sweep at the end of the
+//! shard's run when that failed or a crash came in between. At the end of every run (each
+//! round of the daemon) the trail's new entries are copied into the archive
+//! ([`crate::trail::copy_new`]; a failure is a warning, the next round copies them).
 
 use serde::Serialize;
 use std::sync::Arc;
@@ -38,6 +45,7 @@ use crate::export::dedup::{self, Archived};
 use crate::export::ratelimit::RowLimiter;
 use crate::progress::Progress;
 use crate::state::attempt::{ChunkJob, Outcome};
+use crate::state::audit::DropTrail;
 use crate::state::guard::Guard;
 use crate::state::log::{self, LogRow};
 use crate::state::manifest;
@@ -137,6 +145,10 @@ pub struct Report {
     /// Readings dropped from chunks before their export because the archive already held
     /// them (late resends, [`crate::export::dedup`]).
     pub duplicates: u64,
+    /// Actions of the run left without their audit entry (the map shard refused or could not
+    /// be reached; the next run appends the entries of dropped chunks). Not zero: the run
+    /// fails.
+    pub unaudited: usize,
 }
 
 /// The archive's live objects for [`dedup`], read once per run by the first shard that needs
@@ -153,6 +165,7 @@ impl Report {
         self.rows += o.rows;
         self.bytes += o.bytes;
         self.duplicates += o.duplicates;
+        self.unaudited += o.unaudited;
     }
 }
 
@@ -168,6 +181,8 @@ pub struct Runner {
     shards: Vec<Shard>,
     archive: Archive,
     limiter: RowLimiter,
+    /// Why (`--reason`), for the audit entries; `None`: each command's default.
+    reason: Option<Arc<str>>,
 }
 
 /// Whether `chunk` overlaps one of the restored windows.
@@ -195,7 +210,45 @@ impl Runner {
             archive: store::open(&cfg.archive)?,
             limiter: RowLimiter::new(cfg.archive.rows_per_second, cfg.archive.batch_rows),
             cfg: Arc::new(cfg.clone()),
+            reason: None,
         })
+    }
+
+    /// With the operator's reason (`--reason`) for the audit entries of what it changes.
+    #[must_use]
+    pub fn with_reason(mut self, reason: Option<String>) -> Self {
+        self.reason = reason.map(Into::into);
+        self
+    }
+
+    /// The operator's reason (`--reason`), if given.
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+
+    /// The reason `run`'s audit entries give: `--reason`, or "scheduled archiving: chunks
+    /// older than <archive.older_than>".
+    pub fn run_reason(&self) -> String {
+        self.reason.as_deref().map_or_else(
+            || {
+                format!(
+                    "scheduled archiving: chunks older than {}",
+                    humantime::format_duration(self.cfg.archive.older_than)
+                )
+            },
+            str::to_string,
+        )
+    }
+
+    /// Copies the trail's new entries into the archive ([`crate::trail::copy_new`]); a
+    /// failure is logged as a warning (the next copy takes them).
+    pub async fn copy_trail(&self) {
+        let Some(map_shard) = self.shards.first() else {
+            return;
+        };
+        if let Err(e) = crate::trail::copy_new(&self.archive, map_shard).await {
+            tracing::warn!(error = %e, "audit trail not copied to the archive; the next run copies it");
+        }
     }
 
     /// The archive this runner writes to.
@@ -245,12 +298,19 @@ impl Runner {
         Ok(())
     }
 
-    /// Applies the pending schema migrations on `shard`; returns its schema version.
+    /// Applies the pending schema migrations on `shard` (their audit entry goes to the map
+    /// shard, [`vitalsink_common::migrate::migrate_recorded`]); returns its schema version.
     ///
     /// # Errors
-    /// As [`vitalsink_common::migrate::migrate`].
+    /// As [`vitalsink_common::migrate::migrate_recorded`].
     pub async fn migrate(&self, shard: &Shard) -> Result<i32> {
-        let version = vitalsink_common::migrate::migrate(shard, &self.cfg.database).await?;
+        let version = match self.shards.first() {
+            Some(map_shard) => {
+                vitalsink_common::migrate::migrate_recorded(shard, map_shard, &self.cfg.database)
+                    .await?
+            }
+            None => vitalsink_common::migrate::migrate(shard, &self.cfg.database).await?,
+        };
         Ok(version.max(vitalsink_common::migrate::latest_version()))
     }
 
@@ -264,8 +324,14 @@ impl Runner {
     /// that cannot be reached, or whose task panicked, counts as one failure and the other
     /// shards go on. Before any shard is touched: the shard list disagrees with the shard
     /// map, or the map shard cannot be read ([`Runner::check_shard_map`]).
+    /// [`vitalsink_common::Error::Audit`] when chunks were archived but some audit entries
+    /// could not be appended ([`Report::unaudited`]).
     pub async fn run_once(&self) -> Result<Report> {
         self.check_shard_map().await?;
+        let trail: Option<Arc<DropTrail>> = self
+            .shards
+            .first()
+            .map(|m| Arc::new(DropTrail::new(m.clone(), self.run_reason())));
         let run_id: Arc<str> = crate::storage::layout::new_attempt().into();
         let at_once = self
             .cfg
@@ -282,10 +348,17 @@ impl Runner {
         loop {
             while tasks.len() < at_once && next < self.shards.len() {
                 let (runner, run_id, i, late) = (self.clone(), run_id.clone(), next, late.clone());
+                let trail = trail.clone();
                 let handle = tasks.spawn(async move {
                     let mut report = Report::default();
                     let res = runner
-                        .shard(&runner.shards[i], &run_id, &late, &mut report)
+                        .shard(
+                            &runner.shards[i],
+                            &run_id,
+                            &late,
+                            trail.as_deref(),
+                            &mut report,
+                        )
                         .await;
                     (i, report, res)
                 });
@@ -324,9 +397,14 @@ impl Runner {
                 report.failed += 1;
             }
         }
+        report.unaudited = trail.as_ref().map_or(0, |t| t.unaudited());
+        self.copy_trail().await;
         tracing::info!(?report, "archive run done");
         if report.failed > 0 {
             return Err(Error::ChunksFailed(report.failed));
+        }
+        if let Some(e) = trail.as_ref().and_then(|t| t.error()) {
+            return Err(e);
         }
         crate::metrics::run_succeeded();
         Ok(report)
@@ -337,6 +415,7 @@ impl Runner {
         shard: &Shard,
         run_id: &str,
         late: &LateCheck,
+        trail: Option<&DropTrail>,
         report: &mut Report,
     ) -> Result<()> {
         let version = self.migrate(shard).await?;
@@ -348,12 +427,18 @@ impl Runner {
             return Ok(());
         }
         let res = self
-            .shard_locked(shard, &mut client, version, run_id, late, report)
+            .shard_locked(shard, &mut client, version, run_id, late, trail, report)
             .await;
+        if let Some(t) = trail {
+            // Under the shard's lock: drops of this run whose entry failed, and of earlier
+            // runs that stopped between a drop and its entry.
+            t.finish_shard(&client, &shard.name).await;
+        }
         unlock_shard(&client, &shard.name).await;
         res
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn shard_locked(
         &self,
         shard: &Shard,
@@ -361,6 +446,7 @@ impl Runner {
         version: i32,
         run_id: &str,
         late: &LateCheck,
+        trail: Option<&DropTrail>,
         report: &mut Report,
     ) -> Result<()> {
         let name = shard.name.as_str();
@@ -380,6 +466,7 @@ impl Runner {
             pool: Some(&shard.pool),
             readers: readers_per_chunk(self.cfg.archive.shard_concurrency, self.shards.len()),
             unmarked: Default::default(),
+            trail,
         };
         tracing::info!(shard = name, chunks = chunks.len(), "aged chunks found");
         let (held_back, aged): (Vec<&Chunk>, Vec<&Chunk>) =
@@ -395,6 +482,9 @@ impl Runner {
                 let res = match self.drop_duplicates(late, client, name, chunk).await {
                     Ok(n) => {
                         report.duplicates += n;
+                        if let Some(t) = trail {
+                            t.duplicates(name, chunk, n);
+                        }
                         job.archive(client, chunk).await
                     }
                     Err(e) => Err(e),
@@ -423,6 +513,9 @@ impl Runner {
                 let deduped = match self.drop_duplicates(late, client, name, chunk).await {
                     Ok(n) => {
                         report.duplicates += n;
+                        if let Some(t) = trail {
+                            t.duplicates(name, chunk, n);
+                        }
                         Ok(())
                     }
                     Err(e) => Err(e),

@@ -24,6 +24,9 @@
 //! attempt `planned`: the object is deleted and exported again), and the drop's, which also
 //! marks the rows' manifest entries mirrored ([`ChunkJob::unmarked`]).
 //!
+//! Each drop's audit entry is appended to the trail on the map shard right after the drop
+//! commits ([`crate::state::audit`]).
+//!
 //! The locks and the drop go through the SECURITY DEFINER functions `vitalsink_lock_chunk`,
 //! `vitalsink_drop_chunk` (migration 9) and `vitalsink_share_lock_chunk` (migration 10;
 //! schemas/ROLES.md), so the archiver's role needs neither table ownership nor DELETE.
@@ -41,6 +44,7 @@ use crate::export::ratelimit::RowLimiter;
 use crate::export::{self, Target};
 use crate::fault::{self, CrashPoint};
 use crate::progress::Progress;
+use crate::state::audit::DropTrail;
 use crate::state::guard::{Guard, LOCK_TIMEOUT};
 use crate::state::log::{self, LogRow, Step};
 use crate::state::manifest;
@@ -85,6 +89,9 @@ pub struct ChunkJob<'a> {
     /// what is left (start empty). A crash before that, or a drop's transaction that rolls
     /// back, only has the next run write the same entries again ([`manifest::put`]).
     pub unmarked: std::sync::Mutex<Vec<i64>>,
+    /// The run's audit trail: each drop's entry is appended right after the drop commits
+    /// ([`DropTrail::dropped`]); `None`: no entries (the sweep of a later run appends them).
+    pub trail: Option<&'a DropTrail>,
 }
 
 /// What archiving a chunk did.
@@ -497,6 +504,9 @@ impl ChunkJob<'_> {
         };
         self.put(&d).await;
         tracing::info!(shard = self.shard, chunk = %chunk.name, object = %path, rows = ?d.rows, held, "dropped chunk");
+        if let Some(t) = self.trail {
+            t.dropped(self.shard, &d).await;
+        }
         Ok(())
     }
 

@@ -343,6 +343,29 @@ pub async fn attempts(c: &impl GenericClient, shard: &str) -> Result<Vec<LogRow>
     Ok(rows.iter().map(from_row).collect())
 }
 
+/// The `dropped` rows logged since the shard has the audit trail (its schema version 14
+/// applied, `vitalsink_schema_version.applied_at`, by the shard's own clock like `at`),
+/// oldest first: the drops that must each have an audit entry
+/// ([`crate::state::audit::DropTrail::sweep`]). None before that version.
+///
+/// # Errors
+/// [`crate::Error::Postgres`].
+pub async fn dropped_since_trail(c: &impl GenericClient, shard: &str) -> Result<Vec<LogRow>> {
+    let rows = c
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM archive_log
+                  WHERE step = 'dropped'
+                    AND at >= (SELECT applied_at FROM vitalsink_schema_version WHERE version = 14)
+                  ORDER BY id"
+            ),
+            &[],
+        )
+        .await
+        .map_err(pg(shard))?;
+    Ok(rows.iter().map(from_row).collect())
+}
+
 /// Rows not yet mirrored to the manifest, oldest first (at most `limit`).
 ///
 /// # Errors
