@@ -228,7 +228,8 @@ async fn participants(cfg: &Config, shards: &[Shard], verb: ParticipantVerb) -> 
             reason,
         } => {
             let reason = commands::reason(&reason)?;
-            let out = commands::erase::run(cfg, shards, &participant, &reason).await?;
+            let reach = commands::status_shards(cfg, shards).await?;
+            let out = commands::erase::run(cfg, &reach, &participant, &reason).await?;
             output::json_line(&out)?;
             copy_trail(cfg, shards).await;
             return Ok(());
@@ -250,7 +251,8 @@ async fn participants(cfg: &Config, shards: &[Shard], verb: ParticipantVerb) -> 
         effective_at: parse_time("effective", &effective)?,
         reason: commands::reason(&reason)?,
     };
-    let out = status_change::run(shards, &c).await?;
+    let reach = commands::status_shards(cfg, shards).await?;
+    let out = status_change::run(&reach, &c).await?;
     output::json_line(&out)?;
     copy_trail(cfg, shards).await;
     Ok(())

@@ -25,6 +25,40 @@ pub fn map_shard(shards: &[Shard]) -> Result<&Shard> {
     })
 }
 
+/// The shards a status change must reach: the configured ones, plus the new shard of an
+/// unfinished `reshard add-shard` when it is not configured yet (the mover copies the table to
+/// it too, but only at its start and just before it finishes; readings routed to it in
+/// between must be decided by the current table).
+///
+/// # Errors
+/// [`Error::Common`] when the map shard cannot be read or the target's URL does not parse.
+pub async fn status_shards(cfg: &vitalsink_common::Config, shards: &[Shard]) -> Result<Vec<Shard>> {
+    let map = map_shard(shards)?;
+    let c = map.client().await?;
+    let target = c
+        .query_opt(
+            "SELECT shard, target_url FROM shard_moves
+              WHERE phase <> 'done' AND kind = 'add' AND target_url IS NOT NULL
+              ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::pg(map, e))?;
+    let mut out = Shard::all(&cfg.shards, &cfg.database)?;
+    if let Some(r) = target {
+        let (name, url): (String, String) = (r.get(0), r.get(1));
+        if !out.iter().any(|s| s.name == name) {
+            let sc = vitalsink_common::config::ShardConfig {
+                name,
+                url,
+                replicas: Vec::new(),
+            };
+            out.push(Shard::new(out.len(), &sc, &cfg.database)?);
+        }
+    }
+    Ok(out)
+}
+
 /// An instant given as RFC 3339 (with its UTC offset) or `YYYY-MM-DD` (UTC midnight).
 ///
 /// # Errors
