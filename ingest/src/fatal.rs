@@ -32,9 +32,9 @@ impl Fatal {
         }
     }
 
-    /// Records a permanent error of `stage` (`write`, `resume`, `dead_letter`, `migrate`) of
-    /// machine kind `kind` (a SQLSTATE such as `42501`, or a Kafka error code name), logs it
-    /// at error level, counts it and stops the worker.
+    /// Records a permanent error of `stage` (`write`, `resume`, `dead_letter`, `migrate`,
+    /// `statuses`, `rewind`, …) of machine kind `kind` (a SQLSTATE such as `42501`, or a Kafka
+    /// error code name), logs it at error level, counts it and stops the worker.
     pub fn raise(&self, stage: &'static str, kind: &str, error: &dyn std::fmt::Display) {
         crate::metrics::permanent_error(stage, kind);
         tracing::error!(stage, kind, error = %error, "permanent error: retrying cannot fix it; stopping the worker");

@@ -3,11 +3,13 @@
 //! exactly once into that shard's `measurements` hypertable.
 //!
 //! Follow one record: [`worker::run`] (start-up, the consume loop, shutdown) →
-//! [`data::pipeline::Pipeline::handle`] (decode, route by [`data::route`], buffer or
-//! dead-letter via [`data::dlq`]) → [`data::batch`] (COPY tuples of [`data::copy_format`],
-//! flushed on rows, bytes or age) → [`data::writer`] (COPY BINARY + offsets in one
-//! transaction). Where a partition resumes after a restart or rebalance:
-//! [`control::rebalance`] and [`data::offsets`].
+//! [`data::pipeline::Pipeline::handle`] (decode, route by [`data::route`], decide each reading
+//! by its participant's status with [`data::consent`], buffer or dead-letter via
+//! [`data::dlq`]) → [`data::batch`] (COPY tuples of [`data::copy_format`], flushed on rows,
+//! bytes or age) → [`data::writer`] (the status check of [`data::guard`], then COPY BINARY +
+//! offsets in one transaction). Where a partition resumes after a restart or rebalance:
+//! [`control::rebalance`] and [`data::offsets`]; after a batch decided by an older status
+//! table: [`control::statuses`].
 //!
 //! Folders by role: [`data`] (where a record becomes a row) and [`control`] (the control
 //! plane: rebalances, following the shard map through an online move, the writer fleet),

@@ -4,7 +4,11 @@
 //! | metric | type | labels |
 //! |---|---|---|
 //! | `vitalsink_ingest_records_total` | counter | `result` = `valid` \| `rejected` |
-//! | `vitalsink_ingest_dlq_total` | counter | `reason` |
+//! | `vitalsink_ingest_dlq_total` | counter | `reason` (records dead-lettered; `withdrawn` and `erased` count records with refused readings) |
+//! | `vitalsink_ingest_refused_total` | counter | `reason` = `withdrawn` \| `erased` (readings not stored because of the participant's status) |
+//! | `vitalsink_ingest_statuses_version` | gauge | `shard` (the `participant_status` version its readings are decided by) |
+//! | `vitalsink_ingest_stale_batches_total` | counter | `shard` (batches rolled back: decided by an older `participant_status`) |
+//! | `vitalsink_ingest_rewinds_total` | counter | (the worker consumed again from the shards' offsets after a stale batch) |
 //! | `vitalsink_ingest_rows_in_total` | counter | `shard` (rows routed to it) |
 //! | `vitalsink_ingest_rows_written_total` | counter | `shard` |
 //! | `vitalsink_ingest_rows_skipped_total` | counter | `shard` (already applied, after a restart or rebalance) |
@@ -12,7 +16,7 @@
 //! | `vitalsink_ingest_batch_rows` | histogram | `shard` |
 //! | `vitalsink_ingest_flush_seconds` | histogram | `shard` |
 //! | `vitalsink_ingest_write_retries_total` | counter | `shard` |
-//! | `vitalsink_ingest_permanent_errors_total` | counter | `stage` = `write` \| `resume` \| `dead_letter` \| `migrate`, `kind` (SQLSTATE or Kafka error) |
+//! | `vitalsink_ingest_permanent_errors_total` | counter | `stage` = `write` \| `resume` \| `dead_letter` \| `migrate` \| `statuses` \| `rewind`, `kind` (SQLSTATE or Kafka error) |
 //! | `vitalsink_ingest_failed` | gauge | (1 once a permanent error stopped the worker) |
 //! | `vitalsink_ingest_dlq_truncated_total` | counter | (dead letters sent as a prefix) |
 //! | `vitalsink_ingest_dlq_retries_total` | counter | (transient dead-letter publish failures) |
@@ -56,6 +60,31 @@ impl RecordCounters {
 pub fn record_rejected(reason: RejectReason) {
     metrics::counter!("vitalsink_ingest_records_total", "result" => "rejected").increment(1);
     metrics::counter!("vitalsink_ingest_dlq_total", "reason" => reason.code()).increment(1);
+}
+
+/// `readings` readings of one record were refused for `reason` (`withdrawn`, `erased`): the
+/// record is dead-lettered.
+pub fn readings_refused(reason: &'static str, readings: usize) {
+    metrics::counter!("vitalsink_ingest_dlq_total", "reason" => reason).increment(1);
+    metrics::counter!("vitalsink_ingest_refused_total", "reason" => reason)
+        .increment(readings as u64);
+}
+
+/// Shard `shard`'s readings are now decided by `participant_status` version `version`.
+pub fn statuses_version(shard: &str, version: i64) {
+    metrics::gauge!("vitalsink_ingest_statuses_version", "shard" => shard.to_string())
+        .set(version as f64);
+}
+
+/// A batch for `shard` was rolled back: decided by an older `participant_status`.
+pub fn stale_batch(shard: &str) {
+    metrics::counter!("vitalsink_ingest_stale_batches_total", "shard" => shard.to_string())
+        .increment(1);
+}
+
+/// The worker rewound to the shards' offsets after a stale batch.
+pub fn rewound() {
+    metrics::counter!("vitalsink_ingest_rewinds_total").increment(1);
 }
 
 /// A batch of `rows` rows committed on `shard` in `took`: `written` rows copied, `skipped`

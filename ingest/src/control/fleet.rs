@@ -21,6 +21,7 @@ use vitalsink_common::shardmap::Routing;
 use vitalsink_common::retry::Backoff;
 
 use crate::data::batch::Batch;
+use crate::data::guard::Stale;
 use crate::data::pipeline::Pipeline;
 use crate::data::writer::{ShardProgress, ShardWriter};
 use crate::fatal::Fatal;
@@ -103,6 +104,8 @@ pub struct WriterTemplate {
     pub fatal: Fatal,
     /// Cancelled when the shutdown deadline has passed.
     pub abort: CancellationToken,
+    /// Where a writer reports a stale batch ([`crate::data::guard`]).
+    pub stale: mpsc::UnboundedSender<Stale>,
 }
 
 /// The writers, one per live shard.
@@ -158,6 +161,7 @@ impl Fleet {
             progress: self.progress.clone(),
             fatal: self.template.fatal.clone(),
             abort: retire.clone(),
+            stale: self.template.stale.clone(),
         };
         self.retire.push(retire);
         self.handles.push(tokio::spawn(w.run(rx)));

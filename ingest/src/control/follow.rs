@@ -26,6 +26,8 @@ pub struct Control {
     pub routed: tokio::sync::watch::Sender<Routing>,
     /// The measurements topic.
     pub topic: String,
+    /// The consumer group (the key of the shards' offsets, read to rewind).
+    pub group: String,
     /// Retry delays.
     pub backoff: Backoff,
     /// Stops retries.

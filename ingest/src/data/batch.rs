@@ -22,6 +22,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use vitalsink_common::config::IngestConfig;
 use vitalsink_common::measurement::Message;
 
+use crate::data::consent::Label;
 use crate::data::copy_format::{encode_message, message_len, Source};
 
 /// The tuples of one Kafka record inside a batch's data.
@@ -77,6 +78,9 @@ pub struct Batch {
     pub permit: Option<OwnedSemaphorePermit>,
     /// Where `data`'s allocation goes when the batch is dropped.
     pub spares: Option<Spares>,
+    /// What its rows and refused readings were decided with (set by the pipeline at the cut;
+    /// checked by the writer at commit, [`crate::data::guard`]).
+    pub label: Label,
 }
 
 impl Drop for Batch {
@@ -199,6 +203,38 @@ impl ShardBuffer {
             rows: u32::try_from(rows).unwrap_or(u32::MAX),
         });
         self.rows += rows;
+        self.keep(permit)
+    }
+
+    /// Appends the tuples of one record encoded beforehand (`data`, `rows` of them: a
+    /// record whose refused readings waited for their dead letter,
+    /// [`crate::data::pipeline::Pipeline::dead_lettered`]; zero rows when every reading was
+    /// refused, so that the batch still accounts for the record) with the memory reserved
+    /// for them. Returns true when the batch is now full.
+    pub fn push_encoded(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        data: &[u8],
+        rows: u32,
+        permit: OwnedSemaphorePermit,
+    ) -> bool {
+        self.opened.get_or_insert_with(Instant::now);
+        let start = self.data.len();
+        self.data.extend_from_slice(data);
+        self.segments.push(Segment {
+            partition,
+            offset,
+            start,
+            end: self.data.len(),
+            rows,
+        });
+        self.rows += rows as usize;
+        self.keep(permit)
+    }
+
+    /// Keeps `permit` with the rows' memory; whether the batch is full.
+    fn keep(&mut self, permit: OwnedSemaphorePermit) -> bool {
         match &mut self.permit {
             Some(p) => p.merge(permit),
             None => self.permit = Some(permit),
@@ -217,9 +253,10 @@ impl ShardBuffer {
         self.rows
     }
 
-    /// Whether no row waits.
+    /// Whether no record waits (a record whose readings were all refused counts: it has a
+    /// segment of no rows).
     pub fn is_empty(&self) -> bool {
-        self.rows == 0
+        self.segments.is_empty()
     }
 
     /// Cuts the waiting rows into a batch carrying `progress`, and empties the buffer.
@@ -234,201 +271,11 @@ impl ShardBuffer {
             progress,
             permit: self.permit.take(),
             spares: Some(self.spares.clone()),
+            label: Label::default(),
         }
     }
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use super::*;
-    use std::borrow::Cow;
-
-    /// One spare buffer, with a budget that always covers it.
-    fn spares() -> Spares {
-        Spares::new(1, Arc::new(Semaphore::new(1 << 24)))
-    }
-
-    fn msg(samples: usize) -> Message<'static> {
-        Message {
-            participant_id: Cow::Borrowed("a"),
-            metric: Cow::Borrowed("hr"),
-            unit: None,
-            device_id: None,
-            study_id: None,
-            samples: vec![
-                vitalsink_common::measurement::Sample {
-                    ts_micros: 0,
-                    value: 1.0,
-                    utc_offset_min: Some(0),
-                };
-                samples
-            ],
-        }
-    }
-
-    /// The source of the record at (`partition`, `offset`).
-    fn src(partition: i32, offset: i64) -> Source<'static> {
-        Source {
-            topic: "measurements",
-            partition,
-            offset,
-            received_at_micros: None,
-            received_at_type: None,
-        }
-    }
-
-    fn limits(rows: usize, bytes: usize, age_ms: u64) -> BatchLimits {
-        BatchLimits {
-            max_rows: rows,
-            max_bytes: bytes,
-            max_age: Duration::from_millis(age_ms),
-        }
-    }
-
-    #[test]
-    fn full_by_rows_then_take_empties_and_releases_memory() {
-        let sem = Arc::new(Semaphore::new(100));
-        let mut b = ShardBuffer::new(1, limits(3, usize::MAX, 60_000), spares());
-        assert!(!b.push(
-            &src(0, 10),
-            &msg(1),
-            sem.clone().try_acquire_many_owned(10).unwrap()
-        ));
-        assert!(b.push(
-            &src(0, 11),
-            &msg(2),
-            sem.clone().try_acquire_many_owned(20).unwrap()
-        ));
-        assert_eq!(sem.available_permits(), 70);
-        let batch = b.take([(0, 12)].into());
-        assert_eq!((batch.shard, batch.rows), (1, 3));
-        let one = message_len(&msg(1), &src(0, 0));
-        assert_eq!(
-            batch.segments,
-            [
-                Segment {
-                    partition: 0,
-                    offset: 10,
-                    start: 0,
-                    end: one,
-                    rows: 1
-                },
-                Segment {
-                    partition: 0,
-                    offset: 11,
-                    start: one,
-                    end: 3 * one,
-                    rows: 2
-                },
-            ]
-        );
-        assert_eq!(batch.data.len(), 3 * one);
-        assert!(b.is_empty() && !b.is_due(Instant::now() + Duration::from_secs(3600)));
-        drop(batch);
-        assert_eq!(
-            sem.available_permits(),
-            100,
-            "memory comes back when the batch is dropped"
-        );
-    }
-
-    #[test]
-    fn full_by_bytes() {
-        let sem = Arc::new(Semaphore::new(10));
-        let one = message_len(&msg(1), &src(0, 0));
-        let mut b = ShardBuffer::new(0, limits(1_000, one * 2, 60_000), spares());
-        assert!(!b.push(
-            &src(0, 0),
-            &msg(1),
-            sem.clone().try_acquire_owned().unwrap()
-        ));
-        assert!(b.push(
-            &src(0, 1),
-            &msg(1),
-            sem.clone().try_acquire_owned().unwrap()
-        ));
-    }
-
-    #[test]
-    fn due_by_age_of_oldest_row() {
-        let sem = Arc::new(Semaphore::new(10));
-        let mut b = ShardBuffer::new(0, limits(1_000, usize::MAX, 50), spares());
-        let t0 = Instant::now();
-        assert!(
-            !b.is_due(t0 + Duration::from_secs(1)),
-            "an empty buffer is never due"
-        );
-        b.push(
-            &src(0, 0),
-            &msg(1),
-            sem.clone().try_acquire_owned().unwrap(),
-        );
-        assert!(!b.is_due(Instant::now()));
-        assert!(b.is_due(Instant::now() + Duration::from_millis(60)));
-    }
-
-    #[test]
-    fn a_dropped_batch_gives_its_allocation_back_for_a_later_batch() {
-        let sem = Arc::new(Semaphore::new(1_000));
-        let mut b = ShardBuffer::new(0, limits(1, usize::MAX, 60_000), spares());
-        let push = |b: &mut ShardBuffer| {
-            b.push(
-                &src(0, 0),
-                &msg(3),
-                sem.clone().try_acquire_owned().unwrap(),
-            );
-        };
-        push(&mut b);
-        let first = b.take(BTreeMap::new());
-        let ptr = first.data.as_ptr();
-        drop(first);
-        push(&mut b);
-        let second = b.take(BTreeMap::new());
-        assert_ne!(
-            second.data.as_ptr(),
-            ptr,
-            "the standing buffer was a new one"
-        );
-        push(&mut b);
-        let third = b.take(BTreeMap::new());
-        assert_eq!(
-            third.data.as_ptr(),
-            ptr,
-            "the first batch's buffer came back"
-        );
-        assert_eq!(
-            third.data.len(),
-            message_len(&msg(3), &src(0, 0)),
-            "and was emptied first"
-        );
-    }
-
-    #[test]
-    fn a_spare_buffer_is_kept_only_when_the_budget_covers_its_capacity() {
-        let rows = Arc::new(Semaphore::new(1_000));
-        for (budget, kept) in [(0, 0), (1 << 20, 1)] {
-            let memory = Arc::new(Semaphore::new(budget));
-            let spares = Spares::new(4, memory.clone());
-            let mut b = ShardBuffer::new(0, limits(1, usize::MAX, 60_000), spares.clone());
-            b.push(
-                &src(0, 0),
-                &msg(3),
-                rows.clone().try_acquire_owned().unwrap(),
-            );
-            let batch = b.take(BTreeMap::new());
-            let capacity = batch.data.len(); // frozen exactly at its length here or more
-            drop(batch);
-            let list = spares.list.lock().unwrap();
-            assert_eq!(list.len(), kept, "budget {budget}");
-            if kept == 1 {
-                assert!(list[0].0.capacity() >= capacity);
-                assert_eq!(
-                    memory.available_permits(),
-                    budget - list[0].0.capacity(),
-                    "the spare holds permits for its capacity"
-                );
-            }
-        }
-    }
-}
+mod tests;

@@ -4,7 +4,7 @@
 //!
 //! | header | value |
 //! |---|---|
-//! | `vitalsink.reason` | the reason code (`schemas/README.md`), e.g. `invalid_json` |
+//! | `vitalsink.reason` | the reason code (`schemas/README.md`), e.g. `invalid_json`, or `withdrawn` / `erased` |
 //! | `vitalsink.detail` | what exactly was wrong (at most 1 KiB) |
 //! | `vitalsink.source.topic` / `.partition` / `.offset` | the original record's position |
 //! | `vitalsink.original.size` | the original value's length, bytes (decimal) |
@@ -91,8 +91,13 @@ pub struct DeadLetter {
     pub partition: i32,
     /// Source offset.
     pub offset: i64,
-    /// Why it was rejected.
-    pub why: Rejection,
+    /// The reason code (`vitalsink.reason`): a
+    /// [`vitalsink_common::measurement::RejectReason`] code, or `withdrawn` /
+    /// `erased` for readings refused by a participant's status
+    /// ([`crate::data::consent::Split::reason`]).
+    pub reason: &'static str,
+    /// What exactly was wrong (`vitalsink.detail`, cut to 1 KiB when sent).
+    pub detail: String,
 }
 
 impl DeadLetter {
@@ -100,6 +105,17 @@ impl DeadLetter {
     /// `max_bytes` of its key and of its value (the copy is bounded by configuration, not
     /// by the record).
     pub fn new(msg: &BorrowedMessage<'_>, why: Rejection, max_bytes: usize) -> Self {
+        Self::with_reason(msg, why.reason.code(), why.detail, max_bytes)
+    }
+
+    /// As [`DeadLetter::new`], with reason code `reason` (see [`DeadLetter::reason`]) and
+    /// `detail`.
+    pub fn with_reason(
+        msg: &BorrowedMessage<'_>,
+        reason: &'static str,
+        detail: String,
+        max_bytes: usize,
+    ) -> Self {
         let value = msg.payload();
         let key = msg.key();
         let prefix = |b: &[u8]| b[..b.len().min(max_bytes)].to_vec();
@@ -111,7 +127,8 @@ impl DeadLetter {
             value: value.map(prefix),
             partition: msg.partition(),
             offset: msg.offset(),
-            why,
+            reason,
+            detail,
         }
     }
 }
@@ -252,9 +269,9 @@ impl DeadLetters {
         let offset = letter.offset.to_string();
         let size = letter.value_size.to_string();
         let key_size = letter.key_size.to_string();
-        let detail = cut_str(&letter.why.detail, MAX_DETAIL_BYTES);
+        let detail = cut_str(&letter.detail, MAX_DETAIL_BYTES);
         let fixed: [(&str, &str); 8] = [
-            (REASON_HEADER, letter.why.reason.code()),
+            (REASON_HEADER, letter.reason),
             (DETAIL_HEADER, detail),
             (SOURCE_TOPIC_HEADER, &self.source_topic),
             (SOURCE_PARTITION_HEADER, &partition),

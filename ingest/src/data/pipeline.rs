@@ -7,10 +7,18 @@
 //! [`crate::data::copy_format`]) → [`Pipeline::cut`] →
 //! [`crate::data::writer::ShardWriter::run`] → [`crate::data::writer::apply`].
 //!
+//! Each reading is decided by its shard's `participant_status` table ([`Consent::split`]):
+//! a record with refused readings becomes a dead letter, and its other readings are buffered
+//! once the dead letter is delivered (`statuses`: [`Pipeline::dead_lettered`]). Every batch
+//! carries what it was decided with ([`crate::data::consent::Label`]).
+//!
 //! The control plane ([`crate::control`]) changes what this pipeline feeds and how it routes
 //! only through its methods ([`Pipeline::assign`], [`Pipeline::revoke`], [`Pipeline::grow`],
 //! [`Pipeline::retire_last`], [`Pipeline::set_routing`], [`Pipeline::cut_over`],
-//! [`Pipeline::known_cutovers`]); nothing here imports it.
+//! [`Pipeline::known_cutovers`], [`Pipeline::set_consent`], [`Pipeline::rewind`]); nothing
+//! here imports it.
+
+mod statuses;
 
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use std::collections::BTreeMap;
@@ -21,6 +29,7 @@ use vitalsink_common::cutover::{CONTROL_CUTOVER, CONTROL_HEADER, EPOCH_HEADER};
 use vitalsink_common::measurement::{decode_message, Limits, RejectReason, Rejection};
 
 use crate::data::batch::{record_bytes, Batch, BatchLimits, ShardBuffer, Spares};
+use crate::data::consent::{Consent, Label};
 use crate::data::copy_format::Source;
 use crate::data::dlq::DeadLetter;
 use crate::data::route::{Cutover, Epochs};
@@ -58,11 +67,22 @@ pub struct Pipeline {
     /// Most bytes of a rejected record's key or value kept for its dead letter.
     dlq_max_bytes: usize,
     counters: crate::metrics::RecordCounters,
+    /// Per shard (routing order), the `participant_status` table its readings are decided by.
+    consents: Vec<Arc<Consent>>,
+    /// Per shard, what its buffered readings were decided with.
+    labels: Vec<Label>,
+    /// Raised by every [`Pipeline::rewind`]: a writer that refused a stale batch drops the
+    /// later batches of its generation.
+    generation: u64,
+    /// The record whose dead letter is being published, when some of its readings are
+    /// refused: its other readings, waiting to be buffered.
+    held: Option<statuses::Held>,
 }
 
 impl Pipeline {
     /// A pipeline routing by `epochs` and feeding `writers` (one per shard of its union list,
-    /// named `shard_names`, in routing order), holding at most
+    /// named `shard_names`, in routing order), deciding each shard's readings by its
+    /// `consents` entry, holding at most
     /// `memory_cap` bytes of readings; a dead letter keeps at most `dlq_max_bytes` of a
     /// rejected record's key and value (the dead-letter producer's `message.max.bytes`).
     #[allow(clippy::too_many_arguments)]
@@ -70,6 +90,7 @@ impl Pipeline {
         epochs: Epochs,
         shard_names: Vec<String>,
         writers: Vec<mpsc::Sender<Batch>>,
+        consents: Vec<Arc<Consent>>,
         limits: Limits,
         batch_limits: BatchLimits,
         memory_cap: usize,
@@ -96,6 +117,12 @@ impl Pipeline {
             memory,
             memory_cap,
             dlq_max_bytes,
+            consents: (0..n)
+                .map(|i| consents.get(i).cloned().unwrap_or_default())
+                .collect(),
+            labels: vec![Label::default(); n],
+            generation: 0,
+            held: None,
         }
     }
 
@@ -116,6 +143,11 @@ impl Pipeline {
             .push(ShardBuffer::new(i, self.batch_limits, self.spares.clone()));
         self.writers.push(writer);
         self.last_cut.push((BTreeMap::new(), Instant::now()));
+        // The map shard's table until the new shard's own is read (the writer's check covers
+        // the difference, if any).
+        self.consents
+            .push(self.consents.first().cloned().unwrap_or_default());
+        self.labels.push(Label::default());
         self.shard_names.push(name);
         self.counters = crate::metrics::RecordCounters::new(&self.shard_names);
     }
@@ -133,6 +165,8 @@ impl Pipeline {
         self.buffers.pop();
         self.writers.pop();
         self.last_cut.pop();
+        self.consents.pop();
+        self.labels.pop();
         self.shard_names.pop();
         self.counters = crate::metrics::RecordCounters::new(&self.shard_names);
     }
@@ -229,6 +263,11 @@ impl Pipeline {
                 let shard = self
                     .epochs
                     .shard_for(partition, offset, &message.participant_id);
+                if let Some(split) =
+                    self.consents[shard].split(&message.participant_id, &message.samples)
+                {
+                    return self.refuse(msg, shard, message, split).await;
+                }
                 let src = Source::of(msg);
                 let need = record_bytes(&message, &src);
                 let need = u32::try_from(need.min(self.memory_cap)).unwrap_or(u32::MAX);
@@ -236,6 +275,7 @@ impl Pipeline {
                     return Taken::Buffered; // the semaphore is never closed
                 };
                 self.counters.valid(shard, message.samples.len());
+                self.labels[shard].note(&self.consents[shard], &message.participant_id);
                 let full = self.buffers[shard].push(&src, &message, permit);
                 self.consumed.insert(partition, offset + 1);
                 if full {
@@ -248,15 +288,6 @@ impl Pipeline {
                 tracing::debug!(partition, offset, reason = why.reason.code(), detail = %why.detail, "record rejected");
                 Taken::DeadLetter(DeadLetter::new(msg, why, self.dlq_max_bytes))
             }
-        }
-    }
-
-    /// The dead letter of the record at (`partition`, `offset`) is published (or given up):
-    /// the record counts as consumed. Ignored when the partition is no longer assigned (its
-    /// new owner consumes it again).
-    pub fn dead_lettered(&mut self, partition: i32, offset: i64) {
-        if self.assigned.contains(&partition) {
-            self.consumed.insert(partition, offset + 1);
         }
     }
 
@@ -282,10 +313,13 @@ impl Pipeline {
         self.memory.clone().acquire_many_owned(need).await.ok()
     }
 
-    /// Sends shard `shard`'s buffer to its writer, with the current progress.
+    /// Sends shard `shard`'s buffer to its writer, with the current progress and what its
+    /// readings were decided with.
     pub async fn cut(&mut self, shard: usize) {
         let progress = self.consumed.clone();
-        let batch = self.buffers[shard].take(progress.clone());
+        let mut batch = self.buffers[shard].take(progress.clone());
+        batch.label = std::mem::take(&mut self.labels[shard]);
+        batch.label.generation = self.generation;
         self.last_cut[shard] = (progress, Instant::now());
         if self.writers[shard].send(batch).await.is_err() {
             tracing::error!(shard = %self.shard_names[shard], "shard writer stopped; batch dropped");

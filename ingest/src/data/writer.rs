@@ -1,6 +1,10 @@
 //! The shard writer: applies batches to one shard, exactly once, in the order they were cut.
 //!
 //! One transaction per batch:
+//! 0. check that the batch's decisions hold under the shard's `participant_status` table
+//!    ([`crate::data::guard`]: its shared advisory lock, then its version); a stale batch is
+//!    rolled back and dropped with every later batch of its generation, and the consume loop
+//!    is told ([`Stale`]) to rewind;
 //! 1. lock the shard's `ingest_offsets` rows of the batch's partitions (`FOR UPDATE`, in
 //!    partition order so that two workers never deadlock) and read `next_offset`;
 //! 2. `COPY measurements … FROM STDIN BINARY` the rows whose offset is at or above it — rows
@@ -32,7 +36,9 @@ use vitalsink_common::db::Shard;
 use vitalsink_common::retry::{Backoff, Class};
 
 use crate::data::batch::{Batch, Segment};
+use crate::data::consent::Consent;
 use crate::data::copy_format::copy_in;
+use crate::data::guard::{self, Check, Stale};
 use crate::fatal::Fatal;
 use vitalsink_common::columns::{column_defs, column_list};
 
@@ -59,8 +65,19 @@ pub fn batch_offsets(batch: &Batch) -> BTreeMap<i32, i64> {
     next
 }
 
+/// What became of a batch handed to [`apply`].
+#[derive(Debug)]
+pub enum Outcome {
+    /// Committed.
+    Applied(Applied),
+    /// Not committed: decided by an older `participant_status` than the shard's, which
+    /// decides some of its participants otherwise ([`crate::data::guard`]); carries the table.
+    Stale(Arc<Consent>),
+}
+
 /// Applies `batch` in one transaction (see the module rule), moving the shard's offsets to
-/// `next` ([`batch_offsets`] of the batch).
+/// `next` ([`batch_offsets`] of the batch). `seen` is the writer's cache of the shard's
+/// `participant_status` table ([`guard::check`]).
 ///
 /// # Errors
 /// The driver's error; the transaction is rolled back and nothing of the batch is kept.
@@ -70,13 +87,18 @@ pub async fn apply(
     topic: &str,
     batch: &Batch,
     next: &BTreeMap<i32, i64>,
-) -> Result<Applied, tokio_postgres::Error> {
+    seen: &mut Option<Arc<Consent>>,
+) -> Result<Outcome, tokio_postgres::Error> {
     if next.is_empty() {
-        return Ok(Applied::default());
+        return Ok(Outcome::Applied(Applied::default()));
     }
     let partitions: Vec<i32> = next.keys().copied().collect();
     let offsets: Vec<i64> = next.values().copied().collect();
     let tx = client.transaction().await?;
+    if let Check::Stale(table) = guard::check(&tx, &batch.label, seen).await? {
+        tx.rollback().await?;
+        return Ok(Outcome::Stale(table));
+    }
     // Prepared once per pooled connection (deadpool's statement cache), not per batch.
     let create = tx.prepare_cached(CREATE_OFFSETS_SQL).await?;
     let lock = tx.prepare_cached(LOCK_OFFSETS_SQL).await?;
@@ -134,7 +156,7 @@ pub async fn apply(
     )
     .await?;
     tx.commit().await?;
-    Ok(out)
+    Ok(Outcome::Applied(out))
 }
 
 /// The duplicate-aware write: `kept` is COPYed into the session's staging table (created once
@@ -281,27 +303,49 @@ pub struct ShardWriter {
     /// Cancelled when the shutdown deadline has passed: a batch still being retried is
     /// given up (it is consumed again by the next owner of its partitions).
     pub abort: CancellationToken,
+    /// Where a stale batch is reported (the consume loop rewinds).
+    pub stale: mpsc::UnboundedSender<Stale>,
 }
 
 impl ShardWriter {
     /// Applies batches from `rx` in order until the channel closes. Each batch is retried
     /// while its error is transient, until it commits; its memory is released right after.
+    /// A stale batch is dropped with every later one of its generation, and reported.
     /// Stops at a permanent error (raised to [`ShardWriter::fatal`]) or at `abort`.
     pub async fn run(self, mut rx: mpsc::Receiver<Batch>) {
         let shard = self.shard.name.clone();
+        let mut seen: Option<Arc<Consent>> = None;
+        // Batches of this generation and older are not committed: one of them was stale.
+        let mut refused: Option<u64> = None;
         while let Some(batch) = rx.recv().await {
+            if refused.is_some_and(|g| batch.label.generation <= g) {
+                tracing::debug!(shard = %shard, generation = batch.label.generation, rows = batch.rows, "batch after a stale one dropped; its records are consumed again");
+                continue;
+            }
             let next = batch_offsets(&batch);
             let mut attempt = 0u32;
             loop {
                 let started = Instant::now();
                 let res = match self.shard.client().await {
-                    Ok(mut c) => apply(&mut c, &self.group, &self.topic, &batch, &next)
+                    Ok(mut c) => apply(&mut c, &self.group, &self.topic, &batch, &next, &mut seen)
                         .await
                         .map_err(|e| self.shard.err(e)),
                     Err(e) => Err(e),
                 };
                 match res {
-                    Ok(a) => {
+                    Ok(Outcome::Stale(consent)) => {
+                        let generation = batch.label.generation;
+                        refused = Some(generation);
+                        crate::metrics::stale_batch(&shard);
+                        tracing::info!(shard = %shard, generation, version = consent.version(), rows = batch.rows, "batch decided by an older participant_status: rolled back; the worker rewinds");
+                        let _ = self.stale.send(Stale {
+                            shard: shard.clone(),
+                            generation,
+                            consent,
+                        });
+                        break;
+                    }
+                    Ok(Outcome::Applied(a)) => {
                         crate::metrics::batch_written(
                             &shard,
                             batch.rows,
@@ -338,73 +382,4 @@ impl ShardWriter {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use super::*;
-
-    fn seg(partition: i32, offset: i64, start: usize, end: usize) -> Segment {
-        Segment {
-            partition,
-            offset,
-            start,
-            end,
-            rows: 1,
-        }
-    }
-
-    fn batch(segments: Vec<Segment>, progress: BTreeMap<i32, i64>) -> Batch {
-        let len = segments.iter().map(|s| s.end).max().unwrap_or(0);
-        Batch {
-            shard: 0,
-            data: bytes::Bytes::from((0..len).map(|i| i as u8).collect::<Vec<_>>()),
-            rows: segments.len(),
-            segments,
-            progress,
-            permit: None,
-            spares: None,
-        }
-    }
-
-    #[test]
-    fn batch_offsets_cover_every_row() {
-        let b = batch(
-            vec![seg(0, 5, 0, 1), seg(1, 9, 1, 2), seg(0, 7, 2, 3)],
-            [(0, 6), (2, 40)].into(),
-        );
-        assert_eq!(batch_offsets(&b), [(0, 8), (1, 10), (2, 40)].into());
-    }
-
-    #[test]
-    fn kept_parts_merge_adjacent_ranges_and_leave_out_skipped_records() {
-        let b = batch(
-            vec![
-                seg(0, 5, 0, 2),
-                seg(1, 9, 2, 4),
-                seg(0, 6, 4, 5),
-                seg(1, 10, 5, 8),
-            ],
-            BTreeMap::new(),
-        );
-        let all = kept_parts(&b, |_| true);
-        assert_eq!(
-            all,
-            vec![b.data.clone()],
-            "nothing skipped: one zero-copy slice"
-        );
-        let some = kept_parts(&b, |s| s.partition == 1);
-        assert_eq!(some, vec![b.data.slice(2..4), b.data.slice(5..8)]);
-        assert!(kept_parts(&b, |_| false).is_empty());
-    }
-
-    #[test]
-    fn safe_offsets_are_the_minimum_over_shards() {
-        let p = ShardProgress::new(2);
-        p.advance(0, &[(0, 10), (1, 5)].into());
-        p.advance(1, &[(0, 7)].into());
-        p.advance(1, &[(0, 3)].into());
-        assert_eq!(
-            p.safe_offsets(&[0, 1, 2]),
-            [(0, 7)].into(),
-            "never goes back; partition 1 unknown on shard 1"
-        );
-    }
-}
+mod tests;

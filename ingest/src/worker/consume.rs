@@ -5,6 +5,10 @@
 //! publish is retried ([`crate::data::dlq`]), the loop stops taking records but keeps
 //! flushing aged buffers, committing progress, answering `/readyz` (with the reason) and
 //! watching for shutdown.
+//!
+//! Participants' statuses ([`crate::control::statuses`]): a shard's changed table is taken,
+//! and a stale batch a writer refused rewinds the consumer, each only while no dead letter is
+//! pending (a record's decision and its dead letter belong to one table).
 
 use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -39,6 +43,8 @@ pub(super) async fn consume(w: &mut Worker, topic: &str) {
         dlq,
         consumer,
         events,
+        stale,
+        refreshed,
         shards_ok,
         progress,
         ready,
@@ -61,6 +67,12 @@ pub(super) async fn consume(w: &mut Worker, topic: &str) {
                 }
                 on_assignment(ctl, pipeline, a).await;
             }
+            Some(s) = stale.recv(), if pending.is_none() => {
+                ctl.rewind(s, pipeline, consumer).await;
+            }
+            Some(r) = refreshed.recv(), if pending.is_none() => {
+                pipeline.set_consent(&r.shard, r.consent, false).await;
+            }
             _ = tick.tick() => {
                 pipeline.flush_due().await;
                 commit_progress(consumer, topic, progress, &pipeline.assigned());
@@ -69,7 +81,7 @@ pub(super) async fn consume(w: &mut Worker, topic: &str) {
             }
             res = publish(&mut pending) => {
                 if let Some(p) = pending.take() {
-                    settle(pipeline, fatal, &p, res);
+                    settle(pipeline, fatal, &p, res).await;
                 }
             }
             msg = consumer.recv(), if pending.is_none() => match msg {
@@ -179,7 +191,12 @@ async fn publish(pending: &mut Option<Pending>) -> Result<Outcome, KafkaError> {
 }
 
 /// What a finished dead-letter send means for the record.
-fn settle(pipeline: &mut Pipeline, fatal: &Fatal, p: &Pending, res: Result<Outcome, KafkaError>) {
+async fn settle(
+    pipeline: &mut Pipeline,
+    fatal: &Fatal,
+    p: &Pending,
+    res: Result<Outcome, KafkaError>,
+) {
     match res {
         Ok(Outcome::Delivered {
             truncated,
@@ -193,12 +210,12 @@ fn settle(pipeline: &mut Pipeline, fatal: &Fatal, p: &Pending, res: Result<Outco
                     "dead letter sent truncated, with the original's size and SHA-256"
                 );
             }
-            pipeline.dead_lettered(p.partition, p.offset);
+            pipeline.dead_lettered(p.partition, p.offset).await;
         }
         Ok(Outcome::Refused(e)) => {
             crate::metrics::dead_letter_refused();
             tracing::error!(error = %e, partition = p.partition, offset = p.offset, "the broker refuses the dead letter even at its shortest; given up, the original stays in the source topic");
-            pipeline.dead_lettered(p.partition, p.offset);
+            pipeline.dead_lettered(p.partition, p.offset).await;
         }
         Err(e) => {
             let kind = e

@@ -1,5 +1,6 @@
-//! Start-up: the metrics endpoint, migrations, the shard map, topics, the writers, the map
-//! watch, the consumer and the pipeline, wired into a [`Worker`] for the consume loop.
+//! Start-up: the metrics endpoint, migrations, the shard map, topics, the participants'
+//! statuses, the writers, the map and status watches, the consumer and the pipeline, wired
+//! into a [`Worker`] for the consume loop.
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use std::sync::Arc;
@@ -16,8 +17,10 @@ use vitalsink_common::{migrate, Config};
 use crate::control::fleet::{snapshot, Fleet, LiveShards, Resolver, WriterTemplate};
 use crate::control::follow::{spawn_map_watch, Control};
 use crate::control::rebalance::{Assignment, IngestContext};
+use crate::control::statuses::{self, Refreshed};
 use crate::data::batch::BatchLimits;
 use crate::data::dlq::DeadLetters;
+use crate::data::guard::Stale;
 use crate::data::pipeline::Pipeline;
 use crate::data::route::Epochs;
 use crate::data::writer::ShardProgress;
@@ -42,6 +45,10 @@ pub(super) struct Worker {
     pub(super) consumer: StreamConsumer<IngestContext>,
     /// Assignment changes from the rebalance callback and the map watch.
     pub(super) events: mpsc::UnboundedReceiver<Assignment>,
+    /// Stale batches the writers refused (the loop rewinds).
+    pub(super) stale: mpsc::UnboundedReceiver<Stale>,
+    /// Shards' changed `participant_status` tables, from the status watch.
+    pub(super) refreshed: mpsc::UnboundedReceiver<Refreshed>,
     /// The shard probe's verdict, for `/readyz`.
     pub(super) shards_ok: watch::Receiver<Option<String>>,
     /// The offsets every shard committed, for the progress commit to Kafka.
@@ -103,6 +110,14 @@ pub(super) async fn start(
     });
     // Every shard a record may route to: while an online move runs, the longer of its lists.
     let union = resolver.resolve(&routing, &shards)?;
+    // Each shard's participants' statuses, before the first record is decided.
+    let Some(consents) = statuses::load_all(&union, backoff, &stop, &fatal).await else {
+        return match fatal.first() {
+            Some(e) => Err(Error::Permanent(e)),
+            None => Ok(None),
+        };
+    };
+    let (stale_tx, stale) = mpsc::unbounded_channel();
     let (fleet, senders) = Fleet::start(
         union.clone(),
         resolver.clone(),
@@ -112,7 +127,20 @@ pub(super) async fn start(
             backoff,
             fatal: fatal.clone(),
             abort: abort.clone(),
+            stale: stale_tx,
         },
+    );
+    let (refreshed_tx, refreshed) = mpsc::unbounded_channel();
+    statuses::spawn_status_watch(
+        fleet.live.clone(),
+        union
+            .iter()
+            .zip(&consents)
+            .map(|(s, c)| (s.name.clone(), c.version()))
+            .collect(),
+        refreshed_tx,
+        fatal.clone(),
+        stop.clone(),
     );
     let progress: ShardProgress = fleet.progress.clone();
     let shards_ok = spawn_shard_probe(fleet.live.clone(), stop.clone());
@@ -147,6 +175,7 @@ pub(super) async fn start(
         Epochs::new(routing.clone()),
         union.iter().map(|s| s.name.clone()).collect(),
         senders,
+        consents,
         cfg.validation.limits(),
         BatchLimits::from(&cfg.ingest),
         // The standing buffers (one per shard, up to a batch each) come out of the budget.
@@ -160,6 +189,7 @@ pub(super) async fn start(
         fleet,
         routed,
         topic: cfg.kafka.topic.clone(),
+        group: cfg.kafka.group_id.clone(),
         backoff,
         stop: stop.clone(),
         fatal: fatal.clone(),
@@ -170,6 +200,8 @@ pub(super) async fn start(
         dlq,
         consumer,
         events,
+        stale,
+        refreshed,
         shards_ok,
         progress,
         ready,
