@@ -1,5 +1,6 @@
-//! Command line of the `query` binary: one-off SQL over the `measurements` table, the
-//! Flight SQL server, and the analysts' accounts file.
+//! Command line of the `query` binary: one-off SQL over the `measurements` table and the
+//! trial tables ([`crate::trial_tables`]), the Flight SQL server, and the analysts' accounts
+//! file. `--lock NAME` makes `measurements` the data of a dataset lock ([`crate::locked`]).
 
 use arrow::record_batch::RecordBatch;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -13,7 +14,8 @@ use crate::access::{AccessLog, Record};
 use crate::engine::{Engine, Limits};
 use crate::error::{Error, Result};
 
-/// One SQL table, `measurements`, over every shard and the Parquet archive.
+/// SQL over `measurements` (every shard and the Parquet archive, or a dataset lock) and the
+/// trial's `audit_log`, `participants` and `participant_status_changes`.
 #[derive(Debug, Parser)]
 #[command(name = "query", version, about)]
 pub struct Cli {
@@ -34,6 +36,10 @@ pub struct Cli {
     /// (`crate::access`); the log always has them.
     #[arg(long, env = "QUERY_ACCESS_LOG", global = true)]
     pub access_log: Option<PathBuf>,
+    /// Read `measurements` from dataset lock NAME only: the archive objects of its newest
+    /// revision, no shard (`sql` and `serve`; fails at start when there is no such lock).
+    #[arg(long, env = "QUERY_LOCK", global = true, value_name = "NAME")]
+    pub lock: Option<String>,
 }
 
 /// Output formats.
@@ -142,7 +148,10 @@ pub async fn main(cli: Cli) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    common_cli::exit_code("query", run(cli.command, limits, access, cfg).await)
+    common_cli::exit_code(
+        "query",
+        run(cli.command, limits, access, cfg, cli.lock.as_deref()).await,
+    )
 }
 
 /// Writes `name`'s line (a new Argon2id hash of the password on standard input) into
@@ -208,13 +217,17 @@ async fn run(
     limits: Limits,
     access: std::sync::Arc<AccessLog>,
     cfg: Config,
+    lock: Option<&str>,
 ) -> Result<()> {
     if let Command::CheckConfig = command {
         let text = common_cli::config_json(&cfg);
         let mut out = std::io::stdout().lock();
         return writeln!(out, "{text}").map_err(|e| Error::Output(e.to_string()));
     }
-    let engine = Engine::new(&cfg, limits)?;
+    let engine = match lock {
+        Some(name) => Engine::locked(&cfg, limits, name).await?,
+        None => Engine::new(&cfg, limits)?,
+    };
     match command {
         Command::Sql { sql, format, out } => {
             let record = Record::start(access, &local_user(), &sql, Vec::new());
@@ -310,7 +323,8 @@ fn write(batches: &[RecordBatch], format: Format, out: Option<&std::path::Path>)
         Format::Csv => {
             let mut w = arrow::csv::Writer::new(sink);
             for b in batches {
-                w.write(b).map_err(|e| err(&e))?;
+                w.write(&lists_as_text(b).map_err(|e| err(&e))?)
+                    .map_err(|e| err(&e))?;
             }
         }
         Format::Json => {
@@ -338,4 +352,33 @@ fn write(batches: &[RecordBatch], format: Format, out: Option<&std::path::Path>)
         }
     }
     Ok(())
+}
+
+/// `batch` with its list columns (`audit_log.participants`) as text (`[a, b]`), which CSV
+/// can hold.
+fn lists_as_text(
+    batch: &RecordBatch,
+) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
+    use arrow::datatypes::{DataType, Field, Schema};
+    let is_list = |t: &DataType| matches!(t, DataType::List(_) | DataType::LargeList(_));
+    if !batch
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| is_list(f.data_type()))
+    {
+        return Ok(batch.clone());
+    }
+    let mut fields = Vec::new();
+    let mut cols = Vec::new();
+    for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+        if is_list(f.data_type()) {
+            fields.push(Field::new(f.name(), DataType::Utf8, f.is_nullable()));
+            cols.push(arrow::compute::cast(c, &DataType::Utf8)?);
+        } else {
+            fields.push(f.as_ref().clone());
+            cols.push(c.clone());
+        }
+    }
+    RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), cols)
 }

@@ -46,6 +46,15 @@ pub enum Error {
     /// The client cancelled the statement (`CancelFlightInfo`). Over Flight SQL: `CANCELLED`.
     #[error("cancelled by the client")]
     Cancelled,
+    /// `--lock NAME`: the dataset lock does not exist, its manifest is unreadable or does not
+    /// match its checksum, or one of its objects cannot be read.
+    #[error("lock {name}: {message}")]
+    Lock {
+        /// The lock's name.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
     /// Writing the result failed.
     #[error("output: {0}")]
     Output(String),

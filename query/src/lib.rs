@@ -6,6 +6,10 @@
 //! [`table::Measurements`]'s `scan` → [`pushdown`] (shards, objects, SQL) →
 //! [`snapshot::open`] (one snapshot per shard; archive and move state read in it) →
 //! [`shard_scan::ShardScanExec`] per shard and [`archive_scan::plan`] for the archive.
+//!
+//! Beside `measurements` the catalog holds the trial's tables of the map shard
+//! ([`trial_tables`]: `audit_log`, `participants`, `participant_status_changes`). With
+//! `--lock NAME` ([`locked`]) `measurements` reads the objects of a dataset lock only.
 
 pub mod access;
 pub mod archive_scan;
@@ -13,10 +17,12 @@ pub mod cli;
 pub mod engine;
 pub mod error;
 pub mod flight;
+pub mod locked;
 pub mod pushdown;
 pub mod shard_scan;
 pub mod snapshot;
 pub mod table;
+pub mod trial_tables;
 
 pub use error::{Error, Result};
 

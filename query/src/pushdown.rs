@@ -19,8 +19,13 @@ use std::collections::BTreeSet;
 pub use vitalsink_common::columns::COLUMNS;
 
 fn column(e: &Expr) -> Option<&str> {
+    column_in(e, &COLUMNS)
+}
+
+/// The name of column `e` when it is one of `columns` (the only names written into SQL).
+fn column_in<'a>(e: &Expr, columns: &[&'a str]) -> Option<&'a str> {
     match e {
-        Expr::Column(c) => COLUMNS.iter().copied().find(|n| *n == c.name),
+        Expr::Column(c) => columns.iter().copied().find(|n| *n == c.name),
         _ => None,
     }
 }
@@ -85,18 +90,26 @@ fn op(o: Operator) -> Option<&'static str> {
 /// but the table's columns, literals (text, numbers, timestamps), comparisons, `AND`, `OR`,
 /// `NOT`, `IN`, `BETWEEN` and `IS [NOT] NULL`.
 pub fn to_sql(e: &Expr) -> Option<String> {
+    to_sql_over(e, &COLUMNS)
+}
+
+/// [`to_sql`] over another table whose pushable columns are `columns` (written unquoted:
+/// plain lower-case names). Give only columns whose order is the same in PostgreSQL and the
+/// engine (numbers, timestamps): a text column compares by the database's collation there.
+pub fn to_sql_over(e: &Expr, columns: &[&str]) -> Option<String> {
+    let column = |x: &Expr| column_in(x, columns);
     let term = |x: &Expr| {
         column(x)
             .map(str::to_string)
             .or_else(|| literal(x))
-            .or_else(|| to_sql(x))
+            .or_else(|| to_sql_over(x, columns))
     };
     match e {
         Expr::BinaryExpr(BinaryExpr { left, op: o, right }) => {
             let o = op(*o)?;
             Some(format!("({} {o} {})", term(left)?, term(right)?))
         }
-        Expr::Not(x) => Some(format!("(NOT {})", to_sql(x)?)),
+        Expr::Not(x) => Some(format!("(NOT {})", to_sql_over(x, columns)?)),
         Expr::IsNull(x) => Some(format!("({} IS NULL)", column(x)?)),
         Expr::IsNotNull(x) => Some(format!("({} IS NOT NULL)", column(x)?)),
         Expr::InList(l) => {

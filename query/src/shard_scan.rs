@@ -6,7 +6,7 @@
 //! with an error naming it, so the query fails instead of answering with part of the data.
 
 use arrow::array::{
-    ArrayRef, Float64Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
+    ArrayRef, Float64Builder, Int16Builder, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
     TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
@@ -108,6 +108,8 @@ enum Col {
     I32(Int32Builder),
     /// `bigint`.
     I64(Int64Builder),
+    /// `text[]` (one dimension), as a list of text.
+    TextList(ListBuilder<StringBuilder>),
 }
 
 /// The builders of `schema`'s columns; an error naming a column of a type a shard scan
@@ -126,6 +128,9 @@ fn builders(schema: &SchemaRef) -> Result<Vec<Col>, DataFusionError> {
                 DataType::Int32 => Col::I32(Int32Builder::new()),
                 DataType::Int64 => Col::I64(Int64Builder::new()),
                 DataType::Utf8 => Col::Text(StringBuilder::new()),
+                DataType::List(item) if item.data_type() == &DataType::Utf8 => {
+                    Col::TextList(ListBuilder::new(StringBuilder::new()).with_field(item.clone()))
+                }
                 other => {
                     return Err(DataFusionError::NotImplemented(format!(
                         "shard scan of column {} of type {other}",
@@ -152,6 +157,7 @@ fn finish(
                 Col::I16(b) => Arc::new(b.finish()),
                 Col::I32(b) => Arc::new(b.finish()),
                 Col::I64(b) => Arc::new(b.finish()),
+                Col::TextList(b) => Arc::new(b.finish()),
             }
         })
         .collect();
@@ -171,6 +177,15 @@ fn append(col: &mut Col, row: &tokio_postgres::Row, i: usize) -> Result<(), toki
         Col::I16(b) => b.append_option(row.try_get::<_, Option<i16>>(i)?),
         Col::I32(b) => b.append_option(row.try_get::<_, Option<i32>>(i)?),
         Col::I64(b) => b.append_option(row.try_get::<_, Option<i64>>(i)?),
+        Col::TextList(b) => match row.try_get::<_, Option<Vec<Option<&str>>>>(i)? {
+            Some(items) => {
+                for item in items {
+                    b.values().append_option(item);
+                }
+                b.append(true);
+            }
+            None => b.append(false),
+        },
     }
     Ok(())
 }

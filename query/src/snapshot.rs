@@ -142,7 +142,13 @@ async fn session(
     Ok((connect(&sc.name, &sc.url, db).await?, "primary".into()))
 }
 
-async fn connect(
+/// A plain session on shard `name` at `url`, with TLS and login as every binary's (also the
+/// session of [`crate::trial_tables`]' reads of the map shard).
+///
+/// # Errors
+/// [`Error::Shard`] naming the shard when it does not answer; configuration errors of the
+/// connection string.
+pub(crate) async fn connect(
     name: &str,
     url: &str,
     db: &vitalsink_common::config::DatabaseConfig,

@@ -14,6 +14,8 @@ pub mod replay_run;
 pub mod roles;
 pub mod routing_reference;
 pub mod secure;
+pub mod trial_query;
+pub mod trial_run;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -145,7 +145,16 @@ async fn query_server_refuses_writes_ends_runaways_and_records_who_asked() {
                 .filter(|t| t["table_schema"] == "public")
                 .map(|t| t["table_name"].as_str().unwrap())
                 .collect();
-            assert_eq!(public, ["measurements"], "{text}");
+            assert_eq!(
+                public,
+                [
+                    "audit_log",
+                    "measurements",
+                    "participant_status_changes",
+                    "participants"
+                ],
+                "{text}"
+            );
             continue;
         }
         assert!(

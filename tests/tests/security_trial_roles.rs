@@ -18,6 +18,7 @@ use std::process::{Command, Output};
 use tokio_postgres::Client;
 use vitalsink_common::config::ShardConfig;
 use vitalsink_tests::ingest_run::{ingest_binary, IngestSetup};
+use vitalsink_tests::trial_run::trial_binary;
 use vitalsink_tests::{connect, run_ok, ShardDbs, Stack};
 
 const INGEST: &str = "vs_test_ingest";
@@ -26,17 +27,6 @@ const READER: &str = "vs_test_reader";
 const MOVER: &str = "vs_test_mover";
 const STEWARD: &str = "vs_test_steward";
 const AUDITOR: &str = "vs_test_auditor";
-
-fn trial_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(|d| d.parent()).unwrap().join("trial");
-    assert!(
-        bin.exists(),
-        "{} missing: build it with `cargo build -p vitalsink-trial` (dev/test does)",
-        bin.display()
-    );
-    bin
-}
 
 async fn refused(c: &Client, who: &str, sql: &str) {
     assert_eq!(

@@ -229,8 +229,10 @@ async fn participants(cfg: &Config, shards: &[Shard], verb: ParticipantVerb) -> 
         } => {
             let reason = commands::reason(&reason)?;
             let reach = commands::status_shards(cfg, shards).await?;
-            let out = commands::erase::run(cfg, &reach, &participant, &reason).await?;
-            output::json_line(&out)?;
+            let held = commands::serialize(map_shard(shards)?).await?;
+            let out = commands::erase::run(cfg, &reach, &participant, &reason).await;
+            commands::release(held).await;
+            output::json_line(&out?)?;
             copy_trail(cfg, shards).await;
             return Ok(());
         }
@@ -252,8 +254,10 @@ async fn participants(cfg: &Config, shards: &[Shard], verb: ParticipantVerb) -> 
         reason: commands::reason(&reason)?,
     };
     let reach = commands::status_shards(cfg, shards).await?;
-    let out = status_change::run(&reach, &c).await?;
-    output::json_line(&out)?;
+    let held = commands::serialize(map_shard(shards)?).await?;
+    let out = status_change::run(&reach, &c).await;
+    commands::release(held).await;
+    output::json_line(&out?)?;
     copy_trail(cfg, shards).await;
     Ok(())
 }

@@ -59,6 +59,33 @@ pub async fn status_shards(cfg: &vitalsink_common::Config, shards: &[Shard]) -> 
     Ok(out)
 }
 
+/// Advisory-lock key serialising the commands that change `participant_status` (so that two
+/// of them never pick the same `seq`): "vstrialc" as a big-endian integer.
+const COMMAND_LOCK_KEY: i64 = 0x7673_7472_6961_6c63;
+
+/// Waits until no other status-changing command runs, and holds that until [`release`]: a
+/// transaction on the map shard holding [`COMMAND_LOCK_KEY`] (ended by the server if the
+/// process dies).
+///
+/// # Errors
+/// [`Error::Common`] when the map shard cannot be reached.
+pub async fn serialize(map: &Shard) -> Result<deadpool_postgres::Object> {
+    let c = map.client().await?;
+    c.batch_execute(&format!(
+        "BEGIN; SELECT pg_advisory_xact_lock({COMMAND_LOCK_KEY})"
+    ))
+    .await
+    .map_err(|e| Error::pg(map, e))?;
+    Ok(c)
+}
+
+/// Ends what [`serialize`] holds.
+pub async fn release(held: deadpool_postgres::Object) {
+    if let Err(e) = held.batch_execute("ROLLBACK").await {
+        tracing::warn!(error = %e, "ending the command lock's transaction failed; the pool drops it");
+    }
+}
+
 /// An instant given as RFC 3339 (with its UTC offset) or `YYYY-MM-DD` (UTC midnight).
 ///
 /// # Errors

@@ -1,7 +1,8 @@
-//! The engine: DataFusion over the `measurements` table, its memory bounded by a fair
-//! spilling pool shared by every statement (sorts and aggregations spill to the OS temporary
-//! directory; an operator that cannot spill fails with DataFusion's "resources exhausted"
-//! error naming the pool, never by growing past the limit), reads only.
+//! The engine: DataFusion over the `measurements` table (live, or a dataset lock's with
+//! [`Engine::locked`]) and the trial tables ([`crate::trial_tables`]), its memory bounded by
+//! a fair spilling pool shared by every statement (sorts and aggregations spill to the OS
+//! temporary directory; an operator that cannot spill fails with DataFusion's "resources
+//! exhausted" error naming the pool, never by growing past the limit), reads only.
 //!
 //! Follow one statement: [`Engine::plan`] parses it, [`policy::check`]s that it is a read
 //! (else [`Error::Refused`], before anything is planned), plans it against the
@@ -13,19 +14,29 @@ pub mod policy;
 pub mod sandbox;
 pub mod yielding;
 
+use datafusion::catalog::TableProvider;
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::execution::SessionStateDefaults;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use object_store::ObjectStore;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use vitalsink_common::Config;
 
 use crate::error::{Error, Result};
+use crate::locked::LockedMeasurements;
 use crate::table::Measurements;
+
+/// The configured archive's store.
+fn open_archive(cfg: &Config) -> Result<Arc<dyn ObjectStore>> {
+    vitalsink_archiver::storage::store::open(&cfg.archive)
+        .map(|a| a.store)
+        .map_err(|e| Error::Archive(e.to_string()))
+}
 
 /// Default of `--statement-timeout`: 10 min. The slowest statement of the README's benchmark
 /// at 10 M rows took 2.5 s; a daily mean over a 100 M-row trial takes tens of seconds.
@@ -65,13 +76,34 @@ impl Engine {
     /// # Errors
     /// [`Error::Archive`] when the archive root cannot be opened; engine errors.
     pub fn new(cfg: &Config, limits: Limits) -> Result<Self> {
-        let archive = vitalsink_archiver::storage::store::open(&cfg.archive)
-            .map_err(|e| Error::Archive(e.to_string()))?;
+        let store = open_archive(cfg)?;
+        let table = Arc::new(Measurements::new(cfg.clone(), Some(store.clone())));
+        Self::build(cfg, limits, store, table)
+    }
+
+    /// The engine whose `measurements` table reads the newest revision of dataset lock
+    /// `lock` and nothing else ([`crate::locked`]).
+    ///
+    /// # Errors
+    /// [`Error::Lock`] naming the lock when it does not exist or its manifest cannot be read;
+    /// as [`Engine::new`].
+    pub async fn locked(cfg: &Config, limits: Limits, lock: &str) -> Result<Self> {
+        let store = open_archive(cfg)?;
+        let table = Arc::new(LockedMeasurements::open(cfg, store.clone(), lock).await?);
+        Self::build(cfg, limits, store, table)
+    }
+
+    /// The engine with `measurements` as given and the trial tables of `cfg`'s map shard
+    /// ([`crate::trial_tables`]), over the archive's `store`.
+    fn build(
+        cfg: &Config,
+        limits: Limits,
+        store: Arc<dyn ObjectStore>,
+        measurements: Arc<dyn TableProvider>,
+    ) -> Result<Self> {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::new(FairSpillPool::new(limits.memory_bytes)))
-            .with_object_store_registry(Arc::new(sandbox::ArchiveOnly::new(Some(
-                archive.store.clone(),
-            ))?))
+            .with_object_store_registry(Arc::new(sandbox::ArchiveOnly::new(Some(store))?))
             .build_arc()?;
         let mut config = SessionConfig::new()
             .with_target_partitions(limits.partitions.max(1))
@@ -84,11 +116,9 @@ impl Engine {
         let opts = config.options_mut();
         opts.execution.sort_spill_reservation_bytes =
             (limits.memory_bytes / 16).min(opts.execution.sort_spill_reservation_bytes);
-        let table = Arc::new(Measurements::new(cfg.clone(), Some(archive.store)));
-        let catalogs = sandbox::ReadOnlyCatalogList::new([(
-            "measurements".to_string(),
-            table as Arc<dyn datafusion::catalog::TableProvider>,
-        )]);
+        let mut tables = crate::trial_tables::tables(cfg);
+        tables.push(("measurements".to_string(), measurements));
+        let catalogs = sandbox::ReadOnlyCatalogList::new(tables);
         let table_functions = SessionStateDefaults::default_table_functions()
             .into_iter()
             .filter(|f| sandbox::TABLE_FUNCTIONS.contains(&f.name()))
@@ -173,6 +203,10 @@ pub fn unwrap_external(e: datafusion::error::DataFusionError) -> Error {
             match inner.downcast_ref::<Error>() {
                 Some(Error::Shard { shard, message }) => Error::Shard {
                     shard: shard.clone(),
+                    message: message.clone(),
+                },
+                Some(Error::Lock { name, message }) => Error::Lock {
+                    name: name.clone(),
                     message: message.clone(),
                 },
                 _ => Error::Engine(e),

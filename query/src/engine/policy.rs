@@ -1,6 +1,7 @@
 //! Which SQL the query server runs: reads only.
 //!
-//! The analysts of a trial may read the `measurements` table and the catalog, nothing else.
+//! The analysts of a trial may read the catalog's tables (`measurements` and the trial tables
+//! of `crate::trial_tables`) and the catalog, nothing else.
 //! A statement is checked on its parsed form, before anything is planned, against an allow
 //! list (never a deny list, so a statement kind a new DataFusion release adds is refused
 //! until someone allows it):
@@ -29,7 +30,7 @@ use datafusion::sql::sqlparser::ast::{
 use std::ops::ControlFlow;
 
 /// What the server answers a refused statement with (after the statement's kind).
-pub const ALLOWED: &str = "only reads of the measurements table and the catalog are allowed: SELECT, WITH, VALUES, EXPLAIN, SHOW, DESCRIBE";
+pub const ALLOWED: &str = "only reads of the tables (measurements, audit_log, participants, participant_status_changes) and the catalog are allowed: SELECT, WITH, VALUES, EXPLAIN, SHOW, DESCRIBE";
 
 /// DataFusion's own check of a plan, with everything that is not a read switched off.
 pub fn read_only() -> SQLOptions {

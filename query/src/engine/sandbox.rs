@@ -1,8 +1,9 @@
-//! What a statement can reach: the `measurements` table, the catalog's own
-//! `information_schema`, the pure table functions, and the configured archive, nothing else.
+//! What a statement can reach: the `measurements` table and the trial tables, the catalog's
+//! own `information_schema`, the pure table functions, and the configured archive, nothing
+//! else.
 //!
 //! - **A read-only catalog.** One catalog (`datafusion`) with one schema (`public`) holding
-//!   one table, fixed when the server starts. Its providers keep DataFusion's default answer
+//!   the tables, fixed when the server starts. Its providers keep DataFusion's default answer
 //!   to `register_*`/`deregister_*` (an error), so even a statement that got past
 //!   [`super::policy`] could not drop, replace or add a table that other clients see.
 //!   `information_schema` is DataFusion's view over it.

@@ -1,9 +1,9 @@
 //! The Flight SQL catalog calls that ADBC's `adbc_get_objects`, JDBC's `DatabaseMetaData`
 //! and BI tools make on connecting: the engine's own catalogs, schemas and tables (the
-//! `measurements` table in `datafusion.public`, plus DataFusion's `information_schema`
-//! views), their Arrow schemas, and the server's `SqlInfo`. Filters (catalog, schema and
-//! table patterns, table types) are applied by arrow-flight's builders, as the spec defines
-//! them.
+//! `measurements` table and the trial tables of [`crate::trial_tables`] in
+//! `datafusion.public`, plus DataFusion's `information_schema` views), their Arrow schemas,
+//! and the server's `SqlInfo`. Filters (catalog, schema and table patterns, table types) are
+//! applied by arrow-flight's builders, as the spec defines them.
 
 use arrow::record_batch::RecordBatch;
 use arrow_flight::encode::FlightDataEncoderBuilder;

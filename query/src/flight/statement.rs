@@ -56,7 +56,8 @@ pub fn sql_of(handle: &[u8]) -> Result<String, Status> {
 
 /// The gRPC status of an error: `PERMISSION_DENIED` for a refused statement,
 /// `INVALID_ARGUMENT` for invalid SQL, `UNAVAILABLE` naming a shard, `RESOURCE_EXHAUSTED` for
-/// the memory pool or a full server, `DEADLINE_EXCEEDED`, `CANCELLED`, else `INTERNAL`.
+/// the memory pool or a full server, `DEADLINE_EXCEEDED`, `CANCELLED`, `FAILED_PRECONDITION`
+/// for an object of the `--lock` that cannot be read, else `INTERNAL`.
 pub fn status(e: &Error) -> Status {
     let m = e.to_string();
     match e {
@@ -66,6 +67,7 @@ pub fn status(e: &Error) -> Status {
         Error::Memory(_) | Error::Busy { .. } => Status::resource_exhausted(m),
         Error::Timeout(_) => Status::deadline_exceeded(m),
         Error::Cancelled => Status::cancelled(m),
+        Error::Lock { .. } => Status::failed_precondition(m),
         _ => Status::internal(m),
     }
 }

@@ -78,6 +78,10 @@ struct Rewrite {
     new_rows: Option<i64>,
     new_checksum: Option<String>,
     swapped: bool,
+    /// The statistics said "maybe" but the object holds no row of the participant: left as it
+    /// is, not swapped.
+    #[serde(default)]
+    unchanged: bool,
 }
 
 /// Progress of one erasure, kept as JSON in `erasures.state`.
@@ -363,6 +367,7 @@ async fn scan(
                 new_rows: None,
                 new_checksum: None,
                 swapped: false,
+                unchanged: false,
             });
         }
     }
@@ -402,6 +407,9 @@ async fn swap(
         return save(map, id, st).await;
     }
     let (old, new) = (Path::from(o.old.as_str()), Path::from(o.new.as_str()));
+    // A killed run may have left a partial upload under the new name (a local root's staging
+    // file, which pandas and pyarrow would read); the name is not in use before the swap.
+    archive.delete(&new).await?;
     let w = rewrite::rewrite(archive, &cfg.archive, &old, &new, participant).await?;
     let rb = readback::read(archive, &new, Algorithm::of(Some(&w.summary.checksum))).await?;
     if rb.summary.rows != w.summary.rows
@@ -417,6 +425,12 @@ async fn swap(
             w.rows_before,
             o.old_rows
         )));
+    }
+    if w.summary.rows as i64 == o.old_rows {
+        archive.delete(&new).await?;
+        st.objects[i].swapped = true;
+        st.objects[i].unchanged = true;
+        return save(map, id, st).await;
     }
     st.objects[i].new_rows = Some(w.summary.rows as i64);
     st.objects[i].new_checksum = Some(w.summary.checksum.clone());
@@ -481,8 +495,12 @@ async fn revise_locks(
             .map(|r| r.get(0))
             .collect()
     };
-    let replaced: BTreeMap<&str, &Rewrite> =
-        st.objects.iter().map(|o| (o.old.as_str(), o)).collect();
+    let replaced: BTreeMap<&str, &Rewrite> = st
+        .objects
+        .iter()
+        .filter(|o| !o.unchanged)
+        .map(|o| (o.old.as_str(), o))
+        .collect();
     for name in names {
         let Some(m) = datalock::load(map, &name, None).await? else {
             continue;
@@ -512,6 +530,7 @@ async fn revise_locks(
             if o.origin == Origin::Hot && rewrite::may_hold(archive, &p, participant).await? {
                 let file = o.path.rsplit('/').next().unwrap_or("part.parquet");
                 let new = Path::from(format!("{dir}/shard={}/{file}", o.shard));
+                archive.delete(&new).await?;
                 let w = rewrite::rewrite(archive, &cfg.archive, &p, &new, participant).await?;
                 let rb =
                     readback::read(archive, &new, Algorithm::of(Some(&w.summary.checksum))).await?;
@@ -631,7 +650,7 @@ async fn finish(
         "status_seq": st.status_seq,
         "hot_rows": st.hot.iter().map(|(k, h)| (k.clone(), json!({"before": h.before, "after": 0}))).collect::<serde_json::Map<_, _>>(),
         "hot_rows_erased": hot_before,
-        "objects": st.objects.iter().map(|o| json!({
+        "objects": st.objects.iter().filter(|o| !o.unchanged).map(|o| json!({
             "shard": o.shard, "before": o.old, "after": o.new,
             "rows_before": o.old_rows, "rows_after": o.new_rows,
             "checksum_before": o.old_checksum, "checksum_after": o.new_checksum,
