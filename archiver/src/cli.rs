@@ -1,6 +1,6 @@
 //! Command line of the `archiver` binary.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 use std::process::ExitCode;
@@ -166,17 +166,10 @@ fn reason(r: Option<String>) -> Result<Option<String>> {
 
 /// Parses an RFC 3339 time or a `YYYY-MM-DD` date (UTC midnight).
 fn parse_time(arg: &'static str, s: &str) -> Result<DateTime<Utc>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.to_utc());
-    }
-    NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc())
-        .ok_or_else(|| Error::Arg {
-            arg,
-            message: format!("{s:?} is neither RFC 3339 nor YYYY-MM-DD"),
-        })
+    vitalsink_common::cli::parse_instant(s).ok_or_else(|| Error::Arg {
+        arg,
+        message: format!("{s:?} is neither RFC 3339 nor YYYY-MM-DD"),
+    })
 }
 
 async fn run(command: Command, cfg: Config) -> Result<()> {

@@ -120,3 +120,15 @@ pub fn config_json(cfg: &Config) -> String {
     crate::secret::redact_config(&mut v);
     serde_json::to_string_pretty(&v).unwrap_or_default()
 }
+
+/// An instant given on a command line as RFC 3339 (with its UTC offset) or `YYYY-MM-DD` (UTC
+/// midnight); `None` when it is neither. The callers name the flag in their error.
+pub fn parse_instant(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Some(t.to_utc());
+    }
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+}

@@ -109,6 +109,22 @@ pub async fn load(
         .map_err(|e| Error::Audit(format!("lock {name}: manifest unreadable: {e}")))
 }
 
+/// Every lock's name, sorted.
+///
+/// # Errors
+/// [`Error::Postgres`]/[`Error::Pool`].
+pub async fn names(map_shard: &Shard) -> Result<Vec<String>> {
+    let c = map_shard.client().await?;
+    Ok(
+        c.query("SELECT DISTINCT name FROM dataset_locks ORDER BY name", &[])
+            .await
+            .map_err(|e| map_shard.err(e))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect(),
+    )
+}
+
 /// Every object path named by the newest revision of any lock: what the archive must keep.
 /// (An earlier revision's objects are what an erasure removed; they go.)
 ///

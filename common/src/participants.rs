@@ -183,6 +183,65 @@ pub async fn changes(
         .collect())
 }
 
+/// A change to record in `participant_status` ([`record_in`]).
+#[derive(Debug, Clone)]
+pub struct NewChange<'a> {
+    /// Its `seq`, the same on every shard ([`next_seq`]).
+    pub seq: i64,
+    /// The participant.
+    pub participant: &'a str,
+    /// What they become.
+    pub status: Status,
+    /// From when (readings' own time); `None`: the shard's `now()`.
+    pub effective_at: Option<DateTime<Utc>>,
+    /// Why.
+    pub reason: &'a str,
+    /// The audit entry that records it, where known.
+    pub audit_seq: Option<i64>,
+}
+
+/// Inserts `c` in `tx` holding [`LOCK_KEY`] exclusively to the end of `tx`, so that no
+/// writer's transaction that decided by the older table commits after `tx` does. A row with
+/// that `seq` already there (a resumed command) is kept.
+///
+/// # Errors
+/// The driver's error (SQLSTATE 42501 for a role without `INSERT`).
+pub async fn record_in(
+    tx: &tokio_postgres::Transaction<'_>,
+    c: &NewChange<'_>,
+) -> std::result::Result<(), tokio_postgres::Error> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
+        .await?;
+    tx.execute(
+        "INSERT INTO participant_status
+             (seq, participant_id, status, effective_at, reason, audit_seq)
+         VALUES ($1, $2, $3, coalesce($4, now()), $5, $6) ON CONFLICT (seq) DO NOTHING",
+        &[
+            &c.seq,
+            &c.participant,
+            &c.status.as_str(),
+            &c.effective_at,
+            &c.reason,
+            &c.audit_seq,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The `seq` for a new change: one above the highest on any of `shards`.
+///
+/// # Errors
+/// [`crate::Error::Postgres`]/[`crate::Error::Pool`] naming the shard.
+pub async fn next_seq(shards: &[crate::db::Shard]) -> crate::Result<i64> {
+    let mut seq = 0i64;
+    for s in shards {
+        let c = s.client().await?;
+        seq = seq.max(version(&**c).await.map_err(|e| s.err(e))?);
+    }
+    Ok(seq + 1)
+}
+
 /// Takes [`LOCK_KEY`] shared to the end of the caller's transaction. Run it as a statement of
 /// its own before [`version`].
 ///

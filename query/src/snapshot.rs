@@ -99,17 +99,9 @@ struct Move {
     to: Vec<String>,
 }
 
-const DROPPED_SQL: &str = "WITH last AS (
-        SELECT DISTINCT ON (chunk_schema, chunk_name) chunk_schema, chunk_name, step
-          FROM archive_log WHERE step NOT IN ('restored', 'renamed')
-         ORDER BY chunk_schema, chunk_name, id DESC),
-     path AS (
-        SELECT DISTINCT ON (chunk_schema, chunk_name) chunk_schema, chunk_name, object_path,
-               range_start, range_end
-          FROM archive_log WHERE step IN ('dropped', 'renamed') AND object_path IS NOT NULL
-         ORDER BY chunk_schema, chunk_name, id DESC)
-     SELECT p.object_path, p.range_start, p.range_end
-       FROM last l JOIN path p USING (chunk_schema, chunk_name) WHERE l.step = 'dropped'";
+/// The archived objects that count ([`vitalsink_archiver::state::log::LIVE_OBJECTS_SQL`]):
+/// path and range are read here.
+const DROPPED_SQL: &str = vitalsink_archiver::state::log::LIVE_OBJECTS_SQL;
 
 const RESTORED_SQL: &str = "SELECT object_path, range_start, range_end, coalesce(detail, '{}')
        FROM archive_log WHERE step = 'restored' AND object_path IS NOT NULL";

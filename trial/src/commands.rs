@@ -8,7 +8,7 @@ pub mod lock_verify;
 pub mod participants_list;
 pub mod status_change;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use vitalsink_common::db::Shard;
 
 use crate::error::{Error, Result};
@@ -91,17 +91,10 @@ pub async fn release(held: deadpool_postgres::Object) {
 /// # Errors
 /// [`Error::Arg`] naming `arg` when it is neither.
 pub fn parse_time(arg: &'static str, s: &str) -> Result<DateTime<Utc>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.to_utc());
-    }
-    NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc())
-        .ok_or_else(|| Error::Arg {
-            arg,
-            message: format!("{s:?} is neither RFC 3339 nor YYYY-MM-DD"),
-        })
+    vitalsink_common::cli::parse_instant(s).ok_or_else(|| Error::Arg {
+        arg,
+        message: format!("{s:?} is neither RFC 3339 nor YYYY-MM-DD"),
+    })
 }
 
 /// A required reason: non-blank, at most 1000 characters.

@@ -205,6 +205,24 @@ impl LogRow {
     }
 }
 
+/// The archive objects that count for a shard, as `query` and `trial lock create` read them in
+/// one snapshot: per chunk, the object under its newest name (`dropped` or `renamed` row),
+/// when the chunk's newest step (renames and restores left out) is `dropped`. Columns:
+/// `object_path`, `range_start`, `range_end`, `rows`, `checksum` (`''` when unknown), `bytes`
+/// (0 when unknown).
+pub const LIVE_OBJECTS_SQL: &str = "WITH last AS (
+        SELECT DISTINCT ON (chunk_schema, chunk_name) chunk_schema, chunk_name, step
+          FROM archive_log WHERE step NOT IN ('restored', 'renamed')
+         ORDER BY chunk_schema, chunk_name, id DESC),
+     path AS (
+        SELECT DISTINCT ON (chunk_schema, chunk_name) chunk_schema, chunk_name, object_path,
+               range_start, range_end, rows, checksum, bytes
+          FROM archive_log WHERE step IN ('dropped', 'renamed') AND object_path IS NOT NULL
+         ORDER BY chunk_schema, chunk_name, id DESC)
+     SELECT p.object_path, p.range_start, p.range_end, coalesce(p.rows, 0),
+            coalesce(p.checksum, ''), coalesce(p.bytes, 0)
+       FROM last l JOIN path p USING (chunk_schema, chunk_name) WHERE l.step = 'dropped'";
+
 const COLUMNS: &str =
     "id, run_id, coalesce(attempt, run_id), hypertable, chunk_schema, chunk_name, \
      range_start, range_end, step, object_path, bytes, rows, checksum, min_ts, max_ts, detail, at, \

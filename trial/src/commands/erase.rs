@@ -118,36 +118,26 @@ async fn status(
     let seq = match st.status_seq {
         Some(s) => s,
         None => {
-            let mut seq = 0i64;
-            for s in shards {
-                let c = s.client().await?;
-                seq = seq.max(
-                    participants::version(&**c)
-                        .await
-                        .map_err(|e| Error::pg(s, e))?,
-                );
-            }
-            st.status_seq = Some(seq + 1);
+            let seq = participants::next_seq(shards).await?;
+            st.status_seq = Some(seq);
             save(map, id, st).await?;
-            seq + 1
+            seq
         }
+    };
+    let change = participants::NewChange {
+        seq,
+        participant,
+        status: participants::Status::Erased,
+        effective_at: None,
+        reason,
+        audit_seq: None,
     };
     for s in shards {
         let mut c = s.client().await?;
         let tx = c.transaction().await.map_err(|e| Error::pg(s, e))?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1)",
-            &[&participants::LOCK_KEY],
-        )
-        .await
-        .map_err(|e| Error::pg(s, e))?;
-        tx.execute(
-            "INSERT INTO participant_status (seq, participant_id, status, effective_at, reason)
-             VALUES ($1, $2, 'erased', now(), $3) ON CONFLICT (seq) DO NOTHING",
-            &[&seq, &participant, &reason],
-        )
-        .await
-        .map_err(|e| Error::pg(s, e))?;
+        participants::record_in(&tx, &change)
+            .await
+            .map_err(|e| Error::pg(s, e))?;
         tx.commit().await.map_err(|e| Error::pg(s, e))?;
     }
     Ok(())

@@ -47,19 +47,6 @@ pub fn revision_dir(name: &str, rev: i32) -> String {
     format!("{LOCKS_DIR}/{name}/rev={rev}")
 }
 
-const ARCHIVED_SQL: &str = "WITH last AS (
-        SELECT DISTINCT ON (chunk_schema, chunk_name) chunk_schema, chunk_name, step
-          FROM archive_log WHERE step NOT IN ('restored', 'renamed')
-         ORDER BY chunk_schema, chunk_name, id DESC),
-     path AS (
-        SELECT DISTINCT ON (chunk_schema, chunk_name) chunk_schema, chunk_name, object_path,
-               range_start, range_end, rows, checksum, bytes
-          FROM archive_log WHERE step IN ('dropped', 'renamed') AND object_path IS NOT NULL
-         ORDER BY chunk_schema, chunk_name, id DESC)
-     SELECT p.object_path, p.range_start, p.range_end, coalesce(p.rows, 0),
-            coalesce(p.checksum, ''), coalesce(p.bytes, 0)
-       FROM last l JOIN path p USING (chunk_schema, chunk_name) WHERE l.step = 'dropped'";
-
 const CHUNKS_SQL: &str = "SELECT chunk_schema::text, chunk_name::text, range_start, range_end
        FROM timescaledb_information.chunks
       WHERE hypertable_schema = current_schema() AND hypertable_name = 'measurements'
@@ -289,7 +276,11 @@ async fn capture_in(
         )));
     }
     let mut out = Vec::new();
-    for r in holder.query(ARCHIVED_SQL, &[]).await.map_err(e)? {
+    for r in holder
+        .query(vitalsink_archiver::state::log::LIVE_OBJECTS_SQL, &[])
+        .await
+        .map_err(e)?
+    {
         out.push(Object {
             path: r.get(0),
             origin: Origin::Archive,

@@ -75,16 +75,7 @@ pub async fn run(shards: &[Shard], c: &Change) -> Result<serde_json::Value> {
     }
     drop(mc);
     // One seq for the change on every shard: above the highest anywhere.
-    let mut seq = 0i64;
-    for s in shards {
-        let sc = s.client().await?;
-        seq = seq.max(
-            participants::version(&**sc)
-                .await
-                .map_err(|e| Error::pg(s, e))?,
-        );
-    }
-    seq += 1;
+    let seq = participants::next_seq(shards).await?;
     // Readings of the participant already stored at or after the effective time (a
     // withdrawal recorded late): counted for the audit entry; they stay (erase removes them).
     let mut stored_after = 0i64;
@@ -100,31 +91,20 @@ pub async fn run(shards: &[Shard], c: &Change) -> Result<serde_json::Value> {
             .get(0);
         stored_after += n;
     }
-    let insert = "INSERT INTO participant_status
-                      (seq, participant_id, status, effective_at, reason, audit_seq)
-                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (seq) DO NOTHING";
+    let change = |audit_seq| participants::NewChange {
+        seq,
+        participant: &c.participant,
+        status: c.status,
+        effective_at: Some(c.effective_at),
+        reason: &c.reason,
+        audit_seq,
+    };
     for s in shards.iter().skip(1) {
         let mut sc = s.client().await?;
         let tx = sc.transaction().await.map_err(|e| Error::pg(s, e))?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1)",
-            &[&participants::LOCK_KEY],
-        )
-        .await
-        .map_err(|e| Error::pg(s, e))?;
-        tx.execute(
-            insert,
-            &[
-                &seq,
-                &c.participant,
-                &c.status.as_str(),
-                &c.effective_at,
-                &c.reason,
-                &None::<i64>,
-            ],
-        )
-        .await
-        .map_err(|e| Error::pg(s, e))?;
+        participants::record_in(&tx, &change(None))
+            .await
+            .map_err(|e| Error::pg(s, e))?;
         tx.commit().await.map_err(|e| Error::pg(s, e))?;
     }
     let details = json!({
@@ -144,6 +124,7 @@ pub async fn run(shards: &[Shard], c: &Change) -> Result<serde_json::Value> {
         .participants([c.participant.clone()]);
     let mut mc = map.client().await?;
     let tx = mc.transaction().await.map_err(|e| Error::pg(map, e))?;
+    // The status lock before the trail's, as everywhere else (record_in takes it again).
     tx.execute(
         "SELECT pg_advisory_xact_lock($1)",
         &[&participants::LOCK_KEY],
@@ -151,19 +132,9 @@ pub async fn run(shards: &[Shard], c: &Change) -> Result<serde_json::Value> {
     .await
     .map_err(|e| Error::pg(map, e))?;
     let entry = audit::append_in(&tx, map, &rec).await?;
-    tx.execute(
-        insert,
-        &[
-            &seq,
-            &c.participant,
-            &c.status.as_str(),
-            &c.effective_at,
-            &c.reason,
-            &Some(entry.seq),
-        ],
-    )
-    .await
-    .map_err(|e| Error::pg(map, e))?;
+    participants::record_in(&tx, &change(Some(entry.seq)))
+        .await
+        .map_err(|e| Error::pg(map, e))?;
     tx.commit().await.map_err(|e| Error::pg(map, e))?;
     if stored_after > 0 && c.status == Status::Withdrawn {
         tracing::warn!(

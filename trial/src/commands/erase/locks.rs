@@ -27,15 +27,7 @@ pub(super) async fn revise_locks(
     id: i64,
     st: &mut State,
 ) -> Result<()> {
-    let names: Vec<String> = {
-        let c = map.client().await?;
-        c.query("SELECT DISTINCT name FROM dataset_locks ORDER BY name", &[])
-            .await
-            .map_err(|e| Error::pg(map, e))?
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
-    };
+    let names = datalock::names(map).await?;
     let replaced: BTreeMap<&str, &Rewrite> = st
         .objects
         .iter()
@@ -138,15 +130,7 @@ pub(super) async fn superseded_lock_objects(
     participant: &str,
 ) -> Result<Vec<Path>> {
     use futures::TryStreamExt;
-    let names: Vec<String> = {
-        let c = map.client().await?;
-        c.query("SELECT DISTINCT name FROM dataset_locks ORDER BY name", &[])
-            .await
-            .map_err(|e| Error::pg(map, e))?
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
-    };
+    let names = datalock::names(map).await?;
     let mut out = Vec::new();
     for name in names {
         let Some(m) = datalock::load(map, &name, None).await? else {
