@@ -96,6 +96,10 @@ pub struct Report {
     pub failed: Vec<Failure>,
     /// Shards skipped because an archiver is working on them.
     pub busy_shards: Vec<String>,
+    /// Objects under an old name that a dataset lock's newest revision names: kept where they
+    /// are (`vitalsink_common::datalock`; renaming would delete what the lock reads).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub held_by_lock: Vec<String>,
 }
 
 impl Report {
@@ -137,12 +141,17 @@ pub async fn migrate_archive(runner: &Runner, dry_run: bool) -> Result<Report> {
         dry_run,
         ..Report::default()
     };
+    let held = match runner.shards().first() {
+        Some(map) => vitalsink_common::datalock::referenced(map).await?,
+        None => Default::default(),
+    };
     for shard in runner.shards() {
         let job = Job {
             runner,
             shard: &shard.name,
             run_id: &run_id,
             dry_run,
+            held: &held,
         };
         if let Err(e) = job.shard(shard, &mut report).await {
             tracing::error!(shard = %shard.name, error = %e, "shard not migrated");
@@ -185,6 +194,24 @@ struct Job<'a> {
     shard: &'a str,
     run_id: &'a str,
     dry_run: bool,
+    /// Paths some lock's newest revision names.
+    held: &'a std::collections::BTreeSet<String>,
+}
+
+/// Whether `path` is `to` rewritten by erasures (`<to stem>-e<id>[-e<id>…].parquet`,
+/// `trial participants erase`): its current name too.
+fn is_rewrite_of(path: &str, to: &str) -> bool {
+    let (Some(p), Some(t)) = (path.strip_suffix(".parquet"), to.strip_suffix(".parquet")) else {
+        return false;
+    };
+    p.strip_prefix(t).is_some_and(|rest| {
+        !rest.is_empty()
+            && rest
+                .split("-e")
+                .skip(1)
+                .all(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+            && rest.starts_with("-e")
+    })
 }
 
 impl Job<'_> {
@@ -215,7 +242,7 @@ impl Job<'_> {
             };
             let to =
                 layout::data_object(self.shard, &row.chunk_name, row.range_start, &row.attempt);
-            let current = path == to.as_ref();
+            let current = path == to.as_ref() || is_rewrite_of(&path, to.as_ref());
             let done = match row.step {
                 Step::Dropped | Step::Renamed => Ok(()),
                 Step::Planned | Step::Written | Step::Verified => {
@@ -228,7 +255,7 @@ impl Job<'_> {
                 Step::Discarded | Step::Failed | Step::Restored => continue,
             };
             let done = match (done, &row.renamed_from) {
-                (Ok(()), Some(old)) if row.step == Step::Renamed => {
+                (Ok(()), Some(old)) if row.step == Step::Renamed && !self.held.contains(old) => {
                     self.delete_old_name(c, &row, old, report).await
                 }
                 (d, _) => d,
@@ -236,6 +263,11 @@ impl Job<'_> {
             let done = match done {
                 Ok(()) if current => {
                     report.current += 1;
+                    Ok(())
+                }
+                Ok(()) if self.held.contains(&path) => {
+                    tracing::warn!(shard = self.shard, object = %path, "named by a dataset lock: kept under its old name");
+                    report.held_by_lock.push(path.clone());
                     Ok(())
                 }
                 Ok(()) => self.rename(c, &row, &path, &to, report).await,
@@ -398,5 +430,23 @@ impl Job<'_> {
         );
         report.old_names_deleted.push(old.to_string());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_rewrite_of;
+
+    #[test]
+    fn an_erasure_rewrite_keeps_its_current_name() {
+        let to = "measurements/date=2026-01-01/shard=s0/part-s0-hyper_1_1_chunk-a1.parquet";
+        let e1 = "measurements/date=2026-01-01/shard=s0/part-s0-hyper_1_1_chunk-a1-e1.parquet";
+        let e12 = "measurements/date=2026-01-01/shard=s0/part-s0-hyper_1_1_chunk-a1-e1-e12.parquet";
+        assert!(is_rewrite_of(e1, to) && is_rewrite_of(e12, to));
+        assert!(!is_rewrite_of(to, to));
+        let other = "measurements/date=2026-01-01/shard=s0/part-s0-hyper_1_1_chunk-a1-x.parquet";
+        assert!(!is_rewrite_of(other, to));
+        let bare = "measurements/date=2026-01-01/shard=s0/part-s0-hyper_1_1_chunk-a1-e.parquet";
+        assert!(!is_rewrite_of(bare, to));
     }
 }
