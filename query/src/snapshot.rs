@@ -106,6 +106,23 @@ const DROPPED_SQL: &str = vitalsink_archiver::state::log::LIVE_OBJECTS_SQL;
 const RESTORED_SQL: &str = "SELECT object_path, range_start, range_end, coalesce(detail, '{}')
        FROM archive_log WHERE step = 'restored' AND object_path IS NOT NULL";
 
+/// Every rename (`renamed_from` → `object_path`) of the shard's archive log.
+const RENAMES_SQL: &str = "SELECT renamed_from, object_path FROM archive_log
+      WHERE step = 'renamed' AND renamed_from IS NOT NULL AND object_path IS NOT NULL";
+
+/// `path` after every rename in `renames` (at most as many steps as there are renames, so a
+/// cycle cannot loop).
+fn newest_name(path: String, renames: &std::collections::HashMap<String, String>) -> String {
+    let mut p = path;
+    for _ in 0..=renames.len() {
+        match renames.get(&p) {
+            Some(next) if *next != p => p = next.clone(),
+            _ => break,
+        }
+    }
+    p
+}
+
 fn shard_err(shard: &str) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
     move |e| Error::Shard {
         shard: shard.to_string(),
@@ -311,6 +328,15 @@ pub async fn open(
                 range: (r.get(1), r.get(2)),
             });
         }
+        // An object renamed after its restore (`migrate-archive`, or an erasure's rewrite) is
+        // read under its new name: its restored windows follow it, in this same snapshot.
+        let renames: std::collections::HashMap<String, String> = c
+            .query(RENAMES_SQL, &[])
+            .await
+            .map_err(&e)?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
         for r in c.query(RESTORED_SQL, &[]).await.map_err(&e)? {
             let detail: String = r.get(3);
             let participants = serde_json::from_str::<serde_json::Value>(&detail)
@@ -324,7 +350,7 @@ pub async fn open(
                 })
                 .unwrap_or_default();
             restored.push(Restored {
-                path: r.get(0),
+                path: newest_name(r.get(0), &renames),
                 window: (r.get(1), r.get(2)),
                 participants,
             });
@@ -362,4 +388,20 @@ pub async fn open(
         archived,
         restored,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::newest_name;
+
+    #[test]
+    fn a_restored_window_follows_its_object_through_renames() {
+        let renames = [("a", "b"), ("b", "c"), ("x", "x")]
+            .into_iter()
+            .map(|(f, t)| (f.to_string(), t.to_string()))
+            .collect();
+        assert_eq!(newest_name("a".into(), &renames), "c");
+        assert_eq!(newest_name("c".into(), &renames), "c");
+        assert_eq!(newest_name("x".into(), &renames), "x");
+    }
 }
