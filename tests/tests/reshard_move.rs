@@ -236,7 +236,13 @@ async fn two_to_three_and_back_exactly_once_through_a_kill_in_every_phase() {
     // Refused at once, nothing changed: the middle shard, or the first.
     let out = reshard(
         &setup.config,
-        &["remove-shard", "--name", "shard0", "--reason", "test: refused"],
+        &[
+            "remove-shard",
+            "--name",
+            "shard0",
+            "--reason",
+            "test: refused",
+        ],
         None,
     );
     assert_eq!(out.status.code(), Some(1));
