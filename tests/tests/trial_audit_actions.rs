@@ -668,6 +668,53 @@ async fn every_operator_action_appends_one_verifiable_entry() {
     }
     assert_eq!(trail(&map_url).await, entries, "the trail is unchanged");
 
+    // An auditor sees exactly these entries, the moves and renames included, through `trial
+    // audit list` and `query`'s `audit_log`.
+    let listed = Command::new(vitalsink_tests::trial_run::trial_binary())
+        .arg("--config")
+        .arg(&setup.config)
+        .args(["audit", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let queried = Command::new(vitalsink_tests::query_run::query_binary())
+        .arg("--config")
+        .arg(&setup.config)
+        .args([
+            "sql",
+            "SELECT seq, action, os_user, reason, hash FROM audit_log ORDER BY seq",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        queried.status.success(),
+        "{}",
+        String::from_utf8_lossy(&queried.stderr)
+    );
+    for (what, out) in [("audit list", &listed.stdout), ("query", &queried.stdout)] {
+        let rows: Vec<Value> = String::from_utf8_lossy(out)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(json_of)
+            .collect();
+        assert_eq!(rows.len(), entries.len(), "{what}");
+        for (r, e) in rows.iter().zip(&entries) {
+            assert_eq!(
+                (r["seq"].as_i64(), r["action"].as_str(), r["hash"].as_str()),
+                (Some(e.seq), Some(e.action.as_str()), Some(e.hash.as_str())),
+                "{what}"
+            );
+            assert_eq!(r["os_user"].as_str(), Some(e.os_user.as_str()), "{what}");
+            assert_eq!(r["reason"].as_str(), e.reason.as_deref(), "{what}");
+        }
+    }
+
     setup.dbs.drop_all().await;
     let db = new.url.split("dbname=").nth(1).unwrap().trim().to_string();
     connect(stack.shard_urls.last().unwrap())
