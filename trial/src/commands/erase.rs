@@ -61,7 +61,7 @@ pub async fn run(
     }
     let map = map_shard(shards)?;
     let archive = vitalsink_archiver::storage::store::open(&cfg.archive)?;
-    let (id, mut st, done) = start(map, participant, reason).await?;
+    let (id, mut st, done) = start(map, shards, participant, reason).await?;
     if let Some(report) = done {
         return Ok(report);
     }

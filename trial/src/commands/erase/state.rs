@@ -75,9 +75,11 @@ pub(super) async fn save(map: &Shard, id: i64, st: &State) -> Result<()> {
 }
 
 /// Finds the participant's unfinished erasure or starts one; a finished one returns its
-/// report.
+/// report, unless some shard holds rows of the participant again (inserted by hand: ingest
+/// refuses them), which starts a new erasure.
 pub(super) async fn start(
     map: &Shard,
+    shards: &[Shard],
     participant: &str,
     reason: &str,
 ) -> Result<(i64, State, Option<serde_json::Value>)> {
@@ -109,7 +111,10 @@ pub(super) async fn start(
         .map_err(e)?
     {
         let (id, seq): (i64, Option<i64>) = (r.get(0), r.get(1));
-        let left = remaining_hot(map, participant).await?;
+        let mut left = 0;
+        for s in shards {
+            left += remaining_hot(s, participant).await?;
+        }
         if left == 0 {
             let details = match seq {
                 Some(s) => audit::read(map, s, Some(s))
