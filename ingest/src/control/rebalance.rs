@@ -187,7 +187,16 @@ impl ConsumerContext for IngestContext {
     ) {
         let res: KafkaResult<()> = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                if self.position(tpl) {
+                // Resume offsets set, then refuse any Kafka no longer holds (retention).
+                if self.position(tpl)
+                    && crate::control::retention::covered(
+                        consumer,
+                        tpl,
+                        self.backoff,
+                        &self.shutdown,
+                        &self.fatal,
+                    )
+                {
                     let r = consumer.assign(tpl);
                     let _ = self.events.send(Assignment::Assigned(self.partitions(tpl)));
                     r
