@@ -20,6 +20,8 @@ use crate::measurement::Limits;
 
 mod archive;
 pub use archive::ArchiveConfig;
+mod pooling;
+pub use pooling::{Pooling, SessionUse, ARCHIVER_BULK_LOCK, RESHARD_BULK_LOCK};
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -161,6 +163,15 @@ pub struct DatabaseConfig {
     /// password from a file or an environment variable (`schemas/ROLES.md`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub credentials: BTreeMap<String, crate::pgconn::LoginConfig>,
+    /// What the shards' `url`s reach: PostgreSQL itself (`none`, the default) or a
+    /// transaction pool such as PgBouncer's (`transaction`; [`Pooling`], README "PgBouncer").
+    pub pooling: Pooling,
+    /// `[database.direct_urls]`: shard name → connection string reaching that shard's
+    /// PostgreSQL without the pooler, for the one connection that must be a session (the
+    /// archiver's and reshard's bulk lock). Needed for them under `pooling = "transaction"`;
+    /// used whenever given. A shard about to be added (`reshard add-shard`) may be listed.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub direct_urls: BTreeMap<String, String>,
     /// The login in use by this process, resolved at start-up from `credentials`
     /// ([`Config::use_role`]); not configuration.
     #[serde(skip)]
@@ -175,6 +186,8 @@ impl Default for DatabaseConfig {
             connect_timeout: Duration::from_secs(5),
             tls: crate::pgconn::PgTlsConfig::default(),
             credentials: BTreeMap::new(),
+            pooling: Pooling::None,
+            direct_urls: BTreeMap::new(),
             login: crate::pgconn::Login::default(),
         }
     }
@@ -252,6 +265,13 @@ pub struct IngestConfig {
     /// How long a graceful shutdown may take to flush before the process exits anyway.
     #[serde(with = "humantime_serde")]
     pub shutdown_deadline: Duration,
+    /// How long the worker may hold no partition of its topic, while the topic has some,
+    /// before it says so at error level (and every minute after). Rebalances take about half
+    /// of `kafka.session_timeout` to settle; a worker with none for longer is either one
+    /// too many for the topic's partitions or stuck in a broker's consumer group (issue 27).
+    /// `vitalsink_ingest_unassigned_seconds` shows the time either way.
+    #[serde(with = "humantime_serde")]
+    pub unassigned_alarm: Duration,
 }
 
 impl Default for IngestConfig {
@@ -265,6 +285,7 @@ impl Default for IngestConfig {
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
             shutdown_deadline: Duration::from_secs(30),
+            unassigned_alarm: Duration::from_secs(120),
         }
     }
 }
@@ -432,6 +453,9 @@ impl Config {
         if self.database.pool_size == 0 {
             return bad("database.pool_size", "must be at least 1");
         }
+        if let Err((key, message)) = self.database.check_pooling() {
+            return bad(&key, &message);
+        }
         let i = &self.ingest;
         if i.batch_max_rows == 0 {
             return bad("ingest.batch_max_rows", "must be at least 1");
@@ -453,6 +477,9 @@ impl Config {
                 "ingest.memory_cap_bytes",
                 "must be at least 8 × validation.max_message_bytes",
             );
+        }
+        if i.unassigned_alarm.is_zero() {
+            return bad("ingest.unassigned_alarm", "must be positive");
         }
         if i.topic_partitions < 1 {
             return bad("ingest.topic_partitions", "must be at least 1");

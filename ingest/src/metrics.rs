@@ -23,6 +23,8 @@
 //! | `vitalsink_ingest_dlq_refused_total` | counter | (dead letters the broker refused even at their shortest) |
 //! | `vitalsink_ingest_buffered_bytes` | gauge | (memory held by batches, bytes) |
 //! | `vitalsink_ingest_consumer_lag` | gauge | `partition` (records, from librdkafka statistics) |
+//! | `vitalsink_ingest_partitions_assigned` | gauge | (partitions of the topic this worker holds now) |
+//! | `vitalsink_ingest_unassigned_seconds` | gauge | (seconds this worker has held no partition while its topic has some; 0 while it holds one) |
 
 use std::time::Duration;
 use vitalsink_common::measurement::RejectReason;
@@ -159,6 +161,16 @@ pub fn buffered_bytes(bytes: usize) {
 pub fn consumer_lag(partition: i32, lag: i64) {
     metrics::gauge!("vitalsink_ingest_consumer_lag", "partition" => partition.to_string())
         .set(lag as f64);
+}
+
+/// The worker holds `n` partitions of its topic.
+pub fn partitions_assigned(n: usize) {
+    metrics::gauge!("vitalsink_ingest_partitions_assigned").set(n as f64);
+}
+
+/// The worker has held no partition for `seconds` while its topic has some (0: it holds one).
+pub fn unassigned_seconds(seconds: f64) {
+    metrics::gauge!("vitalsink_ingest_unassigned_seconds").set(seconds);
 }
 
 /// A partition cut over to `epoch` (a cut-over control record stored by this worker).

@@ -10,12 +10,14 @@
 //!
 //! The parts, in the order they run: start-up (`start`: migrations, shard map, topics,
 //! writers, consumer, pipeline), the consume loop (`consume`: records, assignment changes,
-//! dead letters, age flushes, progress commits, readiness) and shutdown (`shutdown`: drain
+//! dead letters, age flushes, progress commits, readiness, the watch for a worker left
+//! without partitions in `starvation`) and shutdown (`shutdown`: drain
 //! within the deadline, then the failed state after a permanent error).
 
 mod consume;
 mod shutdown;
 mod start;
+mod starvation;
 
 use tokio_util::sync::CancellationToken;
 use vitalsink_common::Config;
@@ -39,7 +41,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     let Some(mut worker) = start::start(&cfg, &shutdown, abort).await? else {
         return Ok(()); // shut down while the map shard did not answer
     };
-    consume::consume(&mut worker, &cfg.kafka.topic).await;
+    consume::consume(&mut worker, &cfg.kafka.topic, cfg.ingest.unassigned_alarm).await;
     shutdown::drain(&mut worker, &cfg).await;
     shutdown::finish(worker, &shutdown).await
 }

@@ -1,13 +1,15 @@
 //! Two ingest workers in one consumer group share the partitions; one stops in the middle of
-//! the load and the other takes over without loss or duplicates.
+//! the load and the other takes over without loss or duplicates. A worker left without
+//! partitions says so (a gauge and an error line) and recovers when it gets one.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
+use vitalsink_common::kafka::ensure_topic;
 use vitalsink_tests::ingest_run::{
-    assert_dead_letters, assert_exactly_once, dataset, log_tail, prepare, produce_in_background,
-    stop_gracefully, wait_for_rows,
+    assert_dead_letters, assert_exactly_once, dataset, endpoints_addr, http_get, log_tail,
+    metric_sum, prepare, produce_in_background, stop_gracefully, wait_for_rows, IngestSetup,
 };
-use vitalsink_tests::Stack;
+use vitalsink_tests::{ShardDbs, Stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_share_partitions_and_hand_over_when_one_stops() {
@@ -63,5 +65,94 @@ async fn two_workers_share_partitions_and_hand_over_when_one_stops() {
     assert_exactly_once(&dbs.shards, &data.expected).await;
     b.kill().unwrap();
     b.wait().unwrap();
+    dbs.drop_all().await;
+}
+
+/// Issue 27, item 7: a worker left without partitions says so. A one-partition topic and two
+/// workers of one group: one holds the partition, the other none. The idle one's
+/// `vitalsink_ingest_unassigned_seconds` grows past `ingest.unassigned_alarm` (3 s here) and
+/// it logs the error; once the holder stops, it takes the partition and the gauge is 0 again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_without_partitions_says_so_and_recovers_when_it_gets_one() {
+    let stack = Stack::from_env();
+    let dbs = ShardDbs::create(&stack, "t_starve").await;
+    let dir = tempfile::tempdir().unwrap();
+    let setup = IngestSetup::new(&stack, &dbs.shards, dir.path());
+    ensure_topic(&stack.kafka(), &setup.topic, 1).await.unwrap();
+    ensure_topic(&stack.kafka(), &setup.dlq_topic, 1)
+        .await
+        .unwrap();
+    let toml = std::fs::read_to_string(&setup.config).unwrap().replace(
+        "shutdown_deadline",
+        "unassigned_alarm = \"3s\"\nshutdown_deadline",
+    );
+    std::fs::write(&setup.config, toml).unwrap();
+    let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    let mut a = setup.spawn(&log_a);
+    let mut b = setup.spawn(&log_b);
+    let (addr_a, addr_b) = (endpoints_addr(&log_a).await, endpoints_addr(&log_b).await);
+    let gauge = |body: &str, name: &str| metric_sum(body, name, &[]);
+    // Within 60 s: one worker holds the one partition, the other has waited past the alarm.
+    let mut seen = None;
+    for _ in 0..120 {
+        let (_, ma) = http_get(&addr_a, "/metrics").await;
+        let (_, mb) = http_get(&addr_b, "/metrics").await;
+        let held = [
+            gauge(&ma, "vitalsink_ingest_partitions_assigned"),
+            gauge(&mb, "vitalsink_ingest_partitions_assigned"),
+        ];
+        let idle = [
+            gauge(&ma, "vitalsink_ingest_unassigned_seconds"),
+            gauge(&mb, "vitalsink_ingest_unassigned_seconds"),
+        ];
+        if held[0] + held[1] == 1.0 {
+            let starved = usize::from(held[0] == 1.0);
+            if idle[starved] > 4.0 && idle[1 - starved] == 0.0 {
+                seen = Some(starved);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let starved = seen.unwrap_or_else(|| {
+        panic!(
+            "no worker reported holding no partition past the alarm\n{}\n{}",
+            log_tail(&log_a),
+            log_tail(&log_b)
+        )
+    });
+    let (holder, idle_log, idle_addr, mut idle, holder_log) = if starved == 0 {
+        (b, &log_a, &addr_a, a, &log_b)
+    } else {
+        (a, &log_b, &addr_b, b, &log_a)
+    };
+    assert!(
+        std::fs::read_to_string(idle_log)
+            .unwrap()
+            .lines()
+            .any(|l| l.contains("ERROR") && l.contains("held no partition")),
+        "the idle worker logs the error\n{}",
+        log_tail(idle_log)
+    );
+    // The holder leaves the group; the idle worker takes the partition and the gauge drops.
+    stop_gracefully(holder, holder_log).await;
+    let mut recovered = false;
+    for _ in 0..120 {
+        let (_, m) = http_get(idle_addr, "/metrics").await;
+        if gauge(&m, "vitalsink_ingest_partitions_assigned") == 1.0
+            && gauge(&m, "vitalsink_ingest_unassigned_seconds") == 0.0
+        {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        recovered,
+        "the idle worker takes the partition\n{}",
+        log_tail(idle_log)
+    );
+    idle.kill().unwrap();
+    idle.wait().unwrap();
     dbs.drop_all().await;
 }

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::start::Worker;
+use super::starvation::Starvation;
 use crate::control::follow::Control;
 use crate::control::rebalance::{Assignment, IngestContext};
 use crate::data::dlq::{DeadLetter, DeadLetters, Outcome};
@@ -35,8 +36,9 @@ const BURST: usize = 256;
 /// How long a dead letter may wait for the broker's answer before `/readyz` reports it.
 const DLQ_PATIENCE: Duration = Duration::from_secs(5);
 
-/// Runs the consume loop until `w.stop` is cancelled; `topic` is the measurements topic.
-pub(super) async fn consume(w: &mut Worker, topic: &str) {
+/// Runs the consume loop until `w.stop` is cancelled; `topic` is the measurements topic;
+/// `unassigned_alarm` is `ingest.unassigned_alarm` ([`Starvation`]).
+pub(super) async fn consume(w: &mut Worker, topic: &str, unassigned_alarm: Duration) {
     let Worker {
         ctl,
         pipeline,
@@ -56,6 +58,7 @@ pub(super) async fn consume(w: &mut Worker, topic: &str) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The dead letter being published; no record is taken while there is one.
     let mut pending: Option<Pending> = None;
+    let mut starvation = Starvation::new(topic, unassigned_alarm);
     loop {
         tokio::select! {
             biased;
@@ -78,6 +81,7 @@ pub(super) async fn consume(w: &mut Worker, topic: &str) {
                 commit_progress(consumer, topic, progress, &pipeline.assigned());
                 crate::metrics::buffered_bytes(pipeline.buffered_bytes());
                 ready.set(readiness(pipeline, shards_ok, dlq, pending.as_ref()));
+                starvation.tick(pipeline.assigned().len(), consumer);
             }
             res = publish(&mut pending) => {
                 if let Some(p) = pending.take() {
