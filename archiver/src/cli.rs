@@ -133,6 +133,7 @@ pub async fn main(cli: Cli) -> ExitCode {
     let loaded =
         Config::load(cli.common.config.as_deref(), &cli.overrides()).and_then(|mut cfg| {
             cfg.use_role("archiver")?;
+            bulk_lock_sessions(&cli.command, &cfg)?;
             vitalsink_common::telemetry::init_logging(&cfg.observability).map(|()| cfg)
         });
     let cfg = match loaded {
@@ -170,6 +171,19 @@ fn parse_time(arg: &'static str, s: &str) -> Result<DateTime<Utc>> {
         arg,
         message: format!("{s:?} is neither RFC 3339 nor YYYY-MM-DD"),
     })
+}
+
+/// `run` (and its daemon) and `migrate-archive` hold the bulk lock on each shard in a session
+/// of its own: under `database.pooling = "transaction"` every shard needs its
+/// `database.direct_urls` entry (README, "PgBouncer"). Checked at start-up (exit code 2).
+fn bulk_lock_sessions(command: &Command, cfg: &Config) -> vitalsink_common::Result<()> {
+    match command {
+        Command::Run { .. } | Command::MigrateArchive { .. } => cfg.database.require_sessions(
+            cfg.shards.iter().map(|s| s.name.as_str()),
+            vitalsink_common::config::ARCHIVER_BULK_LOCK,
+        ),
+        _ => Ok(()),
+    }
 }
 
 async fn run(command: Command, cfg: Config) -> Result<()> {

@@ -9,6 +9,33 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 /// for a whole move. Whoever finds it taken skips the shard or stops ("vsarchiv" as ASCII).
 pub const BULK_LOCK_KEY: i64 = 0x7673_6172_6368_6976;
 
+/// Connections at most of a shard's direct pool ([`Shard::session_client`]): the bulk lock
+/// takes one per process.
+const DIRECT_POOL_SIZE: usize = 2;
+
+/// A deadpool pool of `size` connections to `url` (`key` names it in errors).
+fn build_pool(url: &str, key: &str, db: &DatabaseConfig, size: usize) -> Result<Pool> {
+    let (pg, tls) = crate::pgconn::settings(url, key, db, "vitalsink")?;
+    // `Fast`: no statements run on recycling. `Clean` would run `pg_advisory_unlock_all()`
+    // and `RESET ALL`, which behind a transaction pooler reach whichever server connection
+    // the pooler gives, another client's (README, "PgBouncer").
+    let mgr = Manager::from_config(
+        pg,
+        tls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(mgr)
+        .max_size(size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(|e| Error::Config {
+            key: key.to_string(),
+            message: e.to_string(),
+        })
+}
+
 /// A shard: its configured name, index in the routing order and connection pool.
 #[derive(Clone)]
 pub struct Shard {
@@ -18,6 +45,9 @@ pub struct Shard {
     pub name: String,
     /// Connection pool (`database.pool_size` connections at most).
     pub pool: Pool,
+    /// Connections that bypass a pooler (`database.direct_urls.<name>`), for what must be a
+    /// session of its own ([`Shard::session_client`]); at most 2 at once.
+    direct: Option<Pool>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -38,28 +68,40 @@ impl Shard {
     /// [`Error::Config`] when the connection string does not parse, a TLS file cannot be
     /// used, or the pool cannot be built.
     pub fn new(index: usize, cfg: &ShardConfig, db: &DatabaseConfig) -> Result<Self> {
-        let key = format!("shards[{index}].url");
-        let (pg, tls) = crate::pgconn::settings(&cfg.url, &key, db, "vitalsink")?;
-        let mgr = Manager::from_config(
-            pg,
-            tls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(mgr)
-            .max_size(db.pool_size)
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()
-            .map_err(|e| Error::Config {
-                key,
-                message: e.to_string(),
-            })?;
+        let pool = build_pool(&cfg.url, &format!("shards[{index}].url"), db, db.pool_size)?;
+        let direct = match db.direct_url(&cfg.name) {
+            Some(url) => Some(build_pool(
+                url,
+                &format!("database.direct_urls.{}", cfg.name),
+                db,
+                DIRECT_POOL_SIZE,
+            )?),
+            None => None,
+        };
         Ok(Self {
             index,
             name: cfg.name.clone(),
             pool,
+            direct,
         })
+    }
+
+    /// Whether `database.direct_urls` names this shard: [`Shard::session_client`] then
+    /// bypasses the pooler.
+    pub fn has_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    /// A connection that is a PostgreSQL session of its own for as long as it is held: from
+    /// `database.direct_urls.<name>` when configured (bypassing a transaction pooler), else
+    /// from the pool. For session advisory locks held across transactions
+    /// ([`BULK_LOCK_KEY`]); the commands that take one check at start-up that a transaction
+    /// pool is bypassed ([`DatabaseConfig::require_sessions`]).
+    ///
+    /// # Errors
+    /// As [`Shard::client`].
+    pub async fn session_client(&self) -> Result<deadpool_postgres::Object> {
+        self.get(self.direct.as_ref().unwrap_or(&self.pool)).await
     }
 
     /// Builds every shard of the ordered list.
@@ -81,7 +123,11 @@ impl Shard {
     /// wrong password or a missing database keeps its SQLSTATE and is permanent,
     /// [`Error::class`]); [`Error::Pool`] when the pool itself timed out or is closed.
     pub async fn client(&self) -> Result<deadpool_postgres::Object> {
-        self.pool.get().await.map_err(|e| match e {
+        self.get(&self.pool).await
+    }
+
+    async fn get(&self, pool: &Pool) -> Result<deadpool_postgres::Object> {
+        pool.get().await.map_err(|e| match e {
             deadpool_postgres::PoolError::Backend(source) => self.err(source),
             other => Error::Pool {
                 shard: self.name.clone(),

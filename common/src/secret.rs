@@ -171,7 +171,7 @@ fn find_password_key(s: &str) -> Option<usize> {
 
 /// A configuration, as JSON, with its secrets masked: every string under a key that
 /// [`is_secret_key`] names, and every connection string (keys `url`, `replicas`,
-/// `target_url`) through [`redact_url`]. For `check-config` and anything else that prints
+/// `target_url`, the values of `direct_urls`) through [`redact_url`]. For `check-config` and anything else that prints
 /// configuration.
 pub fn redact_config(v: &mut serde_json::Value) {
     match v {
@@ -181,7 +181,10 @@ pub fn redact_config(v: &mut serde_json::Value) {
                     if let serde_json::Value::String(s) = x {
                         *s = MASK.into();
                     }
-                } else if matches!(k.as_str(), "url" | "replicas" | "target_url") {
+                } else if matches!(
+                    k.as_str(),
+                    "url" | "replicas" | "target_url" | "direct_urls"
+                ) {
                     redact_strings(x);
                 } else {
                     redact_config(x);
@@ -197,6 +200,7 @@ fn redact_strings(v: &mut serde_json::Value) {
     match v {
         serde_json::Value::String(s) => *s = redact_url(s),
         serde_json::Value::Array(a) => a.iter_mut().for_each(redact_strings),
+        serde_json::Value::Object(m) => m.values_mut().for_each(redact_strings),
         _ => {}
     }
 }
@@ -245,6 +249,7 @@ mod tests {
         let mut v = serde_json::json!({
             "shards": [{"name": "a", "url": "host=h password=hunter2", "replicas": ["postgresql://u:hunter2@r/db"]}],
             "kafka": {"properties": {"sasl.password": "hunter2", "sasl.username": "u"}, "password_file": "/run/secrets/k"},
+            "database": {"direct_urls": {"a": "host=h password=hunter2"}},
         });
         redact_config(&mut v);
         let text = v.to_string();

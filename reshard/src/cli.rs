@@ -131,7 +131,29 @@ pub async fn main(cli: Cli) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Err(e) = bulk_lock_sessions(&cli.command, &cfg) {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("reshard: {e}");
+        }
+        return ExitCode::from(2);
+    }
     common_cli::exit_code("reshard", run(cli.command, cfg).await)
+}
+
+/// A move holds the bulk lock on every shard (and the one added) for its whole length, in a
+/// session of its own: under `database.pooling = "transaction"` each needs its
+/// `database.direct_urls` entry (README, "PgBouncer"). Checked at start-up (exit code 2).
+fn bulk_lock_sessions(command: &Command, cfg: &Config) -> vitalsink_common::Result<()> {
+    let added = match command {
+        Command::AddShard { name, .. } => Some(name.as_str()),
+        Command::RemoveShard { .. } => None,
+        _ => return Ok(()),
+    };
+    cfg.database.require_sessions(
+        cfg.shards.iter().map(|s| s.name.as_str()).chain(added),
+        vitalsink_common::config::RESHARD_BULK_LOCK,
+    )
 }
 
 #[allow(clippy::print_stdout)]

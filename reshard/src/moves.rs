@@ -321,7 +321,8 @@ async fn lock_shards<'a>(
 ) -> Result<Vec<deadpool_postgres::Object>> {
     let mut held = Vec::new();
     for s in shards {
-        let c = s.client().await?;
+        // A session of its own: `database.direct_urls.<shard>` behind a transaction pooler.
+        let c = s.session_client().await?;
         let ok: bool = c
             .query_one(
                 "SELECT pg_try_advisory_lock($1)",

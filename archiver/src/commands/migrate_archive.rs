@@ -219,7 +219,18 @@ impl Job<'_> {
         self.runner.migrate(shard).await?;
         let client = shard.client().await?;
         let c: &tokio_postgres::Client = &client;
-        if !try_lock_shard(c, self.shard).await? {
+        // Behind a transaction pooler the lock is held on a session of its own
+        // (`database.direct_urls`).
+        let direct = if shard.has_direct() {
+            Some(shard.session_client().await?)
+        } else {
+            None
+        };
+        let lock: &tokio_postgres::Client = match &direct {
+            Some(d) => d,
+            None => c,
+        };
+        if !try_lock_shard(lock, self.shard).await? {
             tracing::warn!(
                 shard = self.shard,
                 "an archiver is working on this shard; skipped"
@@ -228,7 +239,7 @@ impl Job<'_> {
             return Ok(());
         }
         let res = self.locked(c, report).await;
-        unlock_shard(c, self.shard).await;
+        unlock_shard(lock, self.shard).await;
         res
     }
 

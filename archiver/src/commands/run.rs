@@ -14,7 +14,9 @@
 //! is exported under its lock and the others are re-checked at their drops; with a pool of 1,
 //! chunks go one after the other on the one connection, each re-checked.
 //! On each shard a session advisory lock keeps two archivers (an overlapping cron start) from
-//! working on the same shard; the second skips it. Before anything else the shard's log rows
+//! working on the same shard; the second skips it (held by the job's connection, or by a
+//! session of its own on `database.direct_urls.<shard>` behind a transaction pooler:
+//! README, "PgBouncer"). Before anything else the shard's log rows
 //! not yet in the manifest are mirrored. A shard that fails counts as one failure and does not
 //! stop the others; the run's [`Report`] adds the shards up in configuration order.
 //!
@@ -420,7 +422,18 @@ impl Runner {
     ) -> Result<()> {
         let version = self.migrate(shard).await?;
         let mut client = shard.client().await?;
-        if !try_lock_shard(&client, &shard.name).await? {
+        // Behind a transaction pooler the lock needs a session of its own, on the shard's
+        // `database.direct_urls` entry; otherwise the job's connection holds it.
+        let direct = if shard.has_direct() {
+            Some(shard.session_client().await?)
+        } else {
+            None
+        };
+        let lock: &tokio_postgres::Client = match &direct {
+            Some(d) => d,
+            None => &client,
+        };
+        if !try_lock_shard(lock, &shard.name).await? {
             tracing::warn!(shard = %shard.name, "another archiver is working on this shard; skipped");
             crate::metrics::chunk(&shard.name, "busy");
             report.busy_shards += 1;
@@ -434,7 +447,11 @@ impl Runner {
             // runs that stopped between a drop and its entry.
             t.finish_shard(&client, &shard.name).await;
         }
-        unlock_shard(&client, &shard.name).await;
+        let lock: &tokio_postgres::Client = match &direct {
+            Some(d) => d,
+            None => &client,
+        };
+        unlock_shard(lock, &shard.name).await;
         res
     }
 

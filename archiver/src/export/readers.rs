@@ -63,12 +63,14 @@ pub async fn begin<'a>(
     snapshot: Option<&str>,
     shard: &str,
 ) -> Result<Vec<&'a Client>> {
-    // JIT compilation only costs time on these plain scans (about 1 s on 5M rows).
+    // JIT compilation only costs time on these plain scans (about 1 s on 5M rows). `SET
+    // LOCAL`: a session-level `SET` would outlive the transaction, and behind a transaction
+    // pooler reach the next client of the server connection (README, "PgBouncer").
     let begin = match snapshot {
-        None => "SET jit = off; BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY".to_string(),
+        None => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL jit = off".to_string(),
         Some(id) => format!(
-            "SET jit = off; BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
-             SET TRANSACTION SNAPSHOT '{}'",
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
+             SET TRANSACTION SNAPSHOT '{}'; SET LOCAL jit = off",
             id.replace('\'', "''")
         ),
     };
