@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod archive_run;
+pub mod backup;
 pub mod broker;
 pub mod dataset;
 pub mod ingest_run;
