@@ -10,6 +10,7 @@ pub mod backup;
 pub mod broker;
 pub mod dataset;
 pub mod ingest_run;
+pub mod pgbouncer;
 pub mod query_run;
 pub mod replay_run;
 pub mod roles;
