@@ -115,3 +115,86 @@ impl BackupClusters {
         }
     }
 }
+
+/// A Kafka-protocol broker that enforces retention: Tansu 0.6 from crates.io with its SQLite
+/// storage (the binary `STACK_SECURE=1 dev/stack up` builds into `STACK_CACHE/tansu-build`),
+/// plain TCP on a free port of 127.0.0.1, its database in a directory of its own, and its
+/// maintenance (which deletes records older than a topic's `retention.ms` when its
+/// `cleanup.policy` is `delete`) every second instead of every 10 minutes. The stack's
+/// broker (the PyPI build, memory storage) never deletes records, and neither build
+/// implements `DeleteRecords`. Killed on drop.
+#[derive(Debug)]
+pub struct RetentionBroker {
+    /// `host:port` to bootstrap from.
+    pub addr: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl RetentionBroker {
+    /// Starts the broker and waits until it accepts connections.
+    pub async fn start() -> Self {
+        let cache =
+            std::env::var("STACK_CACHE").unwrap_or_else(|_| "/var/cache/vitalsink".to_string());
+        let bin = std::path::Path::new(&cache).join("tansu-build/root/bin/tansu");
+        assert!(
+            bin.exists(),
+            "{} missing: `STACK_SECURE=1 dev/stack up` builds it (dev/test runs it)",
+            bin.display()
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log = std::fs::File::create(dir.path().join("tansu.log")).unwrap();
+        let child = Command::new(bin)
+            .current_dir(dir.path())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args([
+                "--storage-engine",
+                "sqlite://tansu.db?maintenance_interval=1s",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut b = Self {
+            addr: format!("127.0.0.1:{port}"),
+            child,
+            _dir: dir,
+        };
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(&b.addr).await.is_ok() {
+                return b;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = b.child.kill();
+        let _ = b.child.wait();
+        panic!("tansu (SQLite) on {} did not start", b.addr);
+    }
+
+    /// Sets `retention.ms` (and `cleanup.policy=delete`) of `topic` with a stock
+    /// confluent-kafka admin client (`tests/scripts/topic_retention.py`).
+    pub fn set_retention(&self, topic: &str, retention: Duration) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/topic_retention.py");
+        let ms = retention.as_millis().to_string();
+        crate::run_ok(Command::new("python3").args([script, &self.addr, topic, &ms]));
+    }
+}
+
+impl Drop for RetentionBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
