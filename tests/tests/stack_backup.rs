@@ -316,6 +316,7 @@ async fn restored_shard_catches_up_exactly_and_a_gap_past_retention_is_refused()
     );
     for n in ["0", "1"] {
         clusters.run(&["cluster-down", n]);
+        clusters.run(&["stanza-delete", n]);
     }
     clusters.run(&["reset"]);
 }
