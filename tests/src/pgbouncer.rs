@@ -38,10 +38,17 @@ pub fn port_of(url: &str) -> u16 {
 impl Bouncer {
     /// Starts an instance in front of 127.0.0.1:`target` (fails the test when it cannot).
     pub fn start(target: u16) -> Self {
+        Self::start_with(target, &[])
+    }
+
+    /// [`Bouncer::start`] with `dev/pgbouncer`'s environment `env` (for example
+    /// `PGBOUNCER_MAX_PREPARED_STATEMENTS`).
+    pub fn start_with(target: u16, env: &[(&str, &str)]) -> Self {
         let name = unique("pgb").replace('_', "-");
         let port = free_port();
         let st = Command::new(script())
             .args(["start", &name, &port.to_string(), &target.to_string()])
+            .envs(env.iter().copied())
             .status()
             .unwrap();
         assert!(

@@ -11,7 +11,9 @@
 //! - `trial` withdraws a participant and verifies the audit trail.
 //!
 //! Each step must show up in PgBouncer's own `SHOW STATS` (transactions pooled), so PgBouncer
-//! really was in the path.
+//! really was in the path. And the PgBouncer setting this rests on: without
+//! `max_prepared_statements`, a statement tokio-postgres prepared is gone once the client
+//! gets another server connection.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -366,5 +368,44 @@ async fn pipeline_through_pgbouncer_transaction_pooling_stays_exact() {
             ))
             .await
             .unwrap();
+    }
+}
+
+/// tokio-postgres prepares every statement it is given as text (a protocol-level named
+/// statement `sN`). Through a transaction pool that statement lives on the server connection
+/// it was prepared on; PgBouncer follows it to the next one only with
+/// `max_prepared_statements` > 0. Here the statement's server connection is taken by another
+/// client's open transaction (PgBouncer lends idle server connections last in, first out),
+/// so the second use runs on a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_need_max_prepared_statements() {
+    let stack = Stack::from_env();
+    let target = port_of(&stack.shard_urls[0]);
+    for (max, works) in [("0", false), ("200", true)] {
+        let b = Bouncer::start_with(target, &[("PGBOUNCER_MAX_PREPARED_STATEMENTS", max)]);
+        let url = format!(
+            "host=127.0.0.1 port={} user=postgres dbname=vitalsink",
+            b.port
+        );
+        let (a, other) = (connect(&url).await, connect(&url).await);
+        let st = a.prepare("SELECT 41 + 1").await.unwrap();
+        other.batch_execute("BEGIN; SELECT 1").await.unwrap();
+        let got = a.query_one(&st, &[]).await;
+        other.batch_execute("COMMIT").await.unwrap();
+        if works {
+            assert_eq!(
+                got.unwrap().get::<_, i32>(0),
+                42,
+                "max_prepared_statements = {max}"
+            );
+        } else {
+            let e = got.expect_err("a prepared statement on another server connection");
+            assert_eq!(
+                e.code(),
+                Some(&tokio_postgres::error::SqlState::INVALID_SQL_STATEMENT_NAME),
+                "{e:?}"
+            );
+            eprintln!("max_prepared_statements = 0: {e:?}");
+        }
     }
 }
