@@ -7,7 +7,8 @@
 //!   `database.direct_urls` (their bulk lock is a session advisory lock), naming the key; with
 //!   it, the move (2 → 3 shards) stays exact and the lock is gone afterwards;
 //! - `archiver run` archives every aged chunk, `query` reads shards + archive equal to the
-//!   truth, `archiver restore` brings the archived days back exactly;
+//!   truth, `archiver restore` brings the archived days back exactly; an archiver daemon
+//!   keeps its bulk-lock sessions on the direct URLs, none on PgBouncer's server connections;
 //! - `trial` withdraws a participant and verifies the audit trail.
 //!
 //! Each step must show up in PgBouncer's own `SHOW STATS` (transactions pooled), so PgBouncer
@@ -42,6 +43,9 @@ const AGED: DataShape = DataShape {
     bulky: false,
 };
 
+/// `application_name` of the direct (bypass) connections in the test's configurations.
+const DIRECT_APP: &str = "vs_direct";
+
 /// Writes a configuration: `head` (the ingest set-up's `[kafka]` … `[observability]`),
 /// transaction pooling, the direct URLs when `direct` is given, a local archive, `shards`.
 fn write_config(
@@ -55,7 +59,11 @@ fn write_config(
     if let Some(d) = direct {
         t.push_str("[database.direct_urls]\n");
         for s in d {
-            t.push_str(&format!("{} = \"{}\"\n", s.name, s.url));
+            // Named, so that the test can find these sessions in `pg_stat_activity`.
+            t.push_str(&format!(
+                "{} = \"{} application_name={DIRECT_APP}\"\n",
+                s.name, s.url
+            ));
         }
     }
     t.push_str(&format!(
@@ -320,6 +328,55 @@ async fn pipeline_through_pgbouncer_transaction_pooling_stays_exact() {
         "restored through PgBouncer",
     );
     x = through(&bouncers, x, "archiver restore").await;
+    // The archiver as a daemon: between rounds its bulk-lock sessions stay open in its
+    // direct pool, on the direct URLs, not on any of PgBouncer's server connections.
+    let dlog = d.join("daemon.log");
+    let mut daemon = Command::new(&archiver)
+        .arg("--config")
+        .arg(&bypass3)
+        .args(["run", "--every", "1h"])
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(&dlog).unwrap())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&dlog)
+        .unwrap_or_default()
+        .contains("archive run done")
+    {
+        assert!(Instant::now() < end, "no round done\n{}", log_tail(&dlog));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut pooled_ports = std::collections::BTreeSet::new();
+    for b in &bouncers {
+        for r in b.show("SERVERS").await {
+            if let Some((_, p)) = r.iter().find(|(k, _)| k == "local_port") {
+                pooled_ports.insert(p.parse::<i32>().unwrap());
+            }
+        }
+    }
+    for s in &direct3 {
+        let ports: Vec<i32> = connect(&s.url)
+            .await
+            .query(
+                "SELECT client_port FROM pg_stat_activity
+                  WHERE datname = current_database() AND application_name = $1",
+                &[&DIRECT_APP],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert!(!ports.is_empty(), "{}: no direct session", s.name);
+        assert!(
+            ports.iter().all(|p| !pooled_ports.contains(p)),
+            "{}: direct sessions {ports:?} among PgBouncer's {pooled_ports:?}",
+            s.name
+        );
+    }
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
     eprintln!("archiver: {:.1}s", t.elapsed().as_secs_f64());
 
     // 4. trial: a withdrawal and the audit trail, through PgBouncer.
