@@ -9,8 +9,9 @@
 //! The broker is Tansu 0.6 from crates.io with SQLite storage, on a port of the test's own
 //! ([`RetentionBroker`]): it enforces a topic's `retention.ms` (its maintenance deletes older
 //! records), so the retention part is real too. The stack's broker (the PyPI build, memory
-//! storage) never deletes records, and neither build implements `DeleteRecords` (tried with
-//! confluent-kafka: the broker drops the connection).
+//! storage) never deletes records, and neither build implements `DeleteRecords`: it is a
+//! `todo!()` in tansu-storage 0.6. The PyPI build drops that connection; the SQLite build's
+//! storage task dies and the broker answers nothing until it is restarted. Never send it one.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
