@@ -1,0 +1,295 @@
+//! Issue 27, automatic failover: every shard a Patroni cluster (`STACK_HA=1 dev/stack`: a
+//! primary and a synchronous streaming replica, each member in a network namespace of its
+//! own, one etcd). The shards are given to the binaries as libpq multi-host strings
+//! (`host=a,b … target_session_attrs=read-write`; read-only ones as `replicas` for `query`).
+//!
+//! Under steady ingest, every process of shard0's primary's namespace is SIGKILLed (its
+//! PostgreSQL and its Patroni: the machine dies). Patroni promotes the replica with nobody's
+//! help; the time from the kill to the new primary accepting a write is measured and
+//! printed. The worker goes on by itself and every reading is stored exactly once. Then an
+//! `archiver run` and a `query` over archive + shards (replicas where one answers) work on the
+//! new topology with the same configuration, and the old primary rejoins as a replica
+//! (pg_rewind) and serves `query`'s reads again.
+//!
+//! The test starts the HA stack itself when it is not up (and stops it at the end only
+//! then); the broker and S3 are the plain stack's. A missing piece fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use vitalsink_tests::ingest_run::{
+    assert_exactly_once, dataset, ingest_binary, log_tail, prepare, produce_in_background,
+    stop_gracefully, total_rows, wait_for_rows,
+};
+use vitalsink_tests::replay_run::{archive_config, archiver_json};
+use vitalsink_tests::Stack;
+
+/// `STACK_HA=1 dev/stack ARGS`: (success, stdout, stderr).
+fn ha_script(args: &[&str]) -> (bool, String, String) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../dev/stack");
+    let out = Command::new(script)
+        .args(args)
+        .env("STACK_HA", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ha_ok(args: &[&str]) -> String {
+    let (ok, out, err) = ha_script(args);
+    assert!(ok, "STACK_HA=1 dev/stack {args:?} failed:\n{out}\n{err}");
+    out
+}
+
+/// The HA stack's endpoints (`STACK_HA=1 dev/stack env`) and its read-only shard strings.
+fn ha_env() -> (Stack, Vec<String>) {
+    let vars: BTreeMap<String, String> = ha_ok(&["env"])
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect();
+    let var = |k: &str| {
+        vars.get(k)
+            .cloned()
+            .unwrap_or_else(|| panic!("STACK_HA=1 dev/stack env printed no {k}"))
+    };
+    let split = |v: String| v.split(';').map(str::to_string).collect::<Vec<_>>();
+    (
+        Stack {
+            brokers: var("STACK_KAFKA_BROKERS"),
+            shard_urls: split(var("STACK_SHARD_URLS")),
+            s3_endpoint: var("STACK_S3_ENDPOINT"),
+            s3_bucket: var("STACK_S3_BUCKET"),
+        },
+        split(var("STACK_HA_REPLICA_URLS")),
+    )
+}
+
+/// `query --config config sql SQL --format json`, as JSON objects; asserts success.
+fn query_rows(config: &Path, sql: &str) -> Vec<serde_json::Value> {
+    let out = Command::new(ingest_binary().with_file_name("query"))
+        .arg("--config")
+        .arg(config)
+        .args(["sql", sql, "--format", "json"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "query {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Per participant (rows, sum) through `query` (archive + shards).
+fn query_totals(config: &Path) -> BTreeMap<String, (i64, f64)> {
+    query_rows(
+        config,
+        "SELECT participant_id, count(*) AS n, sum(value) AS s FROM measurements GROUP BY participant_id",
+    )
+    .iter()
+    .map(|r| {
+        (
+            r["participant_id"].as_str().unwrap().into(),
+            (r["n"].as_i64().unwrap(), r["s"].as_f64().unwrap()),
+        )
+    })
+    .collect()
+}
+
+fn explain(config: &Path) -> String {
+    query_rows(config, "EXPLAIN SELECT count(*) FROM measurements")
+        .iter()
+        .map(|r| r["plan"].as_str().unwrap_or_default().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Polls `url` (read-write multi-host) until a write commits; the time it took.
+async fn until_writable(url: &str, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    let probe = format!("{url} connect_timeout=2");
+    while start.elapsed() < limit {
+        if let Ok(Ok((c, conn))) = tokio::time::timeout(
+            Duration::from_secs(3),
+            tokio_postgres::connect(&probe, tokio_postgres::NoTls),
+        )
+        .await
+        {
+            tokio::spawn(conn);
+            if c.batch_execute(
+                "CREATE TEMP TABLE ha_probe (a int); INSERT INTO ha_probe VALUES (1)",
+            )
+            .await
+            .is_ok()
+            {
+                return Some(start.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
+
+/// Waits until every shard has a primary and a streaming replica (`status` exits 0).
+async fn wait_whole(limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if ha_script(&["status"]).0 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    false
+}
+
+/// Stops the HA stack when dropped (the test passed or failed) if this test started it.
+struct Started(bool);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if self.0 {
+            let (ok, out, err) = ha_script(&["down"]);
+            if !ok {
+                eprintln!("STACK_HA=1 dev/stack down failed:\n{out}\n{err}");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patroni_promotes_the_replica_and_every_binary_follows() {
+    let _started = if ha_script(&["status"]).0 {
+        Started(false)
+    } else {
+        let t = Instant::now();
+        let guard = Started(true);
+        ha_ok(&["up"]);
+        eprintln!(
+            "STACK_HA=1 dev/stack up took {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        guard
+    };
+    let (stack, replica_urls) = ha_env();
+    assert_eq!(stack.shard_urls.len(), 2, "two HA shards");
+    assert!(stack.shard_urls[0].contains("target_session_attrs=read-write"));
+
+    let (dbs, setup, dir) = prepare(&stack, "t_ha").await;
+    let data = dataset();
+    let log = dir.path().join("ingest.log");
+    let worker = setup.spawn(&log);
+    let producing = produce_in_background(&stack.brokers, &setup.topic, &data.records);
+    let before = wait_for_rows(&dbs.shards, data.readings / 5, Duration::from_secs(120)).await;
+    assert!(
+        before < data.readings,
+        "the load must still be running at the kill ({before} rows)"
+    );
+
+    // The primary of shard0 dies: SIGKILL of every process in its namespace.
+    let rows_at_kill = total_rows(&dbs.shards).await;
+    let killed = ha_ok(&["kill-primary", "0"]).trim().to_string();
+    let failover = until_writable(&dbs.shards[0].url, Duration::from_secs(90))
+        .await
+        .unwrap_or_else(|| panic!("no writable primary of shard0 90 s after killing {killed}"));
+    let new_primary = ha_ok(&["primary", "0"]).trim().to_string();
+    eprintln!(
+        "killed {killed} at {rows_at_kill} rows; {new_primary} accepted writes {:.1} s later",
+        failover.as_secs_f64()
+    );
+    assert_ne!(new_primary, killed);
+    assert!(
+        failover < Duration::from_secs(45),
+        "failover took {failover:?} (ttl 20 s)"
+    );
+
+    let positions = producing.await.unwrap();
+    assert_eq!(positions.len(), data.records.len());
+    let t = Instant::now();
+    let n = wait_for_rows(&dbs.shards, data.readings, Duration::from_secs(300)).await;
+    assert_eq!(
+        n,
+        data.readings,
+        "rows after the failover\n{}",
+        log_tail(&log)
+    );
+    eprintln!(
+        "all {n} readings stored {:.1} s after the new primary took writes",
+        t.elapsed().as_secs_f64()
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("retrying"),
+        "the worker saw the primary go and retried\n{}",
+        log_tail(&log)
+    );
+    assert_exactly_once(&dbs.shards, &data.expected).await;
+    stop_gracefully(worker, &log).await;
+
+    // The archiver and query, same configuration, new topology. Readings span the 3 days
+    // before now in 1-day chunks: those older than a day are archived.
+    let archive = archive_config(&setup.config, &dir.path().join("archive"), "1d");
+    let run = archiver_json(&archive, &["run"], &dir.path().join("archiver.log"));
+    assert!(run["archived"].as_i64().unwrap_or(0) > 0, "{run}");
+    assert_eq!(run["failed"].as_i64(), Some(0), "{run}");
+    // query reads each shard's replica (a read-only multi-host string) when one answers.
+    let mut qtext = std::fs::read_to_string(&archive).unwrap();
+    for (s, ro) in dbs.shards.iter().zip(&replica_urls) {
+        let line = format!("url = \"{}\"\n", s.url);
+        assert!(qtext.contains(&line));
+        let db = s
+            .url
+            .split("dbname=")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap();
+        let ro = ro.replace("dbname=vitalsink", &format!("dbname={db}"));
+        qtext = qtext.replace(&line, &format!("{line}replicas = [\"{ro}\"]\n"));
+    }
+    let qcfg = dir.path().join("query.toml");
+    std::fs::write(&qcfg, qtext).unwrap();
+    assert_eq!(
+        query_totals(&qcfg),
+        data.expected,
+        "query: archive + shards"
+    );
+    let plan = explain(&qcfg);
+    assert!(
+        plan.contains("shard0 (primary)"),
+        "shard0 has no replica now\n{plan}"
+    );
+    assert!(plan.contains("shard1 (replica 0)"), "{plan}");
+
+    // The old primary rejoins as a replica (pg_rewind) and serves query's reads of shard0.
+    ha_ok(&["start-member", &killed]);
+    let t = Instant::now();
+    assert!(
+        wait_whole(Duration::from_secs(120)).await,
+        "{killed} did not rejoin: {}",
+        ha_script(&["status"]).1
+    );
+    eprintln!(
+        "{killed} rejoined as a replica in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(ha_ok(&["primary", "0"]).trim(), new_primary);
+    assert_eq!(query_totals(&qcfg), data.expected, "query after the rejoin");
+    let plan = explain(&qcfg);
+    assert!(plan.contains("shard0 (replica 0)"), "{plan}");
+
+    dbs.drop_all().await;
+}
