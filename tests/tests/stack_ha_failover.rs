@@ -71,15 +71,20 @@ fn ha_env() -> (Stack, Vec<String>) {
     )
 }
 
-/// `query --config config sql SQL --format json`, as JSON objects; asserts success.
-fn query_rows(config: &Path, sql: &str) -> Vec<serde_json::Value> {
-    let out = Command::new(ingest_binary().with_file_name("query"))
+/// `query --config config sql SQL --format json`.
+fn query_output(config: &Path, sql: &str) -> std::process::Output {
+    Command::new(ingest_binary().with_file_name("query"))
         .arg("--config")
         .arg(config)
         .args(["sql", sql, "--format", "json"])
         .env("NO_COLOR", "1")
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// [`query_output`] as JSON objects; asserts success.
+fn query_rows(config: &Path, sql: &str) -> Vec<serde_json::Value> {
+    let out = query_output(config, sql);
     assert!(
         out.status.success(),
         "query {sql}: {}",
@@ -198,11 +203,64 @@ async fn patroni_promotes_the_replica_and_every_binary_follows() {
         "the load must still be running at the kill ({before} rows)"
     );
 
-    // The primary of shard0 dies: SIGKILL of every process in its namespace.
+    // The configurations of the archiver and query: the worker's, plus an archive (chunks
+    // older than a day; readings span the 3 days before now in 1-day chunks), plus, for
+    // query, each shard's replicas as one read-only multi-host string.
+    let archive = archive_config(&setup.config, &dir.path().join("archive"), "1d");
+    let mut qtext = std::fs::read_to_string(&archive).unwrap();
+    for (s, ro) in dbs.shards.iter().zip(&replica_urls) {
+        let line = format!("url = \"{}\"\n", s.url);
+        assert!(qtext.contains(&line));
+        let db = s
+            .url
+            .split("dbname=")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap();
+        let ro = ro.replace("dbname=vitalsink", &format!("dbname={db}"));
+        qtext = qtext.replace(&line, &format!("{line}replicas = [\"{ro}\"]\n"));
+    }
+    let qcfg = dir.path().join("query.toml");
+    std::fs::write(&qcfg, qtext).unwrap();
+
+    // The primary of shard0 dies: SIGKILL of every process in its namespace. Queries run
+    // meanwhile.
     let rows_at_kill = total_rows(&dbs.shards).await;
     let killed = ha_ok(&["kill-primary", "0"]).trim().to_string();
-    let failover = until_writable(&dbs.shards[0].url, Duration::from_secs(90))
+    let t_kill = Instant::now();
+    let url0 = dbs.shards[0].url.clone();
+    let probe = tokio::spawn(async move {
+        until_writable(&url0, Duration::from_secs(90))
+            .await
+            .map(|_| t_kill.elapsed())
+    });
+    let sql = "SELECT count(*) AS n FROM measurements";
+    let (with, without) = (qcfg.clone(), archive.clone());
+    let during = tokio::task::spawn_blocking(move || query_output(&with, sql));
+    let during_primary = tokio::task::spawn_blocking(move || query_output(&without, sql));
+    let (during, during_primary) = (during.await.unwrap(), during_primary.await.unwrap());
+    // query reads the shard map from shard0's primary, replicas or not: while there is none,
+    // it fails with an error naming shard0 (the caller retries), or answers once there is.
+    for (what, out) in [("with", &during), ("without", &during_primary)] {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() || err.contains("shard0"),
+            "query {what} replicas during the failover: answers or fails naming shard0: {err}"
+        );
+        eprintln!(
+            "during the failover, query {what} replicas: {}",
+            if out.status.success() {
+                "answered".to_string()
+            } else {
+                err.lines().last().unwrap_or_default().to_string()
+            }
+        );
+    }
+    let failover = probe
         .await
+        .unwrap()
         .unwrap_or_else(|| panic!("no writable primary of shard0 90 s after killing {killed}"));
     let new_primary = ha_ok(&["primary", "0"]).trim().to_string();
     eprintln!(
@@ -240,28 +298,9 @@ async fn patroni_promotes_the_replica_and_every_binary_follows() {
 
     // The archiver and query, same configuration, new topology. Readings span the 3 days
     // before now in 1-day chunks: those older than a day are archived.
-    let archive = archive_config(&setup.config, &dir.path().join("archive"), "1d");
     let run = archiver_json(&archive, &["run"], &dir.path().join("archiver.log"));
     assert!(run["archived"].as_i64().unwrap_or(0) > 0, "{run}");
     assert_eq!(run["failed"].as_i64(), Some(0), "{run}");
-    // query reads each shard's replica (a read-only multi-host string) when one answers.
-    let mut qtext = std::fs::read_to_string(&archive).unwrap();
-    for (s, ro) in dbs.shards.iter().zip(&replica_urls) {
-        let line = format!("url = \"{}\"\n", s.url);
-        assert!(qtext.contains(&line));
-        let db = s
-            .url
-            .split("dbname=")
-            .nth(1)
-            .unwrap()
-            .split(' ')
-            .next()
-            .unwrap();
-        let ro = ro.replace("dbname=vitalsink", &format!("dbname={db}"));
-        qtext = qtext.replace(&line, &format!("{line}replicas = [\"{ro}\"]\n"));
-    }
-    let qcfg = dir.path().join("query.toml");
-    std::fs::write(&qcfg, qtext).unwrap();
     assert_eq!(
         query_totals(&qcfg),
         data.expected,
