@@ -249,9 +249,14 @@ pub struct IngestConfig {
     /// written over all shards — when that is used up, consumption waits (backpressure) until
     /// a flush frees memory. A sixteenth is librdkafka's prefetch queue
     /// (`queued.max.messages.kbytes`) and a thirty-second its fetch responses in flight
-    /// (`fetch.max.bytes`); the rest is headroom for the process itself (librdkafka's
-    /// per-message overhead, the allocator's free lists, the binary's pages: with an eighth
-    /// and a sixteenth, the drain benchmark peaked at 62.7 of 64 MiB).
+    /// (`fetch.max.bytes`); the rest (13/32) is headroom for the process itself: the
+    /// binary's mapped pages (about 21 MiB for a debug build), librdkafka's per-message
+    /// overhead, the PostgreSQL connections' buffers (COPY data goes out in 64 KiB messages,
+    /// so each connection's write buffer stays that small), thread stacks and the
+    /// allocator's free lists (glibc's mmap threshold is kept fixed for this:
+    /// `vitalsink_ingest::allocator`). The cap is the whole process's resident set (RSS,
+    /// `VmHWM`): `tests/tests/ingest_memory.rs` drains a 750,000-reading backlog at 2 and 4
+    /// shards with 64 MiB and checks the peak (51–56 MiB in 6 runs, debug build).
     pub memory_cap_bytes: usize,
     /// Partitions of the measurements topic when the worker creates it.
     pub topic_partitions: i32,

@@ -31,11 +31,17 @@ pub enum Command {
 }
 
 /// Runs the command; returns the exit code (0 success, 1 failure, 2 bad configuration).
-pub async fn main(cli: Cli) -> ExitCode {
+///
+/// `allocator` is what [`crate::allocator::fix_mmap_threshold`] returned; its error is
+/// logged once logging is up.
+pub async fn main(cli: Cli, allocator: std::io::Result<()>) -> ExitCode {
     let cfg = match common_cli::start("ingest", &cli.common) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Err(e) = allocator {
+        tracing::warn!(error = %e, "could not fix glibc's mmap threshold; the worker's RSS may exceed ingest.memory_cap_bytes");
+    }
     common_cli::exit_code("ingest", run(cli.command, cfg).await)
 }
 

@@ -14,8 +14,10 @@
 //! Folders by role: [`data`] (where a record becomes a row) and [`control`] (the control
 //! plane: rebalances, following the shard map through an online move, the writer fleet),
 //! which drives [`data`] and is never imported by it; [`worker`] wires both. [`cli`],
-//! [`error`], [`fatal`] and [`metrics`] serve them all.
+//! [`error`], [`fatal`] and [`metrics`] serve them all; [`allocator`] fixes glibc's mmap
+//! threshold before anything runs (the memory cap depends on it).
 
+pub mod allocator;
 pub mod cli;
 pub mod control;
 pub mod data;

@@ -1,9 +1,18 @@
-//! The `ingest` binary: parses flags and hands over to [`vitalsink_ingest::cli::main`].
+//! The `ingest` binary: fixes glibc's mmap threshold ([`vitalsink_ingest::allocator`]),
+//! parses flags and hands over to [`vitalsink_ingest::cli::main`].
 
 use clap::Parser;
 use std::process::ExitCode;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    vitalsink_ingest::cli::main(vitalsink_ingest::cli::Cli::parse()).await
+fn main() -> ExitCode {
+    // Before the runtime's threads: the process may execute itself again here.
+    let reexec = vitalsink_ingest::allocator::fix_mmap_threshold();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts");
+    runtime.block_on(vitalsink_ingest::cli::main(
+        vitalsink_ingest::cli::Cli::parse(),
+        reexec,
+    ))
 }

@@ -3,13 +3,14 @@
 //! string with `target_session_attrs=read-write`; mid-load the primary is stopped and the
 //! standby promoted. The worker must find the new primary by itself and end exactly once.
 //! Its own test binary: it stops shard1, and cargo runs test binaries one at a time.
+//! The worker's peak RSS stays under its memory cap throughout (issue 27).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 use vitalsink_common::config::ShardConfig;
 use vitalsink_tests::ingest_run::{
-    assert_exactly_once, dataset, log_tail, prepare, produce_in_background, stack_script,
-    wait_for_rows,
+    assert_exactly_once, dataset, log_tail, peak_rss_bytes, prepare, produce_in_background,
+    stack_script, wait_for_rows,
 };
 use vitalsink_tests::Stack;
 
@@ -66,6 +67,7 @@ async fn promoted_standby_is_found_through_the_multi_host_url() {
     let data = dataset();
     let log = dir.path().join("ingest.log");
     let mut worker = setup.spawn(&log);
+    let worker_id = worker.id();
     let producing = produce_in_background(&stack.brokers, &setup.topic, &data.records);
     let before = wait_for_rows(&dbs.shards, data.readings / 5, Duration::from_secs(120)).await;
     assert!(
@@ -101,6 +103,15 @@ async fn promoted_standby_is_found_through_the_multi_host_url() {
             "the worker saw the primary go and retried"
         );
         assert_exactly_once(&after, &data.expected).await;
+        // Issue 27, item 6: the memory cap holds through the failover (writes waiting and
+        // retrying while the batches fill up to the budget).
+        let rss = peak_rss_bytes(worker_id).unwrap();
+        assert!(
+            rss < setup.memory_cap as u64,
+            "peak RSS {:.1} MiB over the {} MiB cap",
+            rss as f64 / f64::from(1 << 20),
+            setup.memory_cap >> 20
+        );
     });
     let result = futures::FutureExt::catch_unwind(outcome).await;
 

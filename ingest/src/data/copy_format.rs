@@ -300,8 +300,16 @@ fn int2(b: &mut smallbuf::Buf, v: Option<i16>) {
     }
 }
 
+/// The most bytes of tuples sent in one COPY data message. tokio-postgres copies each message
+/// into its connection's write buffer (`postgres_protocol::message::frontend::CopyData::write`),
+/// and that buffer keeps its largest size for the life of the connection: a whole batch per
+/// message would make every pooled connection hold up to `ingest.batch_max_bytes` outside
+/// the memory budget (issue 27: peak RSS over `ingest.memory_cap_bytes`). Slices of the
+/// batch are zero-copy, so smaller messages cost only their 5-byte headers.
+pub const COPY_MESSAGE_BYTES: usize = 64 << 10;
+
 /// Runs [`copy_sql`]`(table)` in `tx` with the encoded tuples `parts` (each a whole number of
-/// tuples; header and trailer are added here). Returns the rows PostgreSQL reports copied. No
+/// tuples; header and trailer are added here), in messages of at most [`COPY_MESSAGE_BYTES`]. Returns the rows PostgreSQL reports copied. No
 /// COPY is started when `parts` is empty.
 ///
 /// # Errors
@@ -318,7 +326,12 @@ pub async fn copy_in(
     futures::pin_mut!(sink);
     sink.feed(Bytes::from_static(HEADER)).await?;
     for p in parts {
-        sink.feed(p.clone()).await?;
+        let mut at = 0;
+        while at < p.len() {
+            let end = (at + COPY_MESSAGE_BYTES).min(p.len());
+            sink.feed(p.slice(at..end)).await?;
+            at = end;
+        }
     }
     sink.feed(Bytes::from_static(TRAILER)).await?;
     sink.finish().await
