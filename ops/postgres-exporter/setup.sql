@@ -45,8 +45,19 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f
      GROUP BY 1
 $fn$;
 
+-- Expected readings per hour of a metric, when the study defines one: the completeness panel
+-- "Readings per hour against the expected rate" of ops/grafana/vitalsink.json uses it before
+-- its default (3600 / the median interval between a participant's consecutive readings of the
+-- metric over the last 24 hours). Empty unless the study fills it.
+CREATE TABLE IF NOT EXISTS ops.expected_rates (
+    metric   text             PRIMARY KEY,
+    per_hour double precision NOT NULL CHECK (per_hour > 0),
+    note     text
+);
+
 REVOKE ALL ON FUNCTION ops.pgbackrest_info() FROM PUBLIC;
 REVOKE ALL ON FUNCTION ops.backup_last_success() FROM PUBLIC;
 GRANT USAGE ON SCHEMA ops TO pg_monitor;
 GRANT EXECUTE ON FUNCTION ops.pgbackrest_info() TO pg_monitor;
 GRANT EXECUTE ON FUNCTION ops.backup_last_success() TO pg_monitor;
+GRANT SELECT ON ops.expected_rates TO pg_monitor;
