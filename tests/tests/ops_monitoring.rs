@@ -14,10 +14,13 @@
 //!   against shard 0 (the map shard, which also holds participants).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "ops_monitoring/procs.rs"]
+mod procs;
 #[path = "ops_monitoring/support.rs"]
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use procs::*;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::{
     dashboard_queries, monitoring, promql_concrete, repo, sql_concrete, Prometheus, Query,
@@ -27,146 +30,10 @@ use vitalsink_common::kafka::ensure_topic;
 use vitalsink_tests::archive_run::{archiver_binary, load, DataShape};
 use vitalsink_tests::dataset::generate;
 use vitalsink_tests::ingest_run::{
-    endpoints_addr, extra_shard, http_get, ingest_binary, log_tail, produce, stop_gracefully,
-    wait_for_rows, IngestSetup,
+    endpoints_addr, extra_shard, ingest_binary, log_tail, produce, stop_gracefully, wait_for_rows,
+    IngestSetup,
 };
 use vitalsink_tests::{connect, unique, Stack};
-
-const NAME: &str = "ops-monitoring-test";
-const PRIMARY_PORT: u16 = 17500;
-const REPLICA_PORT: u16 = 17501;
-const PROM_PORT: u16 = 19090;
-/// Exporters: shard0, shard1, shard1's replica.
-const EXPORTER_PORTS: [u16; 3] = [19187, 19188, 19189];
-
-/// A port free now on 127.0.0.1, as `127.0.0.1:PORT` (for a binary's `observability.listen`,
-/// written into Prometheus' configuration before the binary starts).
-fn free_listen() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
-/// Where the binaries serve `/metrics`.
-struct Listen {
-    ingest: String,
-    archiver: String,
-    reshard: String,
-}
-
-/// Stops what the test started even when it fails: child processes, then `dev/monitoring
-/// down` (Prometheus, exporters, the primary + replica pair).
-struct Cleanup(Vec<Child>);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            kill_term(c);
-        }
-        let _ = Command::new(repo().join("dev/monitoring"))
-            .args(["down", NAME])
-            .output();
-    }
-}
-
-fn promtool_checks() {
-    let r = repo();
-    let p = |s: &str| r.join(s).to_str().unwrap().to_string();
-    monitoring(&[
-        "promtool",
-        "check",
-        "rules",
-        &p("ops/prometheus/vitalsink-rules.yml"),
-    ]);
-    let tests = monitoring(&[
-        "promtool",
-        "test",
-        "rules",
-        &p("ops/prometheus/tests/vitalsink-rules-test.yml"),
-    ]);
-    assert!(tests.contains("SUCCESS"), "promtool test rules: {tests}");
-    monitoring(&[
-        "promtool",
-        "check",
-        "config",
-        &p("ops/prometheus/prometheus.yml"),
-    ]);
-}
-
-/// The Prometheus configuration of this test: the example's job names, 1 s scrapes of the
-/// binaries, 3 s of the exporters (a busy shared shard can take over a second to answer).
-fn prometheus_config(dir: &std::path::Path, l: &Listen) -> std::path::PathBuf {
-    let rules = repo().join("ops/prometheus/vitalsink-rules.yml");
-    let e = EXPORTER_PORTS;
-    let text = format!(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-         rule_files:\n  - {rules}\n\
-         scrape_configs:\n\
-         \x20 - job_name: vitalsink-ingest\n    static_configs:\n      - targets: [\"{}\"]\n\
-         \x20 - job_name: vitalsink-archiver\n    static_configs:\n      - targets: [\"{}\"]\n\
-         \x20 - job_name: vitalsink-reshard\n    static_configs:\n      - targets: [\"{}\"]\n\
-         \x20 - job_name: vitalsink-shards\n    scrape_interval: 3s\n    scrape_timeout: 3s\n    static_configs:\n\
-         \x20     - targets: [\"127.0.0.1:{}\"]\n        labels: {{shard: shard0}}\n\
-         \x20     - targets: [\"127.0.0.1:{}\"]\n        labels: {{shard: shard1}}\n\
-         \x20 - job_name: vitalsink-replicas\n    scrape_interval: 3s\n    scrape_timeout: 3s\n    static_configs:\n\
-         \x20     - targets: [\"127.0.0.1:{}\"]\n        labels: {{shard: shard1}}\n",
-        l.ingest,
-        l.archiver,
-        l.reshard,
-        e[0],
-        e[1],
-        e[2],
-        rules = rules.display()
-    );
-    let path = dir.join("prometheus.yml");
-    std::fs::write(&path, text).unwrap();
-    monitoring(&["promtool", "check", "config", path.to_str().unwrap()]);
-    path
-}
-
-/// Starts `ingest run` on `setup` with its endpoints on `listen`.
-fn spawn_ingest(setup: &IngestSetup, log: &std::path::Path, listen: &str) -> Child {
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Command::new(ingest_binary())
-        .args(["--config", setup.config.to_str().unwrap(), "run"])
-        .env("RUST_LOG", "info")
-        .env("VITALSINK_OBSERVABILITY__LISTEN", listen)
-        .stdout(Stdio::null())
-        .stderr(out)
-        .spawn()
-        .unwrap()
-}
-
-/// Waits until a metric of the text exposition at `addr` starts with `name`.
-async fn wait_metric(addr: &str, name: &str, limit: Duration) -> String {
-    let end = tokio::time::Instant::now() + limit;
-    loop {
-        let (_, body) = http_get(addr, "/metrics").await;
-        if body.lines().any(|l| l.starts_with(name)) || tokio::time::Instant::now() >= end {
-            return body;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-/// Creates database `db` on the server of `admin_url` (a libpq string with dbname).
-async fn create_db(admin_url: &str, db: &str) {
-    connect(admin_url)
-        .await
-        .batch_execute(&format!("CREATE DATABASE {db}"))
-        .await
-        .unwrap();
-}
-
-fn kill_term(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn prometheus_scrapes_live_binaries_and_every_dashboard_query_returns_data() {
@@ -211,19 +78,8 @@ async fn prometheus_scrapes_live_binaries_and_every_dashboard_query_returns_data
     let dir = tempfile::tempdir().unwrap();
 
     // Archiver configuration (local archive, 30-day window); `migrate` makes the schema.
-    let mut toml = format!(
-        "[archive]\nroot = \"file://{}\"\nolder_than = \"30d\"\nrows_per_second = 0\n",
-        dir.path().join("archive").display()
-    );
-    std::fs::create_dir_all(dir.path().join("archive")).unwrap();
-    for s in &shards {
-        toml.push_str(&format!(
-            "[[shards]]\nname = \"{}\"\nurl = \"{}\"\n",
-            s.name, s.url
-        ));
-    }
     let archiver_config = dir.path().join("archiver.toml");
-    std::fs::write(&archiver_config, toml).unwrap();
+    write_archiver_config(&archiver_config, &shards);
     let archiver_log = dir.path().join("archiver.log");
     let archiver = |args: &[&str]| {
         let log = std::fs::OpenOptions::new()
@@ -365,17 +221,7 @@ async fn prometheus_scrapes_live_binaries_and_every_dashboard_query_returns_data
         .push(spawn_ingest(&setup3, &ingest_log, &listen.ingest));
 
     // The archiver daemon over the 3 shards: archives the aged chunks on its first tick.
-    let mut toml = format!(
-        "[archive]\nroot = \"file://{}\"\nolder_than = \"30d\"\nrows_per_second = 0\n",
-        dir.path().join("archive").display()
-    );
-    for s in &shards3 {
-        toml.push_str(&format!(
-            "[[shards]]\nname = \"{}\"\nurl = \"{}\"\n",
-            s.name, s.url
-        ));
-    }
-    std::fs::write(&archiver_config, toml).unwrap();
+    write_archiver_config(&archiver_config, &shards3);
     cleanup
         .0
         .push(archiver(&["run", "--every", "1h"]).spawn().unwrap());
@@ -525,7 +371,7 @@ async fn prometheus_scrapes_live_binaries_and_every_dashboard_query_returns_data
         (&stack0, &db),
         (
             &stack.shard_urls[stack.shard_urls.len() - 1],
-            &shard2_db(&shard2),
+            &db_name(&shard2),
         ),
     ] {
         connect(url)
@@ -535,15 +381,4 @@ async fn prometheus_scrapes_live_binaries_and_every_dashboard_query_returns_data
             .unwrap();
     }
     eprintln!("total: {:?}", t0.elapsed());
-}
-
-/// The database name in `shard`'s connection string.
-fn shard2_db(shard: &ShardConfig) -> String {
-    shard
-        .url
-        .split_whitespace()
-        .rev()
-        .find_map(|kv| kv.strip_prefix("dbname="))
-        .unwrap()
-        .to_string()
 }
