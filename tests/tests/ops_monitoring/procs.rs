@@ -183,3 +183,47 @@ pub fn write_archiver_config(path: &std::path::Path, shards: &[ShardConfig]) {
     }
     std::fs::write(path, toml).unwrap();
 }
+
+/// Every alert of `ops/prometheus/vitalsink-rules.yml`, checked for a `severity` label and
+/// `summary` and `description` annotations, and for promtool tests in
+/// `ops/prometheus/tests/vitalsink-rules-test.yml`: one test group expecting it firing at one
+/// evaluation time and not firing at another (the files' groups check it resolving after it
+/// fired), so that a rule added later without tests fails here. Returns the alert names.
+pub fn rules_documented_and_tested() -> Vec<String> {
+    use serde_norway::Value;
+    let read = |p: &str| -> Value {
+        let path = repo().join(p);
+        serde_norway::from_str(&std::fs::read_to_string(&path).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    let rules = read("ops/prometheus/vitalsink-rules.yml");
+    let tests = read("ops/prometheus/tests/vitalsink-rules-test.yml");
+    let mut names = Vec::new();
+    for g in rules["groups"].as_sequence().unwrap() {
+        for r in g["rules"].as_sequence().unwrap() {
+            let name = r["alert"].as_str().expect("a rule without `alert`");
+            assert!(r["labels"]["severity"].is_string(), "{name}: no severity");
+            for a in ["summary", "description"] {
+                assert!(r["annotations"][a].is_string(), "{name}: no {a}");
+            }
+            names.push(name.to_string());
+        }
+    }
+    for name in &names {
+        let covered = tests["tests"].as_sequence().unwrap().iter().any(|g| {
+            let evals: Vec<bool> = g["alert_rule_test"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .filter(|t| t["alertname"].as_str() == Some(name))
+                .map(|t| t["exp_alerts"].as_sequence().is_some_and(|a| !a.is_empty()))
+                .collect();
+            evals.contains(&true) && evals.contains(&false)
+        });
+        assert!(
+            covered,
+            "{name}: no promtool test group expects it firing and resolved"
+        );
+    }
+    names
+}
