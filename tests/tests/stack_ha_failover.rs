@@ -148,6 +148,31 @@ async fn until_writable(url: &str, limit: Duration) -> Option<Duration> {
     None
 }
 
+/// Waits until shard0's primary (`admin`, a read-write multi-host string) has a replica that
+/// has replayed everything it wrote, so that reads of the replica are complete.
+async fn replica_caught_up(admin: &str, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Ok((c, conn)) = tokio_postgres::connect(admin, tokio_postgres::NoTls).await {
+            tokio::spawn(conn);
+            let n: i64 = c
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_replication
+                      WHERE state = 'streaming' AND replay_lsn >= pg_current_wal_lsn()",
+                    &[],
+                )
+                .await
+                .map(|r| r.get(0))
+                .unwrap_or(0);
+            if n > 0 {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    false
+}
+
 /// Waits until every shard has a primary and a streaming replica (`status` exits 0).
 async fn wait_whole(limit: Duration) -> bool {
     let start = Instant::now();
@@ -192,6 +217,18 @@ async fn patroni_promotes_the_replica_and_every_binary_follows() {
     assert_eq!(stack.shard_urls.len(), 2, "two HA shards");
     assert!(stack.shard_urls[0].contains("target_session_attrs=read-write"));
 
+    // HA_TEST_FAULT=partition (a manual variant): the primary is cut off the network
+    // instead of killed; HA_TEST_KEEPALIVE=1 adds TCP keepalives and a TCP user timeout
+    // to the shard strings.
+    let partition = std::env::var("HA_TEST_FAULT").as_deref() == Ok("partition");
+    let mut stack = stack;
+    if std::env::var("HA_TEST_KEEPALIVE").as_deref() == Ok("1") {
+        for u in &mut stack.shard_urls {
+            u.push_str(
+                " keepalives_idle=5 keepalives_interval=2 keepalives_retries=3 tcp_user_timeout=10",
+            );
+        }
+    }
     let (dbs, setup, dir) = prepare(&stack, "t_ha").await;
     let data = dataset();
     let log = dir.path().join("ingest.log");
@@ -228,7 +265,16 @@ async fn patroni_promotes_the_replica_and_every_binary_follows() {
     // The primary of shard0 dies: SIGKILL of every process in its namespace. Queries run
     // meanwhile.
     let rows_at_kill = total_rows(&dbs.shards).await;
-    let killed = ha_ok(&["kill-primary", "0"]).trim().to_string();
+    let killed = ha_ok(&[
+        if partition {
+            "partition-primary"
+        } else {
+            "kill-primary"
+        },
+        "0",
+    ])
+    .trim()
+    .to_string();
     let t_kill = Instant::now();
     let url0 = dbs.shards[0].url.clone();
     let probe = tokio::spawn(async move {
@@ -314,7 +360,11 @@ async fn patroni_promotes_the_replica_and_every_binary_follows() {
     assert!(plan.contains("shard1 (replica 0)"), "{plan}");
 
     // The old primary rejoins as a replica (pg_rewind) and serves query's reads of shard0.
-    ha_ok(&["start-member", &killed]);
+    if partition {
+        ha_ok(&["heal", &killed]);
+    } else {
+        ha_ok(&["start-member", &killed]);
+    }
     let t = Instant::now();
     assert!(
         wait_whole(Duration::from_secs(120)).await,
@@ -326,6 +376,10 @@ async fn patroni_promotes_the_replica_and_every_binary_follows() {
         t.elapsed().as_secs_f64()
     );
     assert_eq!(ha_ok(&["primary", "0"]).trim(), new_primary);
+    assert!(
+        replica_caught_up(&stack.shard_urls[0], Duration::from_secs(60)).await,
+        "{killed} streams but never caught up"
+    );
     assert_eq!(query_totals(&qcfg), data.expected, "query after the rejoin");
     let plan = explain(&qcfg);
     assert!(plan.contains("shard0 (replica 0)"), "{plan}");
