@@ -88,8 +88,8 @@ async fn a_worker_without_partitions_says_so_and_recovers_when_it_gets_one() {
     );
     std::fs::write(&setup.config, toml).unwrap();
     let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
-    let mut a = setup.spawn(&log_a);
-    let mut b = setup.spawn(&log_b);
+    let a = setup.spawn(&log_a);
+    let b = setup.spawn(&log_b);
     let (addr_a, addr_b) = (endpoints_addr(&log_a).await, endpoints_addr(&log_b).await);
     let gauge = |body: &str, name: &str| metric_sum(body, name, &[]);
     // Within 60 s: one worker holds the one partition, the other has waited past the alarm.
