@@ -1,9 +1,14 @@
 //! `compose/docker-compose.yml` cannot run here (no Docker engine), so it is checked for
-//! what would break `docker compose up`: every service has an image or a build, every
-//! `depends_on` and named volume exists, and the vitalsink services' configuration (the TOML
-//! file plus their `VITALSINK_*` environment) loads and validates. It is also checked for the
-//! secure settings: TLS verify-full to the shards, Kafka SASL_SSL, S3 over HTTPS, and every
-//! password a Docker secret (a file the service mounts), none written in the files.
+//! what would break `docker compose up`: every service has a pinned image (a tag, not
+//! `latest`) or a build, every file it mounts exists in the repository, every `depends_on`
+//! and named volume exists, and the vitalsink services' configuration (the TOML file plus
+//! their `VITALSINK_*` environment) loads and validates, with the shards as Patroni clusters
+//! behind PgBouncer (multi-host `url`s through the PgBouncers with
+//! `target_session_attrs=read-write`, `pooling = "transaction"`, `direct_urls` to the members
+//! for the bulk lock, `replicas` read-only). It is also checked for the secure settings: TLS
+//! verify-full to the shards, Kafka SASL_SSL, S3 over HTTPS, and every password a Docker
+//! secret (a file the service mounts), none written in the files. The monitoring, Patroni,
+//! PgBouncer and pgBackRest files of `compose/` are checked by `compose_ops.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::{Map, Value};
@@ -49,10 +54,21 @@ fn compose_file_is_consistent() {
     let volumes = doc["volumes"].as_object().expect("volumes");
     let mut vitalsink_services = 0;
     for (name, svc) in services {
-        assert!(
-            svc.get("image").is_some() || svc.get("build").is_some(),
-            "{name}: no image or build"
-        );
+        match svc.get("image").and_then(Value::as_str) {
+            Some(image) => {
+                let tag = image
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .split_once(':')
+                    .map(|(_, t)| t);
+                assert!(
+                    tag.is_some_and(|t| !t.is_empty() && t != "latest"),
+                    "{name}: image {image} is not pinned to a tag"
+                );
+            }
+            None => assert!(svc.get("build").is_some(), "{name}: no image or build"),
+        }
         if let Some(deps) = svc.get("depends_on").and_then(Value::as_object) {
             for dep in deps.keys() {
                 assert!(
@@ -68,7 +84,14 @@ fn compose_file_is_consistent() {
             .flatten()
         {
             let src = v.as_str().unwrap().split(':').next().unwrap();
-            if !src.starts_with('.') && !src.starts_with('/') {
+            if src.starts_with('.') {
+                let file = compose_dir().join(src);
+                assert!(
+                    file.exists(),
+                    "{name}: mounts {src}, which is not in the repository"
+                );
+            } else {
+                assert!(!src.starts_with('/'), "{name}: mounts the host path {src}");
                 assert!(volumes.contains_key(src), "{name}: undeclared volume {src}");
             }
         }
@@ -85,22 +108,85 @@ fn compose_file_is_consistent() {
                     &cfg,
                     doc["secrets"].as_object().expect("secrets"),
                 );
-                for s in &cfg.shards {
-                    let host = s
-                        .url
-                        .split_whitespace()
-                        .find_map(|kv| kv.strip_prefix("host="))
-                        .unwrap();
-                    assert!(
-                        services.contains_key(host),
-                        "shard {} points at unknown service {host}",
-                        s.name
-                    );
-                }
+                check_shards(name, &cfg, services);
             }
         }
     }
-    assert_eq!(vitalsink_services, 3, "migrate, ingest and archiver");
+    assert_eq!(vitalsink_services, 4, "migrate, ingest, archiver and query");
+}
+
+fn compose_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../compose")
+}
+
+/// The `key=value` pair `key` of a libpq connection string.
+fn dsn_value<'a>(dsn: &'a str, key: &str) -> Option<&'a str> {
+    dsn.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// The hosts of a multi-host connection string, each a compose service running `image`
+/// (a part of the image name), with `target_session_attrs` = `attrs`.
+fn check_hosts(who: &str, dsn: &str, attrs: &str, image: &str, services: &Map<String, Value>) {
+    let hosts: Vec<&str> = dsn_value(dsn, "host")
+        .unwrap_or_else(|| panic!("{who}: no host in {dsn}"))
+        .split(',')
+        .collect();
+    let ports = dsn_value(dsn, "port").unwrap_or_else(|| panic!("{who}: no port in {dsn}"));
+    assert_eq!(
+        ports.split(',').count(),
+        hosts.len(),
+        "{who}: one port per host in {dsn}"
+    );
+    assert!(
+        hosts.len() >= 2,
+        "{who}: both members of the shard in {dsn}"
+    );
+    assert_eq!(
+        dsn_value(dsn, "target_session_attrs"),
+        Some(attrs),
+        "{who}: {dsn}"
+    );
+    for h in hosts {
+        let svc = services
+            .get(h)
+            .unwrap_or_else(|| panic!("{who} points at unknown service {h}"));
+        let img = svc["image"].as_str().unwrap_or_default();
+        assert!(img.contains(image), "{who}: {h} runs {img}, not {image}");
+    }
+}
+
+/// Each shard: `url` through the PgBouncers of both Patroni members (read-write),
+/// `direct_urls` to the members themselves (read-write), `replicas` to the members
+/// (read-only); `pooling = "transaction"`, which the archiver and reshard accept only with
+/// every `direct_urls` entry.
+fn check_shards(name: &str, cfg: &Config, services: &Map<String, Value>) {
+    use vitalsink_common::config::{Pooling, ARCHIVER_BULK_LOCK, RESHARD_BULK_LOCK};
+    assert_eq!(cfg.database.pooling, Pooling::Transaction, "{name}");
+    let names: Vec<&str> = cfg.shards.iter().map(|s| s.name.as_str()).collect();
+    cfg.database
+        .require_sessions(names.iter().copied(), ARCHIVER_BULK_LOCK)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    cfg.database
+        .require_sessions(names.iter().copied(), RESHARD_BULK_LOCK)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    for s in &cfg.shards {
+        let who = format!("{name}: shard {}", s.name);
+        check_hosts(&who, &s.url, "read-write", "pgbouncer", services);
+        let direct = cfg.database.direct_url(&s.name).unwrap();
+        check_hosts(&who, direct, "read-write", "timescaledb-ha", services);
+        assert!(!s.replicas.is_empty(), "{who}: no replicas for query");
+        for r in &s.replicas {
+            check_hosts(&who, r, "read-only", "timescaledb-ha", services);
+        }
+        for dsn in std::iter::once(&s.url)
+            .chain(&s.replicas)
+            .chain(std::iter::once(&direct.to_string()))
+        {
+            assert!(!dsn.contains("password"), "{who}: a password in {dsn}");
+            assert!(!dsn.contains("sslmode=disable"), "{who}: no TLS in {dsn}");
+        }
+    }
 }
 
 /// The names of the Docker secrets `svc` mounts.
@@ -141,19 +227,7 @@ fn check_secure(name: &str, svc: &Value, cfg: &Config, declared: &Map<String, Va
             .as_deref()
             .expect("database.tls.ca_file"),
     );
-    for s in &cfg.shards {
-        assert!(
-            !s.url.contains("password"),
-            "{name}: a password in shard {}'s url",
-            s.name
-        );
-        assert!(
-            !s.url.contains("sslmode=disable"),
-            "{name}: shard {} without TLS",
-            s.name
-        );
-    }
-    for role in ["migrate", "ingest", "archiver"] {
+    for role in ["migrate", "ingest", "archiver", "query"] {
         let login = cfg
             .database
             .credentials
@@ -253,10 +327,7 @@ fn compose_secrets_are_files_and_no_password_is_written_down() {
         };
         for (k, v) in env {
             let upper = k.to_uppercase();
-            if upper.contains("PASSWORD")
-                || upper.contains("SECRET")
-                || upper.contains("ACCESS_KEY")
-            {
+            if upper.contains("PASS") || upper.contains("SECRET") || upper.contains("KEY") {
                 assert!(
                     upper.ends_with("_FILE"),
                     "{name}: {k} is a value, not a *_FILE secret"
