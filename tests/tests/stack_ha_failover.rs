@@ -6,10 +6,17 @@
 //! Under steady ingest, every process of shard0's primary's namespace is SIGKILLed (its
 //! PostgreSQL and its Patroni: the machine dies). Patroni promotes the replica with nobody's
 //! help; the time from the kill to the new primary accepting a write is measured and
-//! printed. The worker goes on by itself and every reading is stored exactly once. Then an
-//! `archiver run` and a `query` over archive + shards (replicas where one answers) work on the
-//! new topology with the same configuration, and the old primary rejoins as a replica
-//! (pg_rewind) and serves `query`'s reads again.
+//! printed. The worker goes on by itself and every reading is stored exactly once. An
+//! `archiver run` under way at the kill (a second deployment with aged chunks) finishes or
+//! fails naming shard0; the next run archives the rest, each chunk dropped once, archive +
+//! shards exactly the original rows. `query` during the failover answers or fails naming
+//! shard0. Then an `archiver run` and a `query` over archive + shards (replicas where one
+//! answers) work on the new topology with the same configuration, and the old primary
+//! rejoins as a replica (pg_rewind) and serves `query`'s reads again.
+//!
+//! Manual variant: `HA_TEST_FAULT=partition` cuts the primary off the network instead
+//! (`HA_TEST_KEEPALIVE=1` adds TCP keepalives and `tcp_user_timeout` to the shard strings;
+//! without them the worker stalls, README "High availability (Patroni)").
 //!
 //! The test starts the HA stack itself when it is not up (and stops it at the end only
 //! then); the broker and S3 are the plain stack's. A missing piece fails the test.
@@ -19,6 +26,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
+use vitalsink_tests::archive_run::{
+    add, aged_chunk_count, assert_totals_eq, db_totals, load, log_steps, ArchiveSetup, ROUND_TRIP,
+};
 use vitalsink_tests::ingest_run::{
     assert_exactly_once, dataset, ingest_binary, log_tail, prepare, produce_in_background,
     stop_gracefully, total_rows, wait_for_rows,
@@ -217,6 +227,11 @@ async fn patroni_promotes_the_replica_and_every_binary_follows() {
     assert_eq!(stack.shard_urls.len(), 2, "two HA shards");
     assert!(stack.shard_urls[0].contains("target_session_attrs=read-write"));
 
+    // A second deployment on the same HA shards with aged data (chunks 45 days back), for an
+    // archiver run that is under way when the primary dies.
+    let arch = ArchiveSetup::new(&stack, "t_ha_arch", false, "").await;
+    let original = load(&arch.dbs.shards, ROUND_TRIP).await;
+
     // HA_TEST_FAULT=partition (a manual variant): the primary is cut off the network
     // instead of killed; HA_TEST_KEEPALIVE=1 adds TCP keepalives and a TCP user timeout
     // to the shard strings.
@@ -265,6 +280,11 @@ async fn patroni_promotes_the_replica_and_every_binary_follows() {
     // The primary of shard0 dies: SIGKILL of every process in its namespace. Queries run
     // meanwhile.
     let rows_at_kill = total_rows(&dbs.shards).await;
+    let archiving = {
+        let mut c = arch.command(&["run"], &[]);
+        tokio::task::spawn_blocking(move || c.output().unwrap())
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let killed = ha_ok(&[
         if partition {
             "partition-primary"
@@ -342,6 +362,49 @@ async fn patroni_promotes_the_replica_and_every_binary_follows() {
     assert_exactly_once(&dbs.shards, &data.expected).await;
     stop_gracefully(worker, &log).await;
 
+    // The archiver run that the kill interrupted either finished or failed naming shard0; run
+    // again, it archives the rest. Every aged chunk is then dropped exactly once, and archive
+    // plus shards hold exactly the original rows.
+    let first = archiving.await.unwrap();
+    let first_log = std::fs::read_to_string(&arch.log).unwrap_or_default();
+    let named = first_log
+        .lines()
+        .find(|l| l.contains("ERROR") && l.contains("shard0"));
+    assert!(
+        first.status.success() || named.is_some(),
+        "archiver run during the failover: finishes, or fails with an error naming shard0: {}\n{}",
+        first.status,
+        arch.log_tail()
+    );
+    eprintln!(
+        "archiver run during the failover: {}",
+        named.map_or("finished".to_string(), str::to_string)
+    );
+    let again: serde_json::Value = serde_json::from_str(&arch.ok(&["run"])).unwrap();
+    assert_eq!(again["failed"].as_i64(), Some(0), "{again}");
+    for s in &arch.dbs.shards {
+        assert_eq!(aged_chunk_count(s).await, 0, "{}: aged chunks left", s.name);
+        let steps = log_steps(s).await;
+        let mut dropped: BTreeMap<&str, usize> = BTreeMap::new();
+        for (chunk, _, step, _) in &steps {
+            if step == "dropped" {
+                *dropped.entry(chunk.as_str()).or_default() += 1;
+            }
+        }
+        assert!(
+            dropped.len() >= 5 && dropped.values().all(|n| *n == 1),
+            "{}: each aged chunk dropped once: {dropped:?}",
+            s.name
+        );
+    }
+    let left = db_totals(&arch.dbs.shards).await;
+    assert_totals_eq(
+        &add(&arch.duckdb(None).totals, &left),
+        &original,
+        "archive + shards after an archiver run through the failover",
+    );
+    arch.dbs.drop_all().await;
+
     // The archiver and query, same configuration, new topology. Readings span the 3 days
     // before now in 1-day chunks: those older than a day are archived.
     let run = archiver_json(&archive, &["run"], &dir.path().join("archiver.log"));
@@ -380,9 +443,18 @@ async fn patroni_promotes_the_replica_and_every_binary_follows() {
         replica_caught_up(&stack.shard_urls[0], Duration::from_secs(60)).await,
         "{killed} streams but never caught up"
     );
-    assert_eq!(query_totals(&qcfg), data.expected, "query after the rejoin");
-    let plan = explain(&qcfg);
+    // Patroni may restart the rejoined member once more (after pg_rewind): query falls back to
+    // the primary while it does, and reads the replica again within seconds.
+    let mut plan = String::new();
+    for _ in 0..30 {
+        plan = explain(&qcfg);
+        if plan.contains("shard0 (replica 0)") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     assert!(plan.contains("shard0 (replica 0)"), "{plan}");
+    assert_eq!(query_totals(&qcfg), data.expected, "query after the rejoin");
 
     dbs.drop_all().await;
 }
