@@ -15,6 +15,7 @@ psql "$conn" -v ON_ERROR_STOP=1 -qX -c 'CREATE DATABASE vitalsink'
   echo "CREATE ROLE ingest LOGIN IN ROLE vitalsink_ingest PASSWORD '$(cat /run/secrets/pg_ingest_password)';"
   echo "CREATE ROLE archiver LOGIN IN ROLE vitalsink_archiver PASSWORD '$(cat /run/secrets/pg_archiver_password)';"
   echo "CREATE ROLE query LOGIN IN ROLE vitalsink_reader PASSWORD '$(cat /run/secrets/pg_query_password)';"
+  echo "CREATE ROLE reshard LOGIN IN ROLE vitalsink_mover PASSWORD '$(cat /run/secrets/pg_reshard_password)';"
   echo "CREATE ROLE monitor LOGIN IN ROLE pg_monitor, vitalsink_reader PASSWORD '$(cat /run/secrets/pg_monitor_password)';"
 } | psql "$conn" -v ON_ERROR_STOP=1 -qX -d vitalsink
 psql "$conn" -v ON_ERROR_STOP=1 -qX -d vitalsink -f /etc/vitalsink/ops/setup.sql

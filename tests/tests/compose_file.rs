@@ -112,7 +112,10 @@ fn compose_file_is_consistent() {
             }
         }
     }
-    assert_eq!(vitalsink_services, 4, "migrate, ingest, archiver and query");
+    assert_eq!(
+        vitalsink_services, 5,
+        "migrate, ingest, archiver, query and reshard"
+    );
 }
 
 fn compose_dir() -> std::path::PathBuf {
@@ -227,7 +230,7 @@ fn check_secure(name: &str, svc: &Value, cfg: &Config, declared: &Map<String, Va
             .as_deref()
             .expect("database.tls.ca_file"),
     );
-    for role in ["migrate", "ingest", "archiver", "query"] {
+    for role in ["migrate", "ingest", "archiver", "query", "reshard"] {
         let login = cfg
             .database
             .credentials
