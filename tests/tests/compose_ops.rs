@@ -343,13 +343,23 @@ fn members_run_patroni_and_archive_wal_with_pgbackrest() {
         opt("pg1-path"),
         patroni["postgresql"]["data_dir"].as_str().unwrap()
     );
-    let files = [
-        read("compose/patroni/entrypoint.sh"),
-        read("compose/patroni/post-bootstrap.sh"),
-        read("compose/patroni/patroni.yml"),
-        conf.clone(),
-    ]
-    .concat();
+    // The scripts Patroni runs, in the mounted compose/patroni/ directory.
+    let mut scripts = vec![patroni["bootstrap"]["post_bootstrap"].as_str().unwrap()];
+    for cb in patroni["postgresql"]["callbacks"]
+        .as_object()
+        .unwrap()
+        .values()
+    {
+        scripts.push(cb.as_str().unwrap());
+    }
+    let mut files =
+        read("compose/patroni/entrypoint.sh") + &read("compose/patroni/patroni.yml") + &conf;
+    for s in scripts {
+        let rel = s
+            .strip_prefix("/etc/vitalsink/patroni/")
+            .unwrap_or_else(|| panic!("{s} is not in the mounted compose/patroni/"));
+        files += &read(&format!("compose/patroni/{rel}"));
+    }
     let mut stanzas = Vec::new();
     for (name, svc) in &services {
         if !svc["image"]
