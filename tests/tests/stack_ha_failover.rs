@@ -456,5 +456,28 @@ async fn patroni_promotes_the_replica_and_every_binary_follows() {
     assert!(plan.contains("shard0 (replica 0)"), "{plan}");
     assert_eq!(query_totals(&qcfg), data.expected, "query after the rejoin");
 
+    // The shard map keeps a move's target as given: a multi-host string round-trips through
+    // `shard_moves.target_url` to what writers route by (`shardmap::routing`), read through a
+    // pool on the multi-host string of the map shard.
+    let target = format!("{} connect_timeout=3", stack.shard_urls[1]);
+    let map0 = vitalsink_tests::connect(&dbs.shards[0].url).await;
+    map0.execute(
+        "INSERT INTO shard_map (epoch, shards, reason) VALUES (2, $1, 'test: pending add')",
+        &[&vec!["shard0", "shard1", "shard2"]],
+    )
+    .await
+    .unwrap();
+    map0.execute(
+        "INSERT INTO shard_moves (from_epoch, to_epoch, kind, shard, phase, online, target_url)
+         VALUES (1, 2, 'add', 'shard2', 'cutover', true, $1)",
+        &[&target],
+    )
+    .await
+    .unwrap();
+    let db = vitalsink_common::config::DatabaseConfig::default();
+    let shard0 = vitalsink_common::db::Shard::new(0, &dbs.shards[0], &db).unwrap();
+    let routing = vitalsink_common::shardmap::routing(&shard0).await.unwrap();
+    assert_eq!(routing.pending.map(|m| m.target.url), Some(target));
+
     dbs.drop_all().await;
 }
