@@ -15,8 +15,9 @@
 //! rejoins as a replica (pg_rewind) and serves `query`'s reads again.
 //!
 //! Manual variant: `HA_TEST_FAULT=partition` cuts the primary off the network instead
-//! (`HA_TEST_KEEPALIVE=1` adds TCP keepalives and `tcp_user_timeout` to the shard strings;
-//! without them the worker stalls, README "High availability (Patroni)").
+//! (`HA_TEST_KEEPALIVE=1` adds TCP keepalives and `tcp_user_timeout` to the shard strings,
+//! `HA_TEST_CONN_PARAMS` other parameters; without them the worker stalls, README "High
+//! availability (Patroni)").
 //!
 //! The test starts the HA stack itself when it is not up (and stops it at the end only
 //! then); the broker and S3 are the plain stack's. A missing piece fails the test.
@@ -31,7 +32,7 @@ use vitalsink_tests::archive_run::{
 };
 use vitalsink_tests::ingest_run::{
     assert_exactly_once, dataset, ingest_binary, log_tail, prepare, produce_in_background,
-    stop_gracefully, total_rows, wait_for_rows,
+    stop_gracefully, total_rows, wait_exit, wait_for_rows,
 };
 use vitalsink_tests::replay_run::{archive_config, archiver_json};
 use vitalsink_tests::Stack;
@@ -195,6 +196,25 @@ async fn wait_whole(limit: Duration) -> bool {
     false
 }
 
+/// A child process killed when dropped, so that a failing test leaves no worker or archiver
+/// behind (one blocked on a cut-off primary would outlive the test by many minutes).
+struct Reaped(Option<std::process::Child>);
+
+impl Reaped {
+    fn take(&mut self) -> std::process::Child {
+        self.0.take().unwrap()
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// Stops the HA stack when dropped (the test passed or failed) if this test started it.
 struct Started(bool);
 
@@ -233,21 +253,28 @@ async fn patroni_promotes_the_replica_and_every_binary_follows() {
     let original = load(&arch.dbs.shards, ROUND_TRIP).await;
 
     // HA_TEST_FAULT=partition (a manual variant): the primary is cut off the network
-    // instead of killed; HA_TEST_KEEPALIVE=1 adds TCP keepalives and a TCP user timeout
-    // to the shard strings.
+    // instead of killed. HA_TEST_KEEPALIVE=1 adds TCP keepalives and a TCP user timeout to
+    // the shard strings; HA_TEST_CONN_PARAMS adds the parameters it gives instead.
     let partition = std::env::var("HA_TEST_FAULT").as_deref() == Ok("partition");
     let mut stack = stack;
-    if std::env::var("HA_TEST_KEEPALIVE").as_deref() == Ok("1") {
+    let extra = match std::env::var("HA_TEST_CONN_PARAMS") {
+        Ok(p) => Some(p),
+        Err(_) if std::env::var("HA_TEST_KEEPALIVE").as_deref() == Ok("1") => Some(
+            "keepalives_idle=5 keepalives_interval=2 keepalives_retries=3 tcp_user_timeout=10"
+                .to_string(),
+        ),
+        Err(_) => None,
+    };
+    if let Some(extra) = extra {
         for u in &mut stack.shard_urls {
-            u.push_str(
-                " keepalives_idle=5 keepalives_interval=2 keepalives_retries=3 tcp_user_timeout=10",
-            );
+            u.push(' ');
+            u.push_str(&extra);
         }
     }
     let (dbs, setup, dir) = prepare(&stack, "t_ha").await;
     let data = dataset();
     let log = dir.path().join("ingest.log");
-    let worker = setup.spawn(&log);
+    let mut worker = Reaped(Some(setup.spawn(&log)));
     let producing = produce_in_background(&stack.brokers, &setup.topic, &data.records);
     let before = wait_for_rows(&dbs.shards, data.readings / 5, Duration::from_secs(120)).await;
     assert!(
@@ -280,10 +307,7 @@ async fn patroni_promotes_the_replica_and_every_binary_follows() {
     // The primary of shard0 dies: SIGKILL of every process in its namespace. Queries run
     // meanwhile.
     let rows_at_kill = total_rows(&dbs.shards).await;
-    let archiving = {
-        let mut c = arch.command(&["run"], &[]);
-        tokio::task::spawn_blocking(move || c.output().unwrap())
-    };
+    let mut archiving = Reaped(Some(arch.command(&["run"], &[]).spawn().unwrap()));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let killed = ha_ok(&[
         if partition {
@@ -360,20 +384,22 @@ async fn patroni_promotes_the_replica_and_every_binary_follows() {
         log_tail(&log)
     );
     assert_exactly_once(&dbs.shards, &data.expected).await;
-    stop_gracefully(worker, &log).await;
+    stop_gracefully(worker.take(), &log).await;
 
     // The archiver run that the kill interrupted either finished or failed naming shard0; run
     // again, it archives the rest. Every aged chunk is then dropped exactly once, and archive
     // plus shards hold exactly the original rows.
-    let first = archiving.await.unwrap();
+    let first = wait_exit(archiving.0.as_mut().unwrap(), Duration::from_secs(120))
+        .await
+        .expect("the archiver run of the failover never ended");
     let first_log = std::fs::read_to_string(&arch.log).unwrap_or_default();
     let named = first_log
         .lines()
         .find(|l| l.contains("ERROR") && l.contains("shard0"));
     assert!(
-        first.status.success() || named.is_some(),
+        first.success() || named.is_some(),
         "archiver run during the failover: finishes, or fails with an error naming shard0: {}\n{}",
-        first.status,
+        first,
         arch.log_tail()
     );
     eprintln!(
