@@ -155,6 +155,17 @@ pub struct DatabaseConfig {
     /// Timeout for establishing one connection.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// How long data sent to a shard may stay unacknowledged before the connection is
+    /// dropped (Linux `TCP_USER_TIMEOUT`, tcp(7); libpq's `tcp_user_timeout`), with TCP
+    /// keepalives every `tcp_user_timeout / 4` of idleness so that a connection waiting
+    /// for an answer is probed too. Applied to every connection whose string sets neither.
+    /// Without it a primary cut off by the network (not killed) held a worker's batch for
+    /// Linux's default of about 15 minutes (`tcp_retries2`): the Patroni failover was done
+    /// in 24 s, the worker stalled (issue 27, README "High availability"). Too short a value
+    /// drops healthy connections to an overloaded server; 20 s is well above a LAN's
+    /// retransmission times. `0s` leaves the kernel's defaults.
+    #[serde(with = "humantime_serde")]
+    pub tcp_user_timeout: Duration,
     /// `[database.tls]`: TLS to every shard, replica and move target
     /// ([`crate::pgconn`]; libpq's `sslmode` semantics).
     pub tls: crate::pgconn::PgTlsConfig,
@@ -184,6 +195,7 @@ impl Default for DatabaseConfig {
             chunk_interval: Duration::from_secs(86_400),
             pool_size: 4,
             connect_timeout: Duration::from_secs(5),
+            tcp_user_timeout: Duration::from_secs(20),
             tls: crate::pgconn::PgTlsConfig::default(),
             credentials: BTreeMap::new(),
             pooling: Pooling::None,

@@ -27,6 +27,7 @@ use openssl::x509::X509;
 use postgres_openssl::MakeTlsConnector;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::config::DatabaseConfig;
 use crate::error::{Error, Result};
@@ -265,6 +266,9 @@ fn split_tls(url: &str) -> (String, UrlTls) {
     (kept.join(" "), tls)
 }
 
+/// tokio-postgres's (and libpq's) keepalive idle time when the string does not set one.
+const DEFAULT_KEEPALIVES_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
+
 /// The connection settings and TLS connector for one connection string.
 ///
 /// `key` names the string in errors (`shards[1].url`, `shards[0].replicas[0]`); `app` is the
@@ -303,6 +307,19 @@ pub fn settings(
     });
     if pg.get_connect_timeout().is_none() {
         pg.connect_timeout(db.connect_timeout);
+    }
+    // tokio-postgres's keepalive idle default is 2 h (libpq's too): a string that leaves it
+    // and `tcp_user_timeout` alone gets `database.tcp_user_timeout` for both.
+    if !db.tcp_user_timeout.is_zero()
+        && pg.get_tcp_user_timeout().is_none()
+        && pg.get_keepalives_idle() == DEFAULT_KEEPALIVES_IDLE
+    {
+        let probe = (db.tcp_user_timeout / 4).max(Duration::from_secs(1));
+        pg.tcp_user_timeout(db.tcp_user_timeout)
+            .keepalives(true)
+            .keepalives_idle(probe)
+            .keepalives_interval(probe)
+            .keepalives_retries(3);
     }
     if pg.get_application_name().is_none() {
         pg.application_name(app);
@@ -387,6 +404,25 @@ fn connector(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dead_peer_timeout_applies_unless_the_string_sets_its_own() {
+        let db = DatabaseConfig::default();
+        let (pg, _) = settings("host=h dbname=d sslmode=disable", "k", &db, "t").unwrap();
+        assert_eq!(pg.get_tcp_user_timeout(), Some(&Duration::from_secs(20)));
+        assert_eq!(pg.get_keepalives_idle(), Duration::from_secs(5));
+        assert_eq!(pg.get_keepalives_interval(), Some(Duration::from_secs(5)));
+        let own = "host=h dbname=d sslmode=disable tcp_user_timeout=7";
+        let (pg, _) = settings(own, "k", &db, "t").unwrap();
+        assert_eq!(pg.get_tcp_user_timeout(), Some(&Duration::from_secs(7)));
+        assert_eq!(pg.get_keepalives_idle(), DEFAULT_KEEPALIVES_IDLE);
+        let off = DatabaseConfig {
+            tcp_user_timeout: Duration::ZERO,
+            ..DatabaseConfig::default()
+        };
+        let (pg, _) = settings("host=h dbname=d sslmode=disable", "k", &off, "t").unwrap();
+        assert_eq!(pg.get_tcp_user_timeout(), None);
+    }
 
     #[test]
     fn libpq_tls_parameters_are_split_off_both_forms() {
