@@ -83,7 +83,10 @@ async fn peak_rss_stays_under_the_cap_draining_a_backlog_at_2_and_4_shards() {
             log_tail(&log)
         );
     }
-    eprintln!("{}", report.join("; "));
+    // Straight to the process's stderr, past the test harness's capture, so that a passing
+    // run prints the measurement too.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "ingest_memory: {}", report.join("; "));
     for dbs in [two, four_a, four_b] {
         dbs.drop_all().await;
     }
