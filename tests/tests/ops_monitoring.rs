@@ -278,9 +278,24 @@ async fn prometheus_scrapes_live_binaries_and_every_dashboard_query_returns_data
         )
         .await;
     // More readings for the restarted worker: its lag (librdkafka statistics every 5 s) is
-    // known once it has consumed something.
-    let more = generate(20, 5, 1, 10, 0, chrono::Utc::now().timestamp_millis());
+    // known once it has consumed something. One malformed record of each kind too: the
+    // dead-letter rate panel reads the running worker's counters, and a counter appears only
+    // once it counts (the first worker's may have been scraped once only before it stopped);
+    // a rate needs two scrapes of it (its value may be 0: the first scrape already saw
+    // every increment).
+    let more = generate(20, 5, 1, 10, 1, chrono::Utc::now().timestamp_millis());
     produce(&stack.brokers, &setup.topic, &more.records).await;
+    let dead = prom
+        .wait_nonempty(
+            "rate(vitalsink_ingest_dlq_total{job=\"vitalsink-ingest\"}[10s])",
+            Duration::from_secs(30),
+        )
+        .await;
+    assert!(
+        !dead.is_empty(),
+        "no dead-letter rate from the restarted worker\n{}",
+        log_tail(&ingest_log)
+    );
     let lag = prom
         .wait_nonempty(
             "vitalsink_ingest_consumer_lag{job=\"vitalsink-ingest\"}",
