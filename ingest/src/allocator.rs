@@ -21,8 +21,9 @@ pub const MMAP_THRESHOLD_ENV: &str = "MALLOC_MMAP_THRESHOLD_";
 pub const MMAP_THRESHOLD_BYTES: usize = 128 << 10;
 
 /// Executes the process again with [`MMAP_THRESHOLD_ENV`] set, unless it is set already.
-/// Returns only when it is set, or when the re-execution failed (logged to stderr by the
-/// caller's subscriber later: the process then runs with glibc's moving threshold).
+/// Returns only when it is set already, or when the re-execution failed: the process then
+/// runs with glibc's moving threshold, and [`crate::cli::main`] logs the error once logging
+/// is up.
 ///
 /// # Errors
 /// The `exec` error, when the binary could not be executed again.
