@@ -7,7 +7,7 @@ use vitalsink_common::config::ShardConfig;
 use vitalsink_tests::connect;
 use vitalsink_tests::ingest_run::{http_get, ingest_binary, IngestSetup};
 
-use crate::support::{monitoring, repo};
+use super::support::{monitoring, repo};
 
 /// `dev/monitoring` NAME of this test.
 pub const NAME: &str = "ops-monitoring-test";
