@@ -16,6 +16,7 @@ pub mod replay_run;
 pub mod roles;
 pub mod routing_reference;
 pub mod secure;
+pub mod stack_lock;
 pub mod trial_lock_run;
 pub mod trial_query;
 pub mod trial_run;

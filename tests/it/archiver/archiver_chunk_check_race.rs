@@ -25,6 +25,7 @@ const CHUNKS: i64 = 300;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn chunk_functions_hold_while_other_chunks_are_dropped() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     let dbs = ShardDbs::create(&stack, "t_chunk_race").await;
     let dir = tempfile::tempdir().unwrap();

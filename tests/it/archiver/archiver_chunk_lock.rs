@@ -55,6 +55,7 @@ async fn share_locked_chunk(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_late_row_waits_for_the_drop_and_is_kept() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     let setup = ArchiveSetup::new(&stack, "t_chunk_lock", false, "").await;
     let toml = std::fs::read_to_string(&setup.config).unwrap();

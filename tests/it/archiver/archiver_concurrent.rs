@@ -143,6 +143,7 @@ fn overlap(a: (DateTime<Utc>, DateTime<Utc>), b: (DateTime<Utc>, DateTime<Utc>))
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_shards_archived_at_once_give_the_sequential_result() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
 
     let refused = std::process::Command::new(archiver_binary())

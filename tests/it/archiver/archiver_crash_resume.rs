@@ -151,26 +151,31 @@ async fn crash_and_resume(point: &str, s3: bool, shape: DataShape) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn crash_mid_upload_then_resume() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     crash_and_resume("mid-upload", false, BULKY).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn crash_mid_upload_to_s3_then_resume() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     crash_and_resume("mid-upload", true, BULKY).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn crash_after_upload_before_verify_then_resume() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     crash_and_resume("after-upload", false, ROUND_TRIP).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn crash_after_verify_before_drop_then_resume() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     crash_and_resume("after-verify", false, ROUND_TRIP).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_during_export_then_resume() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     // 20,000 rows/s: the first shard's 5 chunks (about 80,000 rows) take about 4 s.
     let setup = ArchiveSetup::new(&stack, "t_crash_kill", false, "").await;

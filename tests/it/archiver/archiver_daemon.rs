@@ -25,6 +25,7 @@ fn get(port: u16, path: &str) -> Option<(u16, String)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn daemon_serves_metrics_and_health_and_stops_on_sigterm() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     let setup = ArchiveSetup::new(&stack, "t_arch_daemon", false, "").await;
     load(&setup.dbs.shards, ROUND_TRIP).await;

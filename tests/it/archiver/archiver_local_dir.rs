@@ -5,5 +5,6 @@
 
 #[tokio::test(flavor = "multi_thread")]
 async fn archive_to_local_directory_round_trip() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     vitalsink_tests::archive_run::round_trip(false).await;
 }

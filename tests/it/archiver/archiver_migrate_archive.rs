@@ -234,10 +234,12 @@ async fn legacy_archive_is_migrated(s3: bool) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn legacy_local_archive_keeps_working_and_is_migrated() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     legacy_archive_is_migrated(false).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn legacy_s3_archive_keeps_working_and_is_migrated() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     legacy_archive_is_migrated(true).await;
 }

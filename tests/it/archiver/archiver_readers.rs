@@ -13,6 +13,7 @@ use vitalsink_tests::Stack;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pandas_pyarrow_polars_and_duckdb_read_every_archived_row() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     let setup = ArchiveSetup::new(&stack, "t_arch_readers", false, "").await;
     let original = load(&setup.dbs.shards, ROUND_TRIP).await;

@@ -16,6 +16,7 @@ fn json(s: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn restore_brings_a_range_back_exactly_once() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     let setup = ArchiveSetup::new(&stack, "t_arch_restore", false, "").await;
     load(&setup.dbs.shards, ROUND_TRIP).await;

@@ -14,6 +14,7 @@ fn report(out: &std::process::Output) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_catches_corrupt_missing_and_unknown_objects() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     let setup = ArchiveSetup::new(&stack, "t_arch_verify", true, "").await;
     load(&setup.dbs.shards, ROUND_TRIP).await;

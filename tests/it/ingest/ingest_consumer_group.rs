@@ -15,6 +15,7 @@ use vitalsink_tests::{ShardDbs, Stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_share_partitions_and_hand_over_when_one_stops() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     let (dbs, setup, dir) = prepare(&stack, "t_group").await;
     let data = dataset();
@@ -76,6 +77,7 @@ async fn two_workers_share_partitions_and_hand_over_when_one_stops() {
 /// it logs the error; once the holder stops, it takes the partition and the gauge is 0 again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_without_partitions_says_so_and_recovers_when_it_gets_one() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     let dbs = ShardDbs::create(&stack, "t_starve").await;
     let dir = tempfile::tempdir().unwrap();
@@ -172,6 +174,7 @@ async fn a_worker_without_partitions_says_so_and_recovers_when_it_gets_one() {
 /// (stopped workers, AdminClient DeleteGroups) the worker drains every reading exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_brokers_group_wedge_is_reported_and_deleting_the_group_recovers() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     use rdkafka::admin::{AdminClient, AdminOptions};
     use rdkafka::client::DefaultClientContext;
     let stack = Stack::from_env();

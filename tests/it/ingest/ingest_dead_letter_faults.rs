@@ -73,6 +73,7 @@ fn pattern(len: usize) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_of_10_mib_are_dead_lettered_truncated_and_every_valid_reading_lands_once() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     let (dbs, setup, dir) = prepare(&stack, "t_bigdlq").await;
     let data = dataset();
@@ -178,6 +179,7 @@ fn split(data: &Dataset) -> (Dataset, Dataset) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_dead_letter_outage_exits_within_the_deadline_and_loses_nothing() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     let (dbs, setup, dir) = prepare(&stack, "t_dlqout").await;
     let mut spare = dead_letters_on_a_spare_broker(&setup).await;
@@ -287,6 +289,7 @@ async fn readyz(addr: &str) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_constraint_violation_stops_the_worker_loudly_and_loses_nothing() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     let (dbs, setup, dir) = prepare(&stack, "t_permanent").await;
     let data = dataset();
@@ -373,6 +376,7 @@ async fn a_constraint_violation_stops_the_worker_loudly_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_outage_that_ends_is_ridden_out_without_a_restart() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     let (dbs, setup, dir) = prepare(&stack, "t_dlqback").await;
     let mut spare = dead_letters_on_a_spare_broker(&setup).await;

@@ -15,6 +15,7 @@ use vitalsink_tests::Stack;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn known_dataset_lands_exactly_once_and_rejects_go_to_the_dlq() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     let (dbs, setup, dir) = prepare(&stack, "t_ingest").await;
     let data = dataset();
@@ -80,6 +81,7 @@ async fn assert_endpoints(log: &std::path::Path, data: &vitalsink_tests::dataset
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_keeps_exactly_once() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     let (dbs, setup, dir) = prepare(&stack, "t_kill").await;
     let data = dataset();

@@ -42,6 +42,7 @@ fn on_port(url: &str, port: u16) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promoted_standby_is_found_through_the_multi_host_url() {
+    let _stack = vitalsink_tests::stack_lock::exclusive().await;
     let stack = Stack::from_env();
     let (dbs, setup, dir) = prepare(&stack, "t_failover").await;
     let primary_port: u16 = dbs.shards[1]

@@ -24,6 +24,7 @@ const BATCH_ROWS: usize = 20_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peak_rss_stays_under_the_cap_draining_a_backlog_at_2_and_4_shards() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     let now_ms = chrono::Utc::now().timestamp_millis();
     // 1,000 participants × (250 single readings + 5 batches of 100 samples) = 750,000.

@@ -47,6 +47,7 @@ async fn assert_refused(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_appended_by_hand_is_refused_with_the_reason() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     let (dbs, setup, dir, data) = loaded(&stack, "t_map").await;
 

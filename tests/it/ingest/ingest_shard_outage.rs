@@ -12,6 +12,7 @@ use vitalsink_tests::Stack;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shard_outage_of_ten_seconds_keeps_exactly_once_and_memory_under_the_cap() {
+    let _stack = vitalsink_tests::stack_lock::exclusive().await;
     let stack = Stack::from_env();
     let (dbs, setup, dir) = prepare(&stack, "t_outage").await;
     let data = dataset();

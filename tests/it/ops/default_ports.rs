@@ -24,6 +24,7 @@ async fn healthy(addr: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_and_archiver_share_a_host_with_their_default_ports() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     for port in [9464, 9465] {
         assert!(
             std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),

@@ -37,6 +37,7 @@ use vitalsink_tests::{connect, unique, Stack};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn prometheus_scrapes_live_binaries_and_every_dashboard_query_returns_data() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let t0 = Instant::now();
     promtool_checks();
     let alerts = rules_documented_and_tested();

@@ -97,6 +97,7 @@ fn sent_next(plan: &std::path::Path) -> std::collections::BTreeMap<i32, i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resends_offsets_and_lineage_through_stock_clients() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     let (dbs, setup, dir) = prepare(&stack, "t_prov").await;
     let log = dir.path().join("ingest.log");

@@ -37,6 +37,7 @@ async fn schema_11(url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_11_deployment_upgrades_in_place() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     let dbs = ShardDbs::create(&stack, "t_upgrade").await;
     let dir = tempfile::tempdir().unwrap();

@@ -176,6 +176,7 @@ fn assert_all(config: &Path, t: &Truth, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_table_over_shards_and_archive_counts_every_row_once() {
+    let _stack = vitalsink_tests::stack_lock::exclusive().await;
     let stack = Stack::from_env();
     let dep = RealDeployment::ingested(&stack, "t_query").await;
     let (dbs, d, t) = (&dep.dbs, dep.dir.path(), &dep.truth);

@@ -34,6 +34,7 @@ const SHAPE: DataShape = DataShape {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_trail_and_participant_status_are_tables_of_query() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     let s = ArchiveSetup::new(&stack, "t_qtrial", false, "").await;
     let totals = load(&s.dbs.shards, SHAPE).await;
@@ -263,6 +264,7 @@ async fn audit_trail_and_participant_status_are_tables_of_query() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_lock_reads_the_lock_and_no_shard() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     let s = ArchiveSetup::new(&stack, "t_qlock", false, "").await;
     let totals = load(&s.dbs.shards, SHAPE).await;

@@ -91,6 +91,7 @@ fn assert_matches_truth(db: &DbTruth, truth: &Truth, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_recordings_land_exactly_in_the_shards_and_then_the_archive() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let data = fetch_data();
     let stack = Stack::from_env();
     let (dbs, setup, dir) = prepare(&stack, "t_replay").await;

@@ -12,6 +12,7 @@ use vitalsink_tests::{connect, Stack};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn restore_after_a_move_writes_to_the_shard_the_map_names_now() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     let setup = ArchiveSetup::new(&stack, "t_move_arch", false, "").await;
     let want = load(&setup.dbs.shards, ROUND_TRIP).await;

@@ -96,6 +96,7 @@ async fn idles_exactly(setup: &IngestSetup, dir: &std::path::Path, rows: i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_to_three_and_back_exactly_once_through_a_kill_in_every_phase() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     let (dbs, setup, dir, data) = loaded(&stack, "t_move").await;
 

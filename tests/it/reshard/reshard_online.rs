@@ -153,6 +153,7 @@ fn alive(w: &mut Child, log: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn online_two_to_three_and_back_under_load_exactly_once() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     let (dbs, setup, dir) = prepare(&stack, "t_online").await;
     let d = dir.path();

@@ -23,6 +23,7 @@ fn reshard(args: &[&str]) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_moves_what_the_documented_routing_says_and_refuses_the_rest() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     let (dbs, setup, dir, data) = loaded(&stack, "t_plan").await;
     let cfg = setup.config.to_str().unwrap();

@@ -172,6 +172,7 @@ fn load(participants: usize, shift_h: i64) -> Dataset {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reshard_as_the_mover_moves_every_row_exactly_once_online_and_offline() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let started = Instant::now();
     let stack = Stack::from_env();
     let (dbs, setup, dir) = prepare(&stack, "t_mover").await;

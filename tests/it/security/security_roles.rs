@@ -161,6 +161,7 @@ async fn assert_refuses_pending(bin: &Path, config: &Path, user: &str, log: &Pat
 
 #[tokio::test(flavor = "multi_thread")]
 async fn each_role_is_refused_what_it_must_not_do() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let started = Instant::now();
     let stack = Stack::from_env();
     let dbs = ShardDbs::create(&stack, "t_roles_deny").await;
@@ -529,6 +530,7 @@ async fn log_step_counts(shards: &[ShardConfig]) -> Vec<Vec<(String, i64)>> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pipeline_with_a_role_per_binary_ends_as_with_the_owner() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let started = Instant::now();
     let stack = Stack::from_env();
     let dir = tempfile::tempdir().unwrap();

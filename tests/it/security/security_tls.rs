@@ -322,6 +322,7 @@ async fn total_rows(s: &Secure, dbs: &[String]) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_hop_over_tls_with_scram_each_binary_its_own_role_and_no_secret_in_output() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let s = Secure::from_env();
     let d = Deployment::new(&s).await;
     let truth_path = d.path("truth.json");

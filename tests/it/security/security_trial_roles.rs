@@ -83,6 +83,7 @@ fn assert_refused(out: &Output, who: &str, what: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn trial_operations_are_refused_to_every_other_role() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     let dbs = ShardDbs::create(&stack, "t_trial_roles").await;
     let dir = tempfile::tempdir().unwrap();

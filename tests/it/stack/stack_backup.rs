@@ -131,6 +131,7 @@ async fn highest_offsets(shards: &[ShardConfig], topic: &str) -> BTreeMap<i32, i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restored_shard_catches_up_exactly_and_a_gap_past_retention_is_refused() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let broker = RetentionBroker::start().await;
     let stack = Stack {
         brokers: broker.addr.clone(),

@@ -231,6 +231,7 @@ impl Drop for Started {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn patroni_promotes_the_replica_and_every_binary_follows() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let _started = if ha_script(&["status"]).0 {
         Started(false)
     } else {

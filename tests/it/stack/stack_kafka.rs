@@ -17,6 +17,7 @@ const RECORDS: usize = 2_000;
 
 #[tokio::test]
 async fn produce_and_consume_through_a_consumer_group() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     let kafka = stack.kafka();
     let topic = unique("stack-kafka");

@@ -51,6 +51,7 @@ async fn put_list_get(store: &dyn ObjectStore, what: &str) {
 
 #[tokio::test]
 async fn s3_put_list_get() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     let s3 = AmazonS3Builder::new()
         .with_endpoint(&stack.s3_endpoint)
@@ -66,6 +67,7 @@ async fn s3_put_list_get() {
 
 #[tokio::test]
 async fn local_directory_put_list_get() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let dir = std::env::temp_dir().join(unique("vitalsink-nas"));
     std::fs::create_dir_all(&dir).unwrap();
     let fs = LocalFileSystem::new_with_prefix(&dir).unwrap();

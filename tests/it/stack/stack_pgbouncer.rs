@@ -137,6 +137,7 @@ async fn through(bouncers: &[Bouncer], before: i64, step: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipeline_through_pgbouncer_transaction_pooling_stays_exact() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let t0 = Instant::now();
     let stack = Stack::from_env();
     let bouncers: Vec<Bouncer> = stack
@@ -436,6 +437,7 @@ async fn pipeline_through_pgbouncer_transaction_pooling_stays_exact() {
 /// so the second use runs on a new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_statements_need_max_prepared_statements() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     let target = port_of(&stack.shard_urls[0]);
     for (max, works) in [("0", false), ("200", true)] {

@@ -261,12 +261,14 @@ async fn produce_and_consume(s: &SecureStack, mechanism: &str, user: &str, passw
 
 #[tokio::test]
 async fn kafka_sasl_ssl_scram_sha_512_produces_and_consumes() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let s = SecureStack::from_env();
     produce_and_consume(&s, "SCRAM-SHA-512", &s.kafka_user, &s.kafka_password()).await;
 }
 
 #[tokio::test]
 async fn kafka_sasl_ssl_scram_sha_256_produces_and_consumes() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let s = SecureStack::from_env();
     produce_and_consume(
         &s,

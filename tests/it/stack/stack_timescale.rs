@@ -10,6 +10,7 @@ use vitalsink_tests::{ShardDbs, Stack};
 
 #[tokio::test]
 async fn hypertable_on_every_shard_insert_and_read_back() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     assert!(
         stack.shard_urls.len() >= 2,

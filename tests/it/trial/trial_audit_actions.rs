@@ -213,6 +213,7 @@ fn check_drop(e: &Entry, logged: &BTreeMap<(String, String), (String, i64, Strin
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_operator_action_appends_one_verifiable_entry() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     // 1. `archiver migrate` on fresh databases (ArchiveSetup::new runs it).
     let setup = ArchiveSetup::new(&stack, "t_audit_actions", false, "").await;

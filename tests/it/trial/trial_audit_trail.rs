@@ -105,6 +105,7 @@ fn reinsert(e: &Entry) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_action_is_listed_and_any_tampering_is_found() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     let d = Deployment::build(&stack, "t_audit_trail", false).await;
     d.trial_json(&[

@@ -539,6 +539,7 @@ async fn erase_killed_in_turn(d: &Deployment) -> Value {
 /// erasure killed at each point in turn ends where one never killed ends (local folder).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erasure_killed_at_each_step_in_turn_ends_as_never_killed() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     let t = Instant::now();
     let clean = Deployment::build(&stack, "t_erase_clean", false).await;
@@ -579,6 +580,7 @@ async fn erasure_killed_at_each_step_in_turn_ends_as_never_killed() {
 /// until a run ends by itself. Each ends where a never-killed erasure ends (local folder).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erasure_killed_once_at_each_step_then_resumed_ends_as_never_killed() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     let t = Instant::now();
     let clean = Deployment::build(&stack, "t_erase_ref", false).await;
@@ -650,6 +652,7 @@ async fn erasure_killed_once_at_each_step_then_resumed_ends_as_never_killed() {
 /// on a local folder ends (same objects, rows, checksums, audit details).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erasure_on_s3_killed_in_turn_ends_as_never_killed() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     let t = Instant::now();
     let clean = Deployment::build(&stack, "t_erase_s3ref", false).await;
@@ -670,6 +673,7 @@ async fn erasure_on_s3_killed_in_turn_ends_as_never_killed() {
 /// the readers find every other row and none of the victim's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erasure_killed_mid_upload_leaves_no_partial_file() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     let t = Instant::now();
     let d = Deployment::bulky(&stack, "t_erase_big").await;
@@ -781,6 +785,7 @@ async fn erasure_killed_mid_upload_leaves_no_partial_file() {
 /// resumes: those rows are erased from the new objects, and every count adds up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erasure_resumed_after_the_archiver_moved_more_of_the_victim() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let stack = Stack::from_env();
     let mut d = Deployment::build(&stack, "t_erase_moved", false).await;
     let values = victim_values(&d.setup.dbs.shards).await;

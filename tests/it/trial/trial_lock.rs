@@ -143,6 +143,7 @@ impl Checker {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn query_lock_holds_through_late_data_restore_move_new_readings_and_erasure() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     let started = Instant::now();
     let phase = |what: &str| eprintln!("[{:6.1} s] {what}", started.elapsed().as_secs_f64());
     let stack = Stack::from_env();

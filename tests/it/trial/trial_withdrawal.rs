@@ -319,6 +319,7 @@ fn record_readings(value: &[u8]) -> (String, Readings) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_withdrawal_during_the_replay_stores_nothing_after_it_and_keeps_everything_before() {
+    let _stack = vitalsink_tests::stack_lock::exclusive().await;
     let stack = Stack::from_env();
     let (dbs, setup, dir) = prepare(&stack, "t_withdraw").await;
     let logs: Vec<PathBuf> = (0..2)
@@ -570,6 +571,7 @@ async fn a_withdrawal_during_the_replay_stores_nothing_after_it_and_keeps_everyt
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_decided_before_a_withdrawal_is_not_committed_after_it() {
+    let _stack = vitalsink_tests::stack_lock::shared().await;
     use vitalsink_common::measurement::{Message, Sample};
     use vitalsink_ingest::data::batch::{Batch, Segment};
     use vitalsink_ingest::data::consent::{Consent, Label};
