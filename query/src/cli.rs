@@ -40,6 +40,11 @@ pub struct Cli {
     /// revision, no shard (`sql` and `serve`; fails at start when there is no such lock).
     #[arg(long, env = "QUERY_LOCK", global = true, value_name = "NAME")]
     pub lock: Option<String>,
+    /// Compute aggregates on the shards (`crate::aggregate`): only partial results travel.
+    /// `false` streams every matching row to the engine instead (same results; for
+    /// comparison and as a way out).
+    #[arg(long, env = "QUERY_AGGREGATE_PUSHDOWN", default_value_t = true, action = clap::ArgAction::Set, global = true, value_name = "BOOL")]
+    pub aggregate_pushdown: bool,
 }
 
 /// Output formats.
@@ -139,6 +144,7 @@ pub async fn main(cli: Cli) -> ExitCode {
     let limits = Limits {
         memory_bytes: cli.memory_bytes,
         statement_timeout: cli.statement_timeout,
+        aggregate_pushdown: cli.aggregate_pushdown,
         ..Limits::default()
     };
     let access = match AccessLog::open(cli.access_log.as_deref()) {

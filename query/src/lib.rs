@@ -12,6 +12,7 @@
 //! `--lock NAME` ([`locked`]) `measurements` reads the objects of a dataset lock only.
 
 pub mod access;
+pub mod aggregate;
 pub mod archive_scan;
 pub mod cli;
 pub mod engine;

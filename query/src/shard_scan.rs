@@ -4,10 +4,14 @@
 //! Memory: a task reads the rows and sends batches of [`BATCH_ROWS`] rows through a channel
 //! of [`QUEUE`] batches; the engine pulls them. A shard that fails mid-stream ends the stream
 //! with an error naming it, so the query fails instead of answering with part of the data.
+//!
+//! The same reader serves [`crate::aggregate::ShardAggregateExec`] (a shard's partial
+//! aggregates, [`stream`]). Every value read is counted in bytes ([`bytes_received`], and the
+//! counter `vitalsink_query_shard_bytes_total`): what travelled from the shards.
 
 use arrow::array::{
-    ArrayRef, Float64Builder, Int16Builder, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
-    TimestampMicrosecondBuilder,
+    ArrayRef, Date32Builder, Float64Builder, Int16Builder, Int32Builder, Int64Builder,
+    ListBuilder, StringBuilder, TimestampMicrosecondBuilder, UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
@@ -21,8 +25,10 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
 use futures::StreamExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
+use tokio_postgres::types::{FromSql, Type};
 
 use crate::error::Error;
 
@@ -31,13 +37,33 @@ pub const BATCH_ROWS: usize = 8192;
 /// Batches buffered per shard ahead of the engine.
 pub const QUEUE: usize = 2;
 
+/// Bytes of values read from every shard by this process (the sum of the values' lengths in
+/// PostgreSQL's binary format; NULL counts 0).
+static BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes of values read from the shards by this process so far (see [`BYTES`]): a benchmark
+/// takes the difference around one query.
+pub fn bytes_received() -> u64 {
+    BYTES.load(Ordering::Relaxed)
+}
+
+/// A shard's snapshot session, taken by the first plan node that runs on it.
+pub type Session = Arc<Mutex<Option<tokio_postgres::Client>>>;
+
 /// The scan of one shard: one partition; `EXPLAIN` shows `ShardScanExec: shard=…, sql=…`.
 pub struct ShardScanExec {
     shard: String,
+    /// The select list (one entry per column of `schema`, [`select_expr`]).
+    select: String,
+    /// `WHERE` terms over `measurements`, ANDed: the pushed-down filters and a move's
+    /// exclusions. They are all the rows this scan returns, so a plan may run another
+    /// statement over the same terms ([`crate::aggregate`]). `None` for a scan of another
+    /// table ([`ShardScanExec::with_sql`]).
+    terms: Option<Vec<String>>,
     sql: String,
     schema: SchemaRef,
     /// The snapshot's session, taken by the first `execute`.
-    client: Arc<Mutex<Option<tokio_postgres::Client>>>,
+    client: Session,
     props: Arc<PlanProperties>,
 }
 
@@ -47,33 +73,89 @@ impl std::fmt::Debug for ShardScanExec {
     }
 }
 
+/// `SELECT {select} FROM measurements [WHERE t1 AND t2 …]`.
+pub fn measurements_sql(select: &str, terms: &[String]) -> String {
+    if terms.is_empty() {
+        format!("SELECT {select} FROM measurements")
+    } else {
+        format!(
+            "SELECT {select} FROM measurements WHERE {}",
+            terms.join(" AND ")
+        )
+    }
+}
+
+/// The properties of a plan node read from one shard: one partition, bounded.
+pub(crate) fn one_partition(schema: &SchemaRef) -> Arc<PlanProperties> {
+    Arc::new(PlanProperties::new(
+        EquivalenceProperties::new(schema.clone()),
+        Partitioning::UnknownPartitioning(1),
+        EmissionType::Incremental,
+        Boundedness::Bounded,
+    ))
+}
+
 impl ShardScanExec {
-    /// Scans `shard` with `sql` (its select list giving `schema`) on `client`, a session
-    /// holding the shard's snapshot.
+    /// Scans `shard`: the columns of `schema` (`select`, one entry each, [`select_expr`]) of
+    /// the rows matching every one of `terms`, on `client`, a session holding the shard's
+    /// snapshot.
     pub fn new(
+        shard: String,
+        select: String,
+        terms: Vec<String>,
+        schema: SchemaRef,
+        client: tokio_postgres::Client,
+    ) -> Self {
+        let sql = measurements_sql(&select, &terms);
+        Self {
+            shard,
+            select,
+            terms: Some(terms),
+            sql,
+            props: one_partition(&schema),
+            schema,
+            client: Arc::new(Mutex::new(Some(client))),
+        }
+    }
+
+    /// Scans `shard` with `sql`, any statement over any table whose select list gives
+    /// `schema` (the trial tables, [`crate::trial_tables`]).
+    pub fn with_sql(
         shard: String,
         sql: String,
         schema: SchemaRef,
         client: tokio_postgres::Client,
     ) -> Self {
-        let props = PlanProperties::new(
-            EquivalenceProperties::new(schema.clone()),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        );
         Self {
             shard,
+            select: String::new(),
+            terms: None,
             sql,
+            props: one_partition(&schema),
             schema,
             client: Arc::new(Mutex::new(Some(client))),
-            props: Arc::new(props),
         }
     }
 
     /// The shard scanned.
     pub fn shard(&self) -> &str {
         &self.shard
+    }
+
+    /// The `WHERE` terms (ANDed) over `measurements` that select every row this scan
+    /// returns; `None` for a scan of another table.
+    pub fn terms(&self) -> Option<&[String]> {
+        self.terms.as_deref()
+    }
+
+    /// The select list.
+    pub fn select(&self) -> &str {
+        &self.select
+    }
+
+    /// The shard's snapshot session (shared: whichever plan node runs first takes it).
+    pub fn session(&self) -> Session {
+        self.client.clone()
     }
 }
 
@@ -108,6 +190,10 @@ enum Col {
     I32(Int32Builder),
     /// `bigint`.
     I64(Int64Builder),
+    /// `bigint` read into an unsigned column (a count; never negative).
+    U64(UInt64Builder),
+    /// `integer` days since 1970-01-01 (a date, as `date - date '1970-01-01'`).
+    Date(Date32Builder),
     /// `text[]` (one dimension), as a list of text.
     TextList(ListBuilder<StringBuilder>),
 }
@@ -127,6 +213,8 @@ fn builders(schema: &SchemaRef) -> Result<Vec<Col>, DataFusionError> {
                 DataType::Int16 => Col::I16(Int16Builder::new()),
                 DataType::Int32 => Col::I32(Int32Builder::new()),
                 DataType::Int64 => Col::I64(Int64Builder::new()),
+                DataType::UInt64 => Col::U64(UInt64Builder::new()),
+                DataType::Date32 => Col::Date(Date32Builder::new()),
                 DataType::Utf8 => Col::Text(StringBuilder::new()),
                 DataType::List(item) if item.data_type() == &DataType::Utf8 => {
                     Col::TextList(ListBuilder::new(StringBuilder::new()).with_field(item.clone()))
@@ -157,6 +245,8 @@ fn finish(
                 Col::I16(b) => Arc::new(b.finish()),
                 Col::I32(b) => Arc::new(b.finish()),
                 Col::I64(b) => Arc::new(b.finish()),
+                Col::U64(b) => Arc::new(b.finish()),
+                Col::Date(b) => Arc::new(b.finish()),
                 Col::TextList(b) => Arc::new(b.finish()),
             }
         })
@@ -177,6 +267,11 @@ fn append(col: &mut Col, row: &tokio_postgres::Row, i: usize) -> Result<(), toki
         Col::I16(b) => b.append_option(row.try_get::<_, Option<i16>>(i)?),
         Col::I32(b) => b.append_option(row.try_get::<_, Option<i32>>(i)?),
         Col::I64(b) => b.append_option(row.try_get::<_, Option<i64>>(i)?),
+        Col::U64(b) => b.append_option(
+            row.try_get::<_, Option<i64>>(i)?
+                .map(|v| u64::try_from(v).unwrap_or_default()),
+        ),
+        Col::Date(b) => b.append_option(row.try_get::<_, Option<i32>>(i)?),
         Col::TextList(b) => match row.try_get::<_, Option<Vec<Option<&str>>>>(i)? {
             Some(items) => {
                 for item in items {
@@ -188,6 +283,33 @@ fn append(col: &mut Col, row: &tokio_postgres::Row, i: usize) -> Result<(), toki
         },
     }
     Ok(())
+}
+
+/// The length of a value as it came over the wire (binary format), for [`BYTES`].
+struct WireLen(usize);
+
+impl<'a> FromSql<'a> for WireLen {
+    fn from_sql(
+        _ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Self(raw.len()))
+    }
+
+    fn from_sql_null(_ty: &Type) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Self(0))
+    }
+
+    fn accepts(_ty: &Type) -> bool {
+        true
+    }
+}
+
+/// Bytes of `row`'s values.
+fn row_bytes(row: &tokio_postgres::Row) -> u64 {
+    (0..row.len())
+        .map(|i| row.try_get::<_, WireLen>(i).map_or(0, |w| w.0 as u64))
+        .sum()
 }
 
 async fn read(
@@ -235,14 +357,22 @@ async fn stream_rows(
         }
     };
     let mut n = 0usize;
+    let mut bytes = 0u64;
+    let count = |bytes: &mut u64| {
+        BYTES.fetch_add(*bytes, Ordering::Relaxed);
+        metrics::counter!("vitalsink_query_shard_bytes_total").increment(*bytes);
+        *bytes = 0;
+    };
     while let Some(row) = rows.next().await {
         let row = match row {
             Ok(r) => r,
             Err(e) => {
+                count(&mut bytes);
                 let _ = tx.send(Err(fail(e))).await;
                 return;
             }
         };
+        bytes += row_bytes(&row);
         for (i, c) in cols.iter_mut().enumerate() {
             if let Err(e) = append(c, &row, i) {
                 let _ = tx.send(Err(fail(e))).await;
@@ -251,12 +381,14 @@ async fn stream_rows(
         }
         n += 1;
         if n == BATCH_ROWS {
+            count(&mut bytes);
             if tx.send(finish(&schema, &mut cols, n)).await.is_err() {
                 return; // the query was cancelled
             }
             n = 0;
         }
     }
+    count(&mut bytes);
     if n > 0 {
         let _ = tx.send(finish(&schema, &mut cols, n)).await;
     }
@@ -295,26 +427,40 @@ impl ExecutionPlan for ShardScanExec {
         _partition: usize,
         _ctx: Arc<TaskContext>,
     ) -> datafusion::error::Result<SendableRecordBatchStream> {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let client = self.client.lock().ok().and_then(|mut g| g.take());
-        let Some(c) = client else {
-            return Err(DataFusionError::Internal(format!(
-                "the scan of shard {} ran twice",
-                self.shard
-            )));
-        };
-        tokio::spawn(read(
-            c,
-            self.shard.clone(),
-            self.sql.clone(),
-            self.schema.clone(),
-            tx,
-        ));
-        let stream =
-            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            self.schema.clone(),
-            stream,
-        )))
+        stream(&self.client, &self.shard, &self.sql, &self.schema)
     }
+}
+
+/// Runs `sql` (its select list giving `schema`'s columns, in order, of the types
+/// [`builders`] reads) on `session`, taking it, and streams the rows as batches.
+///
+/// # Errors
+/// An internal error when the session was taken already (a plan ran one shard's snapshot
+/// twice).
+pub(crate) fn stream(
+    session: &Session,
+    shard: &str,
+    sql: &str,
+    schema: &SchemaRef,
+) -> datafusion::error::Result<SendableRecordBatchStream> {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let client = session.lock().ok().and_then(|mut g| g.take());
+    let Some(c) = client else {
+        return Err(DataFusionError::Internal(format!(
+            "shard {shard}'s snapshot was read twice"
+        )));
+    };
+    tokio::spawn(read(
+        c,
+        shard.to_string(),
+        sql.to_string(),
+        schema.clone(),
+        tx,
+    ));
+    let stream =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+    Ok(Box::pin(RecordBatchStreamAdapter::new(
+        schema.clone(),
+        stream,
+    )))
 }

@@ -112,17 +112,10 @@ impl datafusion::catalog::TableProvider for Measurements {
                     quote_list(&s.exclude)
                 ));
             }
-            let sql = if where_.is_empty() {
-                format!("SELECT {select} FROM measurements")
-            } else {
-                format!(
-                    "SELECT {select} FROM measurements WHERE {}",
-                    where_.join(" AND ")
-                )
-            };
             parts.push(Arc::new(ShardScanExec::new(
                 format!("{} ({})", s.name, s.on),
-                sql,
+                select.clone(),
+                where_,
                 projected.clone(),
                 s.client,
             )));

@@ -51,6 +51,8 @@ pub struct Limits {
     pub partitions: usize,
     /// How long one statement may run, planning to last row.
     pub statement_timeout: Duration,
+    /// Whether aggregates run on the shards ([`crate::aggregate`]).
+    pub aggregate_pushdown: bool,
 }
 
 impl Default for Limits {
@@ -59,6 +61,7 @@ impl Default for Limits {
             memory_bytes: 512 << 20,
             partitions: 4,
             statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
+            aggregate_pushdown: true,
         }
     }
 }
@@ -125,6 +128,11 @@ impl Engine {
             .map(|f| (f.name().to_string(), f))
             .collect();
         let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
+        if limits.aggregate_pushdown {
+            // First, on the planner's plan: the rule follows the partial aggregate's input
+            // down to the shards' scans; the rules after it place repartitions and sorts.
+            rules.insert(0, Arc::new(crate::aggregate::AggregatePushdown));
+        }
         rules.push(Arc::new(yielding::YieldingJoins));
         let state = SessionStateBuilder::new()
             .with_config(config)

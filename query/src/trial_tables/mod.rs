@@ -213,7 +213,7 @@ impl TableProvider for SqlTable {
         };
         let sql = self.sql(&projected, filters);
         let (client, shard) = self.map.session().await?;
-        Ok(Arc::new(ShardScanExec::new(
+        Ok(Arc::new(ShardScanExec::with_sql(
             format!("{shard} (primary)"),
             sql,
             projected,

@@ -1,0 +1,183 @@
+//! Aggregates computed on the shards: each shard reduces its own rows, and only partial
+//! results travel to the engine, as in Citus's distributed aggregates (partials on the
+//! workers, combined on the coordinator).
+//!
+//! DataFusion 55 has no aggregate pushdown into a `TableProvider` (apache/datafusion#8699),
+//! so this is a physical optimizer rule, [`AggregatePushdown`], run first. DataFusion plans
+//! a `GROUP BY` as `AggregateExec(Final…) ← AggregateExec(Partial) ← … ← UnionExec[shard
+//! scans…, archive]`. For each shard's branch under the partial aggregate, the rule writes the
+//! keys, the aggregates' partial states ([`partial`]) and the branch's filters as PostgreSQL
+//! ([`sql`]) and puts a [`ShardAggregateExec`] there, which runs
+//! `SELECT keys, states FROM measurements WHERE … GROUP BY keys` in the query's snapshot of
+//! that shard: the same rows the scan would have read (the scan's own `WHERE` terms, a move's
+//! exclusions included, plus every filter between), reduced by the shard. The archive's
+//! branch keeps DataFusion's partial aggregate over the Parquet scan (row groups pruned by
+//! their statistics). The final aggregate, `HAVING`, `ORDER BY` and the rest run in the engine
+//! over the union of partials, exactly as before: results are the same, to floating-point
+//! summation order (the test `query_pushdown` compares every form with the rule off).
+//!
+//! What stays in the engine (today's plan, same results): a branch with any expression,
+//! aggregate or type [`sql`]/[`partial`] do not write (each shard's branch is decided alone);
+//! grouping sets; `DISTINCT`, `FILTER` or ordered aggregates. `--aggregate-pushdown false`
+//! turns the rule off.
+
+pub mod exec;
+pub mod partial;
+pub mod sql;
+
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::error::Result;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::physical_plan::ExecutionPlan;
+use std::sync::Arc;
+
+pub use exec::ShardAggregateExec;
+
+use crate::shard_scan::{measurements_sql, ShardScanExec};
+use sql::{is_step, Branch};
+
+/// The rule (see the module doc).
+#[derive(Debug, Default)]
+pub struct AggregatePushdown;
+
+impl PhysicalOptimizerRule for AggregatePushdown {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_up(|node| {
+            let Some(agg) = node.downcast_ref::<AggregateExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            Ok(match rewrite(agg)? {
+                Some(new) => Transformed::yes(new),
+                None => Transformed::no(node),
+            })
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "vitalsink_aggregate_pushdown"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// The steps below `node` down to the first node that is not one, and that node.
+fn chain(
+    mut node: &Arc<dyn ExecutionPlan>,
+) -> (Vec<&Arc<dyn ExecutionPlan>>, &Arc<dyn ExecutionPlan>) {
+    let mut steps = Vec::new();
+    while is_step(node.as_ref()) {
+        let Some(child) = node.children().into_iter().next() else {
+            break;
+        };
+        steps.push(node);
+        node = child;
+    }
+    (steps, node)
+}
+
+/// `agg` with its shards' branches computed by the shards, or `None` when none can be.
+fn rewrite(agg: &AggregateExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let mode = *agg.mode();
+    let single;
+    let partial: &AggregateExec = match mode {
+        AggregateMode::Partial => agg,
+        AggregateMode::Single | AggregateMode::SinglePartitioned => {
+            single = AggregateExec::try_new(
+                AggregateMode::Partial,
+                agg.group_expr().clone(),
+                agg.aggr_expr().to_vec(),
+                agg.filter_expr().to_vec(),
+                agg.input().clone(),
+                agg.input_schema(),
+            )?;
+            &single
+        }
+        _ => return Ok(None),
+    };
+    let (top, below) = chain(agg.input());
+    let union = below.downcast_ref::<UnionExec>().is_some();
+    let children = if union {
+        below.children()
+    } else {
+        vec![below]
+    };
+    let mut parts: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+    let mut kept: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+    for child in children {
+        let (steps, leaf) = chain(child);
+        let shard = leaf.downcast_ref::<ShardScanExec>().and_then(|scan| {
+            let mut all = top.clone();
+            all.extend(steps);
+            on_shard(partial, &Branch { steps: all, scan })
+        });
+        match shard {
+            Some(s) => parts.push(Arc::new(s)),
+            None => kept.push(child.clone()),
+        }
+    }
+    if parts.is_empty() {
+        return Ok(None);
+    }
+    if !kept.is_empty() {
+        // The branches left (the archive's, and any shard's the rule could not write) under
+        // the engine's own partial aggregate, through the same steps as before.
+        let mut input = UnionExec::try_new(kept)?;
+        for step in top.iter().rev() {
+            input = (*step).clone().replace_children(
+                vec![input],
+                ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+            )?;
+        }
+        parts.push(Arc::new(AggregateExec::try_new(
+            AggregateMode::Partial,
+            agg.group_expr().clone(),
+            agg.aggr_expr().to_vec(),
+            agg.filter_expr().to_vec(),
+            input,
+            agg.input_schema(),
+        )?));
+    }
+    let partials = UnionExec::try_new(parts)?;
+    Ok(Some(match mode {
+        AggregateMode::Partial => partials,
+        _ => Arc::new(AggregateExec::try_new(
+            AggregateMode::Final,
+            agg.group_expr().as_final(),
+            agg.aggr_expr().to_vec(),
+            vec![None; agg.aggr_expr().len()],
+            Arc::new(CoalescePartitionsExec::new(partials)),
+            agg.input_schema(),
+        )?),
+    }))
+}
+
+/// The shard's partial aggregate for `branch`, or `None` when it cannot be written.
+fn on_shard(partial: &AggregateExec, branch: &Branch<'_>) -> Option<ShardAggregateExec> {
+    let (list, keys) = partial::select_list(partial, branch)?;
+    let mut terms = branch.scan.terms()?.to_vec();
+    terms.extend(branch.filters()?);
+    let mut sql = measurements_sql(&list.join(", "), &terms);
+    if keys > 0 {
+        let positions: Vec<String> = (1..=keys).map(|i| i.to_string()).collect();
+        sql.push_str(" GROUP BY ");
+        sql.push_str(&positions.join(", "));
+    }
+    Some(ShardAggregateExec::new(
+        branch.scan.shard().to_string(),
+        sql,
+        partial.schema(),
+        branch.scan.session(),
+    ))
+}
