@@ -1,6 +1,6 @@
 //! Backup-enabled shards of a test's own, run by `dev/backup` (pgBackRest 2.55.1 from the
 //! stack's trixie root filesystem, WAL archiving on, repository in the secure stack's S3 over
-//! HTTPS): what `tests/tests/stack_backup.rs` restores to a point in time.
+//! HTTPS): what `tests/it/stack/stack_backup.rs` restores to a point in time.
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -1,4 +1,4 @@
-//! Helpers of `tests/tests/trial_lock.rs` (issue 26, dataset locks): readings of a whole
+//! Helpers of `tests/it/trial/trial_lock.rs` (issue 26, dataset locks): readings of a whole
 //! `query` answer read back exactly (through `--format parquet`), per-participant totals with
 //! exact (correctly rounded, order-independent) sums, the real `trial`, `archiver` and
 //! `reshard` binaries with their logs, and the extra readings the test publishes after the

@@ -1,4 +1,4 @@
-//! Helpers of `tests/tests/query_trial_tables.rs` (issue 26): `query sql` and ADBC answers as
+//! Helpers of `tests/it/query/query_trial_tables.rs` (issue 26): `query sql` and ADBC answers as
 //! JSON, the real `trial` binary, audit entries read back from `query`'s answers.
 
 use crate::dataset::Totals;

@@ -615,7 +615,7 @@ async fn every_hop_over_tls_with_scram_each_binary_its_own_role_and_no_secret_in
     );
     // librdkafka is refused ("invalid-proof") by this broker build too. Tansu 0.6.0 still
     // answers a client that ignores that refusal and carries on (fixed upstream in PR #696);
-    // tests/tests/stack_secure.rs checks that case against VITALSINK_SECURE_TANSU_REFUSES_WRONG_PASSWORD
+    // tests/it/stack/stack_secure.rs checks that case against VITALSINK_SECURE_TANSU_REFUSES_WRONG_PASSWORD
     // and the README says so.
     d.refused(
         replay_binary(),
