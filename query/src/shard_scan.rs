@@ -11,7 +11,8 @@
 
 use arrow::array::{
     ArrayRef, Date32Builder, Float64Builder, Int16Builder, Int32Builder, Int64Builder,
-    ListBuilder, StringBuilder, TimestampMicrosecondBuilder, UInt64Builder,
+    ListBuilder, StringBuilder, TimestampMicrosecondBuilder, TimestampNanosecondBuilder,
+    UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
@@ -182,6 +183,8 @@ enum Col {
     Text(StringBuilder),
     /// `timestamptz` as integer microseconds ([`select_expr`]), with the field's time zone.
     Ts(TimestampMicrosecondBuilder, Option<Arc<str>>),
+    /// `timestamptz` as integer nanoseconds (`extract(epoch …) * 1e9`), with the time zone.
+    TsNs(TimestampNanosecondBuilder, Option<Arc<str>>),
     /// `float8`.
     F64(Float64Builder),
     /// `smallint`.
@@ -208,6 +211,9 @@ fn builders(schema: &SchemaRef) -> Result<Vec<Col>, DataFusionError> {
             Ok(match f.data_type() {
                 DataType::Timestamp(TimeUnit::Microsecond, tz) => {
                     Col::Ts(TimestampMicrosecondBuilder::new(), tz.clone())
+                }
+                DataType::Timestamp(TimeUnit::Nanosecond, tz) => {
+                    Col::TsNs(TimestampNanosecondBuilder::new(), tz.clone())
                 }
                 DataType::Float64 => Col::F64(Float64Builder::new()),
                 DataType::Int16 => Col::I16(Int16Builder::new()),
@@ -241,6 +247,7 @@ fn finish(
             match c {
                 Col::Text(b) => Arc::new(b.finish()),
                 Col::Ts(b, tz) => Arc::new(b.finish().with_timezone_opt(tz.clone())),
+                Col::TsNs(b, tz) => Arc::new(b.finish().with_timezone_opt(tz.clone())),
                 Col::F64(b) => Arc::new(b.finish()),
                 Col::I16(b) => Arc::new(b.finish()),
                 Col::I32(b) => Arc::new(b.finish()),
@@ -263,6 +270,7 @@ fn append(col: &mut Col, row: &tokio_postgres::Row, i: usize) -> Result<(), toki
     match col {
         Col::Text(b) => b.append_option(row.try_get::<_, Option<&str>>(i)?),
         Col::Ts(b, _) => b.append_option(row.try_get::<_, Option<i64>>(i)?),
+        Col::TsNs(b, _) => b.append_option(row.try_get::<_, Option<i64>>(i)?),
         Col::F64(b) => b.append_option(row.try_get::<_, Option<f64>>(i)?),
         Col::I16(b) => b.append_option(row.try_get::<_, Option<i16>>(i)?),
         Col::I32(b) => b.append_option(row.try_get::<_, Option<i32>>(i)?),

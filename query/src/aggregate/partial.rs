@@ -16,7 +16,7 @@ use datafusion::physical_expr::expressions::Literal;
 use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::ExecutionPlan;
 
-use super::sql::{is_utc_micros, Branch};
+use super::sql::{is_utc_time, Branch};
 
 /// The select list entry reading a value of type `t` into the column builders of
 /// [`crate::shard_scan`] (timestamps as integer microseconds, dates as days since
@@ -29,7 +29,10 @@ fn output(x: &str, t: &DataType) -> Option<String> {
         DataType::Int32 => format!("({x})::int4"),
         DataType::Int16 => format!("({x})::int2"),
         DataType::Date32 => format!("(({x}) - date '1970-01-01')"),
-        t if is_utc_micros(t) => format!("(extract(epoch FROM {x}) * 1000000)::int8"),
+        DataType::Timestamp(TimeUnit::Nanosecond, Some(_)) if is_utc_time(t) => {
+            format!("(extract(epoch FROM {x}) * 1000000000)::int8")
+        }
+        t if is_utc_time(t) => format!("(extract(epoch FROM {x}) * 1000000)::int8"),
         DataType::Timestamp(TimeUnit::Microsecond, None) => {
             format!("(extract(epoch FROM {x}) * 1000000)::int8")
         }
@@ -87,7 +90,10 @@ fn states(a: &AggregateFunctionExpr, branch: &Branch<'_>) -> Option<Vec<String>>
             vec![format!("sum({x})::float8")]
         }
         ("sum", [DataType::Int64])
-            if matches!(input, DataType::Int16 | DataType::Int32 | DataType::Int8) =>
+            if matches!(
+                input,
+                DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64
+            ) =>
         {
             vec![format!("sum({x})::int8")]
         }

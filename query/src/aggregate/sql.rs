@@ -139,10 +139,8 @@ impl Branch<'_> {
                 .iter()
                 .map(|x| self.sql(x, level))
                 .collect::<Option<Vec<_>>>()?;
-            let text = self.data_type(i.expr(), level) == Some(DataType::Utf8);
-            let collate = if text { " COLLATE \"C\"" } else { "" };
             return Some(format!(
-                "({}{collate} {}IN ({}))",
+                "({} {}IN ({}))",
                 self.sql(i.expr(), level)?,
                 if i.negated() { "NOT " } else { "" },
                 list.join(", ")
@@ -176,13 +174,16 @@ impl Branch<'_> {
                     Operator::Gt => ">",
                     _ => ">=",
                 };
-                if lt == DataType::Utf8 && rt == DataType::Utf8 {
+                // Equality is the same under every deterministic collation (and keeps the
+                // shard's index usable); order is byte order only under "C".
+                let order = !matches!(o, Operator::Eq | Operator::NotEq);
+                if order && lt == DataType::Utf8 && rt == DataType::Utf8 {
                     return Some(format!("({l} COLLATE \"C\" {sym} {r})"));
                 }
                 sym
             }
             Operator::Plus | Operator::Minus => {
-                let time_shift = is_utc_micros(&lt)
+                let time_shift = (is_utc_time(&lt) || is_naive_micros(&lt))
                     && matches!(rt, DataType::Duration(_) | DataType::Interval(_));
                 if !(time_shift || (numeric(&lt) && numeric(&rt))) {
                     return None;
@@ -216,7 +217,12 @@ impl Branch<'_> {
                 format!("make_interval(secs => ({x})::float8)")
             }
             (DataType::Duration(_), DataType::Duration(TimeUnit::Microsecond)) => x,
-            (f, DataType::Date32) if is_utc_micros(f) => {
+            // PostgreSQL's timestamps are microseconds: nanoseconds add nothing.
+            (f, t) if is_utc_time(f) && is_utc_time(t) => x,
+            // An instant in UTC to its wall-clock time there (arrow's cast to no time zone).
+            (f, t) if is_utc_time(f) && is_naive_micros(t) => format!("({x} AT TIME ZONE 'UTC')"),
+            (f, DataType::Date32) if is_naive_micros(f) => format!("({x})::date"),
+            (f, DataType::Date32) if is_utc_time(f) => {
                 format!("(({x}) AT TIME ZONE 'UTC')::date")
             }
             _ => return None,
@@ -227,7 +233,7 @@ impl Branch<'_> {
         let args = f.args();
         let ts = |i: usize| -> Option<String> {
             let a = args.get(i)?;
-            is_utc_micros(&self.data_type(a, level)?)
+            is_utc_time(&self.data_type(a, level)?)
                 .then(|| self.sql(a, level))
                 .flatten()
         };
@@ -247,6 +253,10 @@ impl Branch<'_> {
                     "year",
                 ];
                 UNITS.contains(&unit.as_str()).then_some(())?;
+                let a = args.get(1)?;
+                if is_naive_micros(&self.data_type(a, level)?) {
+                    return Some(format!("date_trunc('{unit}', {})", self.sql(a, level)?));
+                }
                 Some(format!("date_trunc('{unit}', {}, 'UTC')", ts(1)?))
             }
             ("date_bin", 2 | 3) => {
@@ -273,9 +283,16 @@ impl Branch<'_> {
     }
 }
 
-/// Whether `t` is a timestamp in microseconds in UTC (the table's `ts` and `received_at`).
-pub fn is_utc_micros(t: &DataType) -> bool {
-    matches!(t, DataType::Timestamp(TimeUnit::Microsecond, Some(tz)) if tz.as_ref() == "UTC" || tz.as_ref() == "+00:00")
+/// Whether `t` is a timestamp without time zone in microseconds (a local wall-clock time,
+/// `arrow_cast(…, 'Timestamp(Microsecond, None)')`), PostgreSQL's `timestamp`.
+pub fn is_naive_micros(t: &DataType) -> bool {
+    matches!(t, DataType::Timestamp(TimeUnit::Microsecond, None))
+}
+
+/// Whether `t` is a timestamp in UTC: microseconds (the table's `ts` and `received_at`) or
+/// nanoseconds (what `date_bin` casts them to).
+pub fn is_utc_time(t: &DataType) -> bool {
+    matches!(t, DataType::Timestamp(TimeUnit::Microsecond | TimeUnit::Nanosecond, Some(tz)) if tz.as_ref() == "UTC" || tz.as_ref() == "+00:00")
 }
 
 fn literal_value(e: &Arc<dyn PhysicalExpr>) -> Option<&ScalarValue> {

@@ -10,6 +10,7 @@
 //! and hands back a `DataFrame` bound to a session state of its own: a statement changes
 //! nothing another one sees.
 
+pub mod functions;
 pub mod policy;
 pub mod sandbox;
 pub mod yielding;
@@ -134,7 +135,7 @@ impl Engine {
             rules.insert(0, Arc::new(crate::aggregate::AggregatePushdown));
         }
         rules.push(Arc::new(yielding::YieldingJoins));
-        let state = SessionStateBuilder::new()
+        let mut state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
             .with_default_features()
@@ -143,6 +144,9 @@ impl Engine {
             .with_table_functions(table_functions)
             .with_physical_optimizer_rules(rules)
             .build();
+        for f in functions::all() {
+            datafusion::execution::FunctionRegistry::register_udf(&mut state, f)?;
+        }
         Ok(Self { state, limits })
     }
 

@@ -2,5 +2,6 @@
 //! One module per former `tests/tests/<name>.rs` file, named as it was.
 
 mod query_engine;
+mod query_pushdown;
 mod query_server_guard;
 mod query_trial_tables;
