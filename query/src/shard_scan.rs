@@ -11,7 +11,7 @@
 
 use arrow::array::{
     ArrayRef, Date32Builder, Float64Builder, Int16Builder, Int32Builder, Int64Builder,
-    ListBuilder, StringBuilder, TimestampMicrosecondBuilder, TimestampNanosecondBuilder,
+    ListBuilder, StringBuilder, StringViewBuilder, TimestampMicrosecondBuilder, TimestampNanosecondBuilder,
     UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
@@ -181,6 +181,8 @@ pub fn select_expr(field: &Field) -> String {
 enum Col {
     /// `text`.
     Text(StringBuilder),
+    /// `text`, into a string view column.
+    TextView(StringViewBuilder),
     /// `timestamptz` as integer microseconds ([`select_expr`]), with the field's time zone.
     Ts(TimestampMicrosecondBuilder, Option<Arc<str>>),
     /// `timestamptz` as integer nanoseconds (`extract(epoch …) * 1e9`), with the time zone.
@@ -222,6 +224,7 @@ fn builders(schema: &SchemaRef) -> Result<Vec<Col>, DataFusionError> {
                 DataType::UInt64 => Col::U64(UInt64Builder::new()),
                 DataType::Date32 => Col::Date(Date32Builder::new()),
                 DataType::Utf8 => Col::Text(StringBuilder::new()),
+                DataType::Utf8View => Col::TextView(StringViewBuilder::new()),
                 DataType::List(item) if item.data_type() == &DataType::Utf8 => {
                     Col::TextList(ListBuilder::new(StringBuilder::new()).with_field(item.clone()))
                 }
@@ -246,6 +249,7 @@ fn finish(
         .map(|c| -> ArrayRef {
             match c {
                 Col::Text(b) => Arc::new(b.finish()),
+                Col::TextView(b) => Arc::new(b.finish()),
                 Col::Ts(b, tz) => Arc::new(b.finish().with_timezone_opt(tz.clone())),
                 Col::TsNs(b, tz) => Arc::new(b.finish().with_timezone_opt(tz.clone())),
                 Col::F64(b) => Arc::new(b.finish()),
@@ -269,6 +273,7 @@ fn finish(
 fn append(col: &mut Col, row: &tokio_postgres::Row, i: usize) -> Result<(), tokio_postgres::Error> {
     match col {
         Col::Text(b) => b.append_option(row.try_get::<_, Option<&str>>(i)?),
+        Col::TextView(b) => b.append_option(row.try_get::<_, Option<&str>>(i)?),
         Col::Ts(b, _) => b.append_option(row.try_get::<_, Option<i64>>(i)?),
         Col::TsNs(b, _) => b.append_option(row.try_get::<_, Option<i64>>(i)?),
         Col::F64(b) => b.append_option(row.try_get::<_, Option<f64>>(i)?),

@@ -23,7 +23,7 @@ use super::sql::{is_utc_time, Branch};
 /// 1970-01-01), or `None` for a type they do not read.
 fn output(x: &str, t: &DataType) -> Option<String> {
     Some(match t {
-        DataType::Utf8 => x.to_string(),
+        DataType::Utf8 | DataType::Utf8View => x.to_string(),
         DataType::Float64 => format!("({x})::float8"),
         DataType::Int64 | DataType::UInt64 => format!("({x})::int8"),
         DataType::Int32 => format!("({x})::int4"),
@@ -102,7 +102,7 @@ fn states(a: &AggregateFunctionExpr, branch: &Branch<'_>) -> Option<Vec<String>>
             format!("sum({x})::float8"),
         ],
         (f @ ("min" | "max"), [t]) if **t == input => {
-            let arg = if input == DataType::Utf8 {
+            let arg = if super::sql::is_text(&input) {
                 format!("{x} COLLATE \"C\"")
             } else {
                 x

@@ -177,7 +177,7 @@ impl Branch<'_> {
                 // Equality is the same under every deterministic collation (and keeps the
                 // shard's index usable); order is byte order only under "C".
                 let order = !matches!(o, Operator::Eq | Operator::NotEq);
-                if order && lt == DataType::Utf8 && rt == DataType::Utf8 {
+                if order && is_text(&lt) && is_text(&rt) {
                     return Some(format!("({l} COLLATE \"C\" {sym} {r})"));
                 }
                 sym
@@ -195,7 +195,7 @@ impl Branch<'_> {
                 }
             }
             Operator::Multiply if numeric(&lt) && numeric(&rt) => "*",
-            Operator::StringConcat if lt == DataType::Utf8 && rt == DataType::Utf8 => "||",
+            Operator::StringConcat if is_text(&lt) && is_text(&rt) => "||",
             _ => return None,
         };
         Some(format!("({l} {op} {r})"))
@@ -222,6 +222,10 @@ impl Branch<'_> {
             // An instant in UTC to its wall-clock time there (arrow's cast to no time zone).
             (f, t) if is_utc_time(f) && is_naive_micros(t) => format!("({x} AT TIME ZONE 'UTC')"),
             (f, DataType::Date32) if is_naive_micros(f) => format!("({x})::date"),
+            // Arrow writes a date as ISO 8601, `YYYY-MM-DD` (whatever the session's DateStyle).
+            (f, t) if is_text(f) && is_text(t) => x,
+            (DataType::Date32, t) if is_text(t) => format!("to_char({x}, 'YYYY-MM-DD')"),
+            (f, t) if f.is_integer() && is_text(t) => format!("({x})::text"),
             (f, DataType::Date32) if is_utc_time(f) => {
                 format!("(({x}) AT TIME ZONE 'UTC')::date")
             }
@@ -281,6 +285,11 @@ impl Branch<'_> {
             _ => None,
         }
     }
+}
+
+/// Whether `t` is text (PostgreSQL's `text`): Arrow's `Utf8`, `Utf8View` or `LargeUtf8`.
+pub fn is_text(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8)
 }
 
 /// Whether `t` is a timestamp without time zone in microseconds (a local wall-clock time,
