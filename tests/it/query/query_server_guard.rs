@@ -62,7 +62,7 @@ fn adbc(user: &str, pw_file: &Path, args: &[&str], log: &Path) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_server_refuses_writes_ends_runaways_and_records_who_asked() {
-    let _stack = vitalsink_tests::stack_lock::shared().await;
+    let _stack = vitalsink_tests::stack_lock::exclusive().await;
     let stack = Stack::from_env();
     let (dep, config) = RealDeployment::archived(&stack, "t_qguard").await;
     let d = dep.dir.path();
