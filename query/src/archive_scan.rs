@@ -19,7 +19,9 @@ use arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
 use datafusion::common::DFSchema;
 use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use futures::{StreamExt, TryStreamExt};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{col, lit, Expr};
@@ -76,6 +78,9 @@ fn not_restored(windows: &[&Restored]) -> Option<Expr> {
     Some(datafusion::logical_expr::not(any))
 }
 
+/// Archive objects whose size is asked for at once (HEAD requests in flight).
+pub const HEADS: usize = 16;
+
 /// The plan reading the archived rows that count, in the full table schema, or `None` when
 /// no object can hold rows the query wants.
 ///
@@ -100,20 +105,44 @@ pub async fn plan(
     let url = ObjectStoreUrl::parse(STORE_URL)?;
     let mut plain = Vec::new();
     let mut held: Vec<(PartitionedFile, Expr)> = Vec::new();
-    for a in archived.iter().filter(|a| overlaps(&a.range, lo, hi)) {
-        let meta = store
-            .head(&Path::from(a.path.as_str()))
-            .await
-            .map_err(|e| Error::Archive(format!("{}: {e}", a.path)))?;
-        let file = PartitionedFile::new(a.path.clone(), meta.size);
+    // Each object's size and last change, HEADs [`HEADS`] at a time (one round trip each on
+    // S3): the footer cache below checks its entries against them.
+    let wanted: Vec<&Archived> = archived
+        .iter()
+        .filter(|a| overlaps(&a.range, lo, hi))
+        .collect();
+    let heads = wanted.iter().map(|a| {
+        let (store, path) = (store.clone(), a.path.clone());
+        async move {
+            store
+                .head(&Path::from(path.as_str()))
+                .await
+                .map_err(|e| Error::Archive(format!("{path}: {e}")))
+        }
+    });
+    let metas: Vec<object_store::ObjectMeta> = futures::stream::iter(heads.collect::<Vec<_>>())
+    .buffered(HEADS)
+    .try_collect()
+    .await?;
+    for (a, meta) in wanted.iter().zip(metas) {
+        let file = PartitionedFile::from(meta);
         let windows: Vec<&Restored> = restored.iter().filter(|r| r.path == a.path).collect();
         match not_restored(&windows) {
             Some(f) => held.push((file, f)),
             None => plain.push(file),
         }
     }
+    // Footers (and page indexes) parsed once per object and kept in the engine's file
+    // metadata cache (DataFusion's `CachedParquetFileReaderFactory`, as its own Parquet
+    // tables use; entries are valid while the object's size and last change are the same).
+    // Without it every query read and parsed every footer again.
+    let runtime = state.runtime_env();
+    let readers = Arc::new(CachedParquetFileReaderFactory::new(
+        runtime.object_store(&ObjectStoreUrl::parse(STORE_URL)?)?,
+        runtime.cache_manager.get_file_metadata_cache(),
+    ));
     let source = || {
-        let s = ParquetSource::new(schema.clone());
+        let s = ParquetSource::new(schema.clone()).with_parquet_file_reader_factory(readers.clone());
         Arc::new(match &predicate {
             Some(p) => s.with_predicate(p.clone()),
             None => s,

@@ -48,8 +48,39 @@ pub fn bytes_received() -> u64 {
     BYTES.load(Ordering::Relaxed)
 }
 
+/// A connection holding a shard's snapshot: one of its own, or one from the engine's pool
+/// ([`crate::snapshot::Pools`]).
+pub enum Conn {
+    /// A connection of its own, closed when dropped.
+    Plain(tokio_postgres::Client),
+    /// A pooled connection: back to the pool once its statement has read to the end (its
+    /// transaction rolled back); closed when the statement stopped early, so the shard stops
+    /// working on it.
+    Pooled(deadpool_postgres::Object),
+}
+
+impl Conn {
+    /// The client.
+    pub fn client(&self) -> &tokio_postgres::Client {
+        match self {
+            Self::Plain(c) => c,
+            Self::Pooled(o) => o,
+        }
+    }
+
+    /// Ends the snapshot: a pooled connection whose statement `completed` goes back to the
+    /// pool with its transaction rolled back (read-only: nothing to keep); any other is closed.
+    pub async fn release(self, completed: bool) {
+        if let Self::Pooled(o) = self {
+            if !(completed && o.batch_execute("ROLLBACK").await.is_ok()) {
+                drop(deadpool_postgres::Object::take(o));
+            }
+        }
+    }
+}
+
 /// A shard's snapshot session, taken by the first plan node that runs on it.
-pub type Session = Arc<Mutex<Option<tokio_postgres::Client>>>;
+pub type Session = Arc<Mutex<Option<Conn>>>;
 
 /// The scan of one shard: one partition; `EXPLAIN` shows `ShardScanExec: shard=…, sql=…`.
 pub struct ShardScanExec {
@@ -105,7 +136,7 @@ impl ShardScanExec {
         select: String,
         terms: Vec<String>,
         schema: SchemaRef,
-        client: tokio_postgres::Client,
+        client: Conn,
     ) -> Self {
         let sql = measurements_sql(&select, &terms);
         Self {
@@ -134,7 +165,7 @@ impl ShardScanExec {
             sql,
             props: one_partition(&schema),
             schema,
-            client: Arc::new(Mutex::new(Some(client))),
+            client: Arc::new(Mutex::new(Some(Conn::Plain(client)))),
         }
     }
 
@@ -326,28 +357,30 @@ fn row_bytes(row: &tokio_postgres::Row) -> u64 {
 }
 
 async fn read(
-    client: tokio_postgres::Client,
+    conn: Conn,
     shard: String,
     sql: String,
     schema: SchemaRef,
     tx: mpsc::Sender<Result<RecordBatch, DataFusionError>>,
 ) {
     // The query was stopped (cancelled, timed out, the client went away): the receiver is
-    // dropped, and so is this read with the shard's session, even while the shard is still
-    // working on a row.
-    tokio::select! {
-        () = tx.closed() => {}
-        () = stream_rows(client, shard, sql, schema, &tx) => {}
-    }
+    // dropped, and so is this read with the shard's session (closed, not pooled), even while
+    // the shard is still working on a row.
+    let completed = tokio::select! {
+        () = tx.closed() => false,
+        done = stream_rows(conn.client(), shard, sql, schema, &tx) => done,
+    };
+    conn.release(completed).await;
 }
 
+/// Streams the rows; whether it read them all.
 async fn stream_rows(
-    client: tokio_postgres::Client,
+    client: &tokio_postgres::Client,
     shard: String,
     sql: String,
     schema: SchemaRef,
     tx: &mpsc::Sender<Result<RecordBatch, DataFusionError>>,
-) {
+) -> bool {
     let fail = |e: tokio_postgres::Error| {
         DataFusionError::External(Box::new(Error::Shard {
             shard: shard.clone(),
@@ -358,7 +391,7 @@ async fn stream_rows(
         Ok(r) => r,
         Err(e) => {
             let _ = tx.send(Err(fail(e))).await;
-            return;
+            return false;
         }
     };
     futures::pin_mut!(rows);
@@ -366,7 +399,7 @@ async fn stream_rows(
         Ok(c) => c,
         Err(e) => {
             let _ = tx.send(Err(e)).await;
-            return;
+            return false;
         }
     };
     let mut n = 0usize;
@@ -382,30 +415,30 @@ async fn stream_rows(
             Err(e) => {
                 count(&mut bytes);
                 let _ = tx.send(Err(fail(e))).await;
-                return;
+                return false;
             }
         };
         bytes += row_bytes(&row);
         for (i, c) in cols.iter_mut().enumerate() {
             if let Err(e) = append(c, &row, i) {
                 let _ = tx.send(Err(fail(e))).await;
-                return;
+                return false;
             }
         }
         n += 1;
         if n == BATCH_ROWS {
             count(&mut bytes);
             if tx.send(finish(&schema, &mut cols, n)).await.is_err() {
-                return; // the query was cancelled
+                return false; // the query was cancelled
             }
             n = 0;
         }
     }
     count(&mut bytes);
-    if n > 0 {
-        let _ = tx.send(finish(&schema, &mut cols, n)).await;
+    if n > 0 && tx.send(finish(&schema, &mut cols, n)).await.is_err() {
+        return false;
     }
-    // Dropping the session ends its read-only transaction.
+    true
 }
 
 impl ExecutionPlan for ShardScanExec {

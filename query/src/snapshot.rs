@@ -31,6 +31,88 @@ use vitalsink_common::config::ShardConfig;
 use vitalsink_common::Config;
 
 use crate::error::{Error, Result};
+use crate::shard_scan::Conn;
+
+/// Connections kept per shard (primary or replica URL) for the snapshots of the engine's
+/// queries: a query opens its snapshots on them instead of connecting anew (a new
+/// PostgreSQL backend, with TimescaleDB loaded, took milliseconds of a one-participant query).
+/// More at once than this connect on their own, as before.
+pub const POOL_SIZE: usize = 8;
+
+/// The engine's connection pools, one per shard URL, made on first use (deadpool). A
+/// connection comes back only after its statement read to the end, its transaction rolled
+/// back ([`Conn::release`]); handing one out runs `ROLLBACK` first (deadpool's recycling
+/// query), so no snapshot outlives its query.
+#[derive(Debug, Default)]
+pub struct Pools {
+    by_url: std::sync::Mutex<std::collections::HashMap<String, deadpool_postgres::Pool>>,
+}
+
+impl Pools {
+    fn pool(
+        &self,
+        name: &str,
+        url: &str,
+        db: &vitalsink_common::config::DatabaseConfig,
+    ) -> Result<deadpool_postgres::Pool> {
+        let mut by_url = self
+            .by_url
+            .lock()
+            .map_err(|_| Error::Archive("connection pools poisoned".into()))?;
+        if let Some(p) = by_url.get(url) {
+            return Ok(p.clone());
+        }
+        let (pg, tls) = vitalsink_common::pgconn::settings(
+            url,
+            &format!("shard {name} connection string"),
+            db,
+            "vitalsink-query",
+        )?;
+        let mgr = deadpool_postgres::Manager::from_config(
+            pg,
+            tls,
+            deadpool_postgres::ManagerConfig {
+                recycling_method: deadpool_postgres::RecyclingMethod::Custom("ROLLBACK".into()),
+            },
+        );
+        let pool = deadpool_postgres::Pool::builder(mgr)
+            .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| Error::Shard {
+                shard: name.to_string(),
+                message: e.to_string(),
+            })?;
+        by_url.insert(url.to_string(), pool.clone());
+        Ok(pool)
+    }
+
+    /// A session on shard `name` at `url`: pooled when the pool has one to give now, else a
+    /// connection of its own.
+    ///
+    /// # Errors
+    /// [`Error::Shard`] naming the shard when it does not answer.
+    pub async fn session(
+        &self,
+        name: &str,
+        url: &str,
+        db: &vitalsink_common::config::DatabaseConfig,
+    ) -> Result<Conn> {
+        let pool = self.pool(name, url, db)?;
+        let now = deadpool_postgres::Timeouts {
+            wait: Some(std::time::Duration::ZERO),
+            ..Default::default()
+        };
+        match pool.timeout_get(&now).await {
+            Ok(o) => Ok(Conn::Pooled(o)),
+            Err(deadpool_postgres::PoolError::Backend(e)) => Err(Error::Shard {
+                shard: name.to_string(),
+                message: vitalsink_common::error::describe_postgres(&e),
+            }),
+            Err(_) => Ok(Conn::Plain(connect(name, url, db).await?)),
+        }
+    }
+}
 
 /// An archived object whose chunk its shard has dropped.
 #[derive(Debug, Clone)]
@@ -56,9 +138,10 @@ pub struct Restored {
 pub struct ShardSnapshot {
     /// The shard's name.
     pub name: String,
-    /// The session holding the transaction (read by the shard's scan; dropping it ends the
-    /// transaction).
-    pub client: tokio_postgres::Client,
+    /// The session holding the transaction (read by the shard's scan, which ends the
+    /// transaction; dropped unread, a pooled session's transaction is rolled back when the
+    /// pool hands it out again).
+    pub client: Conn,
     /// Where the session is: `primary` or `replica N`.
     pub on: String,
     /// Participants whose rows this shard's scan leaves out: their history was copied to a
@@ -134,13 +217,14 @@ fn shard_err(shard: &str) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
 /// as the query reads): on the first of its replicas that answers, unless `primary_only`,
 /// else on the primary. Returns the session and where it is (`primary`, `replica N`).
 async fn session(
+    pools: &Pools,
     sc: &ShardConfig,
     db: &vitalsink_common::config::DatabaseConfig,
     primary_only: bool,
-) -> Result<(tokio_postgres::Client, String)> {
+) -> Result<(Conn, String)> {
     if !primary_only {
         for (i, url) in sc.replicas.iter().enumerate() {
-            match connect(&sc.name, url, db).await {
+            match pools.session(&sc.name, url, db).await {
                 Ok(c) => return Ok((c, format!("replica {i}"))),
                 Err(e) => {
                     tracing::warn!(shard = %sc.name, replica = i, error = %e, "replica does not answer; trying the next, then the primary");
@@ -148,7 +232,7 @@ async fn session(
             }
         }
     }
-    Ok((connect(&sc.name, &sc.url, db).await?, "primary".into()))
+    Ok((pools.session(&sc.name, &sc.url, db).await?, "primary".into()))
 }
 
 /// A plain session on shard `name` at `url`, with TLS and login as every binary's (also the
@@ -184,8 +268,15 @@ pub(crate) async fn connect(
 }
 
 /// Reads the shard map and any move in progress from the map shard (`cfg.shards[0]`).
-async fn layout(cfg: &Config, map_shard: &ShardConfig) -> Result<(Vec<String>, Option<Move>)> {
-    let c = connect(&map_shard.name, &map_shard.url, &cfg.database).await?;
+async fn layout(
+    cfg: &Config,
+    pools: &Pools,
+    map_shard: &ShardConfig,
+) -> Result<(Vec<String>, Option<Move>)> {
+    let conn = pools
+        .session(&map_shard.name, &map_shard.url, &cfg.database)
+        .await?;
+    let c = conn.client();
     let e = shard_err(&map_shard.name);
     let current: Vec<String> = c
         .query_opt(
@@ -247,12 +338,13 @@ async fn layout(cfg: &Config, map_shard: &ShardConfig) -> Result<(Vec<String>, O
 /// the map names a shard neither configured nor the target of the move in progress.
 pub async fn open(
     cfg: &Config,
+    pools: &Pools,
     participants: Option<&std::collections::BTreeSet<String>>,
 ) -> Result<Snapshot> {
     let Some(map_shard) = cfg.shards.first() else {
         return Err(vitalsink_common::Error::ShardMap("no shards configured".into()).into());
     };
-    let (current, mv) = layout(cfg, map_shard).await?;
+    let (current, mv) = layout(cfg, pools, map_shard).await?;
     let union: Vec<String> = match &mv {
         Some(m) if m.to.len() > m.from.len() => m.to.clone(),
         Some(m) => m.from.clone(),
@@ -316,7 +408,8 @@ pub async fn open(
         let s = &shards[i];
         // During a move every shard is read on its primary: the snapshot order above is an
         // order in time, which a lagging replica would not keep.
-        let (c, on) = session(s, &cfg.database, mv.is_some()).await?;
+        let (conn, on) = session(pools, s, &cfg.database, mv.is_some()).await?;
+        let c = conn.client();
         let e = shard_err(&s.name);
         c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
@@ -369,7 +462,7 @@ pub async fn open(
         }
         opened[i] = Some(ShardSnapshot {
             name: s.name.clone(),
-            client: c,
+            client: conn,
             on,
             exclude: Vec::new(),
         });

@@ -35,6 +35,8 @@ pub struct Measurements {
     schema: SchemaRef,
     /// The archive's store (`None` when no archive is configured: the shards alone).
     store: Option<Arc<dyn ObjectStore>>,
+    /// Connections to the shards, reused by the table's queries.
+    pools: Arc<crate::snapshot::Pools>,
 }
 
 impl Measurements {
@@ -44,6 +46,7 @@ impl Measurements {
             cfg,
             schema: schema(),
             store,
+            pools: Arc::default(),
         }
     }
 }
@@ -86,7 +89,7 @@ impl datafusion::catalog::TableProvider for Measurements {
             None => self.schema.clone(),
         };
         let who = participants(filters);
-        let snap = crate::snapshot::open(&self.cfg, who.as_ref()).await?;
+        let snap = crate::snapshot::open(&self.cfg, &self.pools, who.as_ref()).await?;
         let terms: Vec<String> = filters.iter().filter_map(to_sql).collect();
         if let Some(ps) = &who {
             if ps.is_empty() {
