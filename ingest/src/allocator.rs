@@ -7,7 +7,7 @@
 //! ones came from the heap, whose freed space glibc keeps: the worker's RSS then went over
 //! `ingest.memory_cap_bytes` by up to a quarter, from run to run (issue 27; 64.9–67.7 MiB
 //! against 64 with the threshold moving, 51–56 MiB with it fixed, in
-//! `tests/tests/ingest_memory.rs`). Setting the threshold fixes it and turns the dynamic
+//! `tests/it/ingest/ingest_memory.rs`). Setting the threshold fixes it and turns the dynamic
 //! adjustment off. The project forbids `unsafe`, so `mallopt` cannot be called; glibc reads
 //! the same setting from the environment at start-up (`MALLOC_MMAP_THRESHOLD_`, mallopt(3)
 //! "Environment variables"), so the process sets it and executes itself again, once, before
