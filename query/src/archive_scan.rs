@@ -21,7 +21,6 @@ use datafusion::common::DFSchema;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
-use futures::{StreamExt, TryStreamExt};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{col, lit, Expr};
@@ -31,6 +30,7 @@ use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::scalar::ScalarValue;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use std::sync::Arc;
@@ -121,9 +121,9 @@ pub async fn plan(
         }
     });
     let metas: Vec<object_store::ObjectMeta> = futures::stream::iter(heads.collect::<Vec<_>>())
-    .buffered(HEADS)
-    .try_collect()
-    .await?;
+        .buffered(HEADS)
+        .try_collect()
+        .await?;
     for (a, meta) in wanted.iter().zip(metas) {
         let file = PartitionedFile::from(meta);
         let windows: Vec<&Restored> = restored.iter().filter(|r| r.path == a.path).collect();
@@ -142,7 +142,8 @@ pub async fn plan(
         runtime.cache_manager.get_file_metadata_cache(),
     ));
     let source = || {
-        let s = ParquetSource::new(schema.clone()).with_parquet_file_reader_factory(readers.clone());
+        let s =
+            ParquetSource::new(schema.clone()).with_parquet_file_reader_factory(readers.clone());
         Arc::new(match &predicate {
             Some(p) => s.with_predicate(p.clone()),
             None => s,

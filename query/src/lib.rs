@@ -5,7 +5,10 @@
 //! read-only catalog; DataFusion, memory pool, the archive's store) →
 //! [`table::Measurements`]'s `scan` → [`pushdown`] (shards, objects, SQL) →
 //! [`snapshot::open`] (one snapshot per shard; archive and move state read in it) →
-//! [`shard_scan::ShardScanExec`] per shard and [`archive_scan::plan`] for the archive.
+//! [`shard_scan::ShardScanExec`] per shard and [`archive_scan::plan`] for the archive. An
+//! aggregate over that union is then computed on the shards where it can be
+//! ([`aggregate::AggregatePushdown`], the first physical optimizer rule: each shard's scan
+//! becomes a [`aggregate::ShardAggregateExec`] returning partial states).
 //!
 //! Beside `measurements` the catalog holds the trial's tables of the map shard
 //! ([`trial_tables`]: `audit_log`, `participants`, `participant_status_changes`). With

@@ -10,8 +10,8 @@
 //! counter `vitalsink_query_shard_bytes_total`): what travelled from the shards.
 
 use arrow::array::{
-    ArrayRef, Date32Builder, Float64Builder, Int16Builder, Int32Builder, Int64Builder,
-    ListBuilder, StringBuilder, StringViewBuilder, TimestampMicrosecondBuilder, TimestampNanosecondBuilder,
+    ArrayRef, Date32Builder, Float64Builder, Int16Builder, Int32Builder, Int64Builder, ListBuilder,
+    StringBuilder, StringViewBuilder, TimestampMicrosecondBuilder, TimestampNanosecondBuilder,
     UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};

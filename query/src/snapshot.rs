@@ -232,7 +232,10 @@ async fn session(
             }
         }
     }
-    Ok((pools.session(&sc.name, &sc.url, db).await?, "primary".into()))
+    Ok((
+        pools.session(&sc.name, &sc.url, db).await?,
+        "primary".into(),
+    ))
 }
 
 /// A plain session on shard `name` at `url`, with TLS and login as every binary's (also the

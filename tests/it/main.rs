@@ -2,8 +2,8 @@
 //! per file). They run the real binaries from `target/debug` against the local stack
 //! (`dev/stack up`; endpoints from `eval "$(dev/stack env)"`). One module per area, one
 //! module per former `tests/tests/<name>.rs` file under it, named as the file was, so
-//! `cargo test -p vitalsink-tests --test it ingest_failover` runs that file's tests and
-//! `cargo test -p vitalsink-tests --test it ingest::` runs an area.
+//! `cargo test --workspace --test it ingest_failover` runs that file's tests and
+//! `cargo test --workspace --test it ingest::` runs an area.
 
 mod archiver;
 mod ingest;

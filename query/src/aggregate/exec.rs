@@ -23,7 +23,11 @@ pub struct ShardAggregateExec {
 
 impl std::fmt::Debug for ShardAggregateExec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ShardAggregateExec: shard={}, sql={}", self.shard, self.sql)
+        write!(
+            f,
+            "ShardAggregateExec: shard={}, sql={}",
+            self.shard, self.sql
+        )
     }
 }
 
@@ -48,7 +52,11 @@ impl ShardAggregateExec {
 
 impl DisplayAs for ShardAggregateExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(f, "ShardAggregateExec: shard={}, sql={}", self.shard, self.sql)
+        write!(
+            f,
+            "ShardAggregateExec: shard={}, sql={}",
+            self.shard, self.sql
+        )
     }
 }
 

@@ -22,16 +22,20 @@
 //! turns the rule off.
 
 pub mod exec;
+pub mod keys;
 pub mod partial;
 pub mod sql;
 
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::error::Result;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
-use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
 use std::sync::Arc;
@@ -90,29 +94,48 @@ fn chain(
 /// `agg` with its shards' branches computed by the shards, or `None` when none can be.
 fn rewrite(agg: &AggregateExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     let mode = *agg.mode();
-    let single;
-    let partial: &AggregateExec = match mode {
-        AggregateMode::Partial => agg,
-        AggregateMode::Single | AggregateMode::SinglePartitioned => {
-            single = AggregateExec::try_new(
-                AggregateMode::Partial,
-                agg.group_expr().clone(),
-                agg.aggr_expr().to_vec(),
-                agg.filter_expr().to_vec(),
-                agg.input().clone(),
-                agg.input_schema(),
-            )?;
-            &single
+    if !matches!(
+        mode,
+        AggregateMode::Partial | AggregateMode::Single | AggregateMode::SinglePartitioned
+    ) || agg.group_expr().has_grouping_set()
+    {
+        return Ok(None);
+    }
+    // The keys' parts ([`keys`]): the partial aggregates group by them, and the keys are
+    // built over the partial rows.
+    let mut parts = Vec::new();
+    let built: Option<Vec<Arc<dyn PhysicalExpr>>> = agg
+        .group_expr()
+        .expr()
+        .iter()
+        .map(|(e, _)| keys::split(e, &mut parts))
+        .collect();
+    let (group, built) = match built {
+        Some(b)
+            if b.iter()
+                .zip(agg.group_expr().expr())
+                .any(|(x, (e, _))| x.to_string() != e.to_string()) =>
+        {
+            let named = parts
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (p.clone(), keys::part_name(i)))
+                .collect();
+            (PhysicalGroupBy::new_single(named), Some(b))
         }
-        _ => return Ok(None),
+        _ => (agg.group_expr().clone(), None),
     };
+    let partial = AggregateExec::try_new(
+        AggregateMode::Partial,
+        group.clone(),
+        agg.aggr_expr().to_vec(),
+        agg.filter_expr().to_vec(),
+        agg.input().clone(),
+        agg.input_schema(),
+    )?;
     let (top, below) = chain(agg.input());
     let union = below.downcast_ref::<UnionExec>().is_some();
-    let children = if union {
-        below.children()
-    } else {
-        vec![below]
-    };
+    let children = if union { below.children() } else { vec![below] };
     let mut parts: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
     let mut kept: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
     for child in children {
@@ -120,7 +143,7 @@ fn rewrite(agg: &AggregateExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
         let shard = leaf.downcast_ref::<ShardScanExec>().and_then(|scan| {
             let mut all = top.clone();
             all.extend(steps);
-            on_shard(partial, &Branch { steps: all, scan })
+            on_shard(&partial, &Branch { steps: all, scan })
         });
         match shard {
             Some(s) => parts.push(Arc::new(s)),
@@ -142,14 +165,41 @@ fn rewrite(agg: &AggregateExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
         }
         parts.push(Arc::new(AggregateExec::try_new(
             AggregateMode::Partial,
-            agg.group_expr().clone(),
+            group,
             agg.aggr_expr().to_vec(),
             agg.filter_expr().to_vec(),
             input,
             agg.input_schema(),
         )?));
     }
-    let partials = UnionExec::try_new(parts)?;
+    let mut partials = UnionExec::try_new(parts)?;
+    if let Some(built) = built {
+        // The keys over the partial rows of their parts; the states as they are.
+        let want = match mode {
+            AggregateMode::Partial => agg.schema(),
+            _ => AggregateExec::try_new(
+                AggregateMode::Partial,
+                agg.group_expr().clone(),
+                agg.aggr_expr().to_vec(),
+                agg.filter_expr().to_vec(),
+                agg.input().clone(),
+                agg.input_schema(),
+            )?
+            .schema(),
+        };
+        let n = built.len();
+        let offset = partials.schema().fields().len() - (want.fields().len() - n);
+        let mut exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = built
+            .into_iter()
+            .zip(want.fields().iter())
+            .map(|(e, f)| (e, f.name().clone()))
+            .collect();
+        for (k, f) in want.fields().iter().enumerate().skip(n) {
+            let i = offset + k - n;
+            exprs.push((Arc::new(Column::new(f.name(), i)), f.name().clone()));
+        }
+        partials = Arc::new(ProjectionExec::try_new(exprs, partials)?);
+    }
     Ok(Some(match mode {
         AggregateMode::Partial => partials,
         _ => Arc::new(AggregateExec::try_new(

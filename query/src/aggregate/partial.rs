@@ -97,10 +97,9 @@ fn states(a: &AggregateFunctionExpr, branch: &Branch<'_>) -> Option<Vec<String>>
         {
             vec![format!("sum({x})::int8")]
         }
-        ("avg", [DataType::UInt64, DataType::Float64]) if input == DataType::Float64 => vec![
-            format!("count({x})::int8"),
-            format!("sum({x})::float8"),
-        ],
+        ("avg", [DataType::UInt64, DataType::Float64]) if input == DataType::Float64 => {
+            vec![format!("count({x})::int8"), format!("sum({x})::float8")]
+        }
         (f @ ("min" | "max"), [t]) if **t == input => {
             let arg = if super::sql::is_text(&input) {
                 format!("{x} COLLATE \"C\"")

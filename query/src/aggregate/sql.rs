@@ -209,9 +209,7 @@ impl Branch<'_> {
         }
         Some(match (&from, to) {
             (f, DataType::Int64) if f.is_integer() => format!("({x})::int8"),
-            (f, DataType::Int32) if matches!(f, DataType::Int8 | DataType::Int16) => {
-                format!("({x})::int4")
-            }
+            (DataType::Int8 | DataType::Int16, DataType::Int32) => format!("({x})::int4"),
             (f, DataType::Float64) if f.is_integer() => format!("({x})::float8"),
             (f, DataType::Duration(TimeUnit::Second)) if f.is_integer() => {
                 format!("make_interval(secs => ({x})::float8)")

@@ -68,8 +68,7 @@ impl ScalarUDFImpl for TimeBucket {
                 "time_bucket takes two arguments here: (stride, ts)".into(),
             ));
         }
-        if let ColumnarValue::Scalar(ScalarValue::IntervalMonthDayNano(Some(v))) = &args.args[0]
-        {
+        if let ColumnarValue::Scalar(ScalarValue::IntervalMonthDayNano(Some(v))) = &args.args[0] {
             if v.months != 0 {
                 return Err(DataFusionError::Plan(
                     "time_bucket with a stride of months is not supported: use date_trunc('month', ts)"
@@ -82,11 +81,8 @@ impl ScalarUDFImpl for TimeBucket {
             _ => None,
         };
         let origin = ScalarValue::TimestampNanosecond(Some(TIME_BUCKET_ORIGIN_NS), tz.clone());
-        args.arg_fields.push(Arc::new(Field::new(
-            "origin",
-            origin.data_type(),
-            false,
-        )));
+        args.arg_fields
+            .push(Arc::new(Field::new("origin", origin.data_type(), false)));
         args.args.push(ColumnarValue::Scalar(origin));
         datafusion::functions::datetime::date_bin().invoke_with_args(args)
     }
