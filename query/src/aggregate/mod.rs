@@ -218,12 +218,26 @@ fn on_shard(partial: &AggregateExec, branch: &Branch<'_>) -> Option<ShardAggrega
     let (list, keys) = partial::select_list(partial, branch)?;
     let mut terms = branch.scan.terms()?.to_vec();
     terms.extend(branch.filters()?);
-    let mut sql = measurements_sql(&list.join(", "), &terms);
-    if keys > 0 {
-        let positions: Vec<String> = (1..=keys).map(|i| i.to_string()).collect();
-        sql.push_str(" GROUP BY ");
-        sql.push_str(&positions.join(", "));
-    }
+    let sql = if keys.is_empty() {
+        measurements_sql(&list.join(", "), &terms)
+    } else {
+        // The keys are named in a subquery (PostgreSQL flattens it) and grouped by name:
+        // the select list then converts each group's key once (a bucket of `ts` to integer
+        // microseconds: `extract` returns `numeric` since PostgreSQL 14), not each row's,
+        // and a constant key is no `GROUP BY 'all'` (an error) or `GROUP BY 2` (a position).
+        let names: Vec<String> = (0..keys.len()).map(partial::key_name).collect();
+        let named: Vec<String> = keys
+            .iter()
+            .zip(&names)
+            .map(|(k, n)| format!("{k} AS {n}"))
+            .collect();
+        let rows = measurements_sql(&format!("*, {}", named.join(", ")), &terms);
+        format!(
+            "SELECT {} FROM ({rows}) AS m GROUP BY {}",
+            list.join(", "),
+            names.join(", ")
+        )
+    };
     Some(ShardAggregateExec::new(
         branch.scan.shard().to_string(),
         sql,

@@ -40,9 +40,10 @@ fn output(x: &str, t: &DataType) -> Option<String> {
     })
 }
 
-/// The shard's `SELECT` list and its number of group keys for `agg` over `branch`, or
-/// `None` when any part has no exact PostgreSQL form.
-pub fn select_list(agg: &AggregateExec, branch: &Branch<'_>) -> Option<(Vec<String>, usize)> {
+/// The shard's `SELECT` list and its group keys (as PostgreSQL, before the select list
+/// converts them) for `agg` over `branch`, or `None` when any part has no exact PostgreSQL
+/// form. The list refers to key `i` as [`key_name`]`(i)`.
+pub fn select_list(agg: &AggregateExec, branch: &Branch<'_>) -> Option<(Vec<String>, Vec<String>)> {
     let group = agg.group_expr();
     if group.has_grouping_set() || agg.filter_expr().iter().any(Option::is_some) {
         return None;
@@ -50,17 +51,23 @@ pub fn select_list(agg: &AggregateExec, branch: &Branch<'_>) -> Option<(Vec<Stri
     // The partial aggregate's output: keys then states, in this order and these types.
     let want = agg.schema();
     let mut list = Vec::new();
+    let mut keys = Vec::new();
     for (i, (e, _)) in group.expr().iter().enumerate() {
         let t = branch.data_type(e, 0)?;
         (want.fields().get(i)?.data_type() == &t).then_some(())?;
-        list.push(output(&branch.sql(e, 0)?, &t)?);
+        keys.push(branch.sql(e, 0)?);
+        list.push(output(&key_name(i), &t)?);
     }
-    let keys = list.len();
     for a in agg.aggr_expr() {
         list.extend(states(a, branch)?);
     }
     (want.fields().len() == list.len()).then_some(())?;
     Some((list, keys))
+}
+
+/// The name of group key `i` in the shard's SQL.
+pub fn key_name(i: usize) -> String {
+    format!("__vitalsink_key_{i}")
 }
 
 /// The state columns of one aggregate.

@@ -108,6 +108,12 @@ fn forms(metric: &str, p: &str, day: &str) -> Vec<(&'static str, String)> {
                 .into(),
         ),
         (
+            "date_trunc minute, second",
+            "SELECT date_trunc('minute', ts) AS mi, date_trunc('second', ts) AS sec, \
+             count(*) AS n, max(value) AS hi FROM measurements GROUP BY 1, 2 ORDER BY 1, 2"
+                .into(),
+        ),
+        (
             "date_bin 15 minutes",
             "SELECT date_bin(INTERVAL '15 minutes', ts) AS b, count(*) AS n, min(value) AS lo, \
              max(value) AS hi FROM measurements GROUP BY 1 ORDER BY 1"
