@@ -4,8 +4,9 @@
 //! Follow one query: [`cli`] or [`flight`] → [`engine::Engine::plan`] (reads only, on a
 //! read-only catalog; DataFusion, memory pool, the archive's store) →
 //! [`table::Measurements`]'s `scan` → [`pushdown`] (shards, objects, SQL) →
-//! [`snapshot::open`] (one snapshot per shard; archive and move state read in it) →
-//! [`shard_scan::ShardScanExec`] per shard and [`archive_scan::plan`] for the archive. An
+//! [`snapshot::open`] (one snapshot per shard on a [`sessions`] connection; archive and move
+//! state read in it) → [`shard_scan::ShardScanExec`] per shard (rows into Arrow:
+//! [`shard_rows`]) and [`archive_scan::plan`] for the archive. An
 //! aggregate over that union is then computed on the shards where it can be
 //! ([`aggregate::AggregatePushdown`], the first physical optimizer rule: each shard's scan
 //! becomes a [`aggregate::ShardAggregateExec`] returning partial states).
@@ -23,6 +24,8 @@ pub mod error;
 pub mod flight;
 pub mod locked;
 pub mod pushdown;
+pub mod sessions;
+pub mod shard_rows;
 pub mod shard_scan;
 pub mod snapshot;
 pub mod table;

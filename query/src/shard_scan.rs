@@ -6,16 +6,11 @@
 //! with an error naming it, so the query fails instead of answering with part of the data.
 //!
 //! The same reader serves [`crate::aggregate::ShardAggregateExec`] (a shard's partial
-//! aggregates, [`stream`]). Every value read is counted in bytes ([`bytes_received`], and the
+//! aggregates, `stream`). Every value read is counted in bytes ([`bytes_received`], and the
 //! counter `vitalsink_query_shard_bytes_total`): what travelled from the shards.
 
-use arrow::array::{
-    ArrayRef, Date32Builder, Float64Builder, Int16Builder, Int32Builder, Int64Builder, ListBuilder,
-    StringBuilder, StringViewBuilder, TimestampMicrosecondBuilder, TimestampNanosecondBuilder,
-    UInt64Builder,
-};
-use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
-use arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use arrow::datatypes::{DataType, Field, SchemaRef};
+use arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::DataFusionError;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -29,9 +24,10 @@ use futures::StreamExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
-use tokio_postgres::types::{FromSql, Type};
 
 use crate::error::Error;
+use crate::sessions::{Conn, Session};
+use crate::shard_rows::{append, builders, finish, row_bytes};
 
 /// Rows per batch.
 pub const BATCH_ROWS: usize = 8192;
@@ -42,45 +38,11 @@ pub const QUEUE: usize = 2;
 /// PostgreSQL's binary format; NULL counts 0).
 static BYTES: AtomicU64 = AtomicU64::new(0);
 
-/// Bytes of values read from the shards by this process so far (see [`BYTES`]): a benchmark
+/// Bytes of values read from the shards by this process so far (see `BYTES`): a benchmark
 /// takes the difference around one query.
 pub fn bytes_received() -> u64 {
     BYTES.load(Ordering::Relaxed)
 }
-
-/// A connection holding a shard's snapshot: one of its own, or one from the engine's pool
-/// ([`crate::snapshot::Pools`]).
-pub enum Conn {
-    /// A connection of its own, closed when dropped.
-    Plain(tokio_postgres::Client),
-    /// A pooled connection: back to the pool once its statement has read to the end (its
-    /// transaction rolled back); closed when the statement stopped early, so the shard stops
-    /// working on it.
-    Pooled(deadpool_postgres::Object),
-}
-
-impl Conn {
-    /// The client.
-    pub fn client(&self) -> &tokio_postgres::Client {
-        match self {
-            Self::Plain(c) => c,
-            Self::Pooled(o) => o,
-        }
-    }
-
-    /// Ends the snapshot: a pooled connection whose statement `completed` goes back to the
-    /// pool with its transaction rolled back (read-only: nothing to keep); any other is closed.
-    pub async fn release(self, completed: bool) {
-        if let Self::Pooled(o) = self {
-            if !(completed && o.batch_execute("ROLLBACK").await.is_ok()) {
-                drop(deadpool_postgres::Object::take(o));
-            }
-        }
-    }
-}
-
-/// A shard's snapshot session, taken by the first plan node that runs on it.
-pub type Session = Arc<Mutex<Option<Conn>>>;
 
 /// The scan of one shard: one partition; `EXPLAIN` shows `ShardScanExec: shard=…, sql=…`.
 pub struct ShardScanExec {
@@ -206,154 +168,6 @@ pub fn select_expr(field: &Field) -> String {
     } else {
         name.clone()
     }
-}
-
-/// One column's builder, by the PostgreSQL type read into it.
-enum Col {
-    /// `text`.
-    Text(StringBuilder),
-    /// `text`, into a string view column.
-    TextView(StringViewBuilder),
-    /// `timestamptz` as integer microseconds ([`select_expr`]), with the field's time zone.
-    Ts(TimestampMicrosecondBuilder, Option<Arc<str>>),
-    /// `timestamptz` as integer nanoseconds (`extract(epoch …) * 1e9`), with the time zone.
-    TsNs(TimestampNanosecondBuilder, Option<Arc<str>>),
-    /// `float8`.
-    F64(Float64Builder),
-    /// `smallint`.
-    I16(Int16Builder),
-    /// `integer`.
-    I32(Int32Builder),
-    /// `bigint`.
-    I64(Int64Builder),
-    /// `bigint` read into an unsigned column (a count; never negative).
-    U64(UInt64Builder),
-    /// `integer` days since 1970-01-01 (a date, as `date - date '1970-01-01'`).
-    Date(Date32Builder),
-    /// `text[]` (one dimension), as a list of text.
-    TextList(ListBuilder<StringBuilder>),
-}
-
-/// The builders of `schema`'s columns; an error naming a column of a type a shard scan
-/// cannot read.
-fn builders(schema: &SchemaRef) -> Result<Vec<Col>, DataFusionError> {
-    schema
-        .fields()
-        .iter()
-        .map(|f| {
-            Ok(match f.data_type() {
-                DataType::Timestamp(TimeUnit::Microsecond, tz) => {
-                    Col::Ts(TimestampMicrosecondBuilder::new(), tz.clone())
-                }
-                DataType::Timestamp(TimeUnit::Nanosecond, tz) => {
-                    Col::TsNs(TimestampNanosecondBuilder::new(), tz.clone())
-                }
-                DataType::Float64 => Col::F64(Float64Builder::new()),
-                DataType::Int16 => Col::I16(Int16Builder::new()),
-                DataType::Int32 => Col::I32(Int32Builder::new()),
-                DataType::Int64 => Col::I64(Int64Builder::new()),
-                DataType::UInt64 => Col::U64(UInt64Builder::new()),
-                DataType::Date32 => Col::Date(Date32Builder::new()),
-                DataType::Utf8 => Col::Text(StringBuilder::new()),
-                DataType::Utf8View => Col::TextView(StringViewBuilder::new()),
-                DataType::List(item) if item.data_type() == &DataType::Utf8 => {
-                    Col::TextList(ListBuilder::new(StringBuilder::new()).with_field(item.clone()))
-                }
-                other => {
-                    return Err(DataFusionError::NotImplemented(format!(
-                        "shard scan of column {} of type {other}",
-                        f.name()
-                    )))
-                }
-            })
-        })
-        .collect()
-}
-
-fn finish(
-    schema: &SchemaRef,
-    cols: &mut [Col],
-    rows: usize,
-) -> Result<RecordBatch, DataFusionError> {
-    let arrays: Vec<ArrayRef> = cols
-        .iter_mut()
-        .map(|c| -> ArrayRef {
-            match c {
-                Col::Text(b) => Arc::new(b.finish()),
-                Col::TextView(b) => Arc::new(b.finish()),
-                Col::Ts(b, tz) => Arc::new(b.finish().with_timezone_opt(tz.clone())),
-                Col::TsNs(b, tz) => Arc::new(b.finish().with_timezone_opt(tz.clone())),
-                Col::F64(b) => Arc::new(b.finish()),
-                Col::I16(b) => Arc::new(b.finish()),
-                Col::I32(b) => Arc::new(b.finish()),
-                Col::I64(b) => Arc::new(b.finish()),
-                Col::U64(b) => Arc::new(b.finish()),
-                Col::Date(b) => Arc::new(b.finish()),
-                Col::TextList(b) => Arc::new(b.finish()),
-            }
-        })
-        .collect();
-    Ok(RecordBatch::try_new_with_options(
-        schema.clone(),
-        arrays,
-        &RecordBatchOptions::new().with_row_count(Some(rows)),
-    )?)
-}
-
-/// Appends column `i` of `row` to `col`.
-fn append(col: &mut Col, row: &tokio_postgres::Row, i: usize) -> Result<(), tokio_postgres::Error> {
-    match col {
-        Col::Text(b) => b.append_option(row.try_get::<_, Option<&str>>(i)?),
-        Col::TextView(b) => b.append_option(row.try_get::<_, Option<&str>>(i)?),
-        Col::Ts(b, _) => b.append_option(row.try_get::<_, Option<i64>>(i)?),
-        Col::TsNs(b, _) => b.append_option(row.try_get::<_, Option<i64>>(i)?),
-        Col::F64(b) => b.append_option(row.try_get::<_, Option<f64>>(i)?),
-        Col::I16(b) => b.append_option(row.try_get::<_, Option<i16>>(i)?),
-        Col::I32(b) => b.append_option(row.try_get::<_, Option<i32>>(i)?),
-        Col::I64(b) => b.append_option(row.try_get::<_, Option<i64>>(i)?),
-        Col::U64(b) => b.append_option(
-            row.try_get::<_, Option<i64>>(i)?
-                .map(|v| u64::try_from(v).unwrap_or_default()),
-        ),
-        Col::Date(b) => b.append_option(row.try_get::<_, Option<i32>>(i)?),
-        Col::TextList(b) => match row.try_get::<_, Option<Vec<Option<&str>>>>(i)? {
-            Some(items) => {
-                for item in items {
-                    b.values().append_option(item);
-                }
-                b.append(true);
-            }
-            None => b.append(false),
-        },
-    }
-    Ok(())
-}
-
-/// The length of a value as it came over the wire (binary format), for [`BYTES`].
-struct WireLen(usize);
-
-impl<'a> FromSql<'a> for WireLen {
-    fn from_sql(
-        _ty: &Type,
-        raw: &'a [u8],
-    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        Ok(Self(raw.len()))
-    }
-
-    fn from_sql_null(_ty: &Type) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        Ok(Self(0))
-    }
-
-    fn accepts(_ty: &Type) -> bool {
-        true
-    }
-}
-
-/// Bytes of `row`'s values.
-fn row_bytes(row: &tokio_postgres::Row) -> u64 {
-    (0..row.len())
-        .map(|i| row.try_get::<_, WireLen>(i).map_or(0, |w| w.0 as u64))
-        .sum()
 }
 
 async fn read(

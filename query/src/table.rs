@@ -36,7 +36,7 @@ pub struct Measurements {
     /// The archive's store (`None` when no archive is configured: the shards alone).
     store: Option<Arc<dyn ObjectStore>>,
     /// Connections to the shards, reused by the table's queries.
-    pools: Arc<crate::snapshot::Pools>,
+    pools: Arc<crate::sessions::Pools>,
 }
 
 impl Measurements {

@@ -8,7 +8,8 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use std::sync::Arc;
 
-use crate::shard_scan::{one_partition, stream, Session};
+use crate::sessions::Session;
+use crate::shard_scan::{one_partition, stream};
 
 /// A shard's `SELECT <keys>, <states> FROM measurements WHERE … GROUP BY <keys>`: one
 /// partition, the partial aggregate's schema. `EXPLAIN` shows

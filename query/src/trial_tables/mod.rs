@@ -77,7 +77,7 @@ impl MapShard {
         let Some(s) = &self.shard else {
             return Err(vitalsink_common::Error::ShardMap("no shards configured".into()).into());
         };
-        let c = crate::snapshot::connect(&s.name, &s.url, &self.db).await?;
+        let c = crate::sessions::connect(&s.name, &s.url, &self.db).await?;
         Ok((c, s.name.clone()))
     }
 }
