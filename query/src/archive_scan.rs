@@ -124,7 +124,11 @@ pub async fn plan(
         .buffered(HEADS)
         .try_collect()
         .await?;
-    for (a, meta) in wanted.iter().zip(metas) {
+    for (a, mut meta) in wanted.iter().zip(metas) {
+        // The object's path as the archive's store names it: a store under a prefix (an
+        // `s3://bucket/prefix` root) may answer a HEAD with the prefixed location, which the
+        // same store would prefix again on the GET.
+        meta.location = Path::from(a.path.as_str());
         let file = PartitionedFile::from(meta);
         let windows: Vec<&Restored> = restored.iter().filter(|r| r.path == a.path).collect();
         match not_restored(&windows) {
