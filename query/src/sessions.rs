@@ -29,10 +29,10 @@ impl Pools {
         url: &str,
         db: &vitalsink_common::config::DatabaseConfig,
     ) -> Result<deadpool_postgres::Pool> {
-        let mut by_url = self
-            .by_url
-            .lock()
-            .map_err(|_| Error::Archive("connection pools poisoned".into()))?;
+        let mut by_url = self.by_url.lock().map_err(|_| Error::Shard {
+            shard: name.to_string(),
+            message: "the engine's connection pools are poisoned (a thread panicked)".into(),
+        })?;
         if let Some(p) = by_url.get(url) {
             return Ok(p.clone());
         }
@@ -122,9 +122,13 @@ impl Conn {
 /// A shard's snapshot session, taken by the first plan node that runs on it.
 pub type Session = Arc<Mutex<Option<Conn>>>;
 
-/// A session of its own on shard `sc` (not from a pool: it holds a transaction for as long
-/// as the query reads): on the first of its replicas that answers, unless `primary_only`,
-/// else on the primary. Returns the session and where it is (`primary`, `replica N`).
+/// The session that will hold one query's snapshot of shard `sc` (its transaction lasts as
+/// long as the query reads; from the pool when it has one free, [`Pools::session`]): on the
+/// first of its replicas that answers, unless `primary_only`, else on the primary. Returns
+/// the session and where it is (`primary`, `replica N`).
+///
+/// # Errors
+/// [`Error::Shard`] naming the shard when its primary does not answer.
 pub(crate) async fn session(
     pools: &Pools,
     sc: &ShardConfig,
