@@ -156,27 +156,20 @@ pub fn spawn_map_watch(
             // at cut-over records).
             let seen = routed.borrow().clone();
             let now = &fresh.routing;
-            if *now == seen {
-                continue;
-            }
-            let started = now.base == seen.base && seen.pending.is_none();
-            let finished = seen
-                .pending
-                .as_ref()
-                .is_some_and(|m| now.base == m.to && now.pending.is_none());
-            let progressed = now.base == seen.base
-                && now.pending.as_ref().map(|m| m.id) == seen.pending.as_ref().map(|m| m.id);
-            let caught_up = match snapshot(&live).first() {
-                Some(map_shard)
-                    if !(started || finished || progressed) && now.pending.is_none() =>
-                {
-                    shardmap::online_moves_done(map_shard, seen.base.epoch, now.base.epoch)
-                        .await
-                        .unwrap_or(false)
-                }
-                _ => false,
+            let follows = match step(&seen, now) {
+                Step::Same => continue,
+                Step::Follows => true,
+                Step::IfMovesDone => match snapshot(&live).first() {
+                    Some(map_shard) => {
+                        shardmap::online_moves_done(map_shard, seen.base.epoch, now.base.epoch)
+                            .await
+                            .unwrap_or(false)
+                    }
+                    None => false,
+                },
+                Step::Unrelated => false,
             };
-            if !(started || finished || progressed || caught_up) {
+            if !follows {
                 let why = format!(
                     "the shard map moved to epoch {} [{}] while this worker routes epoch {} [{}] \
                      and no shard move leads there",
@@ -193,4 +186,103 @@ pub fn spawn_map_watch(
             }
         }
     });
+}
+
+/// How a freshly read routing `now` relates to the routing `seen` the consume loop routes by.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// Nothing changed.
+    Same,
+    /// One step of an online move: it started from `seen`'s epoch, progressed, or finished
+    /// where `seen`'s pending move goes.
+    Follows,
+    /// `now` has no move pending (at `seen`'s epoch or later), or an online move from its
+    /// epoch, later than `seen`'s: it follows when every epoch in between was reached by a
+    /// finished online move ([`shardmap::online_moves_done`]). So a move that finishes and the next that starts
+    /// within one [`MAP_WATCH`] are followed, as the consume loop follows them at the next
+    /// move's cut-over records.
+    IfMovesDone,
+    /// No online move leads from `seen` to `now` (an earlier epoch, or an unknown jump).
+    Unrelated,
+}
+
+fn step(seen: &Routing, now: &Routing) -> Step {
+    if now == seen {
+        return Step::Same;
+    }
+    let started = now.base == seen.base && seen.pending.is_none();
+    let finished = seen
+        .pending
+        .as_ref()
+        .is_some_and(|m| now.base == m.to && now.pending.is_none());
+    let progressed = now.base == seen.base
+        && now.pending.as_ref().map(|m| m.id) == seen.pending.as_ref().map(|m| m.id);
+    if started || finished || progressed {
+        return Step::Follows;
+    }
+    let next_started = now
+        .pending
+        .as_ref()
+        .is_some_and(|m| m.from.epoch == now.base.epoch && now.base.epoch > seen.base.epoch);
+    let settled = now.pending.is_none() && now.base.epoch >= seen.base.epoch;
+    if settled || next_started {
+        Step::IfMovesDone
+    } else {
+        Step::Unrelated
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::data::route::tests::{map, online};
+
+    fn moving(id: i64, from: (i32, usize), to: (i32, usize)) -> Routing {
+        online(id, map(from.0, from.1), map(to.0, to.1))
+    }
+
+    fn settled(epoch: i32, n: usize) -> Routing {
+        Routing {
+            base: map(epoch, n),
+            pending: None,
+        }
+    }
+
+    #[test]
+    fn one_step_of_a_move_is_followed() {
+        let add = moving(1, (1, 2), (2, 3));
+        assert_eq!(step(&settled(1, 2), &settled(1, 2)), Step::Same);
+        assert_eq!(step(&settled(1, 2), &add), Step::Follows, "started");
+        let mut copying = add.clone();
+        if let Some(m) = copying.pending.as_mut() {
+            m.phase = "copying".into();
+        }
+        assert_eq!(step(&add, &copying), Step::Follows, "progressed");
+        assert_eq!(step(&add, &settled(2, 3)), Step::Follows, "finished");
+    }
+
+    /// The race behind a CI failure (issue 29): `reshard remove-shard` ran within 5 s of the
+    /// add finishing, so the map watch saw the add done and the removal pending in one look,
+    /// and stopped the worker; the removal then waited for cut-overs nobody consumed.
+    #[test]
+    fn a_move_finished_and_the_next_started_between_two_looks_is_followed_if_the_moves_are_done() {
+        let add = moving(1, (1, 2), (2, 3));
+        let remove = moving(2, (2, 3), (3, 2));
+        assert_eq!(step(&add, &remove), Step::IfMovesDone);
+        assert_eq!(step(&settled(1, 2), &remove), Step::IfMovesDone);
+        assert_eq!(step(&settled(1, 2), &settled(3, 2)), Step::IfMovesDone);
+    }
+
+    #[test]
+    fn an_earlier_epoch_or_a_move_from_elsewhere_is_not_followed() {
+        let add = moving(1, (1, 2), (2, 3));
+        assert_eq!(step(&settled(2, 3), &settled(1, 2)), Step::Unrelated);
+        assert_eq!(step(&settled(2, 3), &add), Step::Unrelated);
+        let mut odd = moving(2, (2, 3), (3, 2));
+        if let Some(m) = odd.pending.as_mut() {
+            m.from = map(1, 2);
+        }
+        assert_eq!(step(&settled(1, 2), &odd), Step::Unrelated);
+    }
 }

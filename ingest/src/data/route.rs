@@ -102,25 +102,27 @@ impl Epochs {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use vitalsink_common::config::ShardConfig;
     use vitalsink_common::shardmap::{OnlineMove, ShardMap};
 
-    fn map(epoch: i32, n: usize) -> ShardMap {
+    /// Epoch `epoch` over `n` shards named `shard0…`.
+    pub(crate) fn map(epoch: i32, n: usize) -> ShardMap {
         ShardMap {
             epoch,
             shards: (0..n).map(|i| format!("shard{i}")).collect(),
         }
     }
 
-    fn moving(from: usize, to: usize) -> Routing {
+    /// Online move `id` from `from` (the base) to `to`, at its cut-over phase.
+    pub(crate) fn online(id: i64, from: ShardMap, to: ShardMap) -> Routing {
         Routing {
-            base: map(1, from),
+            base: from.clone(),
             pending: Some(OnlineMove {
-                id: 1,
-                from: map(1, from),
-                to: map(2, to),
+                id,
+                from,
+                to,
                 target: ShardConfig {
                     name: "shard2".into(),
                     url: String::new(),
@@ -129,6 +131,10 @@ mod tests {
                 phase: "cutover".into(),
             }),
         }
+    }
+
+    fn moving(from: usize, to: usize) -> Routing {
+        online(1, map(1, from), map(2, to))
     }
 
     /// A participant jump hash moves from 2 to 3 shards.

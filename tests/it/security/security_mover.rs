@@ -92,14 +92,16 @@ async fn reshard(config: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// [`reshard`], asserting success; returns stdout.
-async fn reshard_ok(config: &Path, args: &[&str]) -> String {
+/// [`reshard`], asserting success (a failure shows the tail of the worker's log `wlog` too);
+/// returns stdout.
+async fn reshard_ok(config: &Path, args: &[&str], wlog: &Path) -> String {
     let out = reshard(config, args).await;
     assert!(
         out.status.success(),
-        "reshard {args:?}: {:?}\n{}",
+        "reshard {args:?}: {:?}\n{}\nworker log:\n{}",
         out.status,
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&out.stderr),
+        log_tail(wlog)
     );
     String::from_utf8(out.stdout).unwrap()
 }
@@ -274,6 +276,7 @@ async fn reshard_as_the_mover_moves_every_row_exactly_once_online_and_offline() 
             "--url",
             &new.url,
         ],
+        &wlog,
     )
     .await;
     let planned: serde_json::Value = serde_json::from_str(&planned).unwrap();
@@ -284,7 +287,7 @@ async fn reshard_as_the_mover_moves_every_row_exactly_once_online_and_offline() 
     let b = load(200, 6);
     let producing = produce_in_background(&stack.brokers, &setup.topic, &b.records);
     let t = Instant::now();
-    let report = reshard_ok(&setup.config, &add).await;
+    let report = reshard_ok(&setup.config, &add, &wlog).await;
     eprintln!(
         "2 -> 3 as the mover in {:.1?}: {}",
         t.elapsed(),
@@ -303,7 +306,7 @@ async fn reshard_as_the_mover_moves_every_row_exactly_once_online_and_offline() 
     assert_eq!(total_rows(&three).await, want, "nothing written twice");
     assert_exactly_once(&three, &after_add).await;
     assert_eq!(all_totals(&three).await, after_add, "totals after 2 -> 3");
-    let map = reshard_ok(&setup.config, &["map"]).await;
+    let map = reshard_ok(&setup.config, &["map"], &wlog).await;
     let map: serde_json::Value = serde_json::from_str(map.trim()).unwrap();
     assert_eq!(
         map["shards"],
@@ -328,7 +331,7 @@ async fn reshard_as_the_mover_moves_every_row_exactly_once_online_and_offline() 
         "120",
     ];
     let t = Instant::now();
-    let report = reshard_ok(&with_three.config, &remove).await;
+    let report = reshard_ok(&with_three.config, &remove, &wlog).await;
     eprintln!(
         "3 -> 2 as the mover in {:.1?}: {}",
         t.elapsed(),
@@ -352,7 +355,7 @@ async fn reshard_as_the_mover_moves_every_row_exactly_once_online_and_offline() 
         0,
         "the removed shard holds nothing"
     );
-    let status = reshard_ok(&setup.config, &["status"]).await;
+    let status = reshard_ok(&setup.config, &["status"], &wlog).await;
     let phases: Vec<(String, String)> = status
         .lines()
         .map(|l| {
@@ -397,7 +400,7 @@ async fn reshard_as_the_mover_moves_every_row_exactly_once_online_and_offline() 
         "5000",
     ];
     let t = Instant::now();
-    let report = reshard_ok(&setup.config, &add_offline).await;
+    let report = reshard_ok(&setup.config, &add_offline, &wlog).await;
     eprintln!(
         "offline 2 -> 3 as the mover in {:.1?}: {}",
         t.elapsed(),
@@ -425,6 +428,7 @@ async fn reshard_as_the_mover_moves_every_row_exactly_once_online_and_offline() 
             "--batch-rows",
             "5000",
         ],
+        &wlog,
     )
     .await;
     eprintln!(
