@@ -40,6 +40,10 @@ pub struct Archived {
     pub path: String,
     /// The chunk's time range, `[start, end)`.
     pub range: (DateTime<Utc>, DateTime<Utc>),
+    /// The object's size in bytes as the archive log records it (the archiver wrote and
+    /// verified it at that size; objects are never rewritten under their name), or `None`
+    /// when unknown: the scan then asks the store ([`crate::archive_scan::plan`]).
+    pub bytes: Option<u64>,
 }
 
 /// A window of an object a restore brought back into a shard's database.
@@ -281,9 +285,11 @@ pub async fn open(
             .map_err(&e)?;
         // The first query takes the snapshot.
         for r in c.query(DROPPED_SQL, &[]).await.map_err(&e)? {
+            let bytes: i64 = r.get(5);
             archived.push(Archived {
                 path: r.get(0),
                 range: (r.get(1), r.get(2)),
+                bytes: u64::try_from(bytes).ok().filter(|&b| b > 0),
             });
         }
         // An object renamed after its restore (`migrate-archive`, or an erasure's rewrite) is
