@@ -33,8 +33,10 @@ use vitalsink_common::db::Shard;
 use vitalsink_common::participants;
 use vitalsink_common::routing::ShardRouter;
 
+use crate::copy::recorded;
 use crate::error::Result;
-use crate::moves::{by_name, recorded};
+use crate::moves::report::Report;
+use crate::plan::by_name;
 use crate::plan::Change;
 use crate::state::{self, MoveRow, Phase};
 
@@ -173,7 +175,7 @@ fn details(
     from: &[String],
     next: &[String],
     moved: &[Moved],
-    report: &crate::moves::Report,
+    report: &Report,
     statuses: Option<StatusCopy>,
 ) -> Value {
     let mut routes: BTreeMap<(&str, &str), (u64, i64)> = BTreeMap::new();
@@ -239,7 +241,7 @@ pub async fn finish(
     next: &[String],
     mv: &MoveRow,
     change: &Change,
-    report: &crate::moves::Report,
+    report: &Report,
     reason: &str,
     statuses: Option<StatusCopy>,
 ) -> Result<i64> {

@@ -207,6 +207,23 @@ async fn wait_for(limit: &DefaultDirectRateLimiter, bytes: usize) {
     }
 }
 
+/// Per participant, (rows, checksum) recorded on `shard` for move `id` as `side`.
+pub(crate) async fn recorded(shard: &Shard, id: i64, side: &str) -> Result<Sums> {
+    let c = shard.client().await?;
+    let rows = c
+        .query(
+            "SELECT participant_id, rows, checksum::text FROM shard_move_rows
+              WHERE move_id = $1 AND side = $2",
+            &[&id, &side],
+        )
+        .await
+        .map_err(|e| shard.err(e))?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

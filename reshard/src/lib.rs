@@ -13,10 +13,11 @@
 //!   participants' history. Offline (`--offline`) with the workers stopped: copy, verify,
 //!   switch, delete. Every phase is durable and resumable after a kill.
 //!
-//! Follow one move: [`cli`] → [`moves::run`] (checks, [`state`]) → [`cutover`] (online) →
-//! [`plan::moving`] (who moves) → [`copy::copy_batch`] → verification
-//! ([`copy::CHECKSUM_SQL`]) → the switch ([`state::switch`], offline) → the deletes → the
-//! move's audit entry ([`audit::finish`], with `--reason`, required).
+//! Follow one move: [`cli`] → [`moves::run`] (checks, [`state`], [`moves::offsets`]) →
+//! [`cutover`] (online) → [`moves::verify`]: [`plan::moving`] (who moves) →
+//! [`copy::copy_batch`] → verification ([`copy::CHECKSUM_SQL`]) → the switch
+//! ([`state::switch`], offline) → [`moves::delete`] → the move's audit entry
+//! ([`audit::finish`], with `--reason`, required).
 
 pub mod audit;
 pub mod cli;

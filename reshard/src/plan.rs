@@ -254,6 +254,17 @@ pub(crate) async fn check_new_shard(
     Ok(())
 }
 
+/// The shard of `all` named `name`.
+///
+/// # Errors
+/// [`vitalsink_common::Error::ShardMap`] when none is.
+pub(crate) fn by_name<'a>(all: &'a [Shard], name: &str) -> Result<&'a Shard> {
+    all.iter().find(|s| s.name == name).ok_or_else(|| {
+        vitalsink_common::Error::ShardMap(format!("shard {name} of the map is not configured"))
+            .into()
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
