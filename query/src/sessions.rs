@@ -15,8 +15,9 @@ pub const POOL_SIZE: usize = 8;
 
 /// The engine's connection pools, one per shard URL, made on first use (deadpool). A
 /// connection comes back only after its statement read to the end, its transaction rolled
-/// back ([`Conn::release`]); handing one out runs `ROLLBACK` first (deadpool's recycling
-/// query), so no snapshot outlives its query.
+/// back ([`Conn::release`]), or, holding no transaction, as it is ([`Conn::put_back`]); any
+/// other is closed when dropped, so no snapshot outlives its query and the pool runs no
+/// statement when it hands one out (deadpool's `Fast` recycling).
 #[derive(Debug, Default)]
 pub struct Pools {
     by_url: std::sync::Mutex<std::collections::HashMap<String, deadpool_postgres::Pool>>,
@@ -46,7 +47,7 @@ impl Pools {
             pg,
             tls,
             deadpool_postgres::ManagerConfig {
-                recycling_method: deadpool_postgres::RecyclingMethod::Custom("ROLLBACK".into()),
+                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
             },
         );
         let pool = deadpool_postgres::Pool::builder(mgr)
@@ -78,7 +79,7 @@ impl Pools {
             ..Default::default()
         };
         match pool.timeout_get(&now).await {
-            Ok(o) => Ok(Conn::Pooled(o)),
+            Ok(o) => Ok(Conn::Pooled(Some(o))),
             Err(deadpool_postgres::PoolError::Backend(e)) => Err(Error::Shard {
                 shard: name.to_string(),
                 message: vitalsink_common::error::describe_postgres(&e),
@@ -93,28 +94,59 @@ impl Pools {
 pub enum Conn {
     /// A connection of its own, closed when dropped.
     Plain(tokio_postgres::Client),
-    /// A pooled connection: back to the pool once its statement has read to the end (its
-    /// transaction rolled back); closed when the statement stopped early, so the shard stops
-    /// working on it.
-    Pooled(deadpool_postgres::Object),
+    /// A pooled connection: back to the pool only through [`Conn::release`] (its statement
+    /// read to the end, its transaction rolled back) or [`Conn::put_back`]; dropped any other
+    /// way (a snapshot never read, a statement stopped early, a query dropped mid-read) it is
+    /// closed, so no snapshot or statement of it outlives its query and the shard stops
+    /// working on it. `None` only once it has been given back.
+    Pooled(Option<deadpool_postgres::Object>),
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Self::Pooled(o) = self {
+            if let Some(o) = o.take() {
+                drop(deadpool_postgres::Object::take(o));
+            }
+        }
+    }
 }
 
 impl Conn {
     /// The client.
-    pub fn client(&self) -> &tokio_postgres::Client {
+    ///
+    /// # Errors
+    /// [`Error::Shard`] naming `shard` for a pooled connection already given back (a bug: the
+    /// methods that give it back consume the `Conn`).
+    pub fn client(&self, shard: &str) -> Result<&tokio_postgres::Client> {
         match self {
-            Self::Plain(c) => c,
-            Self::Pooled(o) => o,
+            Self::Plain(c) => Ok(c),
+            Self::Pooled(Some(o)) => Ok(o),
+            Self::Pooled(None) => Err(Error::Shard {
+                shard: shard.to_string(),
+                message: "the session was already given back to its pool".into(),
+            }),
         }
     }
 
     /// Ends the snapshot: a pooled connection whose statement `completed` goes back to the
     /// pool with its transaction rolled back (read-only: nothing to keep); any other is closed.
-    pub async fn release(self, completed: bool) {
-        if let Self::Pooled(o) = self {
-            if !(completed && o.batch_execute("ROLLBACK").await.is_ok()) {
-                drop(deadpool_postgres::Object::take(o));
+    pub async fn release(mut self, completed: bool) {
+        if let Self::Pooled(slot) = &mut self {
+            if let Some(o) = slot.take() {
+                if !(completed && o.batch_execute("ROLLBACK").await.is_ok()) {
+                    drop(deadpool_postgres::Object::take(o));
+                }
             }
+        }
+    }
+
+    /// Gives a pooled connection that holds no transaction back to the pool as it is (the
+    /// pool runs no statement on it: `ROLLBACK` there would only draw PostgreSQL's "there is
+    /// no transaction in progress" warning).
+    pub fn put_back(mut self) {
+        if let Self::Pooled(slot) = &mut self {
+            drop(slot.take());
         }
     }
 }

@@ -180,9 +180,16 @@ async fn read(
     // The query was stopped (cancelled, timed out, the client went away): the receiver is
     // dropped, and so is this read with the shard's session (closed, not pooled), even while
     // the shard is still working on a row.
+    let client = match conn.client(&shard) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = tx.send(Err(DataFusionError::External(Box::new(e)))).await;
+            return;
+        }
+    };
     let completed = tokio::select! {
         () = tx.closed() => false,
-        done = stream_rows(conn.client(), shard, sql, schema, &tx) => done,
+        done = stream_rows(client, shard, sql, schema, &tx) => done,
     };
     conn.release(completed).await;
 }

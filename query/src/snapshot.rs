@@ -145,7 +145,7 @@ async fn layout(
     let conn = pools
         .session(&map_shard.name, &map_shard.url, &cfg.database)
         .await?;
-    let c = conn.client();
+    let c = conn.client(&map_shard.name)?;
     let e = shard_err(&map_shard.name);
     let current: Vec<String> = c
         .query_opt(
@@ -195,6 +195,8 @@ async fn layout(
             })
         }
     };
+    // Read outside a transaction: nothing to end before the pool has it again.
+    conn.put_back();
     Ok((current, mv))
 }
 
@@ -278,7 +280,7 @@ pub async fn open(
         // During a move every shard is read on its primary: the snapshot order above is an
         // order in time, which a lagging replica would not keep.
         let (conn, on) = session(pools, s, &cfg.database, mv.is_some()).await?;
-        let c = conn.client();
+        let c = conn.client(&s.name)?;
         let e = shard_err(&s.name);
         c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await

@@ -326,6 +326,40 @@ async fn one_table_over_shards_and_archive_counts_every_row_once() {
     };
     assert!(counter("ok") >= 2.0, "{metrics}");
     assert!(counter("invalid") >= 1.0, "{metrics}");
+
+    // The server's sessions on the shards: kept in its pools between statements (the same
+    // backends answer the next statement), never left in a transaction (no snapshot outlives
+    // its statement), at most the pool's size per shard.
+    let before = query_backends(dbs).await;
+    for (shard, b) in &before {
+        assert!(
+            !b.is_empty() && b.len() <= QUERY_POOL_SIZE,
+            "{shard}: {b:?}"
+        );
+        assert!(
+            b.iter().all(|(_, state)| state == "idle"),
+            "{shard}: a session of the server is not idle between statements: {b:?}"
+        );
+    }
+    let again = Command::new("python3")
+        .args([script, &addr, "SELECT count(*) AS n FROM measurements"])
+        .output()
+        .unwrap();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let after = query_backends(dbs).await;
+    for (shard, b) in &after {
+        assert!(b.iter().all(|(_, state)| state == "idle"), "{shard}: {b:?}");
+        let reused = b.iter().filter(|x| before[shard].contains(x)).count();
+        assert!(
+            reused > 0,
+            "{shard}: the next statement opened new sessions instead of pooled ones: before {:?}, after {b:?}",
+            before[shard]
+        );
+    }
     server.stop();
 
     // Pruning: one participant over two days touches one shard and those days' objects.
@@ -499,4 +533,38 @@ async fn one_table_over_shards_and_archive_counts_every_row_once() {
     std::fs::write(&config, text).unwrap();
     assert_all(&config, t, "after the move");
     dep.dbs.drop_all().await;
+}
+
+/// Sessions `query serve` keeps per shard (`vitalsink_query::sessions::POOL_SIZE`).
+const QUERY_POOL_SIZE: usize = 8;
+
+/// Per shard database of `dbs`, the backends of `query` (`application_name` vitalsink-query)
+/// as (pid, state), once none is in a transaction or running a statement (waits up to 10 s for
+/// a statement's snapshot to be released; what stays after that is returned as it is).
+async fn query_backends(dbs: &vitalsink_tests::ShardDbs) -> BTreeMap<String, Vec<(i32, String)>> {
+    let mut out = BTreeMap::new();
+    for (i, s) in dbs.shards.iter().enumerate() {
+        let c = vitalsink_tests::connect(&s.url).await;
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            got = c
+                .query(
+                    "SELECT pid, coalesce(state, '') FROM pg_stat_activity
+                      WHERE datname = current_database() AND application_name = 'vitalsink-query'
+                      ORDER BY pid",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect::<Vec<(i32, String)>>();
+            if got.iter().all(|(_, st)| st == "idle") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        out.insert(format!("shard{i}"), got);
+    }
+    out
 }
