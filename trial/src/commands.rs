@@ -64,7 +64,7 @@ pub async fn status_shards(cfg: &vitalsink_common::Config, shards: &[Shard]) -> 
 const COMMAND_LOCK_KEY: i64 = 0x7673_7472_6961_6c63;
 
 /// Waits until no other status-changing command runs, and holds that until [`release`]: a
-/// transaction on the map shard holding [`COMMAND_LOCK_KEY`] (ended by the server if the
+/// transaction on the map shard holding `COMMAND_LOCK_KEY` (ended by the server if the
 /// process dies).
 ///
 /// # Errors

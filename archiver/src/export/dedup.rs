@@ -23,7 +23,7 @@
 //!    of these participants, within the chunk's range and with an occurrence, are streamed
 //!    (only the six columns, row groups whose participant or ts statistics exclude them
 //!    skipped, one batch at a time: memory is a batch, whatever the object's size), and each
-//!    batch of at most [`BATCH_ROWS`] identities goes to `vitalsink_delete_archived(chunk,
+//!    batch of at most `BATCH_ROWS` identities goes to `vitalsink_delete_archived(chunk,
 //!    …arrays…)` (`schemas/sql/0013_delete_archived.sql`), which deletes the chunk's rows whose
 //!    identity is equal (`participant_id`, `ts`, `metric`, `coalesce(device_id, '')`, `value`,
 //!    `occurrence`; a NULL occurrence never matches, so rows from before schema version 12 are

@@ -119,7 +119,7 @@ impl Control {
 /// How often a running worker re-reads the shard map.
 const MAP_WATCH: Duration = Duration::from_secs(5);
 
-/// Re-reads the shard map every [`MAP_WATCH`] and hands a changed one to the consume loop
+/// Re-reads the shard map every `MAP_WATCH` and hands a changed one to the consume loop
 /// ([`Assignment::Routing`]): an online move that starts (writers for an added shard start
 /// before its first cut-over record arrives) or finishes (a removed shard's writer stops).
 /// Any other change — a new epoch no move of this worker's routing leads to, or an offline

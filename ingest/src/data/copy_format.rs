@@ -114,7 +114,7 @@ pub fn message_len(msg: &Message<'_>, src: &Source<'_>) -> usize {
 /// Appends one tuple per sample of `msg` to `buf`, with `src`'s receipt time and lineage.
 ///
 /// The fields other than a sample's own are the same for every sample of a message, so they
-/// are encoded once ([`Frame`]) and copied per sample.
+/// are encoded once (`Frame`) and copied per sample.
 pub fn encode_message(buf: &mut BytesMut, msg: &Message<'_>, src: &Source<'_>) {
     buf.reserve(message_len(msg, src));
     let frame = Frame::new(
