@@ -8,8 +8,8 @@ use vitalsink_common::cli::{self as common_cli, CommonArgs};
 use vitalsink_common::observe;
 use vitalsink_common::Config;
 
-use crate::commands::run::Runner;
 use crate::error::{Error, Result};
+use crate::runner::Runner;
 
 /// Moves aged TimescaleDB chunks to verified Parquet, and back.
 #[derive(Debug, Parser)]

@@ -1,7 +1,7 @@
-//! One module per subcommand that works on shards and archive: `run` ([`run`], whose
-//! [`run::Runner`] every command uses), `plan` ([`plan`]), `verify` ([`verify`]), `restore`
-//! ([`restore`]), `status` ([`status`]) and `migrate-archive` ([`migrate_archive`]). The
-//! flags are in [`crate::cli`].
+//! One module per subcommand that works on shards and archive: `run` ([`run`]), `plan`
+//! ([`plan`]), `verify` ([`verify`]), `restore` ([`restore`]), `status` ([`status`]) and
+//! `migrate-archive` ([`migrate_archive`]), each on the working set of
+//! [`crate::runner::Runner`]. The flags are in [`crate::cli`].
 
 pub mod migrate_archive;
 pub mod plan;

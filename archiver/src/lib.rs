@@ -1,7 +1,7 @@
 //! vitalsink's archiver: moves aged hypertable chunks from every shard to verified Parquet
 //! files on a NAS path or S3-compatible storage, and restores them.
 //!
-//! Follow one chunk: [`commands::run::Runner::run_once`] (shards, advisory lock) →
+//! Follow one chunk: [`commands::run`] (`Runner::run_once`: shards, advisory lock) →
 //! [`export::catalog::aged_chunks`] (which chunks) → [`export::dedup::drop_archived`] (a late
 //! chunk's readings the archive already holds) → [`state::attempt::ChunkJob::archive`]
 //! (the state machine: resume, [`export::export`], [`storage::readback`] verification, drop)
@@ -23,6 +23,7 @@ pub mod export;
 pub mod fault;
 pub mod metrics;
 pub mod progress;
+pub mod runner;
 pub mod state;
 pub mod storage;
 pub mod trail;

@@ -46,10 +46,10 @@ use serde_json::json;
 use vitalsink_common::audit::{self, action, Record};
 use vitalsink_common::db::Shard;
 
-use crate::commands::run::{try_lock_shard, unlock_shard, Runner};
 use crate::error::{Error, Result};
 use crate::export::checksum::Algorithm;
 use crate::fault::{self, CrashPoint};
+use crate::runner::{try_lock_shard, unlock_shard, Runner};
 use crate::state::log::{self, LogRow, Step};
 use crate::state::manifest;
 use crate::storage::layout;

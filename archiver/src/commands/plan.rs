@@ -3,9 +3,9 @@
 
 use serde::Serialize;
 
-use crate::commands::run::{held, Runner};
 use crate::error::Result;
 use crate::export::catalog;
+use crate::runner::{held, Runner};
 use crate::state::log::{self, Step};
 
 impl Runner {

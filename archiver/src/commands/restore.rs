@@ -54,10 +54,10 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use vitalsink_common::audit::{self, action, Record};
 
-use crate::commands::run::Runner;
 use crate::error::{pg, Error, Result};
 use crate::export::catalog::HYPERTABLE;
 use crate::export::format::{Columns, COLUMNS};
+use crate::runner::Runner;
 use crate::state::log::Step;
 use crate::state::manifest::{self, Entry};
 

@@ -1,5 +1,5 @@
-//! `run`: every shard, every chunk older than the window; and [`Runner`], the working set
-//! every command uses.
+//! `run`: every shard, every chunk older than the window ([`Runner::run_once`], and
+//! [`Runner::run_every`] for the daemon; the working set itself is [`crate::runner`]'s).
 //!
 //! Up to `archive.shard_concurrency` shards are archived at once, each on a task of its own;
 //! they share the process's rate limit (`archive.rows_per_second`). On a shard, chunk k's
@@ -39,19 +39,17 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use vitalsink_common::db::Shard;
 use vitalsink_common::observe::{self, Readiness};
-use vitalsink_common::Config;
 
-use crate::error::{pg, Error, Result};
+use crate::error::{Error, Result};
 use crate::export::catalog::{self, Chunk};
 use crate::export::dedup::{self, Archived};
-use crate::export::ratelimit::RowLimiter;
 use crate::progress::Progress;
+use crate::runner::{held, try_lock_shard, unlock_shard, Runner};
 use crate::state::attempt::{ChunkJob, Outcome};
 use crate::state::audit::DropTrail;
 use crate::state::guard::Guard;
 use crate::state::log::{self, LogRow};
 use crate::state::manifest;
-use crate::storage::store::{self, Archive};
 
 /// Connections reading one chunk when `shard_concurrency` of `shards` shards are archived
 /// at once: the cores ([`crate::export::readers::max_readers`]) shared among the chunks read
@@ -96,36 +94,6 @@ fn tally(shard: &str, chunk: &Chunk, res: Result<Outcome>, report: &mut Report) 
             crate::metrics::chunk(shard, "failed");
             report.failed += 1;
         }
-    }
-}
-
-/// Advisory-lock key held by the archiver on a shard while it works there (by `run` and by
-/// `migrate-archive`), and by `reshard` for a whole move: the shared
-/// [`vitalsink_common::db::BULK_LOCK_KEY`].
-const SHARD_LOCK: i64 = vitalsink_common::db::BULK_LOCK_KEY;
-
-/// Takes the archiver's session advisory lock on a shard; false when another archiver (an
-/// overlapping cron start, a `migrate-archive`) or a shard move (`reshard`) holds it.
-///
-/// # Errors
-/// [`Error::Postgres`].
-pub(crate) async fn try_lock_shard(c: &tokio_postgres::Client, shard: &str) -> Result<bool> {
-    Ok(
-        c.query_one("SELECT pg_try_advisory_lock($1)", &[&SHARD_LOCK])
-            .await
-            .map_err(pg(shard))?
-            .get(0),
-    )
-}
-
-/// Releases [`try_lock_shard`]'s lock (a failure is only logged: the lock goes with the
-/// session).
-pub(crate) async fn unlock_shard(c: &tokio_postgres::Client, shard: &str) {
-    if let Err(e) = c
-        .execute("SELECT pg_advisory_unlock($1)", &[&SHARD_LOCK])
-        .await
-    {
-        tracing::warn!(%shard, error = %e, "advisory unlock failed");
     }
 }
 
@@ -175,147 +143,7 @@ impl Report {
 /// did (also when it stopped early) and how it ended.
 type ShardDone = (usize, Report, Result<()>);
 
-/// The archiver's working set: configuration, shards, archive, rate limit. A clone shares
-/// the shards' pools, the archive and the rate limit (each shard's task of a run holds one).
-#[derive(Debug, Clone)]
-pub struct Runner {
-    cfg: Arc<Config>,
-    shards: Vec<Shard>,
-    archive: Archive,
-    limiter: RowLimiter,
-    /// Why (`--reason`), for the audit entries; `None`: each command's default.
-    reason: Option<Arc<str>>,
-}
-
-/// Whether `chunk` overlaps one of the restored windows.
-pub(crate) fn held(
-    chunk: &Chunk,
-    windows: &[(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)],
-) -> bool {
-    windows
-        .iter()
-        .any(|(s, e)| *s < chunk.range_end && chunk.range_start < *e)
-}
-
 impl Runner {
-    /// Builds the shard pools, opens the archive and the rate limiter.
-    ///
-    /// # Errors
-    /// Configuration errors naming the key, among them a shard name that cannot name archive
-    /// objects ([`crate::storage::layout::check_shard_name`]).
-    pub fn new(cfg: &Config) -> Result<Self> {
-        for (i, s) in cfg.shards.iter().enumerate() {
-            crate::storage::layout::check_shard_name(i, &s.name)?;
-        }
-        Ok(Self {
-            shards: Shard::all(&cfg.shards, &cfg.database)?,
-            archive: store::open(&cfg.archive)?,
-            limiter: RowLimiter::new(cfg.archive.rows_per_second, cfg.archive.batch_rows),
-            cfg: Arc::new(cfg.clone()),
-            reason: None,
-        })
-    }
-
-    /// With the operator's reason (`--reason`) for the audit entries of what it changes.
-    #[must_use]
-    pub fn with_reason(mut self, reason: Option<String>) -> Self {
-        self.reason = reason.map(Into::into);
-        self
-    }
-
-    /// The operator's reason (`--reason`), if given.
-    pub fn reason(&self) -> Option<&str> {
-        self.reason.as_deref()
-    }
-
-    /// The reason `run`'s audit entries give: `--reason`, or "scheduled archiving: chunks
-    /// older than <archive.older_than>".
-    pub fn run_reason(&self) -> String {
-        self.reason.as_deref().map_or_else(
-            || {
-                format!(
-                    "scheduled archiving: chunks older than {}",
-                    humantime::format_duration(self.cfg.archive.older_than)
-                )
-            },
-            str::to_string,
-        )
-    }
-
-    /// Copies the trail's new entries into the archive ([`crate::trail::copy_new`]); a
-    /// failure is logged as a warning (the next copy takes them).
-    pub async fn copy_trail(&self) {
-        let Some(map_shard) = self.shards.first() else {
-            return;
-        };
-        if let Err(e) = crate::trail::copy_new(&self.archive, map_shard).await {
-            tracing::warn!(error = %e, "audit trail not copied to the archive; the next run copies it");
-        }
-    }
-
-    /// The archive this runner writes to.
-    pub fn archive(&self) -> &Archive {
-        &self.archive
-    }
-
-    /// The shards.
-    pub fn shards(&self) -> &[Shard] {
-        &self.shards
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &Config {
-        &self.cfg
-    }
-
-    /// Refuses to work over a shard list other than the shard map's current epoch
-    /// ([`vitalsink_common::shardmap`]): migrates the map shard (the first) and checks the
-    /// configured names against the map when there is one. A deployment without a map yet is
-    /// left for the first `ingest` to bootstrap. While a shard move (`reshard`) has not
-    /// finished it waits (polling every second), then checks against the epoch the move
-    /// ended in.
-    ///
-    /// # Errors
-    /// [`vitalsink_common::Error::ShardMap`] naming both lists; the map shard's errors.
-    pub async fn check_shard_map(&self) -> Result<()> {
-        let Some(map_shard) = self.shards.first() else {
-            return Ok(());
-        };
-        self.migrate(map_shard).await?;
-        // A move copies and deletes participants' rows: archiving meanwhile could put rows in
-        // the archive that the move also copies, or drop a chunk it copies from. The archiver
-        // waits for it (a move also holds every shard's bulk lock while it runs).
-        let mut logged: Option<std::time::Instant> = None;
-        while let Some(mv) = vitalsink_common::shardmap::unfinished_move(map_shard).await? {
-            if logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-                tracing::info!("{mv}; the archiver waits until it has finished");
-                logged = Some(std::time::Instant::now());
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-        if let Some(map) = vitalsink_common::shardmap::current(map_shard).await? {
-            let names: Vec<String> = self.shards.iter().map(|s| s.name.clone()).collect();
-            vitalsink_common::shardmap::check(&map, &names)?;
-        }
-        Ok(())
-    }
-
-    /// Applies the pending schema migrations on `shard` (their audit entry goes to the map
-    /// shard, [`vitalsink_common::migrate::migrate_recorded`]); returns its schema version.
-    ///
-    /// # Errors
-    /// As [`vitalsink_common::migrate::migrate_recorded`].
-    pub async fn migrate(&self, shard: &Shard) -> Result<i32> {
-        let version = match self.shards.first() {
-            Some(map_shard) => {
-                vitalsink_common::migrate::migrate_recorded(shard, map_shard, &self.cfg.database)
-                    .await?
-            }
-            None => vitalsink_common::migrate::migrate(shard, &self.cfg.database).await?,
-        };
-        Ok(version.max(vitalsink_common::migrate::latest_version()))
-    }
-
     /// Archives every aged chunk of every shard once, up to `archive.shard_concurrency`
     /// shards at a time, each on a task of its own. Dropping the returned future (the
     /// daemon's shutdown) aborts every shard's task; what they left is resumed by the next run

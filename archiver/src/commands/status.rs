@@ -4,9 +4,9 @@
 
 use serde_json::{json, Value};
 
-use crate::commands::run::Runner;
 use crate::error::Result;
 use crate::export::catalog;
+use crate::runner::Runner;
 use crate::state::log;
 use crate::state::manifest;
 use crate::storage::layout;

@@ -27,9 +27,9 @@ use object_store::ObjectStoreExt;
 use serde::Serialize;
 use std::collections::BTreeSet;
 
-use crate::commands::run::Runner;
 use crate::error::Result;
 use crate::export::checksum::Algorithm;
+use crate::runner::Runner;
 use crate::state::manifest;
 use crate::storage::layout;
 use crate::storage::readback;
