@@ -86,7 +86,9 @@ pub const HEADS: usize = 16;
 /// no object can hold rows the query wants.
 ///
 /// # Errors
-/// [`Error::Archive`] when an object is missing or unreadable; engine errors.
+/// [`Error::Archive`] when an object whose size the archive log does not record is missing
+/// or unreadable (one whose size it records fails the read instead, naming the object);
+/// engine errors.
 pub async fn plan(
     state: &dyn Session,
     store: &Arc<dyn ObjectStore>,

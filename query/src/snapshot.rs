@@ -62,8 +62,7 @@ pub struct ShardSnapshot {
     /// The shard's name.
     pub name: String,
     /// The session holding the transaction (read by the shard's scan, which ends the
-    /// transaction; dropped unread, a pooled session's transaction is rolled back when the
-    /// pool hands it out again).
+    /// transaction; dropped unread, the session is closed, not pooled: [`Conn`]).
     pub client: Conn,
     /// Where the session is: `primary` or `replica N`.
     pub on: String,
