@@ -13,9 +13,21 @@ pub const BULK_LOCK_KEY: i64 = 0x7673_6172_6368_6976;
 /// takes one per process.
 const DIRECT_POOL_SIZE: usize = 2;
 
-/// A deadpool pool of `size` connections to `url` (`key` names it in errors).
-fn build_pool(url: &str, key: &str, db: &DatabaseConfig, size: usize) -> Result<Pool> {
-    let (pg, tls) = crate::pgconn::settings(url, key, db, "vitalsink")?;
+/// A deadpool pool of at most `size` connections to `url`, TLS and login as every binary's
+/// ([`crate::pgconn::settings`]), shown as `app` in `pg_stat_activity` unless the URL names
+/// one; `key` names the URL in errors.
+///
+/// # Errors
+/// [`Error::Config`] naming `key` when the connection string does not parse, a TLS file
+/// cannot be used, or the pool cannot be built.
+pub fn build_pool(
+    url: &str,
+    key: &str,
+    db: &DatabaseConfig,
+    size: usize,
+    app: &str,
+) -> Result<Pool> {
+    let (pg, tls) = crate::pgconn::settings(url, key, db, app)?;
     // `Fast`: no statements run on recycling. `Clean` would run `pg_advisory_unlock_all()`
     // and `RESET ALL`, which behind a transaction pooler reach whichever server connection
     // the pooler gives, another client's (README, "PgBouncer").
@@ -68,13 +80,20 @@ impl Shard {
     /// [`Error::Config`] when the connection string does not parse, a TLS file cannot be
     /// used, or the pool cannot be built.
     pub fn new(index: usize, cfg: &ShardConfig, db: &DatabaseConfig) -> Result<Self> {
-        let pool = build_pool(&cfg.url, &format!("shards[{index}].url"), db, db.pool_size)?;
+        let pool = build_pool(
+            &cfg.url,
+            &format!("shards[{index}].url"),
+            db,
+            db.pool_size,
+            "vitalsink",
+        )?;
         let direct = match db.direct_url(&cfg.name) {
             Some(url) => Some(build_pool(
                 url,
                 &format!("database.direct_urls.{}", cfg.name),
                 db,
                 DIRECT_POOL_SIZE,
+                "vitalsink",
             )?),
             None => None,
         };

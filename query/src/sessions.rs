@@ -37,27 +37,15 @@ impl Pools {
         if let Some(p) = by_url.get(url) {
             return Ok(p.clone());
         }
-        let (pg, tls) = vitalsink_common::pgconn::settings(
+        // Deadpool's `Fast` recycling: nothing runs on hand-out ([`Conn`] gives a connection
+        // back only with its transaction ended).
+        let pool = vitalsink_common::db::build_pool(
             url,
             &format!("shard {name} connection string"),
             db,
+            POOL_SIZE,
             "vitalsink-query",
         )?;
-        let mgr = deadpool_postgres::Manager::from_config(
-            pg,
-            tls,
-            deadpool_postgres::ManagerConfig {
-                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
-            },
-        );
-        let pool = deadpool_postgres::Pool::builder(mgr)
-            .max_size(POOL_SIZE)
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()
-            .map_err(|e| Error::Shard {
-                shard: name.to_string(),
-                message: e.to_string(),
-            })?;
         by_url.insert(url.to_string(), pool.clone());
         Ok(pool)
     }
