@@ -6,26 +6,28 @@
 //!     spilled to temporary files
 //!   → k-way merge in (participant_id, metric, ts) order (crate::export::merge)
 //!   → RecordBatch of batch_rows rows → checksum
-//!   → channel (2 batches) → AsyncArrowWriter (row groups of row_group_rows rows)
-//!   → object_store BufWriter (multipart upload in part_size_bytes parts)
+//!   → channel (2 batches) → encoder: row groups of row_group_rows rows, their columns encoded
+//!     on up to 4 threads (crate::export::encode)
+//!   → channel (2 row groups) → object_store BufWriter (multipart upload in part_size_bytes parts)
 //! ```
 //!
 //! The readers decode and sort on blocking threads while the shard's backends scan; the merge
-//! and hashing run on a blocking thread and the Parquet encoding on a spawned task, so the
-//! stages overlap on every core. The footer's key-value metadata names the shard, chunk,
+//! and hashing run on a blocking thread each, the Parquet encoding on more, and the upload on
+//! a task, so the stages overlap on every core. The footer's key-value metadata names the shard, chunk,
 //! range, rows, ts range, checksum, format versions and the rows' source ranges (lineage,
 //! gathered with the checksum) ([`crate::export::format::keys`]). On any error the multipart
 //! upload is aborted, so no partial object becomes visible.
 //!
 //! The stage's parts: which chunks ([`catalog`]), reading them ([`readers`], [`pgcopy`]),
 //! sorting ([`sort`], [`runfile`], [`merge`]), the provenance columns through all of these
-//! ([`prov`]), the file ([`format`](mod@format), [`checksum`]) and the rate limit
+//! ([`prov`]), the file ([`format`](mod@format), [`checksum`], [`encode`]) and the rate limit
 //! ([`ratelimit`]). A late chunk's readings already archived are dropped before its export
 //! ([`dedup`]).
 
 pub mod catalog;
 pub mod checksum;
 pub mod dedup;
+pub mod encode;
 pub mod format;
 pub mod merge;
 pub mod pgcopy;
@@ -36,17 +38,20 @@ pub mod runfile;
 pub mod sort;
 
 use arrow::array::RecordBatch;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
-use parquet::arrow::AsyncArrowWriter;
+use parquet::file::metadata::KeyValue;
 use std::time::Instant;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use vitalsink_common::config::ArchiveConfig;
 
 use crate::error::{Error, Result};
 use crate::export::catalog::Chunk;
 use crate::export::checksum::{Digester, Summary};
+use crate::export::encode::Encoder;
 use crate::export::format::{keys, kv};
 use crate::export::pgcopy::BatchBuilder;
 use crate::export::prov::Prov;
@@ -58,6 +63,9 @@ use crate::storage::store::Archive;
 
 /// Batches in flight between the decoder and the Parquet encoder.
 const CHANNEL_BATCHES: usize = 2;
+/// Encoded row groups waiting for the upload (each at most `row_group_rows` rows encoded,
+/// about 1.2–2.3 bytes a row: README, "Bytes per row").
+const CHANNEL_ROW_GROUPS: usize = 2;
 
 /// What to export and where.
 #[derive(Debug, Clone)]
@@ -91,8 +99,6 @@ pub fn rfc3339(micros: i64) -> String {
         .map(|t| t.to_rfc3339())
         .unwrap_or_default()
 }
-
-type Writer = AsyncArrowWriter<BufWriter>;
 
 /// Streams `t.chunk` from `client` into a new Parquet object at `t.path`; `helpers` are more
 /// connections to the same shard that read parts of the chunk in parallel (may be empty).
@@ -163,41 +169,59 @@ async fn export_with(
         kv(keys::ATTEMPT, t.attempt),
     ];
     let props = format::writer_properties(cfg.row_group_rows, base_kv);
+    let encoder = Encoder::new(
+        format::schema(),
+        props,
+        cfg.row_group_rows,
+        encode::threads(cfg.encode_threads),
+    )?;
     let buf = BufWriter::with_capacity(archive.store.clone(), t.path.clone(), cfg.part_size_bytes)
         .with_max_concurrency(cfg.upload_concurrency);
-    let writer = AsyncArrowWriter::try_new(buf, format::schema(), Some(props))?;
     let (tx, rx) = mpsc::channel::<RecordBatch>(CHANNEL_BATCHES);
-    let part_size = cfg.part_size_bytes;
-    let encoder = tokio::spawn(encode(writer, rx, part_size));
+    let (btx, brx) = mpsc::channel::<Bytes>(CHANNEL_ROW_GROUPS);
+    let encoding = tokio::task::spawn_blocking(move || encode_batches(encoder, rx, btx));
+    let uploading = tokio::spawn(upload(buf, brx, cfg.part_size_bytes));
 
     let read = read_chunk(client, helpers, snapshot, t, cfg, limiter, progress, tx).await;
-    let (mut writer, encoded) = encoder.await.map_err(|e| Error::Copy {
+    let thread = |name: &str, e: tokio::task::JoinError| Error::Copy {
         chunk: t.chunk.qualified(),
-        message: format!("encoder task: {e}"),
-    })?;
-    let finished = match (read, encoded) {
-        (Ok(summary), Ok(())) => match finish(&mut writer, &summary).await {
-            Ok(bytes) => Ok((summary, bytes)),
+        message: format!("{name}: {e}"),
+    };
+    let encoded = encoding.await.map_err(|e| thread("encoder thread", e));
+    // The footer goes out through the same channel as the row groups, then the channel
+    // closes and the upload task hands the upload back.
+    let encoded = match (read, encoded) {
+        (Ok(summary), Ok((encoder, btx, Ok(())))) => {
+            match encoder.finish(footer(&summary)) {
+                Ok(tail) => {
+                    // A closed channel means the upload failed; its error is reported below.
+                    let _ = btx.send(tail).await;
+                    Ok(summary)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        (Err(e), _) | (Ok(_), Ok((_, _, Err(e)))) | (Ok(_), Err(e)) => Err(e),
+    };
+    let (mut buf, uploaded) = uploading.await.map_err(|e| thread("upload task", e))?;
+    match (encoded, uploaded) {
+        (Ok(summary), Ok(bytes)) => match buf.shutdown().await {
+            Ok(()) => Ok(Exported {
+                summary,
+                bytes,
+                took: started.elapsed(),
+            }),
             Err(e) => {
-                // Finishing shuts the upload down; once that started, object_store's abort
+                // Completing shuts the upload down; once that started, object_store's abort
                 // panics ("Already shut down"). The attempt fails as it is: the archive log
                 // records no `written` step, the next run writes the object again under a new
                 // attempt, and an S3 lifecycle rule for incomplete multipart uploads removes
                 // any parts left behind.
                 tracing::warn!(object = %t.path, error = %e, "completing the upload failed; not aborting it");
-                return Err(e);
+                Err(e.into())
             }
         },
-        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
-    };
-    match finished {
-        Ok((summary, bytes)) => Ok(Exported {
-            summary,
-            bytes,
-            took: started.elapsed(),
-        }),
-        Err(e) => {
-            let mut buf = writer.into_inner();
+        (Err(e), _) | (Ok(_), Err(e)) => {
             if let Err(a) = buf.abort().await {
                 tracing::warn!(object = %t.path, error = %a, "aborting the upload failed");
             }
@@ -206,34 +230,59 @@ async fn export_with(
     }
 }
 
-/// Encodes batches until the channel closes; hands the writer back for finishing or abort.
-async fn encode(
-    mut w: Writer,
+/// Encodes batches from `rx` until it closes, sending each finished row group's bytes to
+/// `tx`; hands the encoder (for the footer) and the channel back.
+fn encode_batches(
+    mut encoder: Encoder,
     mut rx: mpsc::Receiver<RecordBatch>,
-    part_size: usize,
-) -> (Writer, Result<()>) {
-    while let Some(b) = rx.recv().await {
-        if let Err(e) = w.write(&b).await {
-            return (w, Err(e.into()));
+    tx: mpsc::Sender<Bytes>,
+) -> (Encoder, mpsc::Sender<Bytes>, Result<()>) {
+    while let Some(b) = rx.blocking_recv() {
+        match encoder.write(&b) {
+            Ok(groups) => {
+                for g in groups {
+                    // A closed channel means the upload failed; its error is reported instead.
+                    let _ = tx.blocking_send(g);
+                }
+            }
+            Err(e) => return (encoder, tx, Err(e)),
         }
-        if w.bytes_written() > part_size {
+    }
+    (encoder, tx, Ok(()))
+}
+
+/// Puts the bytes from `rx` into the multipart upload `buf` until the channel closes; hands
+/// the upload back (to complete or abort) with the bytes put.
+async fn upload(
+    mut buf: BufWriter,
+    mut rx: mpsc::Receiver<Bytes>,
+    part_size: usize,
+) -> (BufWriter, Result<u64>) {
+    let mut put = 0u64;
+    while let Some(b) = rx.recv().await {
+        put += b.len() as u64;
+        if let Err(e) = buf.put(b).await {
+            return (buf, Err(e.into()));
+        }
+        if put > part_size as u64 {
             fault::maybe_crash(CrashPoint::MidUpload).await;
         }
     }
-    (w, Ok(()))
+    (buf, Ok(put))
 }
 
-/// Adds the summary to the footer and completes the upload; returns the object's size.
-async fn finish(w: &mut Writer, s: &Summary) -> Result<u64> {
-    w.append_key_value_metadata(kv(keys::ROWS, s.rows.to_string()));
-    w.append_key_value_metadata(kv(keys::CHECKSUM, s.checksum.clone()));
-    w.append_key_value_metadata(kv(keys::SOURCE_RANGES, s.source_ranges.clone()));
+/// The footer's entries known only once every row was hashed.
+fn footer(s: &Summary) -> Vec<KeyValue> {
+    let mut kvs = vec![
+        kv(keys::ROWS, s.rows.to_string()),
+        kv(keys::CHECKSUM, s.checksum.clone()),
+        kv(keys::SOURCE_RANGES, s.source_ranges.clone()),
+    ];
     if let (Some(lo), Some(hi)) = (s.min_ts, s.max_ts) {
-        w.append_key_value_metadata(kv(keys::MIN_TS, rfc3339(lo)));
-        w.append_key_value_metadata(kv(keys::MAX_TS, rfc3339(hi)));
+        kvs.push(kv(keys::MIN_TS, rfc3339(lo)));
+        kvs.push(kv(keys::MAX_TS, rfc3339(hi)));
     }
-    w.finish().await?;
-    Ok(w.bytes_written() as u64)
+    kvs
 }
 
 /// Reads the chunk inside one REPEATABLE READ snapshot (shared by `helpers`) into sorted runs

@@ -9,7 +9,15 @@
 //!   `COPY … (FORMAT parquet, COMPRESSION zstd)`), with DuckDB's default threads (one per
 //!   core; its scan also splits the table by ctid ranges over connections sharing a
 //!   snapshot);
-//! - the whole `archiver run` (release binary: export, read-back verification, drop).
+//! - the whole `archiver run` (release binary: export, read-back verification, drop), three
+//!   times as well: each run drops the chunk it archived, so the next one gets the same rows
+//!   loaded again a day later;
+//! - the archiver's export again with `archive.encode_threads = 2` (each row group's Parquet
+//!   columns encoded on two threads, [`vitalsink_archiver::export::encode`]; the default on
+//!   this 2-CPU machine is 1, as `ArrowWriter` does), and the encoding alone (one row group
+//!   of the object read back, encoded 5 times from memory on 1 and on 2 threads, with no
+//!   shard beside it), so what parallel columns gain with and without spare CPUs is printed
+//!   as ratios.
 //!
 //! Also the archive's bytes per row against the chunk's on-disk bytes per row
 //! (`pg_total_relation_size`: heap, TOAST, indexes). Targets: export rate at least DuckDB's;
@@ -23,6 +31,8 @@
 
 use std::time::{Duration, Instant};
 use vitalsink_archiver::export::catalog::{aged_chunks, Chunk};
+use vitalsink_archiver::export::encode::Encoder;
+use vitalsink_archiver::export::format;
 use vitalsink_archiver::export::ratelimit::RowLimiter;
 use vitalsink_archiver::export::readers;
 use vitalsink_archiver::export::{export, Target};
@@ -61,29 +71,7 @@ async fn main() {
         .unwrap()
         .and_utc();
     let t = Instant::now();
-    c.execute(
-        "INSERT INTO measurements (participant_id, metric, ts, value, unit, device_id, study_id,
-                                   utc_offset_min, occurrence, received_at, received_at_type,
-                                   src_topic, src_partition, src_offset)
-         SELECT 'P' || lpad(p::text, 5, '0'), m.name, $1::timestamptz + make_interval(mins => i::int),
-                round((m.base + m.amp * sin(i / 90.0 + p) + (random() * 2 - 1))::numeric, 1)::float8,
-                m.unit, 'dev-' || (p % 997), 'study-' || (p % 3),
-                (p % 5) * 60 - 120, 0,
-                $1::timestamptz + make_interval(mins => i::int, secs => 2 + ((p * 7919 + i) % 3000) / 1000.0),
-                0, 'vitals', p % 8, i * ($2::bigint / 8 + 1) + p / 8
-           FROM generate_series(1, $2::bigint) p,
-                (VALUES ('heart_rate', 72.0, 12.0, 'bpm'), ('spo2', 97.0, 1.5, '%'),
-                        ('resp_rate', 15.0, 3.0, '1/min'), ('skin_temp', 33.5, 0.8, 'Cel'))
-                    AS m(name, base, amp, unit),
-                generate_series(0, $3::bigint - 1) i
-          ORDER BY i, p",
-        &[&day, &PARTICIPANTS, &SAMPLES],
-    )
-    .await
-    .unwrap();
-    c.batch_execute("VACUUM ANALYZE measurements")
-        .await
-        .unwrap();
+    load(&c, day).await;
     let chunks = aged_chunks(&c, "shard0", Duration::from_secs(86_400))
         .await
         .unwrap();
@@ -105,13 +93,34 @@ async fn main() {
     // The machine is shared: three runs of each, interleaved, and the median of each.
     let mut duck_runs = Vec::new();
     let mut ours_runs = Vec::new();
+    let mut serial_runs = Vec::new();
     for i in 0..RUNS {
         duck_runs.push(duckdb_export(&shard.url, &chunk, &dir));
-        ours_runs.push(archiver_export(&c, &shard.url, &chunk, &dir, i).await);
+        ours_runs.push(archiver_export(&c, &shard.url, &chunk, &dir, i, 0).await);
+        serial_runs.push(archiver_export(&c, &shard.url, &chunk, &dir, RUNS + i, 2).await);
     }
     let duck = median(duck_runs);
     let (ours_secs, ours_bytes) = median(ours_runs);
-    let (run_secs, run_rss) = archiver_run(&shard, &dir);
+    let (two_secs, _) = median(serial_runs);
+    let (encode_one, encode_two) = encode_alone(&dir.join("lib"));
+    // `archiver run` drops the chunk it archives: each further run gets the same rows loaded
+    // again one day later (a chunk of its own), read once to warm the cache like the others.
+    let mut run_runs = Vec::new();
+    let mut run_rss = 0;
+    for i in 0..RUNS {
+        if i > 0 {
+            load(&c, day + chrono::Duration::days(i as i64)).await;
+            let next = aged_chunks(&c, "shard0", Duration::from_secs(86_400))
+                .await
+                .unwrap();
+            assert_eq!(next.len(), 1, "one chunk: {next:?}");
+            warm(&c, &next[0]).await;
+        }
+        let (secs, rss) = archiver_run(&shard, &dir, i);
+        run_runs.push((secs, 0));
+        run_rss = run_rss.max(rss);
+    }
+    let (run_secs, _) = median(run_runs);
 
     let mib = |b: f64| b / 1048576.0;
     let rows_f = rows as f64;
@@ -129,6 +138,18 @@ async fn main() {
         ours_rate,
         "rows/s",
         Some(("DuckDB", duck_rate)),
+    );
+    report(
+        "archiver export, encode_threads = 2",
+        rows_f / two_secs,
+        "rows/s",
+        Some(("default", ours_rate)),
+    );
+    report(
+        "Parquet encoding alone, 2 threads",
+        encode_one / encode_two,
+        "× 1 thread",
+        None,
     );
     report(
         "archiver export, Parquet written",
@@ -179,6 +200,81 @@ async fn main() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Loads the chunk of `day` (`PARTICIPANTS` × 4 metrics × `SAMPLES` readings, see the module
+/// doc), in time order, then VACUUM ANALYZE.
+async fn load(c: &tokio_postgres::Client, day: chrono::DateTime<chrono::Utc>) {
+    c.execute(
+        "INSERT INTO measurements (participant_id, metric, ts, value, unit, device_id, study_id,
+                                   utc_offset_min, occurrence, received_at, received_at_type,
+                                   src_topic, src_partition, src_offset)
+         SELECT 'P' || lpad(p::text, 5, '0'), m.name, $1::timestamptz + make_interval(mins => i::int),
+                round((m.base + m.amp * sin(i / 90.0 + p) + (random() * 2 - 1))::numeric, 1)::float8,
+                m.unit, 'dev-' || (p % 997), 'study-' || (p % 3),
+                (p % 5) * 60 - 120, 0,
+                $1::timestamptz + make_interval(mins => i::int, secs => 2 + ((p * 7919 + i) % 3000) / 1000.0),
+                0, 'vitals', p % 8, i * ($2::bigint / 8 + 1) + p / 8
+           FROM generate_series(1, $2::bigint) p,
+                (VALUES ('heart_rate', 72.0, 12.0, 'bpm'), ('spo2', 97.0, 1.5, '%'),
+                        ('resp_rate', 15.0, 3.0, '1/min'), ('skin_temp', 33.5, 0.8, 'Cel'))
+                    AS m(name, base, amp, unit),
+                generate_series(0, $3::bigint - 1) i
+          ORDER BY i, p",
+        &[&day, &PARTICIPANTS, &SAMPLES],
+    )
+    .await
+    .unwrap();
+    c.batch_execute("VACUUM ANALYZE measurements")
+        .await
+        .unwrap();
+}
+
+/// Encodes the first row group of an object under `root` 5 times from memory with
+/// [`Encoder`] on 1 and on 2 threads (alternating, 3 rounds, the fastest of each): (seconds
+/// on 1 thread, seconds on 2).
+fn encode_alone(root: &std::path::Path) -> (f64, f64) {
+    fn first_parquet(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+        for e in std::fs::read_dir(dir).ok()?.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                if let Some(f) = first_parquet(&p) {
+                    return Some(f);
+                }
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                return Some(p);
+            }
+        }
+        None
+    }
+    let file = std::fs::File::open(first_parquet(root).expect("an archived object")).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .with_row_groups(vec![0])
+        .with_batch_size(65_536)
+        .build()
+        .unwrap();
+    let batches: Vec<arrow::array::RecordBatch> = reader.map(|b| b.unwrap()).collect();
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let encode = |threads: usize| {
+        let t = Instant::now();
+        for _ in 0..5 {
+            let props = format::writer_properties(rows, vec![]);
+            let mut e = Encoder::new(format::schema(), props, rows, threads).unwrap();
+            for b in &batches {
+                e.write(b).unwrap();
+            }
+            e.finish(vec![]).unwrap();
+        }
+        t.elapsed().as_secs_f64()
+    };
+    let (mut one, mut two) = (f64::MAX, f64::MAX);
+    for _ in 0..3 {
+        one = one.min(encode(1));
+        two = two.min(encode(2));
+    }
+    println!("Parquet encoding alone, 5 × {rows} rows: {one:.2} s on 1 thread, {two:.2} s on 2");
+    (one, two)
+}
+
 /// Warms the cache with a full read of the chunk.
 async fn warm(c: &tokio_postgres::Client, chunk: &Chunk) {
     c.query_one(
@@ -226,18 +322,22 @@ print(json.dumps({"secs": secs, "bytes": os.path.getsize(out),
 
 /// The archiver's export, in process, unthrottled, with as many helper connections as
 /// `archiver run` borrows from its pool ([`readers::max_readers`] in all; connecting them is
-/// not timed, as the pool's connections are usually open): (seconds, Parquet bytes).
+/// not timed, as the pool's connections are usually open), its columns encoded on
+/// `encode_threads` threads (`archive.encode_threads`, 0 = one per CPU): (seconds, Parquet
+/// bytes).
 async fn archiver_export(
     c: &tokio_postgres::Client,
     url: &str,
     chunk: &Chunk,
     dir: &std::path::Path,
     run: usize,
+    encode_threads: usize,
 ) -> (f64, u64) {
     warm(c, chunk).await;
     let cfg = ArchiveConfig {
         root: format!("file://{}", dir.join("lib").display()),
         rows_per_second: 0,
+        encode_threads,
         ..ArchiveConfig::default()
     };
     let archive = vitalsink_archiver::storage::store::open(&cfg).unwrap();
@@ -271,7 +371,7 @@ async fn archiver_export(
     .await
     .unwrap();
     println!(
-        "archiver export: {:.2} s, {} bytes, {} rows, {}",
+        "archiver export (encode_threads = {encode_threads}): {:.2} s, {} bytes, {} rows, {}",
         ex.took.as_secs_f64(),
         ex.bytes,
         ex.summary.rows,
@@ -280,10 +380,11 @@ async fn archiver_export(
     (ex.took.as_secs_f64(), ex.bytes)
 }
 
-/// `archiver run` (release binary) on the shard: (seconds, peak RSS bytes).
+/// `archiver run` (release binary) on the shard, the `run`th time: (seconds, peak RSS bytes).
 fn archiver_run(
     shard: &vitalsink_common::config::ShardConfig,
     dir: &std::path::Path,
+    run: usize,
 ) -> (f64, u64) {
     let bin = vitalsink_benches::release_binary("archiver");
     let config = dir.join("archiver.toml");
@@ -301,7 +402,7 @@ fn archiver_run(
     let mut child = std::process::Command::new(bin)
         .args(["--config", config.to_str().unwrap(), "run"])
         .stdout(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(dir.join("archiver.log")).unwrap())
+        .stderr(std::fs::File::create(dir.join(format!("archiver{run}.log"))).unwrap())
         .spawn()
         .unwrap();
     let mut rss = 0;
@@ -314,7 +415,7 @@ fn archiver_run(
     assert!(
         out.status.success(),
         "archiver run failed, see {}",
-        dir.join("archiver.log").display()
+        dir.join(format!("archiver{run}.log")).display()
     );
     println!(
         "archiver run: {secs:.2} s: {}",

@@ -11,7 +11,6 @@
 use arrow::array::{
     ArrayRef, Int16Builder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
@@ -243,51 +242,77 @@ impl ProvBuilder {
     }
 }
 
+/// One topic's partitions and their (smallest, largest) offsets, sorted by partition.
+type Partitions = Vec<(i32, (i64, i64))>;
+
 /// An object's lineage gathered while its rows stream: per (`src_topic`, `src_partition`) the
 /// smallest and largest `src_offset`. Memory is one entry per topic partition seen, whatever
 /// the rows; rows with a NULL in any of the three are left out.
 #[derive(Debug, Clone, Default)]
 pub struct SourceRanges {
-    /// The ranges of every topic partition but the current one.
-    ranges: BTreeMap<(String, i32), (i64, i64)>,
-    /// The topic partition of the previous row and its range, not yet in `ranges`:
-    /// consecutive rows (one participant's) mostly share it, and a row then costs one string
-    /// comparison and no map lookup.
-    current: Option<((String, i32), (i64, i64))>,
+    /// Per topic (in the order first seen), its partitions' ranges sorted by partition.
+    topics: Vec<(String, Partitions)>,
+    /// Where the previous row's range is (topic, partition entry): consecutive rows (one
+    /// participant's) mostly share it, and a row then costs an integer and a string
+    /// comparison, no search and no allocation.
+    last: Option<(usize, usize)>,
 }
 
 impl SourceRanges {
     /// Counts one row's lineage.
     pub fn add(&mut self, topic: &str, partition: i32, offset: i64) {
-        if let Some(((t, p), r)) = &mut self.current {
-            if *p == partition && t == topic {
-                r.0 = r.0.min(offset);
-                r.1 = r.1.max(offset);
-                return;
+        let widen = |r: &mut (i64, i64)| {
+            r.0 = r.0.min(offset);
+            r.1 = r.1.max(offset);
+        };
+        if let Some((t, p)) = self.last {
+            if let Some((name, parts)) = self.topics.get_mut(t) {
+                if let Some((q, r)) = parts.get_mut(p) {
+                    if *q == partition && name == topic {
+                        widen(r);
+                        return;
+                    }
+                }
             }
         }
-        let key = (topic.to_string(), partition);
-        let range = self
-            .ranges
-            .remove(&key)
-            .map_or((offset, offset), |(lo, hi)| {
-                (lo.min(offset), hi.max(offset))
-            });
-        if let Some((k, r)) = self.current.replace((key, range)) {
-            self.ranges.insert(k, r);
-        }
+        let t = match self.topics.iter().position(|(n, _)| n == topic) {
+            Some(t) => t,
+            None => {
+                self.topics.push((topic.to_string(), Vec::new()));
+                self.topics.len() - 1
+            }
+        };
+        let Some((_, parts)) = self.topics.get_mut(t) else {
+            return;
+        };
+        let p = match parts.binary_search_by_key(&partition, |(q, _)| *q) {
+            Ok(p) => {
+                if let Some((_, r)) = parts.get_mut(p) {
+                    widen(r);
+                }
+                p
+            }
+            Err(p) => {
+                parts.insert(p, (partition, (offset, offset)));
+                p
+            }
+        };
+        self.last = Some((t, p));
     }
 
     /// `topic/partition:first-last` per topic partition in (topic, partition) order, joined
     /// by `,` (empty without lineage): the footer's and manifest entry's
     /// `vitalsink.source_ranges`.
     pub fn render(&self) -> String {
-        let mut all = self.ranges.clone();
-        if let Some((k, r)) = &self.current {
-            all.insert(k.clone(), *r);
-        }
-        all.iter()
-            .map(|((t, p), (lo, hi))| format!("{t}/{p}:{lo}-{hi}"))
+        let mut topics: Vec<_> = self.topics.iter().collect();
+        topics.sort_by(|a, b| a.0.cmp(&b.0));
+        topics
+            .iter()
+            .flat_map(|(t, parts)| {
+                parts
+                    .iter()
+                    .map(move |(p, (lo, hi))| format!("{t}/{p}:{lo}-{hi}"))
+            })
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -351,5 +376,29 @@ mod tests {
         }
         s.add("vitals", 1, 51);
         assert_eq!(s.render(), "a/2:9-9,vitals/0:3-3,vitals/1:7-51");
+    }
+
+    #[test]
+    fn source_ranges_are_kept_per_topic_partition_in_order() {
+        let mut r = SourceRanges::default();
+        assert_eq!(r.render(), "");
+        // Partitions and topics interleaved row by row, negative and large partitions.
+        for (t, p, o) in [
+            ("vitals", 3, 10),
+            ("vitals", 1, 7),
+            ("alpha", 3, 5),
+            ("vitals", 3, 2),
+            ("vitals", 1, 9),
+            ("vitals", -1, 0),
+            ("alpha", 3, 6),
+            ("vitals", 1000, 1),
+            ("vitals", 3, 11),
+        ] {
+            r.add(t, p, o);
+        }
+        assert_eq!(
+            r.render(),
+            "alpha/3:5-6,vitals/-1:0-0,vitals/1:7-9,vitals/3:2-11,vitals/1000:1-1"
+        );
     }
 }

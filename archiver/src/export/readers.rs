@@ -260,6 +260,7 @@ async fn forward(
     if !block.is_empty() {
         let _ = tx.send(block.freeze()).await;
     }
+    tracing::debug!(shard, sql = %sql, "COPY received");
     Ok((acquired, decoded))
 }
 
@@ -296,6 +297,7 @@ fn sort_runs(
             message: "stream ended without the end-of-data marker".into(),
         });
     }
+    tracing::debug!(chunk = what, spilled = runs.len(), "decoded");
     if buf.is_empty() {
         return Ok(Sorted::Runs(runs));
     }

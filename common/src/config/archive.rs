@@ -42,6 +42,10 @@ pub struct ArchiveConfig {
     /// Export rate limit, rows per second over all shards of one process (0 = unlimited).
     /// Keeps archiving from starving live ingest on the shards.
     pub rows_per_second: u32,
+    /// Threads that encode one export's Parquet columns at once (threads; 0 = the CPUs less
+    /// two, at least 1 and at most 4; 1 = one thread, as `ArrowWriter` does). Each shard's
+    /// export has its own.
+    pub encode_threads: usize,
     /// Multipart upload part size, bytes (S3 requires at least 5 MiB for all but the last).
     pub part_size_bytes: usize,
     /// Multipart parts uploaded concurrently.
@@ -76,6 +80,7 @@ impl Default for ArchiveConfig {
             row_group_rows: 1 << 20,
             sort_buffer_rows: 1 << 20,
             rows_per_second: 1_000_000,
+            encode_threads: 0,
             part_size_bytes: 16 << 20,
             upload_concurrency: 4,
             max_retries: 8,
@@ -121,6 +126,9 @@ impl ArchiveConfig {
         if self.sort_buffer_rows == 0 {
             return Err(("archive.sort_buffer_rows", "must be at least 1"));
         }
+        if self.encode_threads > 64 {
+            return Err(("archive.encode_threads", "must be 0 (automatic) to 64"));
+        }
         if self.part_size_bytes < 5 << 20 {
             return Err((
                 "archive.part_size_bytes",
@@ -157,6 +165,7 @@ mod tests {
         assert_eq!(bad(|c| c.root = "s3://".into()), "archive.root");
         assert_eq!(bad(|c| c.part_size_bytes = 1024), "archive.part_size_bytes");
         assert_eq!(bad(|c| c.row_group_rows = 10), "archive.row_group_rows");
+        assert_eq!(bad(|c| c.encode_threads = 65), "archive.encode_threads");
         assert_eq!(bad(|c| c.every = Some(Duration::ZERO)), "archive.every");
     }
 }
