@@ -110,13 +110,31 @@ pub async fn chunks(c: &tokio_postgres::Client) -> Vec<String> {
 
 /// Connects to one of the stack's shards or fails the test with how to start the stack.
 pub async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| {
-            panic!("TimescaleDB shard {url:?} unreachable ({e}); run `dev/stack up`")
-        });
-    tokio::spawn(conn);
-    client
+    // A libpq multi-host string that asks for the primary (the HA stack's, `STACK_HA=1
+    // dev/stack`) may find none for a while: Patroni demotes a primary that cannot renew its
+    // leader key and promotes again within its `ttl` (20 s, dev/stack-ha). Such a string is
+    // retried that long; any other fails at once.
+    let patience = if url.contains("target_session_attrs=read-write") {
+        std::time::Duration::from_secs(30)
+    } else {
+        std::time::Duration::ZERO
+    };
+    let start = std::time::Instant::now();
+    loop {
+        match tokio_postgres::connect(url, tokio_postgres::NoTls).await {
+            Ok((client, conn)) => {
+                tokio::spawn(conn);
+                return client;
+            }
+            Err(e) if start.elapsed() < patience => {
+                eprintln!("connect: {url:?}: {e}; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                panic!("TimescaleDB shard {url:?} unreachable ({e}); run `dev/stack up`")
+            }
+        }
+    }
 }
 
 /// A fresh database on every shard, so that tests do not see each other's rows.
