@@ -12,12 +12,11 @@
 //! - the whole `archiver run` (release binary: export, read-back verification, drop), three
 //!   times as well: each run drops the chunk it archived, so the next one gets the same rows
 //!   loaded again a day later;
-//! - the archiver's export again with `archive.encode_threads = 2` (each row group's Parquet
-//!   columns encoded on two threads, [`vitalsink_archiver::export::encode`]; the default on
-//!   this 2-CPU machine is 1, as `ArrowWriter` does), and the encoding alone (one row group
-//!   of the object read back, encoded 5 times from memory on 1 and on 2 threads, with no
-//!   shard beside it), so what parallel columns gain with and without spare CPUs is printed
-//!   as ratios.
+//! - the archiver's export again with `archive.encode_threads = 1` (every Parquet column on
+//!   one thread, as `ArrowWriter` does; the default encodes each row group's columns on one
+//!   thread per CPU, [`vitalsink_archiver::export::encode`]), and the encoding alone (one row
+//!   group of the object read back, encoded 5 times from memory on 1 and on 2 threads), so
+//!   what parallel columns gain is printed as ratios.
 //!
 //! Also the archive's bytes per row against the chunk's on-disk bytes per row
 //! (`pg_total_relation_size`: heap, TOAST, indexes). Targets: export rate at least DuckDB's;
@@ -97,11 +96,11 @@ async fn main() {
     for i in 0..RUNS {
         duck_runs.push(duckdb_export(&shard.url, &chunk, &dir));
         ours_runs.push(archiver_export(&c, &shard.url, &chunk, &dir, i, 0).await);
-        serial_runs.push(archiver_export(&c, &shard.url, &chunk, &dir, RUNS + i, 2).await);
+        serial_runs.push(archiver_export(&c, &shard.url, &chunk, &dir, RUNS + i, 1).await);
     }
     let duck = median(duck_runs);
     let (ours_secs, ours_bytes) = median(ours_runs);
-    let (two_secs, _) = median(serial_runs);
+    let (one_secs, _) = median(serial_runs);
     let (encode_one, encode_two) = encode_alone(&dir.join("lib"));
     // `archiver run` drops the chunk it archives: each further run gets the same rows loaded
     // again one day later (a chunk of its own), read once to warm the cache like the others.
@@ -140,8 +139,8 @@ async fn main() {
         Some(("DuckDB", duck_rate)),
     );
     report(
-        "archiver export, encode_threads = 2",
-        rows_f / two_secs,
+        "archiver export, encode_threads = 1",
+        rows_f / one_secs,
         "rows/s",
         Some(("default", ours_rate)),
     );

@@ -8,7 +8,8 @@ use std::time::Duration;
 ///
 /// Memory of one export is bounded by configuration, never by the chunk's size: about
 /// `sort_buffer_rows` rows being sorted, `3 × batch_rows` decoded rows, one encoded row group of at most `row_group_rows` rows, and
-/// `part_size_bytes × (upload_concurrency + 1)` bytes of multipart upload buffers. Each shard
+/// `part_size_bytes × (upload_concurrency + 1)` bytes of multipart upload buffers, and about
+/// 3 MiB of COPY blocks per reader connection (at most 4). Each shard
 /// being archived runs one export at a time with its own buffers, so the archiver's memory is
 /// that bound `× shard_concurrency`; `rows_per_second` stays one limit for all of them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,9 +43,8 @@ pub struct ArchiveConfig {
     /// Export rate limit, rows per second over all shards of one process (0 = unlimited).
     /// Keeps archiving from starving live ingest on the shards.
     pub rows_per_second: u32,
-    /// Threads that encode one export's Parquet columns at once (threads; 0 = the CPUs less
-    /// two, at least 1 and at most 4; 1 = one thread, as `ArrowWriter` does). Each shard's
-    /// export has its own.
+    /// Threads that encode one export's Parquet columns at once (threads; 0 = one per CPU, at
+    /// most 4; 1 = one thread, as `ArrowWriter` does). Each shard's export has its own.
     pub encode_threads: usize,
     /// Multipart upload part size, bytes (S3 requires at least 5 MiB for all but the last).
     pub part_size_bytes: usize,
