@@ -81,6 +81,8 @@ impl Block {
             put_fixed(buf, cur, p.src_partition, from, true, i32::to_le_bytes);
             put_fixed(buf, cur, p.src_offset, from, true, i64::to_le_bytes);
         }
+        // The length pass and the writing passes agree: the last row ends at the buffer's end.
+        debug_assert!(n == 0 || self.cur.last() == Some(&self.buf.len()));
         &self.buf
     }
 }
