@@ -49,6 +49,7 @@ pub fn threads(configured: usize) -> usize {
 }
 
 /// A Parquet file being encoded into memory, row group by row group.
+#[derive(Debug)]
 pub struct Encoder {
     file: SerializedFileWriter<Vec<u8>>,
     factory: ArrowRowGroupWriterFactory,
@@ -61,15 +62,6 @@ pub struct Encoder {
     rows: usize,
     /// Row groups closed so far.
     row_groups: usize,
-}
-
-impl std::fmt::Debug for Encoder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Encoder")
-            .field("rows", &self.rows)
-            .field("row_groups", &self.row_groups)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Encoder {
@@ -184,7 +176,7 @@ impl Encoder {
 
 /// Applies `f` to every item of `items` (with its index) on up to `threads` threads (the
 /// calling one included), the items taken from one queue in order; returns the results in
-/// the items' order, or the first error.
+/// the items' order, or the first error (the threads take no more items after an error).
 fn in_parallel<T: Send, R: Send>(
     threads: usize,
     items: Vec<T>,
@@ -192,47 +184,42 @@ fn in_parallel<T: Send, R: Send>(
 ) -> Result<Vec<R>> {
     let n = items.len();
     let queue = Mutex::new(items.into_iter().enumerate());
-    let done: Mutex<Vec<Option<Result<R>>>> = Mutex::new((0..n).map(|_| None).collect());
     let stop = AtomicBool::new(false);
-    let work = || loop {
-        if stop.load(Ordering::Relaxed) {
-            return;
-        }
-        let next = match queue.lock() {
-            Ok(mut q) => q.next(),
-            Err(_) => None,
-        };
-        let Some((i, item)) = next else { return };
-        let r = f(i, item);
-        let failed = r.is_err();
-        if let Ok(mut d) = done.lock() {
-            if let Some(slot) = d.get_mut(i) {
-                *slot = Some(r);
+    // Each thread's results with their indices.
+    let work = || {
+        let mut done = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let Some((i, item)) = queue.lock().ok().and_then(|mut q| q.next()) else {
+                break;
+            };
+            let r = f(i, item);
+            if r.is_err() {
+                stop.store(true, Ordering::Relaxed);
             }
+            done.push((i, r));
         }
-        if failed {
-            stop.store(true, Ordering::Relaxed);
-            return;
-        }
+        done
     };
-    std::thread::scope(|s| {
-        for _ in 1..threads.min(n) {
-            s.spawn(work);
+    let mut done = std::thread::scope(|s| {
+        let helpers: Vec<_> = (1..threads.min(n)).map(|_| s.spawn(work)).collect();
+        let mut done = work();
+        for h in helpers {
+            done.extend(
+                h.join()
+                    .map_err(|_| encoder_failed("a column thread panicked"))?,
+            );
         }
-        work();
-    });
-    let done = done
-        .into_inner()
-        .map_err(|_| encoder_failed("a column thread panicked"))?;
-    let mut out = Vec::with_capacity(n);
-    for r in done {
-        match r {
-            Some(r) => out.push(r?),
-            // Left behind by a thread that stopped on an error: that error is reported.
-            None => return Err(encoder_failed("a column was not encoded")),
+        Ok::<_, Error>(done)
+    })?;
+    done.sort_by_key(|(i, _)| *i);
+    if done.len() < n {
+        // Left behind after a thread stopped on an error: that error is reported.
+        if let Some((_, Err(e))) = done.into_iter().find(|(_, r)| r.is_err()) {
+            return Err(e);
         }
+        return Err(encoder_failed("a column was not encoded"));
     }
-    Ok(out)
+    done.into_iter().map(|(_, r)| r).collect()
 }
 
 fn encoder_failed(message: &str) -> Error {
