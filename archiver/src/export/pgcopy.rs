@@ -37,6 +37,8 @@ pub struct BatchBuilder {
     opt: [StringBuilder; 3],
     prov: ProvBuilder,
     rows: usize,
+    /// Rows the builders are sized for, again after every [`Self::finish`].
+    capacity: usize,
 }
 
 impl BatchBuilder {
@@ -51,6 +53,7 @@ impl BatchBuilder {
             opt: [s(), s(), s()],
             prov: ProvBuilder::new(rows),
             rows: 0,
+            capacity: rows,
         }
     }
 
@@ -80,22 +83,25 @@ impl BatchBuilder {
         self.rows += 1;
     }
 
-    /// Takes the rows appended so far as a batch; the builders start over.
+    /// Takes the rows appended so far as a batch; the builders start over, sized for as many
+    /// rows as at first. (An Arrow builder's `finish` hands its buffers over and starts again
+    /// from none, so a reused builder would grow by reallocating, copying what it holds, in
+    /// every batch.)
     ///
     /// # Errors
     /// [`Error::Arrow`] if the columns do not match the schema (a bug).
     pub fn finish(&mut self) -> Result<RecordBatch> {
-        self.rows = 0;
+        let mut full = std::mem::replace(self, BatchBuilder::new(self.capacity));
         let mut cols: Vec<arrow::array::ArrayRef> = vec![
-            Arc::new(self.pid.finish()),
-            Arc::new(self.metric.finish()),
-            Arc::new(self.ts.finish()),
-            Arc::new(self.value.finish()),
-            Arc::new(self.opt[0].finish()),
-            Arc::new(self.opt[1].finish()),
-            Arc::new(self.opt[2].finish()),
+            Arc::new(full.pid.finish()),
+            Arc::new(full.metric.finish()),
+            Arc::new(full.ts.finish()),
+            Arc::new(full.value.finish()),
+            Arc::new(full.opt[0].finish()),
+            Arc::new(full.opt[1].finish()),
+            Arc::new(full.opt[2].finish()),
         ];
-        cols.extend(self.prov.finish());
+        cols.extend(full.prov.finish());
         Ok(RecordBatch::try_new(format::schema(), cols)?)
     }
 }
@@ -209,23 +215,29 @@ impl CopyDecoder {
         if !self.header()? {
             return Ok(0);
         }
-        let mut at = 0;
-        let mut n = 0;
-        while !self.ended {
-            match tuple_at(&self.buf[at..], &self.what)? {
-                Next::NeedMore => break,
-                Next::End => {
-                    at += 2;
-                    self.ended = true;
-                }
-                Next::Tuple(spans, len) => {
-                    f(&self.buf[at..at + len], &spans)?;
-                    at += len;
-                    n += 1;
-                }
-            }
-        }
+        let (n, at) = scan(&self.buf, &mut self.ended, &self.what, &mut f)?;
         self.buf.advance(at);
+        Ok(n)
+    }
+
+    /// [`Self::push`] then [`Self::for_each_tuple`], without copying `data` when nothing is
+    /// buffered: its complete tuples are read where they are, and only an incomplete one at
+    /// its end is kept. (A reader's blocks hold whole COPY messages, one tuple each, so after
+    /// the header that is every block.)
+    ///
+    /// # Errors
+    /// As [`Self::for_each_tuple`].
+    pub fn push_each_tuple(
+        &mut self,
+        data: &[u8],
+        mut f: impl FnMut(&[u8], &Spans) -> Result<()>,
+    ) -> Result<usize> {
+        if !self.buf.is_empty() || !self.header_done {
+            self.push(data);
+            return self.for_each_tuple(f);
+        }
+        let (n, at) = scan(data, &mut self.ended, &self.what, &mut f)?;
+        self.buf.extend_from_slice(&data[at..]);
         Ok(n)
     }
 
@@ -237,6 +249,33 @@ impl CopyDecoder {
     fn append(&self, spans: &Spans, out: &mut BatchBuilder) -> Result<()> {
         append_tuple(&self.buf, spans, out, &self.what)
     }
+}
+
+/// Calls `f` with every complete tuple at the start of `b` until the end marker (which sets
+/// `ended`) or an incomplete tuple; returns the tuples and the bytes they took.
+fn scan(
+    b: &[u8],
+    ended: &mut bool,
+    what: &str,
+    f: &mut impl FnMut(&[u8], &Spans) -> Result<()>,
+) -> Result<(usize, usize)> {
+    let mut at = 0;
+    let mut n = 0;
+    while !*ended {
+        match tuple_at(&b[at..], what)? {
+            Next::NeedMore => break,
+            Next::End => {
+                at += 2;
+                *ended = true;
+            }
+            Next::Tuple(spans, len) => {
+                f(&b[at..at + len], &spans)?;
+                at += len;
+                n += 1;
+            }
+        }
+    }
+    Ok((n, at))
 }
 
 /// Field spans `(offset, length or -1)` of one tuple, offsets from the tuple's start (a COPY
@@ -432,6 +471,63 @@ pub(crate) mod tests {
             assert_eq!(p.received_at.value(1), PG_EPOCH_MICROS + 1_000_005);
             assert_eq!(p.src_topic.value(0), "vitals");
             assert_eq!((p.utc_offset_min.value(0), p.occurrence.value(0)), (60, 0));
+        }
+    }
+
+    #[test]
+    fn push_each_tuple_reads_blocks_split_anywhere_as_one_stream() {
+        let mut stream = SIGNATURE.to_vec();
+        stream.extend(0u32.to_be_bytes());
+        stream.extend(0u32.to_be_bytes());
+        let mut want = Vec::new();
+        for (i, unit) in [Some("bpm"), None, Some("%"), None].into_iter().enumerate() {
+            let t = tuple(&format!("p{i}"), i as i64 * 7, unit);
+            want.push(t.clone());
+            stream.extend(t);
+        }
+        stream.extend((-1i16).to_be_bytes());
+        // Three blocks cut at every pair of places: whole tuples read in place, tuples cut
+        // across blocks, the header and the end marker cut.
+        for a in 0..stream.len() {
+            for b in a..stream.len() {
+                let mut d = CopyDecoder::new("t");
+                let mut got = Vec::new();
+                let mut n = 0;
+                for block in [&stream[..a], &stream[a..b], &stream[b..]] {
+                    n += d
+                        .push_each_tuple(block, |t, _| {
+                            got.push(t.to_vec());
+                            Ok(())
+                        })
+                        .unwrap();
+                }
+                assert!(d.ended(), "cut at {a}, {b}");
+                assert_eq!((n, &got), (want.len(), &want), "cut at {a}, {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn batch_builders_start_over_sized_for_a_whole_batch() {
+        let mut b = BatchBuilder::new(1000);
+        let strs = [
+            Some("P1"),
+            Some("hr"),
+            Some("bpm"),
+            None,
+            None,
+            Some("vitals"),
+        ];
+        for round in 0..2 {
+            // Sized before the first row of every batch (8 bytes a string).
+            assert!(b.ts.capacity() >= 1000, "round {round}");
+            assert!(b.value.capacity() >= 1000, "round {round}");
+            assert!(b.pid.values_capacity() >= 8000, "round {round}");
+            for i in 0..1000 {
+                b.append(strs, i, 1.0, &Prov::default());
+            }
+            assert_eq!(b.finish().unwrap().num_rows(), 1000);
+            assert!(b.is_empty());
         }
     }
 

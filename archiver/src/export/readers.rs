@@ -246,8 +246,10 @@ async fn forward(
     let mut block = BytesMut::with_capacity(BLOCK_BYTES);
     let mut acquired = 0u64;
     while let Some(m) = stream.next().await {
-        block.extend_from_slice(&m.map_err(pg(shard))?);
-        if block.len() >= BLOCK_BYTES {
+        let m = m.map_err(pg(shard))?;
+        // A block is handed over before a message would overflow it: growing it would
+        // reallocate and copy the whole block. (A message larger than a block grows it.)
+        if block.len() + m.len() > BLOCK_BYTES && !block.is_empty() {
             if tx.send(block.split().freeze()).await.is_err() {
                 // The thread failed; its error is reported.
                 return Ok((acquired, decoded));
@@ -257,6 +259,7 @@ async fn forward(
             limiter.acquire(now.saturating_sub(acquired) as usize).await;
             acquired = acquired.max(now);
         }
+        block.extend_from_slice(&m);
     }
     if !block.is_empty() {
         let _ = tx.send(block.freeze()).await;
@@ -282,8 +285,7 @@ fn sort_runs(
     let mut buf = RunBuffer::with_capacity(capacity);
     let mut runs = Vec::new();
     while let Some(block) = rx.blocking_recv() {
-        dec.push(&block);
-        let n = dec.for_each_tuple(|t, spans| {
+        let n = dec.push_each_tuple(&block, |t, spans| {
             buf.push_tuple(t, spans, what)?;
             if buf.len() >= run_rows {
                 runs.push(Run::spill(|w| buf.write_sorted(w))?);
