@@ -99,8 +99,8 @@ pub async fn read(archive: &Archive, path: &Path, algorithm: Algorithm) -> Resul
         object: path.to_string(),
         message: format!("checksum thread: {e}"),
     })?;
-    // Which of the two bounds the read-back: on 5 M rows of the bench's data, decoding (0.49
-    // s) and the checksum ends 0.01 s after the last batch.
+    // Which of the two bounds the read-back (decoding here, or the checksum thread after the
+    // last batch); README, "Archiver speed with provenance".
     tracing::debug!(object = %path, decoding_ms = decoding.as_millis() as u64, total_ms = started.elapsed().as_millis() as u64, "read back");
     // A decoding error first: the hasher only saw the batches before it.
     decoded?;
