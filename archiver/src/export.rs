@@ -24,6 +24,7 @@
 //! ([`ratelimit`]). A late chunk's readings already archived are dropped before its export
 //! ([`dedup`]).
 
+pub mod arrays;
 pub mod catalog;
 pub mod checksum;
 pub mod dedup;

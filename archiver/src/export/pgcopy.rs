@@ -12,11 +12,12 @@
 //! The decoder keeps only the bytes of an incomplete tuple between calls, so its memory is one
 //! tuple plus one COPY message whatever the chunk's size.
 
-use arrow::array::{Float64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder};
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Float64Type, TimestampMicrosecondType};
 use bytes::{Buf, BytesMut};
-use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::export::arrays::{NumBuilder, StrBuilder};
 use crate::export::format;
 use crate::export::prov::{Prov, ProvBuilder};
 use crate::export::runfile::STRINGS;
@@ -30,11 +31,11 @@ pub const FIELDS: usize = format::COLUMNS.len();
 /// Arrow builders for one batch of the archive schema.
 #[derive(Debug)]
 pub struct BatchBuilder {
-    pid: StringBuilder,
-    metric: StringBuilder,
-    ts: TimestampMicrosecondBuilder,
-    value: Float64Builder,
-    opt: [StringBuilder; 3],
+    pid: StrBuilder,
+    metric: StrBuilder,
+    ts: NumBuilder<TimestampMicrosecondType>,
+    value: NumBuilder<Float64Type>,
+    opt: [StrBuilder; 3],
     prov: ProvBuilder,
     rows: usize,
     /// Rows the builders are sized for, again after every [`Self::finish`].
@@ -44,12 +45,12 @@ pub struct BatchBuilder {
 impl BatchBuilder {
     /// Empty builders sized for `rows` rows.
     pub fn new(rows: usize) -> Self {
-        let s = || StringBuilder::with_capacity(rows, rows * 8);
+        let s = || StrBuilder::new(rows, rows * 8);
         Self {
             pid: s(),
             metric: s(),
-            ts: TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
-            value: Float64Builder::with_capacity(rows),
+            ts: NumBuilder::with_timezone(rows, "UTC"),
+            value: NumBuilder::new(rows),
             opt: [s(), s(), s()],
             prov: ProvBuilder::new(rows),
             rows: 0,
@@ -71,37 +72,37 @@ impl BatchBuilder {
     /// (participant_id, metric, unit, device_id, study_id, src_topic; `None` for NULL, an
     /// empty participant_id or metric for `None`), ts (µs since the Unix epoch), value and
     /// the other provenance columns.
+    #[inline]
     pub fn append(&mut self, strs: [Option<&str>; STRINGS], ts: i64, value: f64, prov: &Prov) {
-        self.pid.append_value(strs[0].unwrap_or_default());
-        self.metric.append_value(strs[1].unwrap_or_default());
-        self.ts.append_value(ts);
-        self.value.append_value(value);
+        self.pid.push(Some(strs[0].unwrap_or_default()));
+        self.metric.push(Some(strs[1].unwrap_or_default()));
+        self.ts.push(ts);
+        self.value.push(value);
         for (col, v) in self.opt.iter_mut().zip(&strs[2..5]) {
-            col.append_option(*v);
+            col.push(*v);
         }
         self.prov.append(strs[5], prov);
         self.rows += 1;
     }
 
     /// Takes the rows appended so far as a batch; the builders start over, sized for as many
-    /// rows as at first. (An Arrow builder's `finish` hands its buffers over and starts again
-    /// from none, so a reused builder would grow by reallocating, copying what it holds, in
-    /// every batch.)
+    /// rows as at first (a reused, emptied vector would regrow by reallocating, copying what it
+    /// holds, in every batch).
     ///
     /// # Errors
     /// [`Error::Arrow`] if the columns do not match the schema (a bug).
     pub fn finish(&mut self) -> Result<RecordBatch> {
         let mut full = std::mem::replace(self, BatchBuilder::new(self.capacity));
-        let mut cols: Vec<arrow::array::ArrayRef> = vec![
-            Arc::new(full.pid.finish()),
-            Arc::new(full.metric.finish()),
-            Arc::new(full.ts.finish()),
-            Arc::new(full.value.finish()),
-            Arc::new(full.opt[0].finish()),
-            Arc::new(full.opt[1].finish()),
-            Arc::new(full.opt[2].finish()),
+        let mut cols = vec![
+            full.pid.finish()?,
+            full.metric.finish()?,
+            full.ts.finish(),
+            full.value.finish(),
+            full.opt[0].finish()?,
+            full.opt[1].finish()?,
+            full.opt[2].finish()?,
         ];
-        cols.extend(full.prov.finish());
+        cols.extend(full.prov.finish()?);
         Ok(RecordBatch::try_new(format::schema(), cols)?)
     }
 }
@@ -375,16 +376,15 @@ pub fn append_tuple(b: &[u8], spans: &Spans, out: &mut BatchBuilder, what: &str)
     let metric = text(1)?.ok_or_else(|| required(1))?;
     let ts = i64::from_be_bytes(eight(2)?).saturating_add(PG_EPOCH_MICROS);
     let value = f64::from_be_bytes(eight(3)?);
-    out.pid.append_value(pid);
-    out.metric.append_value(metric);
-    out.ts.append_value(ts);
-    out.value.append_value(value);
-    for (k, col) in out.opt.iter_mut().enumerate() {
-        col.append_option(text(4 + k)?);
-    }
-    out.prov
-        .append(text(11)?, &Prov::from_tuple(b, spans, what)?);
-    out.rows += 1;
+    let opt = [text(4)?, text(5)?, text(6)?];
+    let prov = Prov::from_tuple(b, spans, what)?;
+    let topic = text(11)?;
+    out.append(
+        [Some(pid), Some(metric), opt[0], opt[1], opt[2], topic],
+        ts,
+        value,
+        &prov,
+    );
     Ok(())
 }
 

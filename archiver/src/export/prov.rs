@@ -8,12 +8,11 @@
 //! written to a run file ([`Prov::put_run`]) and appended to the Arrow batch
 //! ([`ProvBuilder`]). [`SourceRanges`] gathers an object's lineage while its rows stream.
 
-use arrow::array::{
-    ArrayRef, Int16Builder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
-};
-use std::sync::Arc;
+use arrow::array::ArrayRef;
+use arrow::datatypes::{Int16Type, Int32Type, Int64Type, TimestampMicrosecondType};
 
 use crate::error::{Error, Result};
+use crate::export::arrays::{NumBuilder, StrBuilder};
 use crate::export::format;
 use crate::export::pgcopy::{field, Spans, PG_EPOCH_MICROS};
 
@@ -193,52 +192,56 @@ fn unzigzag(u: u64) -> i64 {
 /// Arrow builders of the provenance columns of one batch.
 #[derive(Debug)]
 pub struct ProvBuilder {
-    utc_offset_min: Int16Builder,
-    occurrence: Int16Builder,
-    received_at: TimestampMicrosecondBuilder,
-    received_at_type: Int16Builder,
-    src_topic: StringBuilder,
-    src_partition: Int32Builder,
-    src_offset: Int64Builder,
+    utc_offset_min: NumBuilder<Int16Type>,
+    occurrence: NumBuilder<Int16Type>,
+    received_at: NumBuilder<TimestampMicrosecondType>,
+    received_at_type: NumBuilder<Int16Type>,
+    src_topic: StrBuilder,
+    src_partition: NumBuilder<Int32Type>,
+    src_offset: NumBuilder<Int64Type>,
 }
 
 impl ProvBuilder {
     /// Empty builders sized for `rows` rows.
     pub fn new(rows: usize) -> Self {
         Self {
-            utc_offset_min: Int16Builder::with_capacity(rows),
-            occurrence: Int16Builder::with_capacity(rows),
-            received_at: TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
-            received_at_type: Int16Builder::with_capacity(rows),
-            src_topic: StringBuilder::with_capacity(rows, rows * 8),
-            src_partition: Int32Builder::with_capacity(rows),
-            src_offset: Int64Builder::with_capacity(rows),
+            utc_offset_min: NumBuilder::new(rows),
+            occurrence: NumBuilder::new(rows),
+            received_at: NumBuilder::with_timezone(rows, "UTC"),
+            received_at_type: NumBuilder::new(rows),
+            src_topic: StrBuilder::new(rows, rows * 8),
+            src_partition: NumBuilder::new(rows),
+            src_offset: NumBuilder::new(rows),
         }
     }
 
     /// Appends one row's provenance.
+    #[inline]
     pub fn append(&mut self, src_topic: Option<&str>, p: &Prov) {
-        self.utc_offset_min.append_option(p.utc_offset_min());
-        self.occurrence.append_option(p.occurrence());
-        self.received_at.append_option(p.received_at());
-        self.received_at_type.append_option(p.received_at_type());
-        self.src_topic.append_option(src_topic);
-        self.src_partition.append_option(p.src_partition());
-        self.src_offset.append_option(p.src_offset());
+        self.utc_offset_min.push_option(p.utc_offset_min());
+        self.occurrence.push_option(p.occurrence());
+        self.received_at.push_option(p.received_at());
+        self.received_at_type.push_option(p.received_at_type());
+        self.src_topic.push(src_topic);
+        self.src_partition.push_option(p.src_partition());
+        self.src_offset.push_option(p.src_offset());
     }
 
     /// The columns of the rows appended so far, in [`format::COLUMNS`] order (8–14); the
     /// builders start over.
-    pub fn finish(&mut self) -> [ArrayRef; 7] {
-        [
-            Arc::new(self.utc_offset_min.finish()),
-            Arc::new(self.occurrence.finish()),
-            Arc::new(self.received_at.finish()),
-            Arc::new(self.received_at_type.finish()),
-            Arc::new(self.src_topic.finish()),
-            Arc::new(self.src_partition.finish()),
-            Arc::new(self.src_offset.finish()),
-        ]
+    ///
+    /// # Errors
+    /// [`Error::Arrow`] when `src_topic`'s values exceed 2 GiB.
+    pub fn finish(&mut self) -> Result<[ArrayRef; 7]> {
+        Ok([
+            self.utc_offset_min.finish(),
+            self.occurrence.finish(),
+            self.received_at.finish(),
+            self.received_at_type.finish(),
+            self.src_topic.finish()?,
+            self.src_partition.finish(),
+            self.src_offset.finish(),
+        ])
     }
 }
 

@@ -55,6 +55,9 @@ impl Hasher for Fx {
     }
 }
 
+/// Most distinct values a column's dictionary searches linearly before hashing ([`Dict::id`]).
+const SMALL_DICT: usize = 8;
+
 /// Distinct values of one string column of a run.
 #[derive(Debug, Default)]
 struct Dict {
@@ -67,10 +70,21 @@ impl Dict {
     /// The id of `v`, added if new; `None` if a new value is not UTF-8 (values are checked
     /// once, when added). Consecutive rows often repeat a value, so the previous id is tried
     /// before hashing.
+    #[inline]
     fn id(&mut self, v: &[u8]) -> Option<u32> {
         if let Some(l) = self.last {
             if *self.values[l as usize] == *v {
                 return Some(l);
+            }
+        }
+        // A column of few distinct values (metric, unit, study, topic) is searched, not
+        // hashed: a few short comparisons cost less than hashing and probing, and such a column
+        // changes value from row to row when the rows interleave metrics.
+        if self.values.len() <= SMALL_DICT {
+            if let Some(id) = self.values.iter().position(|x| **x == *v) {
+                let id = id as u32;
+                self.last = Some(id);
+                return Some(id);
             }
         }
         let id = match self.ids.get(v) {

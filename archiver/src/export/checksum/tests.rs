@@ -427,5 +427,17 @@ fn the_block_encoding_is_the_row_by_row_one_for_any_nulls() {
                 "dictionary strings, rows {from}+{len}"
             );
         }
+        // One digester, a large block and then a smaller one: the block buffer is reused
+        // without being cleared, so nothing of the first may show in the second.
+        let (big, small) = (batch.slice(0, n), batch.slice(n - 3, 3));
+        let mut want = row_by_row(&Columns::of(&big, "t").unwrap());
+        want.extend(row_by_row(&Columns::of(&small, "t").unwrap()));
+        let mut d = Digester::default();
+        d.update(&big).unwrap();
+        d.update(&small).unwrap();
+        assert_eq!(
+            d.finish().checksum,
+            format!("blake3:{}", blake3::hash(&want).to_hex())
+        );
     }
 }
