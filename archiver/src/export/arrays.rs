@@ -81,6 +81,8 @@ pub struct StrBuilder {
     bytes: Vec<u8>,
     offsets: Vec<i32>,
     nulls: NullBufferBuilder,
+    /// Whether the values passed 2 GiB (i32 offsets); `finish` then fails.
+    overflow: bool,
 }
 
 impl StrBuilder {
@@ -92,6 +94,7 @@ impl StrBuilder {
             bytes: Vec::with_capacity(bytes),
             offsets,
             nulls: NullBufferBuilder::new(rows),
+            overflow: false,
         }
     }
 
@@ -110,10 +113,13 @@ impl StrBuilder {
             }
             None => self.nulls.append_null(),
         }
-        // A batch holds at most 2^20 rows of short strings (`archive.batch_rows`), far from
+        // A batch holds at most 2^20 rows (`archive.batch_rows`) of short strings, far from
         // 2 GiB; a larger total fails in `finish`.
-        self.offsets
-            .push(i32::try_from(self.bytes.len()).unwrap_or(i32::MAX));
+        let end = i32::try_from(self.bytes.len()).unwrap_or_else(|_| {
+            self.overflow = true;
+            i32::MAX
+        });
+        self.offsets.push(end);
     }
 
     /// The column built so far; the builder is left empty.
@@ -121,6 +127,11 @@ impl StrBuilder {
     /// # Errors
     /// [`crate::Error::Arrow`] when the values exceed 2 GiB (i32 offsets).
     pub fn finish(&mut self) -> Result<ArrayRef> {
+        if std::mem::take(&mut self.overflow) {
+            let len = self.bytes.len();
+            *self = Self::new(0, 0);
+            return Err(arrow::error::ArrowError::OffsetOverflowError(len).into());
+        }
         let offsets = std::mem::replace(&mut self.offsets, vec![0]);
         let bytes = Buffer::from_vec(std::mem::take(&mut self.bytes));
         let a = StringArray::try_new(
