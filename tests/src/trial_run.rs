@@ -101,6 +101,16 @@ async fn insert(
         .unwrap();
 }
 
+/// Where the data set's last 30 hours start: 30 h before the first call, the same for every
+/// deployment of one test process. Computed per deployment, it moved the hourly readings'
+/// split between yesterday's and today's chunk whenever two deployments compared with each
+/// other were loaded on either side of a full hour (a CI run at 17:55–18:02 UTC: 10 rows in
+/// the other chunk of the lock's revision 2).
+fn recent_start() -> chrono::DateTime<chrono::Utc> {
+    static START: std::sync::OnceLock<chrono::DateTime<chrono::Utc>> = std::sync::OnceLock::new();
+    *START.get_or_init(|| chrono::Utc::now() - chrono::Duration::hours(30))
+}
+
 /// Loads the data set (see the module documentation); returns the per-participant totals.
 ///
 /// Per shard: its routed participants (and the victim on the victim's own shard) with a
@@ -113,7 +123,7 @@ pub async fn load(shards: &[ShardConfig]) -> Totals {
     let home = router.shard_for(VICTIM);
     let day = chrono::Duration::days(1);
     let base = aged_start();
-    let recent = chrono::Utc::now() - chrono::Duration::hours(30);
+    let recent = recent_start();
     let quarter = chrono::Duration::minutes(15);
     for (i, s) in shards.iter().enumerate() {
         let c = connect(&s.url).await;
