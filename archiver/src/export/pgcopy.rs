@@ -1,6 +1,6 @@
 //! Decoder of PostgreSQL's binary COPY format (PostgreSQL docs, "COPY", section "Binary
-//! Format") for the archive's fourteen columns ([`format::COLUMNS`]), straight into Arrow
-//! builders.
+//! Format") for the archive's fourteen columns ([`format::COLUMNS`]), straight into column
+//! builders ([`crate::export::arrays`]) that become Arrow arrays.
 //!
 //! Stream: an 11-byte signature `PGCOPY\n\377\r\n\0`, a 32-bit flags field, a 32-bit header
 //! extension length and that many bytes; then tuples, each a 16-bit field count followed by
@@ -28,7 +28,7 @@ const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
 /// Columns of the archive's COPY stream ([`format::COLUMNS`]).
 pub const FIELDS: usize = format::COLUMNS.len();
 
-/// Arrow builders for one batch of the archive schema.
+/// Column builders ([`crate::export::arrays`]) for one batch of the archive schema.
 #[derive(Debug)]
 pub struct BatchBuilder {
     pid: StrBuilder,

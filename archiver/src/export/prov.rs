@@ -189,7 +189,7 @@ fn unzigzag(u: u64) -> i64 {
     ((u >> 1) as i64) ^ -((u & 1) as i64)
 }
 
-/// Arrow builders of the provenance columns of one batch.
+/// Column builders ([`crate::export::arrays`]) of the provenance columns of one batch.
 #[derive(Debug)]
 pub struct ProvBuilder {
     utc_offset_min: NumBuilder<Int16Type>,
