@@ -9,7 +9,7 @@
 
 use arrow::array::{ArrayRef, NullBufferBuilder, PrimitiveArray, StringArray};
 use arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
-use arrow::datatypes::{ArrowPrimitiveType, DataType, TimeUnit};
+use arrow::datatypes::{ArrowPrimitiveType, DataType, TimeUnit, TimestampMicrosecondType};
 use std::sync::Arc;
 
 use crate::error::Result;
@@ -30,14 +30,6 @@ impl<T: ArrowPrimitiveType> NumBuilder<T> {
             values: Vec::with_capacity(rows),
             nulls: NullBufferBuilder::new(rows),
             data_type: T::DATA_TYPE,
-        }
-    }
-
-    /// The same, for a µs timestamp column in time zone `tz` (`T` a µs timestamp type).
-    pub fn with_timezone(rows: usize, tz: &'static str) -> Self {
-        Self {
-            data_type: DataType::Timestamp(TimeUnit::Microsecond, Some(tz.into())),
-            ..Self::new(rows)
         }
     }
 
@@ -72,6 +64,17 @@ impl<T: ArrowPrimitiveType> NumBuilder<T> {
             PrimitiveArray::<T>::new(values, self.nulls.finish())
                 .with_data_type(self.data_type.clone()),
         )
+    }
+}
+
+impl NumBuilder<TimestampMicrosecondType> {
+    /// An empty builder of a µs timestamp column in time zone `tz`, with room for `rows`
+    /// values.
+    pub fn with_timezone(rows: usize, tz: &'static str) -> Self {
+        Self {
+            data_type: DataType::Timestamp(TimeUnit::Microsecond, Some(tz.into())),
+            ..Self::new(rows)
+        }
     }
 }
 
@@ -148,7 +151,7 @@ impl StrBuilder {
 mod tests {
     use super::*;
     use arrow::array::{Array, Int16Array, TimestampMicrosecondArray};
-    use arrow::datatypes::{Int16Type, TimestampMicrosecondType};
+    use arrow::datatypes::Int16Type;
 
     #[test]
     fn columns_equal_arrows_own_builders() {
