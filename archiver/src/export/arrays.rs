@@ -84,8 +84,6 @@ pub struct StrBuilder {
     bytes: Vec<u8>,
     offsets: Vec<i32>,
     nulls: NullBufferBuilder,
-    /// Whether the values passed 2 GiB (i32 offsets); `finish` then fails.
-    overflow: bool,
 }
 
 impl StrBuilder {
@@ -97,7 +95,6 @@ impl StrBuilder {
             bytes: Vec::with_capacity(bytes),
             offsets,
             nulls: NullBufferBuilder::new(rows),
-            overflow: false,
         }
     }
 
@@ -118,11 +115,8 @@ impl StrBuilder {
         }
         // A batch holds at most 2^20 rows (`archive.batch_rows`) of short strings, far from
         // 2 GiB; a larger total fails in `finish`.
-        let end = i32::try_from(self.bytes.len()).unwrap_or_else(|_| {
-            self.overflow = true;
-            i32::MAX
-        });
-        self.offsets.push(end);
+        self.offsets
+            .push(i32::try_from(self.bytes.len()).unwrap_or(i32::MAX));
     }
 
     /// The column built so far; the builder is left empty.
@@ -130,7 +124,8 @@ impl StrBuilder {
     /// # Errors
     /// [`crate::Error::Arrow`] when the values exceed 2 GiB (i32 offsets).
     pub fn finish(&mut self) -> Result<ArrayRef> {
-        if std::mem::take(&mut self.overflow) {
+        // The values only grow until here, so they passed i32 offsets iff they end past them.
+        if i32::try_from(self.bytes.len()).is_err() {
             let len = self.bytes.len();
             *self = Self::new(0, 0);
             return Err(arrow::error::ArrowError::OffsetOverflowError(len).into());
