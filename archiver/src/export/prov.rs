@@ -264,20 +264,20 @@ pub struct SourceRanges {
 impl SourceRanges {
     /// Counts one row's lineage.
     pub fn add(&mut self, topic: &str, partition: i32, offset: i64) {
-        let widen = |r: &mut (i64, i64)| {
-            r.0 = r.0.min(offset);
-            r.1 = r.1.max(offset);
-        };
-        if let Some((t, p)) = self.last {
-            if let Some((name, parts)) = self.topics.get_mut(t) {
-                if let Some((q, r)) = parts.get_mut(p) {
-                    if *q == partition && name == topic {
-                        widen(r);
-                        return;
-                    }
-                }
-            }
-        }
+        self.add_rows(topic, &[partition], &[offset], |_| true);
+    }
+
+    /// Counts the lineage of rows that share `topic`: row `i` has `partitions[i]` and
+    /// `offsets[i]`, and is left out unless `present(i)` (a NULL partition or offset).
+    /// The topic is looked up once; consecutive rows (one participant's) mostly share a
+    /// partition, and a row then costs an integer comparison.
+    pub fn add_rows(
+        &mut self,
+        topic: &str,
+        partitions: &[i32],
+        offsets: &[i64],
+        present: impl Fn(usize) -> bool,
+    ) {
         let t = match self.topics.iter().position(|(n, _)| n == topic) {
             Some(t) => t,
             None => {
@@ -288,19 +288,36 @@ impl SourceRanges {
         let Some((_, parts)) = self.topics.get_mut(t) else {
             return;
         };
-        let p = match parts.binary_search_by_key(&partition, |(q, _)| *q) {
-            Ok(p) => {
-                if let Some((_, r)) = parts.get_mut(p) {
-                    widen(r);
+        let mut last = self.last.filter(|(lt, _)| *lt == t).map(|(_, p)| p);
+        for (i, (&partition, &offset)) in partitions.iter().zip(offsets).enumerate() {
+            if !present(i) {
+                continue;
+            }
+            if let Some((q, r)) = last.and_then(|p| parts.get_mut(p)) {
+                if *q == partition {
+                    r.0 = r.0.min(offset);
+                    r.1 = r.1.max(offset);
+                    continue;
                 }
-                p
             }
-            Err(p) => {
-                parts.insert(p, (partition, (offset, offset)));
-                p
-            }
-        };
-        self.last = Some((t, p));
+            let p = match parts.binary_search_by_key(&partition, |(q, _)| *q) {
+                Ok(p) => {
+                    if let Some((_, r)) = parts.get_mut(p) {
+                        r.0 = r.0.min(offset);
+                        r.1 = r.1.max(offset);
+                    }
+                    p
+                }
+                Err(p) => {
+                    parts.insert(p, (partition, (offset, offset)));
+                    p
+                }
+            };
+            last = Some(p);
+        }
+        if let Some(p) = last {
+            self.last = Some((t, p));
+        }
     }
 
     /// `topic/partition:first-last` per topic partition in (topic, partition) order, joined

@@ -141,9 +141,9 @@ fn canonical(rows: &[(String, i64, f64, Option<&'static str>)]) -> Vec<u8> {
 }
 
 #[test]
-fn both_algorithms_hash_the_documented_encoding() {
+fn both_row_algorithms_hash_the_documented_encoding() {
     let rows = rows(3);
-    let mut d = Digester::default();
+    let mut d = Digester::new(Algorithm::Blake3);
     d.update(&batch_of(&rows)).unwrap();
     let s = d.finish();
     assert_eq!(s.rows, 3);
@@ -165,9 +165,13 @@ fn both_algorithms_hash_the_documented_encoding() {
 #[test]
 fn lineage_is_gathered_per_topic_partition() {
     // ts 0..10: partitions 0 and 1 alternate, offset ts / 2; ts 4 and 9 have none.
-    let mut d = Digester::default();
-    d.update(&batch_of(&rows(10))).unwrap();
-    assert_eq!(d.finish().source_ranges, "vitals/0:0-4,vitals/1:0-3");
+    for cut in [10, 3, 1] {
+        let mut d = Digester::default();
+        for part in rows(10).chunks(cut) {
+            d.update(&batch_of(part)).unwrap();
+        }
+        assert_eq!(d.finish().source_ranges, "vitals/0:0-4,vitals/1:0-3");
+    }
 }
 
 #[test]
@@ -189,6 +193,7 @@ fn a_version_1_object_hashes_with_the_old_encoding() {
                     .map(|b| format!("{b:02x}"))
                     .collect::<String>()
             ),
+            Algorithm::Blake3Columns => unreachable!(),
         };
         assert_eq!(s.checksum, want);
         assert_eq!(s.source_ranges, "");
@@ -200,20 +205,28 @@ fn a_version_1_object_hashes_with_the_old_encoding() {
 
 #[test]
 fn the_checksum_does_not_depend_on_batch_or_piece_boundaries() {
-    // 20,000 rows: many blocks of canonical::BLOCK_ROWS, and batches cut across them.
+    // 20,000 rows: many blocks of canonical::BLOCK_ROWS, and batches cut across them (and
+    // across the runs of the columnar checksum: a participant every 7 rows).
     let rows = rows(20_000);
-    let want = format!("blake3:{}", blake3::hash(&canonical(&rows)).to_hex());
-    for cut in [20_000, 6_553, 1_000, 1] {
-        let mut d = Digester::default();
-        for part in rows.chunks(cut) {
-            d.update(&batch_of(part)).unwrap();
+    for (a, want) in [
+        (
+            Algorithm::Blake3,
+            format!("blake3:{}", blake3::hash(&canonical(&rows)).to_hex()),
+        ),
+        (Algorithm::Blake3Columns, columnar_reference(&rows, true)),
+    ] {
+        for cut in [20_000, 6_553, 1_000, 7, 1] {
+            let mut d = Digester::new(a);
+            for part in rows.chunks(cut) {
+                d.update(&batch_of(part)).unwrap();
+            }
+            let s = d.finish();
+            assert_eq!(s.checksum, want, "{a:?}, batches of {cut} rows");
+            assert_eq!(
+                (s.rows, s.min_ts, s.max_ts),
+                (20_000, Some(0), Some(19_999))
+            );
         }
-        let s = d.finish();
-        assert_eq!(s.checksum, want, "batches of {cut} rows");
-        assert_eq!(
-            (s.rows, s.min_ts, s.max_ts),
-            (20_000, Some(0), Some(19_999))
-        );
     }
 }
 
@@ -234,7 +247,6 @@ fn dictionary_string_columns_hash_as_plain_ones() {
     // What verification reads back: every Utf8 column as Dictionary(Int32, Utf8), NULLs
     // (unit) as null keys.
     let rows = rows(5_000);
-    let want = format!("blake3:{}", blake3::hash(&canonical(&rows)).to_hex());
     let plain = batch_of(&rows);
     let dict_type = arrow::datatypes::DataType::Dictionary(
         Box::new(arrow::datatypes::DataType::Int32),
@@ -254,11 +266,25 @@ fn dictionary_string_columns_hash_as_plain_ones() {
         arrow::datatypes::DataType::Dictionary(..)
     ));
     assert!(dict.column(4).null_count() > 0);
-    let mut d = Digester::default();
-    d.update(&dict).unwrap();
-    let s = d.finish();
-    assert_eq!(s.checksum, want);
-    assert_eq!((s.rows, s.min_ts, s.max_ts), (5_000, Some(0), Some(4_999)));
+    for (a, want) in [
+        (
+            Algorithm::Blake3,
+            format!("blake3:{}", blake3::hash(&canonical(&rows)).to_hex()),
+        ),
+        (Algorithm::Blake3Columns, columnar_reference(&rows, true)),
+    ] {
+        let mut d = Digester::new(a);
+        d.update(&dict).unwrap();
+        let s = d.finish();
+        assert_eq!(s.checksum, want, "{a:?}");
+        assert_eq!((s.rows, s.min_ts, s.max_ts), (5_000, Some(0), Some(4_999)));
+        // Cut into batches whose dictionaries differ.
+        let mut d = Digester::new(a);
+        for at in (0..5_000).step_by(1_237) {
+            d.update(&dict.slice(at, 1_237.min(5_000 - at))).unwrap();
+        }
+        assert_eq!(d.finish().checksum, want, "{a:?}, sliced");
+    }
     // A dictionary of another value type is refused, not hashed.
     let other = arrow::compute::cast(
         plain.column(0),
@@ -278,8 +304,21 @@ fn dictionary_string_columns_hash_as_plain_ones() {
 fn the_recorded_checksum_names_the_algorithm() {
     assert_eq!(Algorithm::of(Some("sha256:00ff")), Algorithm::Sha256);
     assert_eq!(Algorithm::of(Some("blake3:00ff")), Algorithm::Blake3);
-    assert_eq!(Algorithm::of(None), Algorithm::Blake3);
-    assert_eq!(Algorithm::of(Some("md5:00")), Algorithm::Blake3);
+    assert_eq!(
+        Algorithm::of(Some("blake3-col:00ff")),
+        Algorithm::Blake3Columns
+    );
+    assert_eq!(Algorithm::of(None), Algorithm::Blake3Columns);
+    assert_eq!(Algorithm::of(Some("md5:00")), Algorithm::Blake3Columns);
+    for a in [
+        Algorithm::Sha256,
+        Algorithm::Blake3,
+        Algorithm::Blake3Columns,
+    ] {
+        let mut d = Digester::new(a);
+        d.update(&batch_of(&rows(3))).unwrap();
+        assert_eq!(Algorithm::of(Some(&d.finish().checksum)), a);
+    }
 }
 
 /// The canonical encoding of every row of `c`, row after row, written from the module's
@@ -413,31 +452,194 @@ fn the_block_encoding_is_the_row_by_row_one_for_any_nulls() {
         for (from, len) in [(0, n), (1, 1), (777, 2_000), (n - 3, 3)] {
             let plain = batch.slice(from, len);
             let want = row_by_row(&Columns::of(&plain, "t").unwrap());
-            let mut d = Digester::default();
+            let mut d = Digester::new(Algorithm::Blake3);
             d.update(&plain).unwrap();
             let got = d.finish().checksum;
             assert_eq!(got, format!("blake3:{}", blake3::hash(&want).to_hex()));
             let sliced = dict.slice(from, len);
             assert_eq!(row_by_row(&Columns::of_dict(&sliced, "t").unwrap()), want);
-            let mut d = Digester::default();
+            let mut d = Digester::new(Algorithm::Blake3);
             d.update(&sliced).unwrap();
             assert_eq!(
                 d.finish().checksum,
                 got,
                 "dictionary strings, rows {from}+{len}"
             );
+            // The columnar checksum, plain and dictionary, against its row-by-row reference.
+            let want = columnar_ref(&[Columns::of(&plain, "t").unwrap()]);
+            for b in [&plain, &sliced] {
+                let mut d = Digester::new(Algorithm::Blake3Columns);
+                d.update(b).unwrap();
+                assert_eq!(d.finish().checksum, want, "blake3-col, rows {from}+{len}");
+            }
         }
         // One digester, a large block and then a smaller one: the block buffer is reused
         // without being cleared, so nothing of the first may show in the second.
         let (big, small) = (batch.slice(0, n), batch.slice(n - 3, 3));
         let mut want = row_by_row(&Columns::of(&big, "t").unwrap());
         want.extend(row_by_row(&Columns::of(&small, "t").unwrap()));
-        let mut d = Digester::default();
+        let mut d = Digester::new(Algorithm::Blake3);
         d.update(&big).unwrap();
         d.update(&small).unwrap();
         assert_eq!(
             d.finish().checksum,
             format!("blake3:{}", blake3::hash(&want).to_hex())
         );
+        let mut d = Digester::new(Algorithm::Blake3Columns);
+        d.update(&big).unwrap();
+        d.update(&small).unwrap();
+        let parts = [
+            Columns::of(&big, "t").unwrap(),
+            Columns::of(&small, "t").unwrap(),
+        ];
+        assert_eq!(d.finish().checksum, columnar_ref(&parts));
     }
+}
+
+/// The `blake3-col` checksum of one object's batches, written cell by cell from the
+/// description in `columnar.rs`: the reference the columnar hasher is checked against.
+fn columnar_ref<'a, S>(parts: &[Columns<'a, S>]) -> String
+where
+    S: ArrayAccessor<Item = &'a str> + Array,
+{
+    use arrow::datatypes::ArrowPrimitiveType;
+    fn num<T: ArrowPrimitiveType, const N: usize>(
+        a: &arrow::array::PrimitiveArray<T>,
+        i: usize,
+        le: fn(T::Native) -> [u8; N],
+    ) -> Cell {
+        a.is_valid(i).then(|| le(a.value(i)).to_vec())
+    }
+    type Cell = Option<Vec<u8>>;
+    let width = if parts[0].prov.is_some() { 14 } else { 7 };
+    let strings = [0, 1, 4, 5, 6, 11];
+    let mut cols: Vec<Vec<Cell>> = vec![Vec::new(); width];
+    let mut rows = 0u64;
+    for c in parts {
+        for i in 0..c.ts.len() {
+            let s = |col: &S| col.is_valid(i).then(|| col.value(i).as_bytes().to_vec());
+            let mut row = vec![
+                s(&c.pid),
+                s(&c.metric),
+                num(c.ts, i, i64::to_le_bytes),
+                num(c.value, i, |v: f64| v.to_bits().to_le_bytes()),
+                s(&c.opt[0]),
+                s(&c.opt[1]),
+                s(&c.opt[2]),
+            ];
+            if let Some(p) = &c.prov {
+                row.extend([
+                    num(p.utc_offset_min, i, i16::to_le_bytes),
+                    num(p.occurrence, i, i16::to_le_bytes),
+                    num(p.received_at, i, i64::to_le_bytes),
+                    num(p.received_at_type, i, i16::to_le_bytes),
+                    s(&p.src_topic),
+                    num(p.src_partition, i, i32::to_le_bytes),
+                    num(p.src_offset, i, i64::to_le_bytes),
+                ]);
+            }
+            for (col, cell) in cols.iter_mut().zip(row) {
+                col.push(cell);
+            }
+            rows += 1;
+        }
+    }
+    // Maximal runs of equal keys: (length, key).
+    fn runs<K: PartialEq + Clone>(keys: impl Iterator<Item = K>) -> Vec<(u64, K)> {
+        let mut out: Vec<(u64, K)> = Vec::new();
+        for k in keys {
+            match out.last_mut() {
+                Some((n, last)) if *last == k => *n += 1,
+                _ => out.push((1, k)),
+            }
+        }
+        out
+    }
+    let mut out = blake3::Hasher::new();
+    out.update(b"vitalsink blake3-col 1\0");
+    out.update(&(width as u32).to_le_bytes());
+    out.update(&rows.to_le_bytes());
+    for (k, col) in cols.iter().enumerate() {
+        if strings.contains(&k) {
+            let mut stream = Vec::new();
+            for (n, cell) in runs(col.iter().cloned()) {
+                stream.extend(n.to_le_bytes());
+                match cell {
+                    None => stream.push(0),
+                    Some(b) => {
+                        stream.push(1);
+                        stream.extend((b.len() as u32).to_le_bytes());
+                        stream.extend(b);
+                    }
+                }
+            }
+            out.update(blake3::hash(&stream).as_bytes());
+        } else {
+            let mut presence = Vec::new();
+            for (n, present) in runs(col.iter().map(Option::is_some)) {
+                presence.extend(n.to_le_bytes());
+                presence.push(u8::from(present));
+            }
+            let values: Vec<u8> = col.iter().flatten().flatten().copied().collect();
+            out.update(blake3::hash(&presence).as_bytes());
+            out.update(blake3::hash(&values).as_bytes());
+        }
+    }
+    format!("blake3-col:{}", out.finalize().to_hex())
+}
+
+/// [`columnar_ref`] of `rows` in one batch, of format version 2 (with provenance) or 1.
+fn columnar_reference(rows: &[(String, i64, f64, Option<&'static str>)], v2: bool) -> String {
+    let batch = if v2 { batch_of(rows) } else { batch_v1(rows) };
+    columnar_ref(&[Columns::of(&batch, "t").unwrap()])
+}
+
+#[test]
+fn the_columnar_checksum_is_the_documented_one_and_sees_every_cell() {
+    let rows = rows(2_000);
+    let hash = |b: &RecordBatch| {
+        let mut d = Digester::new(Algorithm::Blake3Columns);
+        d.update(b).unwrap();
+        d.finish().checksum
+    };
+    let v2 = batch_of(&rows);
+    let want = columnar_reference(&rows, true);
+    assert!(want.starts_with("blake3-col:") && want.len() == "blake3-col:".len() + 64);
+    assert_eq!(hash(&v2), want);
+    // A version 1 object's seven columns hash differently from the same rows' fourteen.
+    let v1 = hash(&batch_v1(&rows));
+    assert_eq!(v1, columnar_reference(&rows, false));
+    assert_ne!(v1, want);
+    // Any one cell changed, made NULL, or two rows swapped, changes the checksum.
+    for k in 0..v2.num_columns() {
+        let col = v2.column(k);
+        let other = arrow::compute::concat(&[
+            &col.slice(0, 1000),
+            &col.slice(1001, 999),
+            &col.slice(1000, 1),
+        ])
+        .unwrap();
+        let nulled = arrow::compute::nullif(
+            col,
+            &arrow::array::BooleanArray::from_iter((0..2_000).map(|i| Some(i == 1_500))),
+        )
+        .unwrap();
+        for (what, changed) in [("moved", other), ("nulled", nulled)] {
+            if what == "nulled" && !v2.schema().field(k).is_nullable() {
+                continue;
+            }
+            let mut cols = v2.columns().to_vec();
+            cols[k] = changed;
+            let b = with_columns(&v2, cols);
+            if b.column(k).as_ref() == v2.column(k).as_ref() {
+                continue;
+            }
+            assert_ne!(hash(&b), want, "column {k} {what}");
+            assert_eq!(hash(&b), columnar_ref(&[Columns::of(&b, "t").unwrap()]));
+        }
+    }
+    // One object is one format version.
+    let mut d = Digester::new(Algorithm::Blake3Columns);
+    d.update(&v2).unwrap();
+    assert!(d.update(&batch_v1(&rows)).is_err());
 }
