@@ -1,6 +1,7 @@
 //! The archiver: aged chunks to Parquet (local directory and S3), locks, races, crash resume, restore and verification.
 //! One module per former `tests/tests/<name>.rs` file, named as it was.
 
+mod archiver_checksum_py;
 mod archiver_chunk_check_race;
 mod archiver_chunk_lock;
 mod archiver_concurrent;
