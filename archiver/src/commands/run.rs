@@ -2,11 +2,12 @@
 //! [`Runner::run_every`] for the daemon; the working set itself is [`crate::runner`]'s).
 //!
 //! Up to `archive.shard_concurrency` shards are archived at once, each on a current-thread
-//! runtime and OS thread of its own ([`crate::runtimes`]);
-//! they share the process's rate limit (`archive.rows_per_second`). On a shard, chunk k's
+//! runtime and OS thread of its own ([`crate::runtimes`]); they share the process's rate limit
+//! (`archive.rows_per_second`). One shard's part is in `run/shard.rs`. On a shard, chunk k's
 //! drop (a transaction whose commit waits on the shard's disk: 0.1–0.3 s a chunk in the growth
 //! benchmark) runs while chunk k+1 is exported and verified, so at most one chunk per shard
-//! waits for its drop. Each chunk is exported under a [`Guard`] (its SHARE lock, held until its
+//! waits for its drop. Each chunk is exported under a [`crate::state::guard::Guard`] (its
+//! SHARE lock, held until its
 //! drop, which then needs no re-count of the chunk): two guard connections take turns, one
 //! holding chunk k until its drop while the other takes chunk k+1. They come from the shard's
 //! pool (`database.pool_size`, default 4) with the job's connection and the chunk's helper
@@ -38,66 +39,15 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use vitalsink_common::db::Shard;
 use vitalsink_common::observe::{self, Readiness};
 
 use crate::error::{Error, Result};
-use crate::export::catalog::{self, Chunk};
-use crate::export::dedup::{self, Archived};
-use crate::progress::Progress;
-use crate::runner::{held, try_lock_shard, unlock_shard, Runner};
+use crate::runner::Runner;
 use crate::runtimes::ShardRuntimes;
-use crate::state::attempt::{ChunkJob, Outcome};
 use crate::state::audit::DropTrail;
-use crate::state::guard::Guard;
-use crate::state::log::{self, LogRow};
-use crate::state::manifest;
 
-/// Connections reading one chunk when `shard_concurrency` of `shards` shards are archived
-/// at once: the cores ([`crate::export::readers::max_readers`]) shared among the chunks read
-/// at once, at least 1. More COPY streams than cores only add context switches and a merge of
-/// more sorted runs (measured in the growth benchmark: 2 shards at once on 2 cores read
-/// 0.93× DuckDB's rate with 2 connections per chunk).
-fn readers_per_chunk(shard_concurrency: usize, shards: usize) -> usize {
-    let at_once = shard_concurrency.min(shards).max(1);
-    (crate::export::readers::max_readers() / at_once).max(1)
-}
-
-/// The guard to export the next chunk on (with its index) and the one the previous chunk's
-/// drop runs on (index `dropping`): different guards, or no export guard when there is only
-/// the one the drop needs.
-fn split(
-    guards: &mut [Guard],
-    dropping: Option<usize>,
-) -> (Option<(usize, &mut Guard)>, Option<&mut Guard>) {
-    let (mut export, mut drop) = (None, None);
-    for (i, g) in guards.iter_mut().enumerate() {
-        if Some(i) == dropping {
-            drop = Some(g);
-        } else if export.is_none() {
-            export = Some((i, g));
-        }
-    }
-    (export, drop)
-}
-
-/// Counts one chunk's outcome in `report` and the metrics; a failure is logged (the chunk
-/// stays in the database).
-fn tally(shard: &str, chunk: &Chunk, res: Result<Outcome>, report: &mut Report) {
-    match res {
-        Ok(o) => {
-            crate::metrics::chunk(shard, "archived");
-            report.archived += 1;
-            report.rows += o.rows;
-            report.bytes += o.bytes;
-        }
-        Err(e) => {
-            tracing::error!(shard, chunk = %chunk.name, error = %e, "chunk not archived; it stays in the database");
-            crate::metrics::chunk(shard, "failed");
-            report.failed += 1;
-        }
-    }
-}
+mod shard;
+use shard::LateCheck;
 
 /// Totals of one run.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -122,10 +72,6 @@ pub struct Report {
     /// fails.
     pub unaudited: usize,
 }
-
-/// The archive's live objects for [`dedup`], read once per run by the first shard that needs
-/// them and shared by the others.
-type LateCheck = Arc<tokio::sync::OnceCell<Archived>>;
 
 impl Report {
     /// Adds another (shard's) report to this one.
@@ -262,187 +208,6 @@ impl Runner {
         }
         crate::metrics::run_succeeded();
         Ok(report)
-    }
-
-    async fn shard(
-        &self,
-        shard: &Shard,
-        run_id: &str,
-        late: &LateCheck,
-        trail: Option<&DropTrail>,
-        report: &mut Report,
-    ) -> Result<()> {
-        let version = self.migrate(shard).await?;
-        let mut client = shard.client().await?;
-        // Behind a transaction pooler the lock needs a session of its own, on the shard's
-        // `database.direct_urls` entry; otherwise the job's connection holds it.
-        let direct = if shard.has_direct() {
-            Some(shard.session_client().await?)
-        } else {
-            None
-        };
-        let lock: &tokio_postgres::Client = match &direct {
-            Some(d) => d,
-            None => &client,
-        };
-        if !try_lock_shard(lock, &shard.name).await? {
-            tracing::warn!(shard = %shard.name, "another archiver is working on this shard; skipped");
-            crate::metrics::chunk(&shard.name, "busy");
-            report.busy_shards += 1;
-            return Ok(());
-        }
-        let res = self
-            .shard_locked(shard, &mut client, version, run_id, late, trail, report)
-            .await;
-        if let Some(t) = trail {
-            // Under the shard's lock: drops of this run whose entry failed, and of earlier
-            // runs that stopped between a drop and its entry.
-            t.finish_shard(&client, &shard.name).await;
-        }
-        let lock: &tokio_postgres::Client = match &direct {
-            Some(d) => d,
-            None => &client,
-        };
-        unlock_shard(lock, &shard.name).await;
-        res
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn shard_locked(
-        &self,
-        shard: &Shard,
-        client: &mut tokio_postgres::Client,
-        version: i32,
-        run_id: &str,
-        late: &LateCheck,
-        trail: Option<&DropTrail>,
-        report: &mut Report,
-    ) -> Result<()> {
-        let name = shard.name.as_str();
-        manifest::mirror_pending(&self.archive, &*client, name).await?;
-        let windows = log::restored_windows(&*client, name).await?;
-        let chunks = catalog::aged_chunks(&*client, name, self.cfg.archive.older_than).await?;
-        let total: i64 = chunks.iter().map(|c| c.est_rows.max(0)).sum();
-        let progress = Progress::new(total as u64, name);
-        let job = ChunkJob {
-            shard: name,
-            db_schema_version: version,
-            run_id,
-            archive: &self.archive,
-            cfg: &self.cfg.archive,
-            limiter: &self.limiter,
-            progress: &progress,
-            pool: Some(&shard.pool),
-            readers: readers_per_chunk(self.cfg.archive.shard_concurrency, self.shards.len()),
-            unmarked: Default::default(),
-            trail,
-        };
-        tracing::info!(shard = name, chunks = chunks.len(), "aged chunks found");
-        let (held_back, aged): (Vec<&Chunk>, Vec<&Chunk>) =
-            chunks.iter().partition(|c| held(c, &windows));
-        for c in &held_back {
-            tracing::info!(shard = name, chunk = %c.name, "held: a restore brought rows of this range back");
-            crate::metrics::chunk(name, "held");
-        }
-        report.held += held_back.len();
-        if shard.pool.status().max_size < 2 {
-            // `database.pool_size = 1`: one chunk after the other on the one connection.
-            for chunk in aged {
-                let res = match self.drop_duplicates(late, client, name, chunk).await {
-                    Ok(n) => {
-                        report.duplicates += n;
-                        if let Some(t) = trail {
-                            t.duplicates(name, chunk, n);
-                        }
-                        job.archive(client, chunk).await
-                    }
-                    Err(e) => Err(e),
-                };
-                tally(name, chunk, res, report);
-            }
-        } else {
-            // The job's connection, one or two guards and the helper readers, all from the
-            // pool: two guards only when they leave the readers their helpers.
-            let n = if shard.pool.status().max_size >= 2 + job.readers {
-                2
-            } else {
-                1
-            };
-            let mut guards = Vec::with_capacity(n);
-            for _ in 0..n {
-                guards.push(Guard::new(shard.client().await?));
-            }
-            // The chunk verified last, waiting for its drop, and the guard it was exported on
-            // (or, exported without one, the guard its drop runs on).
-            let mut pending: Option<(&Chunk, LogRow, usize)> = None;
-            for chunk in aged {
-                let previous = pending.take();
-                // Committed before the export's snapshot and SHARE lock (the previous chunk's
-                // drop waits meanwhile; nothing to do for a chunk no object overlaps).
-                let deduped = match self.drop_duplicates(late, client, name, chunk).await {
-                    Ok(n) => {
-                        report.duplicates += n;
-                        if let Some(t) = trail {
-                            t.duplicates(name, chunk, n);
-                        }
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                };
-                let (exporting, dropping) = split(&mut guards, previous.as_ref().map(|p| p.2));
-                let at = exporting.as_ref().map_or(0, |(i, _)| *i);
-                let drop_previous = async {
-                    match (previous, dropping) {
-                        (Some((ch, v, _)), Some(g)) => {
-                            Some((ch, job.drop_guarded(g, ch, &v).await))
-                        }
-                        _ => None,
-                    }
-                };
-                let guard = exporting.map(|(_, g)| g);
-                let c: &tokio_postgres::Client = client;
-                let export_next = async {
-                    deduped?;
-                    job.export_verified(c, guard, chunk).await
-                };
-                let (next, dropped) = tokio::join!(export_next, drop_previous);
-                if let Some((ch, res)) = dropped {
-                    tally(name, ch, res, report);
-                }
-                match next {
-                    Ok(v) => pending = Some((chunk, v, at)),
-                    Err(e) => tally(name, chunk, Err(e), report),
-                }
-            }
-            if let Some((ch, v, at)) = pending {
-                if let Some(g) = guards.get_mut(at) {
-                    let res = job.drop_guarded(g, ch, &v).await;
-                    tally(name, ch, res, report);
-                }
-            }
-        }
-        // What the last drop left unmarked: its own `dropped` row, a failure's rows.
-        job.mark_mirrored(&*client).await;
-        progress.finish();
-        Ok(())
-    }
-
-    /// Drops from `chunk` the readings the archive already holds ([`dedup::drop_archived`]),
-    /// reading the archive's live objects first if no shard has in this run.
-    ///
-    /// # Errors
-    /// As [`dedup::drop_archived`] and [`Archived::load`]: the chunk is not exported then.
-    async fn drop_duplicates(
-        &self,
-        late: &LateCheck,
-        client: &tokio_postgres::Client,
-        shard: &str,
-        chunk: &Chunk,
-    ) -> Result<u64> {
-        let archived = late
-            .get_or_try_init(|| Archived::load(&self.archive, self.shards.first()))
-            .await?;
-        dedup::drop_archived(client, shard, &self.archive, archived, chunk).await
     }
 
     /// Runs [`Self::run_once`] every `every` until `shutdown`, serving metrics and health.

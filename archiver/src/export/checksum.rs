@@ -1,6 +1,7 @@
 //! The content checksum of an archived chunk, written `<algorithm>:<64 hex digits>`. New
-//! exports use `blake3-col` ([`columnar`]: BLAKE3 with each column hashed as a stream of its
-//! own, strings as runs of equal values; <https://github.com/BLAKE3-team/BLAKE3-specs>).
+//! exports use `blake3-col` (`checksum/columnar.rs`: BLAKE3 with each column hashed as a
+//! stream of its own, strings as runs of equal values;
+//! <https://github.com/BLAKE3-team/BLAKE3-specs>).
 //! Objects archived before carry `blake3` or, older still, `sha256` (FIPS 180-4): a hash over
 //! the rows in file order, each row encoded canonically as
 //!
@@ -58,7 +59,8 @@ pub enum Algorithm {
     Sha256,
     /// `blake3:` — the row encoding; objects archived before `blake3-col`.
     Blake3,
-    /// `blake3-col:` — each column a stream of its own ([`columnar`]); what new exports use.
+    /// `blake3-col:` — each column a stream of its own (`checksum/columnar.rs`); what new
+    /// exports use.
     #[default]
     Blake3Columns,
 }
