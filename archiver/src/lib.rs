@@ -14,8 +14,7 @@
 //! Folders by stage: [`export`] (chunk → Parquet object), [`state`] (log, manifest, the
 //! chunk's state machine), [`storage`] (object store, names, read-back), [`commands`] (one
 //! module per subcommand); [`cli`], [`error`], [`metrics`], [`progress`] and [`fault`] serve
-//! them all. [`trail`] keeps copies of the audit trail in the archive; [`runtimes`] gives
-//! each shard of a run its own runtime.
+//! them all. [`trail`] keeps copies of the audit trail in the archive.
 
 pub mod cli;
 pub mod commands;
@@ -25,7 +24,6 @@ pub mod fault;
 pub mod metrics;
 pub mod progress;
 pub mod runner;
-pub mod runtimes;
 pub mod state;
 pub mod storage;
 pub mod trail;

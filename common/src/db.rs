@@ -123,16 +123,6 @@ impl Shard {
         self.get(self.direct.as_ref().unwrap_or(&self.pool)).await
     }
 
-    /// Closes the connections idle in the shard's pools (in use ones are left alone); the
-    /// pools open new ones when next asked. For a runtime about to end that opened some: its
-    /// connections' tasks end with it, and a pool would otherwise keep them until it next
-    /// failed to recycle them.
-    pub fn close_idle(&self) {
-        for pool in std::iter::once(&self.pool).chain(self.direct.as_ref()) {
-            pool.retain(|_, _| false);
-        }
-    }
-
     /// Builds every shard of the ordered list.
     ///
     /// # Errors

@@ -1,13 +1,12 @@
 //! `run`: every shard, every chunk older than the window ([`Runner::run_once`], and
 //! [`Runner::run_every`] for the daemon; the working set itself is [`crate::runner`]'s).
 //!
-//! Up to `archive.shard_concurrency` shards are archived at once, each on a current-thread
-//! runtime and OS thread of its own ([`crate::runtimes`]); they share the process's rate limit
-//! (`archive.rows_per_second`). One shard's part is in `run/shard.rs`. On a shard, chunk k's
-//! drop (a transaction whose commit waits on the shard's disk: 0.1–0.3 s a chunk in the growth
-//! benchmark) runs while chunk k+1 is exported and verified, so at most one chunk per shard
-//! waits for its drop. Each chunk is exported under a [`crate::state::guard::Guard`] (its
-//! SHARE lock, held until its
+//! Up to `archive.shard_concurrency` shards are archived at once, each on a task of its own;
+//! they share the process's rate limit (`archive.rows_per_second`); one shard's part is in
+//! `run/shard.rs`. On a shard, chunk k's drop (a transaction whose commit waits on the shard's
+//! disk: 0.1–0.3 s a chunk in the growth benchmark) runs while chunk k+1 is exported and
+//! verified, so at most one chunk per shard waits for its drop. Each chunk is exported under a
+//! [`crate::state::guard::Guard`] (its SHARE lock, held until its
 //! drop, which then needs no re-count of the chunk): two guard connections take turns, one
 //! holding chunk k until its drop while the other takes chunk k+1. They come from the shard's
 //! pool (`database.pool_size`, default 4) with the job's connection and the chunk's helper
@@ -43,7 +42,6 @@ use vitalsink_common::observe::{self, Readiness};
 
 use crate::error::{Error, Result};
 use crate::runner::Runner;
-use crate::runtimes::ShardRuntimes;
 use crate::state::audit::DropTrail;
 
 mod shard;
@@ -119,62 +117,46 @@ impl Runner {
         tracing::info!(%run_id, root = %self.archive.root, older_than = %humantime::format_duration(self.cfg.archive.older_than), shards_at_once = at_once, "archive run");
         let mut done: Vec<Option<(Report, Result<()>)>> = Vec::new();
         done.resize_with(self.shards.len(), || None);
-        // Each shard on a runtime of its own (`crate::runtimes`); the tasks here only wait.
-        let mut runtimes = ShardRuntimes::default();
-        let mut tasks: JoinSet<(usize, Option<ShardDone>)> = JoinSet::new();
+        let mut tasks: JoinSet<ShardDone> = JoinSet::new();
+        let mut index_of = std::collections::HashMap::new();
         let mut next = 0;
         let late = LateCheck::default();
         loop {
             while tasks.len() < at_once && next < self.shards.len() {
                 let (runner, run_id, i, late) = (self.clone(), run_id.clone(), next, late.clone());
                 let trail = trail.clone();
-                let spawned = runtimes.spawn(&self.shards[i].name, move || async move {
-                    let shard = &runner.shards[i];
-                    // Idle connections were opened on another runtime (the run's start
-                    // checks the shard map on the map shard): closed here, so that this
-                    // shard's connections, its COPY streams', are served by this runtime.
-                    shard.close_idle();
+                let handle = tasks.spawn(async move {
                     let mut report = Report::default();
                     let res = runner
-                        .shard(shard, &run_id, &late, trail.as_deref(), &mut report)
+                        .shard(
+                            &runner.shards[i],
+                            &run_id,
+                            &late,
+                            trail.as_deref(),
+                            &mut report,
+                        )
                         .await;
                     (i, report, res)
                 });
-                match spawned {
-                    Ok(rx) => {
-                        tasks.spawn(async move { (i, rx.await.ok()) });
-                    }
-                    Err(e) => {
-                        let shard = self.shards[i].name.clone();
-                        tracing::error!(shard = %shard, error = %e, "no runtime for the shard");
-                        tasks.spawn(async move {
-                            let err = Error::ShardTask {
-                                shard,
-                                message: e.to_string(),
-                            };
-                            (i, Some((i, Report::default(), Err(err))))
-                        });
-                    }
-                }
+                index_of.insert(handle.id(), i);
                 next += 1;
             }
-            let Some(joined) = tasks.join_next().await else {
+            let Some(joined) = tasks.join_next_with_id().await else {
                 break;
             };
             let (i, report, res) = match joined {
-                Ok((_, Some(d))) => d,
-                Ok((i, None)) => {
+                Ok((_, d)) => d,
+                Err(e) => {
+                    // A panic (an abort only comes from dropping the JoinSet, which ends the run).
+                    let Some(&i) = index_of.get(&e.id()) else {
+                        continue;
+                    };
+                    let shard = self.shards[i].name.clone();
                     let err = Error::ShardTask {
-                        shard: self.shards[i].name.clone(),
-                        message: "the shard's task panicked".into(),
+                        shard,
+                        message: e.to_string(),
                     };
                     (i, Report::default(), Err(err))
-                }
-                // The waiting tasks do not panic; an abort only comes from dropping the
-                // JoinSet, which ends the run.
-                Err(e) => {
-                    tracing::error!(error = %e, "a shard's waiting task failed");
-                    continue;
                 }
             };
             let name = &self.shards[i].name;
@@ -193,12 +175,6 @@ impl Runner {
         }
         report.unaudited = trail.as_ref().map_or(0, |t| t.unaudited());
         self.copy_trail().await;
-        // After the last use of connections the shards' runtimes may have opened; the pools
-        // open new ones in the next run (the daemon's).
-        for s in self.shards.iter() {
-            s.close_idle();
-        }
-        runtimes.end().await;
         tracing::info!(?report, "archive run done");
         if report.failed > 0 {
             return Err(Error::ChunksFailed(report.failed));
