@@ -642,4 +642,20 @@ fn the_columnar_checksum_is_the_documented_one_and_sees_every_cell() {
     let mut d = Digester::new(Algorithm::Blake3Columns);
     d.update(&v2).unwrap();
     assert!(d.update(&batch_v1(&rows)).is_err());
+    // Empty batches add nothing, and an object without rows hashes as no columns.
+    let mut d = Digester::new(Algorithm::Blake3Columns);
+    d.update(&v2.slice(0, 0)).unwrap();
+    d.update(&v2).unwrap();
+    d.update(&batch_v1(&rows).slice(0, 0)).unwrap();
+    assert_eq!(d.finish().checksum, want);
+    let mut d = Digester::new(Algorithm::Blake3Columns);
+    d.update(&v2.slice(0, 0)).unwrap();
+    let mut none = blake3::Hasher::new();
+    none.update(b"vitalsink blake3-col 1\0");
+    none.update(&0u32.to_le_bytes());
+    none.update(&0u64.to_le_bytes());
+    assert_eq!(
+        d.finish().checksum,
+        format!("blake3-col:{}", none.finalize().to_hex())
+    );
 }
