@@ -49,7 +49,6 @@ mod columnar;
 
 use crate::error::Result;
 use crate::export::format::Columns;
-
 use crate::export::prov::SourceRanges;
 
 /// The hash and encoding of a checksum, named by the checksum's prefix.
@@ -183,7 +182,8 @@ impl Digester {
     /// either way.
     ///
     /// # Errors
-    /// [`crate::Error::Verify`] when the columns are not those of either format version.
+    /// [`crate::Error::Verify`] when the columns are not those of either format version, or
+    /// (`blake3-col`) a batch has 7 columns after batches of 14, or the other way round.
     pub fn update(&mut self, batch: &RecordBatch) -> Result<()> {
         if matches!(batch.column(0).data_type(), DataType::Dictionary(..)) {
             self.hash_rows(&Columns::of_dict(batch, "batch")?)
