@@ -42,6 +42,37 @@ pub(crate) async fn unlock_shard(c: &tokio_postgres::Client, shard: &str) {
     }
 }
 
+/// The session a shard's lock ([`try_lock_shard`]) is held on. Behind a transaction pooler
+/// it is a session of its own, on the shard's `database.direct_urls` entry
+/// ([`Shard::session_client`]); otherwise the job's own pooled connection is a session and
+/// holds the lock.
+pub(crate) struct LockSession(Option<deadpool_postgres::Object>);
+
+impl LockSession {
+    /// Opens the direct session when the shard has one.
+    ///
+    /// # Errors
+    /// As [`Shard::session_client`].
+    pub(crate) async fn open(shard: &Shard) -> Result<Self> {
+        Ok(Self(if shard.has_direct() {
+            Some(shard.session_client().await?)
+        } else {
+            None
+        }))
+    }
+
+    /// The connection that takes and releases the lock: the direct session, else `job`.
+    pub(crate) fn client<'a>(
+        &'a self,
+        job: &'a tokio_postgres::Client,
+    ) -> &'a tokio_postgres::Client {
+        match &self.0 {
+            Some(d) => d,
+            None => job,
+        }
+    }
+}
+
 /// The archiver's working set: configuration, shards, archive, rate limit. A clone shares
 /// the shards' pools, the archive and the rate limit (each shard's task of a run holds one).
 #[derive(Debug, Clone)]

@@ -49,7 +49,7 @@ use vitalsink_common::db::Shard;
 use crate::error::{Error, Result};
 use crate::export::checksum::Algorithm;
 use crate::fault::{self, CrashPoint};
-use crate::runner::{try_lock_shard, unlock_shard, Runner};
+use crate::runner::{try_lock_shard, unlock_shard, LockSession, Runner};
 use crate::state::log::{self, LogRow, Step};
 use crate::state::manifest;
 use crate::storage::layout;
@@ -219,18 +219,8 @@ impl Job<'_> {
         self.runner.migrate(shard).await?;
         let client = shard.client().await?;
         let c: &tokio_postgres::Client = &client;
-        // Behind a transaction pooler the lock is held on a session of its own
-        // (`database.direct_urls`).
-        let direct = if shard.has_direct() {
-            Some(shard.session_client().await?)
-        } else {
-            None
-        };
-        let lock: &tokio_postgres::Client = match &direct {
-            Some(d) => d,
-            None => c,
-        };
-        if !try_lock_shard(lock, self.shard).await? {
+        let session = LockSession::open(shard).await?;
+        if !try_lock_shard(session.client(c), self.shard).await? {
             tracing::warn!(
                 shard = self.shard,
                 "an archiver is working on this shard; skipped"
@@ -239,7 +229,7 @@ impl Job<'_> {
             return Ok(());
         }
         let res = self.locked(c, report).await;
-        unlock_shard(lock, self.shard).await;
+        unlock_shard(session.client(c), self.shard).await;
         res
     }
 

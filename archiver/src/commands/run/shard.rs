@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::export::catalog::{self, Chunk};
 use crate::export::dedup::{self, Archived};
 use crate::progress::Progress;
-use crate::runner::{held, try_lock_shard, unlock_shard, Runner};
+use crate::runner::{held, try_lock_shard, unlock_shard, LockSession, Runner};
 use crate::state::attempt::{ChunkJob, Outcome};
 use crate::state::audit::DropTrail;
 use crate::state::guard::Guard;
@@ -78,18 +78,8 @@ impl Runner {
     ) -> Result<()> {
         let version = self.migrate(shard).await?;
         let mut client = shard.client().await?;
-        // Behind a transaction pooler the lock needs a session of its own, on the shard's
-        // `database.direct_urls` entry; otherwise the job's connection holds it.
-        let direct = if shard.has_direct() {
-            Some(shard.session_client().await?)
-        } else {
-            None
-        };
-        let lock: &tokio_postgres::Client = match &direct {
-            Some(d) => d,
-            None => &client,
-        };
-        if !try_lock_shard(lock, &shard.name).await? {
+        let session = LockSession::open(shard).await?;
+        if !try_lock_shard(session.client(&client), &shard.name).await? {
             tracing::warn!(shard = %shard.name, "another archiver is working on this shard; skipped");
             crate::metrics::chunk(&shard.name, "busy");
             report.busy_shards += 1;
@@ -103,11 +93,7 @@ impl Runner {
             // runs that stopped between a drop and its entry.
             t.finish_shard(&client, &shard.name).await;
         }
-        let lock: &tokio_postgres::Client = match &direct {
-            Some(d) => d,
-            None => &client,
-        };
-        unlock_shard(lock, &shard.name).await;
+        unlock_shard(session.client(&client), &shard.name).await;
         res
     }
 
