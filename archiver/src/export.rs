@@ -15,7 +15,7 @@
 //! and hashing run on a blocking thread each, the Parquet encoding on more, and the upload on
 //! a task, so the stages overlap on every core. The footer's key-value metadata names the shard, chunk,
 //! range, rows, ts range, checksum, format versions and the rows' source ranges (lineage,
-//! gathered with the checksum) ([`crate::export::format::keys`]). On any error the multipart
+//! gathered with the checksum, [`lineage`]) ([`crate::export::format::keys`]). On any error the multipart
 //! upload is aborted, so no partial object becomes visible.
 //!
 //! The stage's parts: which chunks ([`catalog`]), reading them ([`readers`], [`pgcopy`]),
@@ -30,6 +30,7 @@ pub mod checksum;
 pub mod dedup;
 pub mod encode;
 pub mod format;
+pub mod lineage;
 pub mod merge;
 pub mod pgcopy;
 pub mod prov;

@@ -49,7 +49,7 @@ mod columnar;
 
 use crate::error::Result;
 use crate::export::format::Columns;
-use crate::export::prov::SourceRanges;
+use crate::export::lineage::SourceRanges;
 
 /// The hash and encoding of a checksum, named by the checksum's prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -81,7 +81,7 @@ pub mod keys {
     /// `src_offset` of the file's rows, `topic/partition:first-last` joined by `,` in (topic,
     /// partition) order; rows without lineage are left out, so a file of rows from before
     /// schema version 12 has an empty value
-    /// ([`crate::export::prov::SourceRanges`]).
+    /// ([`crate::export::lineage::SourceRanges`]).
     pub const SOURCE_RANGES: &str = "vitalsink.source_ranges";
 }
 
