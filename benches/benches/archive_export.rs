@@ -27,9 +27,8 @@
 //! receipt 2–5 s after the reading, and the Kafka record: one per participant and minute,
 //! over 8 partitions), inserted in time order as ingest writes them.
 //! After each load the shard is vacuumed and checkpointed, and the chunk is read once before
-//! timing, so that every contender starts with a warm cache and no contender shares the
-//! machine with the shard writing out the load (a 5 M-row load leaves about 1.3 GiB of dirty
-//! buffers for the checkpointer).
+//! timing, so that every contender starts with a warm cache and none shares the machine
+//! with a checkpoint of the load (1.3 GiB of table and indexes just written).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::time::{Duration, Instant};
