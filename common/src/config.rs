@@ -10,10 +10,8 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
-use crate::error::{Error, Result};
 use crate::measurement::Limits;
 
 mod archive;

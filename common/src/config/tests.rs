@@ -1,5 +1,7 @@
 use super::*;
+use crate::error::{Error, Result};
 use std::io::Write;
+use std::path::Path;
 
 #[derive(Serialize, Default)]
 struct NoFlags {}
