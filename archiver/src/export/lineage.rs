@@ -103,22 +103,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn source_ranges_render_per_partition_in_order() {
-        let mut s = SourceRanges::default();
-        assert_eq!(s.render(), "");
-        for (t, p, o) in [
-            ("vitals", 1, 50),
-            ("vitals", 1, 7),
-            ("vitals", 0, 3),
-            ("a", 2, 9),
-        ] {
-            s.add(t, p, o);
-        }
-        s.add("vitals", 1, 51);
-        assert_eq!(s.render(), "a/2:9-9,vitals/0:3-3,vitals/1:7-51");
-    }
-
-    #[test]
     fn source_ranges_are_kept_per_topic_partition_in_order() {
         let mut r = SourceRanges::default();
         assert_eq!(r.render(), "");
@@ -140,5 +124,20 @@ mod tests {
             r.render(),
             "alpha/3:5-6,vitals/-1:0-0,vitals/1:7-9,vitals/3:2-11,vitals/1000:1-1"
         );
+    }
+
+    #[test]
+    fn rows_added_together_count_as_rows_added_one_by_one_without_the_absent() {
+        // One topic's rows in a batch: rows 2 and 4 have a NULL partition or offset.
+        let (parts, offs) = ([1, 1, 9, 0, 1, 0], [40, 7, 100, 3, 2, 5]);
+        let present = |i: usize| i != 2 && i != 4;
+        let mut together = SourceRanges::default();
+        together.add_rows("vitals", &parts, &offs, present);
+        let mut one_by_one = SourceRanges::default();
+        for i in (0..parts.len()).filter(|&i| present(i)) {
+            one_by_one.add("vitals", parts[i], offs[i]);
+        }
+        assert_eq!(together.render(), "vitals/0:3-5,vitals/1:7-40");
+        assert_eq!(together.render(), one_by_one.render());
     }
 }
