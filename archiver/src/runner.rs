@@ -21,7 +21,7 @@ const SHARD_LOCK: i64 = vitalsink_common::db::BULK_LOCK_KEY;
 /// overlapping cron start, a `migrate-archive`) or a shard move (`reshard`) holds it.
 ///
 /// # Errors
-/// [`Error::Postgres`].
+/// [`crate::Error::Postgres`].
 pub(crate) async fn try_lock_shard(c: &tokio_postgres::Client, shard: &str) -> Result<bool> {
     Ok(
         c.query_one("SELECT pg_try_advisory_lock($1)", &[&SHARD_LOCK])
