@@ -129,7 +129,7 @@ impl Cli {
 }
 
 /// Runs the command; returns the exit code (0 success, 1 failure, 2 bad configuration).
-pub async fn main(cli: Cli) -> ExitCode {
+pub fn main(cli: Cli) -> ExitCode {
     let loaded =
         Config::load(cli.common.config.as_deref(), &cli.overrides()).and_then(|mut cfg| {
             cfg.use_role("archiver")?;
@@ -146,7 +146,30 @@ pub async fn main(cli: Cli) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    common_cli::exit_code("archiver", run(cli.command, cfg).await)
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(async_threads(cfg.archive.async_threads))
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the tokio runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    common_cli::exit_code("archiver", runtime.block_on(run(cli.command, cfg)))
+}
+
+/// Worker threads of the async runtime for `archive.async_threads = configured`: that many,
+/// or for 0 one per 4 CPUs (`std::thread::available_parallelism`), at least 1. The async
+/// tasks only move bytes (COPY messages into blocks, uploads, SQL); the CPU-bound stages have
+/// threads of their own, and on a machine the shard shares more async workers cost more in
+/// wake-ups than they do work (see `archive.async_threads` in `vitalsink_common::config`).
+pub fn async_threads(configured: usize) -> usize {
+    match configured {
+        0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 4).max(1)),
+        n => n,
+    }
 }
 
 #[allow(clippy::print_stdout)]

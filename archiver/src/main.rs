@@ -1,9 +1,9 @@
-//! The `archiver` binary: parses flags and hands over to [`vitalsink_archiver::cli::main`].
+//! The `archiver` binary: parses flags and hands over to [`vitalsink_archiver::cli::main`],
+//! which loads the configuration and starts the async runtime.
 
 use clap::Parser;
 use std::process::ExitCode;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    vitalsink_archiver::cli::main(vitalsink_archiver::cli::Cli::parse()).await
+fn main() -> ExitCode {
+    vitalsink_archiver::cli::main(vitalsink_archiver::cli::Cli::parse())
 }
