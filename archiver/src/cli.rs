@@ -128,7 +128,8 @@ impl Cli {
     }
 }
 
-/// Runs the command; returns the exit code (0 success, 1 failure, 2 bad configuration).
+/// Loads the configuration, starts the async runtime with [`async_threads`] workers and runs
+/// the command on it; returns the exit code (0 success, 1 failure, 2 bad configuration).
 pub fn main(cli: Cli) -> ExitCode {
     let loaded =
         Config::load(cli.common.config.as_deref(), &cli.overrides()).and_then(|mut cfg| {
