@@ -157,6 +157,16 @@ impl Guard {
     pub fn ended(&mut self) {
         self.holds = None;
     }
+
+    /// Takes the connection out of the pool and lets it go, for a connection that may still
+    /// owe the answer to a statement (a drop's COMMIT, [`crate::state::commit`]): the next
+    /// user of a pooled connection would wait for that answer. tokio-postgres closes the
+    /// connection (Terminate) once the answer has come, or the process's exit does.
+    pub fn retire(mut self) {
+        if let Some(c) = self.client.take() {
+            drop(deadpool_postgres::Object::take(c));
+        }
+    }
 }
 
 impl Drop for Guard {

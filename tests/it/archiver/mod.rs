@@ -7,6 +7,7 @@ mod archiver_chunk_lock;
 mod archiver_concurrent;
 mod archiver_crash_resume;
 mod archiver_daemon;
+mod archiver_drop_commit;
 mod archiver_local_dir;
 mod archiver_migrate_archive;
 mod archiver_readers;

@@ -184,7 +184,7 @@ impl Runner {
                 let drop_previous = async {
                     match (previous, dropping) {
                         (Some((ch, v, _)), Some(g)) => {
-                            Some((ch, job.drop_guarded(g, ch, &v).await))
+                            Some((ch, job.drop_guarded(g, ch, &v, None).await))
                         }
                         _ => None,
                     }
@@ -204,9 +204,14 @@ impl Runner {
                     Err(e) => tally(name, chunk, Err(e), report),
                 }
             }
+            // The last drop has nothing to overlap: it is over once its commit is, and the
+            // job's connection, idle now, looks for that (state::commit).
             if let Some((ch, v, at)) = pending {
-                if let Some(g) = guards.get_mut(at) {
-                    let res = job.drop_guarded(g, ch, &v).await;
+                if at < guards.len() {
+                    let mut g = guards.swap_remove(at);
+                    let res = job.drop_guarded(&mut g, ch, &v, Some(&*client)).await;
+                    // Its connection may still owe the COMMIT's answer: not back to the pool.
+                    g.retire();
                     tally(name, ch, res, report);
                 }
             }

@@ -8,6 +8,7 @@ use object_store::ObjectStoreExt;
 use super::{ChunkJob, Outcome};
 use crate::error::{pg, Error, Result};
 use crate::export::catalog::{self, Chunk, Extent};
+use crate::state::commit;
 use crate::state::guard::{Guard, LOCK_TIMEOUT};
 use crate::state::log::{self, LogRow, Step};
 
@@ -32,7 +33,8 @@ impl ChunkJob<'_> {
         chunk: &Chunk,
         verified: &LogRow,
     ) -> Result<Outcome> {
-        self.drop_chunk(client, chunk, verified, false).await?;
+        self.drop_chunk(client, chunk, verified, false, None)
+            .await?;
         Ok(outcome(verified))
     }
 
@@ -41,6 +43,10 @@ impl ChunkJob<'_> {
     /// otherwise as [`Self::drop_verified`] on the guard's connection. The guard holds
     /// nothing afterwards.
     ///
+    /// With `watch`, an idle connection to the shard, the drop is over once its COMMIT is
+    /// ([`commit::commit`]), before the backend has deleted the chunk's files; the guard's
+    /// connection answers the COMMIT later (its next statement waits for that).
+    ///
     /// # Errors
     /// As [`Self::archive`].
     pub async fn drop_guarded(
@@ -48,6 +54,7 @@ impl ChunkJob<'_> {
         guard: &mut Guard,
         chunk: &Chunk,
         verified: &LogRow,
+        watch: Option<&tokio_postgres::Client>,
     ) -> Result<Outcome> {
         let mut held = guard.holds(chunk);
         if held {
@@ -68,7 +75,7 @@ impl ChunkJob<'_> {
             guard.release(self.shard).await;
         }
         let res = self
-            .drop_chunk(guard.client_mut(), chunk, verified, held)
+            .drop_chunk(guard.client_mut(), chunk, verified, held, watch)
             .await;
         // drop_chunk ended the guard's transaction, by COMMIT or ROLLBACK.
         guard.ended();
@@ -78,13 +85,15 @@ impl ChunkJob<'_> {
     /// Locks the chunk, drops it and logs `dropped`, all in one transaction: when `held`, the
     /// one open on `client` ([`Guard`]), which has held the chunk's SHARE lock since before
     /// the export's snapshot; otherwise a new one, which re-checks the chunk against the
-    /// verified object first. A `held` transaction is ended either way.
+    /// verified object first. A `held` transaction is ended either way. `watch`: as
+    /// [`Self::drop_guarded`].
     async fn drop_chunk(
         &self,
         client: &mut tokio_postgres::Client,
         chunk: &Chunk,
         verified: &LogRow,
         held: bool,
+        watch: Option<&tokio_postgres::Client>,
     ) -> Result<()> {
         let path = verified.object_path.clone().unwrap_or_default();
         let head = self.archive.store.head(&Path::from(path.as_str())).await;
@@ -103,9 +112,10 @@ impl ChunkJob<'_> {
             return Err(e);
         }
         let d = if held {
-            self.drop_held(client, chunk, verified).await?
+            self.drop_held(client, chunk, verified, watch).await?
         } else {
-            self.drop_checked(client, chunk, verified, &path).await?
+            self.drop_checked(client, chunk, verified, &path, watch)
+                .await?
         };
         self.put(&d).await;
         tracing::info!(shard = self.shard, chunk = %chunk.name, object = %path, rows = ?d.rows, held, "dropped chunk");
@@ -123,6 +133,7 @@ impl ChunkJob<'_> {
         c: &tokio_postgres::Client,
         chunk: &Chunk,
         verified: &LogRow,
+        watch: Option<&tokio_postgres::Client>,
     ) -> Result<LogRow> {
         let res = async {
             c.execute(LOCK_CHUNK_SQL, &[&chunk.ident()])
@@ -135,7 +146,8 @@ impl ChunkJob<'_> {
             d.run_id = self.run_id.to_string();
             let d = log::insert(c, self.shard, &d).await?;
             self.mark_unmarked(c).await?;
-            c.batch_execute("COMMIT").await.map_err(pg(self.shard))?;
+            let xid = self.xid_if(c, watch).await?;
+            commit::commit(c.batch_execute("COMMIT"), &xid, watch, self.shard).await?;
             Ok(d)
         }
         .await;
@@ -154,6 +166,7 @@ impl ChunkJob<'_> {
         chunk: &Chunk,
         verified: &LogRow,
         path: &str,
+        watch: Option<&tokio_postgres::Client>,
     ) -> Result<LogRow> {
         let tx = client.transaction().await.map_err(pg(self.shard))?;
         // The re-check's count runs without parallel workers: on a busy shard starting them
@@ -186,8 +199,22 @@ impl ChunkJob<'_> {
         d.run_id = self.run_id.to_string();
         let d = log::insert(&tx, self.shard, &d).await?;
         self.mark_unmarked(&tx).await?;
-        tx.commit().await.map_err(pg(self.shard))?;
+        let xid = self.xid_if(&tx, watch).await?;
+        commit::commit(tx.commit(), &xid, watch, self.shard).await?;
         Ok(d)
+    }
+
+    /// The id of the transaction open on `c` when `watch` will look for its end
+    /// ([`commit::commit`]); empty (no statement) otherwise.
+    async fn xid_if(
+        &self,
+        c: &impl tokio_postgres::GenericClient,
+        watch: Option<&tokio_postgres::Client>,
+    ) -> Result<String> {
+        match watch {
+            Some(_) => commit::xid(c, self.shard).await,
+            None => Ok(String::new()),
+        }
     }
 }
 
