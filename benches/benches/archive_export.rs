@@ -12,7 +12,10 @@
 //! - the whole `archiver run` (release binary: export, read-back verification, drop), as many
 //!   times as well: each run drops the chunk it archived, so the next one gets the same rows
 //!   loaded again a day later; DuckDB exports each of these chunks just before the run, and
-//!   the run's ratio is to the median of those exports;
+//!   the run's ratio is to the median of those exports. The run ends once its last drop is
+//!   committed, while the shard's backend still deletes the chunk's files
+//!   (archiver/src/state/commit.rs); the run until no other backend of the shard is active
+//!   any more is printed as well, against the same exports;
 //! - the archiver's export again with `archive.encode_threads = 1` (every Parquet column on
 //!   one thread, as `ArrowWriter` does; the default encodes each row group's columns on one
 //!   thread per CPU, [`vitalsink_archiver::export::encode`]), and the encoding alone (one row
@@ -113,6 +116,7 @@ async fn main() {
     // with exports of the same chunks in the same minutes (this VM's speed drifts over the
     // bench's quarter of an hour).
     let mut run_runs = Vec::new();
+    let mut idle_runs = Vec::new();
     let mut duck_paired = Vec::new();
     let mut run_rss = 0;
     for i in 0..RUNS {
@@ -128,11 +132,13 @@ async fn main() {
             chunk.clone()
         };
         duck_paired.push(duckdb_export(&shard.url, &this, &dir));
-        let (secs, rss) = archiver_run(&shard, &dir, i);
+        let (secs, idle, rss) = archiver_run(&c, &shard, &dir, i).await;
         run_runs.push((secs, 0));
+        idle_runs.push((idle, 0));
         run_rss = run_rss.max(rss);
     }
     let (run_secs, _) = median(run_runs);
+    let (idle_secs, _) = median(idle_runs);
     let (duck_paired_secs, _) = median(duck_paired);
 
     let mib = |b: f64| b / 1048576.0;
@@ -185,6 +191,12 @@ async fn main() {
     report(
         "archiver run (export + verify + drop)",
         rows_f / run_secs,
+        "rows/s",
+        Some(("DuckDB", rows_f / duck_paired_secs)),
+    );
+    report(
+        "archiver run, until the shard is idle (chunk's files deleted)",
+        rows_f / idle_secs,
         "rows/s",
         Some(("DuckDB", rows_f / duck_paired_secs)),
     );
@@ -402,12 +414,15 @@ async fn archiver_export(
     (ex.took.as_secs_f64(), ex.bytes)
 }
 
-/// `archiver run` (release binary) on the shard, the `run`th time: (seconds, peak RSS bytes).
-fn archiver_run(
+/// `archiver run` (release binary) on the shard, the `run`th time: (seconds to its exit,
+/// seconds until no other client backend of the shard is active, peak RSS bytes). `c` is
+/// idle, on the shard's database; it looks every 5 ms after the exit.
+async fn archiver_run(
+    c: &tokio_postgres::Client,
     shard: &vitalsink_common::config::ShardConfig,
     dir: &std::path::Path,
     run: usize,
-) -> (f64, u64) {
+) -> (f64, f64, u64) {
     let bin = vitalsink_benches::release_binary("archiver");
     let config = dir.join("archiver.toml");
     std::fs::write(
@@ -445,6 +460,23 @@ fn archiver_run(
     let out = child.wait_with_output().unwrap();
     let secs = t.elapsed().as_secs_f64();
     done.store(true, std::sync::atomic::Ordering::Relaxed);
+    // At most a minute: the deletion takes a fraction of a second.
+    for _ in 0..12_000 {
+        let busy: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+                 AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if busy == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let idle = t.elapsed().as_secs_f64();
     let rss = sampler.join().unwrap();
     assert!(
         out.status.success(),
@@ -452,8 +484,8 @@ fn archiver_run(
         dir.join(format!("archiver{run}.log")).display()
     );
     println!(
-        "archiver run: {secs:.2} s: {}",
+        "archiver run: {secs:.2} s (shard idle after {idle:.2} s): {}",
         String::from_utf8_lossy(&out.stdout).trim()
     );
-    (secs, rss)
+    (secs, idle, rss)
 }
