@@ -37,34 +37,49 @@ const OVER_SQL: &str = "SELECT pg_xact_status($1::text::xid8) = 'committed' \
      AND NOT EXISTS (SELECT 1 FROM pg_locks \
                      WHERE locktype = 'transactionid' AND transactionid = xid($1::text::xid8))";
 
-/// The id of the transaction open on `c`, for [`commit`]: `xid8` as text.
-///
-/// # Errors
-/// [`crate::error::Error::Postgres`] from the statement.
-pub async fn xid(c: &impl tokio_postgres::GenericClient, shard: &str) -> Result<String> {
-    let row = c.query_one(XID_SQL, &[]).await.map_err(pg(shard))?;
-    row.try_get(0).map_err(pg(shard))
+/// A look-out for one transaction's end: an idle connection to its shard and the
+/// transaction's id (`xid8` as text).
+#[derive(Debug)]
+pub struct Watch<'a> {
+    from: &'a tokio_postgres::Client,
+    xid: String,
 }
 
-/// Awaits `commit` (the COMMIT of transaction `xid` on another connection) until it answers,
-/// or until `watch` (a connection to the same shard, idle) sees the transaction committed
-/// and its locks released, whichever comes first. With `watch` `None`, or once a look fails
-/// (the failure is logged at debug), it awaits the answer alone.
+impl<'a> Watch<'a> {
+    /// A look-out from `from` (a connection to the same shard, idle) for the transaction open
+    /// on `c`, whose id it asks for (one statement on `c`); `None`, and no statement, without
+    /// `from`.
+    ///
+    /// # Errors
+    /// [`crate::error::Error::Postgres`] from the statement.
+    pub async fn on(
+        c: &impl tokio_postgres::GenericClient,
+        from: Option<&'a tokio_postgres::Client>,
+        shard: &str,
+    ) -> Result<Option<Self>> {
+        let Some(from) = from else {
+            return Ok(None);
+        };
+        let row = c.query_one(XID_SQL, &[]).await.map_err(pg(shard))?;
+        let xid = row.try_get(0).map_err(pg(shard))?;
+        Ok(Some(Self { from, xid }))
+    }
+}
+
+/// Awaits `commit` (the COMMIT of the watched transaction, on its own connection) until it
+/// answers, or until `watch` sees the transaction committed and its locks released, whichever
+/// comes first. With `watch` `None`, or once a look fails (the failure is logged at debug), it
+/// awaits the answer alone.
 ///
 /// # Errors
 /// [`crate::error::Error::Postgres`] from the COMMIT, as its own answer says; a failed look is
 /// not an error.
-pub async fn commit<F>(
-    commit: F,
-    xid: &str,
-    watch: Option<&tokio_postgres::Client>,
-    shard: &str,
-) -> Result<()>
+pub async fn commit<F>(commit: F, watch: Option<Watch<'_>>, shard: &str) -> Result<()>
 where
     F: Future<Output = std::result::Result<(), tokio_postgres::Error>>,
 {
     let mut commit = std::pin::pin!(commit);
-    let Some(watch) = watch else {
+    let Some(Watch { from, xid }) = watch else {
         return commit.await.map_err(pg(shard));
     };
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&xid];
@@ -75,7 +90,7 @@ where
         }
         let look = tokio::select! {
             res = &mut commit => return res.map_err(pg(shard)),
-            look = watch.query_one(OVER_SQL, &params) => look,
+            look = from.query_one(OVER_SQL, &params) => look,
         };
         match look.and_then(|row| row.try_get::<_, Option<bool>>(0)) {
             Ok(Some(true)) => {

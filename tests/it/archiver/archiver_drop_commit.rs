@@ -59,8 +59,13 @@ async fn drop_and_commit(
     c.execute("INSERT INTO t VALUES ($1)", &[&fail])
         .await
         .unwrap();
-    let xid = commit::xid(c, "shard0").await.unwrap();
-    let res = commit::commit(c.batch_execute("COMMIT"), &xid, watch, "shard0")
+    let xid: String = c
+        .query_one("SELECT pg_current_xact_id()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let watch = commit::Watch::on(c, watch, "shard0").await.unwrap();
+    let res = commit::commit(c.batch_execute("COMMIT"), watch, "shard0")
         .await
         .map_err(|e| e.to_string());
     (res, xid)

@@ -146,8 +146,8 @@ impl ChunkJob<'_> {
             d.run_id = self.run_id.to_string();
             let d = log::insert(c, self.shard, &d).await?;
             self.mark_unmarked(c).await?;
-            let xid = self.xid_if(c, watch).await?;
-            commit::commit(c.batch_execute("COMMIT"), &xid, watch, self.shard).await?;
+            let watch = commit::Watch::on(c, watch, self.shard).await?;
+            commit::commit(c.batch_execute("COMMIT"), watch, self.shard).await?;
             Ok(d)
         }
         .await;
@@ -199,22 +199,9 @@ impl ChunkJob<'_> {
         d.run_id = self.run_id.to_string();
         let d = log::insert(&tx, self.shard, &d).await?;
         self.mark_unmarked(&tx).await?;
-        let xid = self.xid_if(&tx, watch).await?;
-        commit::commit(tx.commit(), &xid, watch, self.shard).await?;
+        let watch = commit::Watch::on(&tx, watch, self.shard).await?;
+        commit::commit(tx.commit(), watch, self.shard).await?;
         Ok(d)
-    }
-
-    /// The id of the transaction open on `c` when `watch` will look for its end
-    /// ([`commit::commit`]); empty (no statement) otherwise.
-    async fn xid_if(
-        &self,
-        c: &impl tokio_postgres::GenericClient,
-        watch: Option<&tokio_postgres::Client>,
-    ) -> Result<String> {
-        match watch {
-            Some(_) => commit::xid(c, self.shard).await,
-            None => Ok(String::new()),
-        }
     }
 }
 
